@@ -1,0 +1,349 @@
+//! The only place that spawns `docker`: one method per verb, argv vectors, a deadline on every
+//! call, and errors that keep the argv, the exit status and docker's stderr.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Environment variable naming the docker binary (overridden by `--docker`).
+pub const DOCKER_ENV: &str = "FRACTALIC_PUBLISHER_DOCKER";
+
+/// Deadline for quick calls (ps, inspect, create, cp, start, rm ...).
+pub const QUICK: Duration = Duration::from_secs(30);
+
+/// What a finished docker command printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A handle on the docker CLI.
+#[derive(Debug)]
+pub struct Docker {
+    bin: PathBuf,
+    calls: AtomicU32,
+}
+
+impl Docker {
+    /// Finds docker: `flag` (from `--docker`), else `FRACTALIC_PUBLISHER_DOCKER`, else `which docker`.
+    pub fn locate(flag: Option<&Path>) -> Result<Docker> {
+        let from_env = std::env::var_os(DOCKER_ENV).filter(|v| !v.is_empty());
+        let bin = match (flag, from_env) {
+            (Some(p), _) => resolve_given(p, "--docker")?,
+            (None, Some(v)) => resolve_given(Path::new(&v), DOCKER_ENV)?,
+            (None, None) => which::which("docker").map_err(|_| Error::DockerMissing {
+                detail: "no `docker` on PATH".into(),
+            })?,
+        };
+        Ok(Docker::with_binary(bin))
+    }
+
+    /// A handle on a known binary (tests use this with fake programs).
+    pub fn with_binary(bin: PathBuf) -> Docker {
+        Docker {
+            bin,
+            calls: AtomicU32::new(0),
+        }
+    }
+
+    /// The binary in use.
+    pub fn binary(&self) -> &Path {
+        &self.bin
+    }
+
+    /// How many docker processes this handle has started.
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Runs `docker ARGS`, feeding `stdin` if given, killing it after `timeout`.
+    /// A non-zero exit becomes [`Error::Docker`] (or [`Error::DaemonDown`] when the daemon is
+    /// unreachable).
+    pub fn run(&self, args: &[&str], stdin: Option<Vec<u8>>, timeout: Duration) -> Result<Output> {
+        let (status, out) = self.run_unchecked(args, stdin, timeout)?;
+        if status == Some(0) {
+            Ok(out)
+        } else {
+            Err(self.classify(args, status, out.stderr))
+        }
+    }
+
+    /// Like [`Docker::run`] but returns the exit status (None: killed by a signal) instead of
+    /// failing on non-zero. Failing to start docker or a timeout are still errors.
+    pub fn run_unchecked(
+        &self,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Output)> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut expr = duct::cmd(&self.bin, args)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        expr = match stdin {
+            Some(bytes) => expr.stdin_bytes(bytes),
+            None => expr.stdin_null(),
+        };
+        let handle = Arc::new(expr.start().map_err(|e| Error::DockerMissing {
+            detail: format!("cannot run {}: {e}", self.bin.display()),
+        })?);
+        let (tx, rx) = mpsc::channel();
+        let waiter = Arc::clone(&handle);
+        std::thread::spawn(move || {
+            let r = waiter.wait().map(|o| o.clone());
+            let _ = tx.send(r);
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(o)) => Ok((
+                o.status.code(),
+                Output {
+                    stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                },
+            )),
+            Ok(Err(e)) => Err(Error::DockerMissing {
+                detail: format!("waiting for {}: {e}", self.bin.display()),
+            }),
+            Err(_) => {
+                let _ = handle.kill();
+                Err(Error::DockerTimeout {
+                    argv: self.argv(args),
+                    secs: timeout.as_secs().max(1),
+                })
+            }
+        }
+    }
+
+    /// `docker a b c` as shown in messages (never contains secrets: we never pass any on argv).
+    pub fn argv(&self, args: &[&str]) -> String {
+        let mut s = String::from("docker");
+        for a in args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    }
+
+    fn classify(&self, args: &[&str], status: Option<i32>, stderr: String) -> Error {
+        if daemon_unreachable(&stderr) {
+            Error::DaemonDown { detail: stderr }
+        } else {
+            Error::Docker {
+                argv: self.argv(args),
+                status,
+                stderr,
+            }
+        }
+    }
+
+    /// `docker version` server version; fails with DaemonDown when no daemon answers.
+    pub fn server_version(&self) -> Result<String> {
+        let out = self.run(
+            &["version", "--format", "{{.Server.Version}}"],
+            None,
+            Duration::from_secs(10),
+        )?;
+        Ok(out.stdout.trim().to_string())
+    }
+
+    /// `docker pull [--platform P] IMAGE` with the given deadline.
+    pub fn pull(&self, image: &str, platform: Option<&str>, timeout: Duration) -> Result<()> {
+        let mut args = vec!["pull", "--quiet"];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.push(image);
+        self.run(&args, None, timeout).map(|_| ())
+    }
+
+    /// `docker image inspect IMAGE`: None when the image is not in the local cache.
+    pub fn image_inspect(&self, image: &str) -> Result<Option<Value>> {
+        inspect_one(self, &["image", "inspect", image])
+    }
+
+    /// `docker container inspect NAME`: None when no such container exists.
+    pub fn container_inspect(&self, name: &str) -> Result<Option<Value>> {
+        inspect_one(self, &["container", "inspect", name])
+    }
+
+    /// `docker exec CONTAINER ARGV...`: exit status and output, without failing on non-zero.
+    pub fn exec(
+        &self,
+        container: &str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Output)> {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(argv);
+        let (status, out) = self.run_unchecked(&args, None, timeout)?;
+        if status != Some(0) && daemon_unreachable(&out.stderr) {
+            return Err(Error::DaemonDown { detail: out.stderr });
+        }
+        Ok((status, out))
+    }
+
+    /// `docker rm -f NAME` (also removes anonymous volumes); a missing container is not an error.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let args = ["rm", "-f", "-v", name];
+        let (status, out) = self.run_unchecked(&args, None, QUICK)?;
+        if status == Some(0) || out.stderr.contains("No such container") {
+            Ok(())
+        } else {
+            Err(self.classify(&args, status, out.stderr))
+        }
+    }
+
+    /// Reads one regular file out of a container (`docker cp NAME:PATH -`): None if missing.
+    pub fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let src = format!("{container}:{path}");
+        let args = ["cp", src.as_str(), "-"];
+        // Binary-safe: run through duct directly to keep raw bytes.
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let out = duct::cmd(&self.bin, args)
+            .stdout_capture()
+            .stderr_capture()
+            .stdin_null()
+            .unchecked()
+            .run()
+            .map_err(|e| Error::DockerMissing {
+                detail: format!("cannot run {}: {e}", self.bin.display()),
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if stderr.contains("No such container") || stderr.contains("Could not find the file") {
+                return Ok(None);
+            }
+            return Err(self.classify(&args, out.status.code(), stderr));
+        }
+        let mut archive = tar::Archive::new(out.stdout.as_slice());
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::failed(format!("docker cp {src}: bad tar stream: {e}")))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| Error::failed(format!("docker cp {src}: bad tar stream: {e}")))?;
+            if entry.header().entry_type().is_file() {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut buf)
+                    .map_err(|e| Error::failed(format!("docker cp {src}: {e}")))?;
+                return Ok(Some(buf));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn inspect_one(docker: &Docker, args: &[&str]) -> Result<Option<Value>> {
+    let (status, out) = docker.run_unchecked(args, None, QUICK)?;
+    if status != Some(0) {
+        let err = out.stderr.to_ascii_lowercase();
+        if err.contains("no such") {
+            return Ok(None);
+        }
+        return Err(docker.classify(args, status, out.stderr));
+    }
+    let v: Value = serde_json::from_str(&out.stdout).map_err(|e| {
+        Error::failed(format!(
+            "`{}` printed unreadable JSON: {e}",
+            docker.argv(args)
+        ))
+    })?;
+    Ok(v.as_array().and_then(|a| a.first()).cloned())
+}
+
+fn resolve_given(p: &Path, source: &str) -> Result<PathBuf> {
+    if p.components().count() > 1 || p.is_absolute() {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        return Err(Error::DockerMissing {
+            detail: format!("{source} names {}, which is not a file", p.display()),
+        });
+    }
+    which::which(p).map_err(|_| Error::DockerMissing {
+        detail: format!("{source} names `{}`, which is not on PATH", p.display()),
+    })
+}
+
+/// Does docker's stderr say the daemon could not be reached?
+pub fn daemon_unreachable(stderr: &str) -> bool {
+    stderr.contains("Cannot connect to the Docker daemon")
+        || stderr.contains("Is the docker daemon running")
+        || stderr.contains("error during connect")
+        || (stderr.contains("dial unix") && stderr.contains("connect:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fake(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("docker");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn keeps_argv_status_and_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Docker::with_binary(fake(
+            dir.path(),
+            "echo 'Error response from daemon: nope' >&2; exit 4",
+        ));
+        let e = d.run(&["start", "x"], None, QUICK).unwrap_err();
+        match &e {
+            Error::Docker { argv, status, .. } => {
+                assert_eq!(argv, "docker start x");
+                assert_eq!(*status, Some(4));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.to_string(), "`docker start x` failed (exit 4): nope");
+        assert_eq!(d.calls(), 1);
+    }
+
+    #[test]
+    fn daemon_down_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Docker::with_binary(fake(
+            dir.path(),
+            "echo 'Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?' >&2; exit 1",
+        ));
+        let e = d.run(&["ps"], None, QUICK).unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
+    }
+
+    #[test]
+    fn timeout_kills_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Docker::with_binary(fake(dir.path(), "exec sleep 30"));
+        let t0 = std::time::Instant::now();
+        let e = d
+            .run(&["pull", "x"], None, Duration::from_millis(200))
+            .unwrap_err();
+        assert!(matches!(e, Error::DockerTimeout { .. }), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn stdin_is_fed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Docker::with_binary(fake(dir.path(), "cat"));
+        let out = d.run(&["cp"], Some(b"hello".to_vec()), QUICK).unwrap();
+        assert_eq!(out.stdout, "hello");
+    }
+
+    #[test]
+    fn missing_binary_is_docker_missing() {
+        let e = Docker::locate(Some(Path::new("/nonexistent/docker"))).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().contains("/nonexistent/docker"), "{e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! The one error type of the product: every failure keeps its context until it is displayed,
+//! and each variant maps to one documented exit code.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit codes, documented in README. Scripts wrapping the binary rely on them.
+pub mod exit {
+    /// Deployed and healthy / command succeeded.
+    pub const OK: i32 = 0;
+    /// The operation failed (a deploy failed and nothing of it is left running).
+    pub const FAILED: i32 = 1;
+    /// Bad input: nothing was created or removed.
+    pub const BAD_INPUT: i32 = 2;
+    /// Docker unavailable: no docker binary, or the daemon does not answer.
+    pub const DOCKER_UNAVAILABLE: i32 = 3;
+}
+
+/// Everything that can go wrong, with enough context to say what and where.
+#[derive(Debug)]
+pub enum Error {
+    /// The user gave something we cannot use; `what` names the value, `hint` says what would be right.
+    Input { what: String, hint: String },
+    /// No docker binary could be found or started.
+    DockerMissing { detail: String },
+    /// The docker binary ran but the daemon did not answer.
+    DaemonDown { detail: String },
+    /// A docker command ran and said no.
+    Docker {
+        argv: String,
+        status: Option<i32>,
+        stderr: String,
+    },
+    /// A docker command did not finish before its deadline (it was killed).
+    DockerTimeout { argv: String, secs: u64 },
+    /// Reading a local file failed.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A plugin script failed to compile or threw; `location` is `file:line:col`.
+    Plugin { location: String, message: String },
+    /// A deploy or management step failed; the message says what and what was cleaned up.
+    Failed { message: String },
+    /// The process was interrupted (Ctrl-C); what it made was removed.
+    Interrupted,
+}
+
+impl Error {
+    /// Shorthand for a bad-input error.
+    pub fn input(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Input {
+            what: what.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// Shorthand for a failed operation.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Error::Failed {
+            message: message.into(),
+        }
+    }
+
+    /// The documented process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input { .. } => exit::BAD_INPUT,
+            Error::DockerMissing { .. } | Error::DaemonDown { .. } => exit::DOCKER_UNAVAILABLE,
+            Error::Plugin { .. } => exit::FAILED,
+            Error::Docker { .. }
+            | Error::DockerTimeout { .. }
+            | Error::Io { .. }
+            | Error::Failed { .. }
+            | Error::Interrupted => exit::FAILED,
+        }
+    }
+
+    /// A short machine-readable kind for `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Input { .. } => "bad_input",
+            Error::DockerMissing { .. } => "docker_missing",
+            Error::DaemonDown { .. } => "daemon_down",
+            Error::Docker { .. } => "docker",
+            Error::DockerTimeout { .. } => "docker_timeout",
+            Error::Io { .. } => "io",
+            Error::Plugin { .. } => "plugin",
+            Error::Failed { .. } => "failed",
+            Error::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// First non-empty line of docker's stderr, trimmed of docker's own prefixes.
+fn first_line(s: &str) -> &str {
+    let line = s
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    line.strip_prefix("Error response from daemon: ")
+        .or_else(|| line.strip_prefix("Error: "))
+        .unwrap_or(line)
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Input { what, hint } => write!(f, "{what}: {hint}"),
+            Error::DockerMissing { detail } => write!(
+                f,
+                "docker not found: {detail} (install Docker, or pass --docker PATH / set FRACTALIC_PUBLISHER_DOCKER)"
+            ),
+            Error::DaemonDown { detail } => write!(
+                f,
+                "the Docker daemon does not answer: {} (start dockerd, or check DOCKER_HOST)",
+                first_line(detail)
+            ),
+            Error::Docker {
+                argv,
+                status,
+                stderr,
+            } => {
+                let code = status.map_or("killed by a signal".to_string(), |c| {
+                    format!("exit {c}")
+                });
+                write!(f, "`{argv}` failed ({code}): {}", first_line(stderr))
+            }
+            Error::DockerTimeout { argv, secs } => {
+                write!(f, "`{argv}` did not finish within {secs}s and was stopped")
+            }
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Plugin { location, message } => write!(f, "{location}: {message}"),
+            Error::Failed { message } => write!(f, "{message}"),
+            Error::Interrupted => write!(f, "interrupted; what this run created was removed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_per_kind() {
+        assert_eq!(Error::input("--port 0", "use 1-65535").exit_code(), 2);
+        assert_eq!(Error::DockerMissing { detail: "x".into() }.exit_code(), 3);
+        assert_eq!(Error::DaemonDown { detail: "x".into() }.exit_code(), 3);
+        assert_eq!(Error::failed("x").exit_code(), 1);
+    }
+
+    #[test]
+    fn docker_error_shows_first_stderr_line_without_prefix() {
+        let e = Error::Docker {
+            argv: "docker start x".into(),
+            status: Some(1),
+            stderr: "\nError response from daemon: port is already allocated\nmore\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "`docker start x` failed (exit 1): port is already allocated"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! fractalic-publisher: deploys Fractalic scripts as containers through Rhai platform plugins.
+
+pub mod cleanup;
+pub mod cli;
+pub mod config;
+pub mod deploy;
+pub mod docker;
+pub mod error;
+pub mod health;
+pub mod payload;
+pub mod plugin;
+pub mod ports;
+pub mod progress;
+pub mod run;

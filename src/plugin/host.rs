@@ -1,0 +1,941 @@
+//! The host API: every function a plugin script can call. This is the plugin authors' whole
+//! world: Docker verbs, payload copy, port choice, readiness waits and progress. There is no
+//! raw file or process access. Each function is documented in README's plugin section.
+
+use crate::config::DeployConfig;
+use crate::docker::{self, Docker, QUICK};
+use crate::error::{Error, Result};
+use crate::health;
+use crate::payload;
+use crate::ports::{self, PortRequest};
+use crate::progress::Progress;
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Label set on every container this tool creates; `ps` finds deployments by it.
+pub const LABEL_MANAGED: &str = "fractalic-publisher.managed";
+/// Label naming the plugin that owns a container.
+pub const LABEL_PLUGIN: &str = "fractalic-publisher.plugin";
+/// Label with the creation time (UTC, RFC 3339).
+pub const LABEL_CREATED: &str = "fractalic-publisher.created";
+
+type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+
+/// State shared by the host functions during one command.
+pub struct Host {
+    /// Where progress, `print` and warnings go.
+    pub progress: Progress,
+    docker: Option<Arc<Docker>>,
+    plugin: Mutex<String>,
+    deploy: Option<DeployConfig>,
+    created: Mutex<Vec<String>>,
+    failure: Mutex<Option<Error>>,
+    env_file: Mutex<Option<tempfile::NamedTempFile>>,
+}
+
+impl Host {
+    /// A host; `docker` is None for commands that never need Docker (list, info).
+    pub fn new(progress: Progress, docker: Option<Arc<Docker>>) -> Host {
+        Host {
+            progress,
+            docker,
+            plugin: Mutex::new(String::new()),
+            deploy: None,
+            created: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            env_file: Mutex::new(None),
+        }
+    }
+
+    /// Stages a validated deploy: `copy_payload` and `create_container` read it (secrets stay
+    /// on this side; scripts see only names and paths).
+    pub fn with_deploy(mut self, cfg: DeployConfig) -> Host {
+        self.deploy = Some(cfg);
+        self
+    }
+
+    /// Names the plugin on whose behalf containers are created (the plugin label).
+    pub fn set_plugin(&self, name: &str) {
+        *lock(&self.plugin) = name.to_string();
+    }
+
+    /// The staged deploy, if any.
+    pub fn deploy(&self) -> Option<&DeployConfig> {
+        self.deploy.as_ref()
+    }
+
+    /// The docker handle, if this command has one.
+    pub fn docker(&self) -> Option<&Arc<Docker>> {
+        self.docker.as_ref()
+    }
+
+    /// Containers created in this run and not yet removed or kept.
+    pub fn created(&self) -> Vec<String> {
+        lock(&self.created).clone()
+    }
+
+    /// Removes every container created in this run (after a failure). Returns their names.
+    pub fn rollback(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::mem::take(&mut *lock(&self.created));
+        if let Some(d) = &self.docker {
+            for n in &names {
+                let _ = d.remove(n);
+                crate::cleanup::forget(n);
+            }
+        }
+        // Also whatever a timed-out `docker create` may have left.
+        for n in crate::cleanup::remove_pending() {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names
+    }
+
+    /// Keeps what was created (the deploy succeeded).
+    pub fn keep_created(&self) {
+        for n in std::mem::take(&mut *lock(&self.created)) {
+            crate::cleanup::forget(&n);
+        }
+    }
+
+    /// If `err` is the error a host function raised, hands back the structured original.
+    pub fn take_failure(&self, err: &EvalAltResult) -> Option<Error> {
+        let mut slot = lock(&self.failure);
+        let matches = match (err, slot.as_ref()) {
+            (EvalAltResult::ErrorRuntime(v, _), Some(stored)) => {
+                v.to_string() == stored.to_string()
+            }
+            _ => false,
+        };
+        if matches {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    fn raise(&self, e: Error) -> Box<EvalAltResult> {
+        let msg = e.to_string();
+        *lock(&self.failure) = Some(e);
+        EvalAltResult::ErrorRuntime(msg.into(), Position::NONE).into()
+    }
+
+    fn check<T>(&self, r: Result<T>) -> RhaiResult<T> {
+        r.map_err(|e| self.raise(e))
+    }
+
+    fn docker_or_raise(&self) -> RhaiResult<Arc<Docker>> {
+        match &self.docker {
+            Some(d) => Ok(Arc::clone(d)),
+            None => Err(self.raise(Error::failed(
+                "this command has no Docker access; plugins may use Docker only in deploy and management commands",
+            ))),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn json_to_dynamic(v: &Value) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+fn map_str(m: &Map, key: &str) -> Option<String> {
+    m.get(key)
+        .filter(|v| !v.is_unit())
+        .map(|v| v.to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn map_int(m: &Map, key: &str) -> Option<i64> {
+    m.get(key).and_then(|v| v.as_int().ok())
+}
+
+/// Current UTC time as RFC 3339 (`2026-11-27T03:50:00Z`).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats Unix seconds as RFC 3339 UTC.
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn valid_label_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 128
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+}
+
+/// Parses `docker ps --format` lines produced by [`ps_format`].
+fn parse_ps(stdout: &str, labels: &[String]) -> Array {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let col = |i: usize| cols.get(i).copied().unwrap_or("").to_string();
+            let mut m = Map::new();
+            for (i, key) in [
+                "id",
+                "name",
+                "state",
+                "status",
+                "image",
+                "created_at",
+                "ports",
+            ]
+            .iter()
+            .enumerate()
+            {
+                m.insert((*key).into(), col(i).into());
+            }
+            let mut lm = Map::new();
+            for (i, key) in labels.iter().enumerate() {
+                lm.insert(key.as_str().into(), col(7 + i).into());
+            }
+            m.insert("labels".into(), lm.into());
+            Dynamic::from_map(m)
+        })
+        .collect()
+}
+
+fn ps_format(labels: &[String]) -> String {
+    let mut f = String::from(
+        "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Status}}\t{{.Image}}\t{{.CreatedAt}}\t{{.Ports}}",
+    );
+    for l in labels {
+        f.push_str(&format!("\t{{{{.Label \"{l}\"}}}}"));
+    }
+    f
+}
+
+/// Registers the host API on `engine`.
+pub fn register(engine: &mut Engine, host: &Arc<Host>) {
+    // --- progress and failure -------------------------------------------------------------
+
+    // progress(percent, message): a step of the operation; percentages never go backwards.
+    let h = Arc::clone(host);
+    engine.register_fn("progress", move |pct: i64, msg: &str| {
+        h.progress.step(pct, msg)
+    });
+
+    // warn(message): a warning line.
+    let h = Arc::clone(host);
+    engine.register_fn("warn", move |msg: &str| h.progress.warn(msg));
+
+    // bad_input(what, hint): stop with exit code 2 ("WHAT: HINT"); nothing is changed.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "bad_input",
+        move |what: &str, hint: &str| -> RhaiResult<()> { Err(h.raise(Error::input(what, hint))) },
+    );
+
+    // fail(message): stop with exit code 1; containers created in this run are removed.
+    let h = Arc::clone(host);
+    engine.register_fn("fail", move |msg: &str| -> RhaiResult<()> {
+        Err(h.raise(Error::failed(msg)))
+    });
+
+    // now_utc(): the current UTC time, RFC 3339.
+    engine.register_fn("now_utc", now_utc);
+
+    // --- containers ---------------------------------------------------------------------
+
+    // docker_ps(all, filters, label_keys): containers (one `docker ps` call) as maps
+    // {id, name, state, status, image, created_at, ports, labels: {key: value}}.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "docker_ps",
+        move |all: bool, filters: Array, label_keys: Array| -> RhaiResult<Array> {
+            let d = h.docker_or_raise()?;
+            let keys: Vec<String> = label_keys.iter().map(|k| k.to_string()).collect();
+            if let Some(bad) = keys.iter().find(|k| !valid_label_key(k)) {
+                return Err(h.raise(Error::failed(format!(
+                    "docker_ps: bad label key {bad:?}: use letters, digits, '.', '-', '_', '/'"
+                ))));
+            }
+            let format = ps_format(&keys);
+            let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+            let mut args: Vec<&str> = vec!["ps", "--no-trunc", "--format", &format];
+            if all {
+                args.push("--all");
+            }
+            for f in &filters {
+                args.extend(["--filter", f.as_str()]);
+            }
+            let out = h.check(d.run(&args, None, QUICK))?;
+            Ok(parse_ps(&out.stdout, &keys))
+        },
+    );
+
+    // container_inspect(name): `docker container inspect` as a map, or () when absent.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "container_inspect",
+        move |name: &str| -> RhaiResult<Dynamic> {
+            let d = h.docker_or_raise()?;
+            let v = h.check(d.container_inspect(name))?;
+            Ok(v.as_ref().map_or(Dynamic::UNIT, json_to_dynamic))
+        },
+    );
+
+    // create_container(spec): `docker create` from a map {name, image, port, bind,
+    // container_port (8001), labels: {}, restart ("unless-stopped"), platform}. The deploy's
+    // environment goes in through a 0600 env-file, never on the command line. The managed,
+    // plugin and created labels are added. Returns the container id. The container is removed
+    // automatically if the run fails or is interrupted.
+    let h = Arc::clone(host);
+    engine.register_fn("create_container", move |spec: Map| -> RhaiResult<String> {
+        let d = h.docker_or_raise()?;
+        h.check(create_container(&h, &d, &spec))
+    });
+
+    // container_user(container, user): {uid, gid} of USER (a name, uid or uid:gid) as the
+    // container's /etc/passwd and /etc/group define it.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "container_user",
+        move |container: &str, user: &str| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            let (uid, gid) = h.check(container_user(&d, container, user))?;
+            let mut m = Map::new();
+            m.insert("uid".into(), (uid as i64).into());
+            m.insert("gid".into(), (gid as i64).into());
+            Ok(m)
+        },
+    );
+
+    // copy_payload(container, uid, gid): stages the script folder (as /payload/<script>/),
+    // the config files and the /fractalic/payload link as one tar stream, owned by uid:gid,
+    // secrets 0600, and copies it with one `docker cp`. Returns {files, dirs, bytes}.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "copy_payload",
+        move |container: &str, uid: i64, gid: i64| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            h.check(copy_payload(&h, &d, container, uid, gid))
+        },
+    );
+
+    // start_container(name): `docker start`. Returns {ok, port_clash, error}; a port clash
+    // ("port is already allocated") is reported, not thrown, so the plugin can retry.
+    let h = Arc::clone(host);
+    engine.register_fn("start_container", move |name: &str| -> RhaiResult<Map> {
+        let d = h.docker_or_raise()?;
+        let args = ["start", name];
+        let (status, out) = h.check(d.run_unchecked(&args, None, QUICK))?;
+        if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
+            return Err(h.raise(Error::DaemonDown { detail: out.stderr }));
+        }
+        let mut m = Map::new();
+        let ok = status == Some(0);
+        let clash = !ok
+            && (out.stderr.contains("port is already allocated")
+                || out.stderr.contains("address already in use"));
+        m.insert("ok".into(), ok.into());
+        m.insert("port_clash".into(), clash.into());
+        let err = if ok {
+            String::new()
+        } else {
+            Error::Docker {
+                argv: d.argv(&args),
+                status,
+                stderr: out.stderr,
+            }
+            .to_string()
+        };
+        m.insert("error".into(), err.into());
+        Ok(m)
+    });
+
+    // stop_container(name, timeout_secs): `docker stop -t N`.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "stop_container",
+        move |name: &str, secs: i64| -> RhaiResult<()> {
+            let d = h.docker_or_raise()?;
+            let t = secs.clamp(0, 600).to_string();
+            h.check(
+                d.run(
+                    &["stop", "-t", &t, name],
+                    None,
+                    QUICK + Duration::from_secs(secs.clamp(0, 600) as u64),
+                )
+                .map(|_| ()),
+            )
+        },
+    );
+
+    // remove_container(name): `docker rm -f -v`; a missing container is fine.
+    let h = Arc::clone(host);
+    engine.register_fn("remove_container", move |name: &str| -> RhaiResult<()> {
+        let d = h.docker_or_raise()?;
+        h.check(d.remove(name))?;
+        lock(&h.created).retain(|n| n != name);
+        crate::cleanup::forget(name);
+        Ok(())
+    });
+
+    // container_logs(name, tail): the last `tail` lines of `docker logs` (stdout and stderr).
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "container_logs",
+        move |name: &str, tail: i64| -> RhaiResult<String> {
+            let d = h.docker_or_raise()?;
+            Ok(h.check(logs_tail(&d, name, tail))?)
+        },
+    );
+
+    // exec_until_ok(container, argv, timeout_secs): runs `docker exec CONTAINER ARGV...` until
+    // it exits 0 or the deadline passes (about every 200 ms). Returns
+    // {ok, stdout, attempts, error}; does not throw when the command keeps failing.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "exec_until_ok",
+        move |container: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            h.check(exec_until_ok(&d, container, &argv, secs))
+        },
+    );
+
+    // --- images -------------------------------------------------------------------------
+
+    // pull_image(image, platform, policy): policy "always" (a cached image is used, with a
+    // warning, when the pull fails), "missing" or "never". Returns
+    // {id, digest, user, pulled, cached}.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "pull_image",
+        move |image: &str, platform: &str, policy: &str| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            h.check(pull_image(&h, &d, image, platform, policy))
+        },
+    );
+
+    // image_inspect(image): `docker image inspect` as a map, or () when not cached.
+    let h = Arc::clone(host);
+    engine.register_fn("image_inspect", move |image: &str| -> RhaiResult<Dynamic> {
+        let d = h.docker_or_raise()?;
+        let v = h.check(d.image_inspect(image))?;
+        Ok(v.as_ref().map_or(Dynamic::UNIT, json_to_dynamic))
+    });
+
+    // --- ports and health -------------------------------------------------------------------
+
+    // choose_port(preferred, exact, bind, reserved): a free host port: `preferred` or the next
+    // free one (exact = false), or exactly `preferred` (exact = true: a busy port is bad input).
+    // `reserved` lists ports other deployments hold. Returns {port, explain}.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "choose_port",
+        move |preferred: i64, exact: bool, bind: &str, reserved: Array| -> RhaiResult<Map> {
+            let bind_ip = h.check(parse_bind(bind))?;
+            let p = h.check(port_arg(preferred))?;
+            let req = if exact {
+                PortRequest::Exact(p)
+            } else {
+                PortRequest::Preferred(p)
+            };
+            let reserved = port_set(&reserved);
+            let choice = ports::choose(req, bind_ip, &reserved).map_err(|e| {
+                let err = match e {
+                    ports::PortError::Busy { .. } => {
+                        Error::input(format!("--port {p}"), e.to_string())
+                    }
+                    _ => Error::failed(e.to_string()),
+                };
+                h.raise(err)
+            })?;
+            let mut m = Map::new();
+            m.insert("port".into(), i64::from(choice.port).into());
+            m.insert("explain".into(), choice.explain().into());
+            Ok(m)
+        },
+    );
+
+    // next_port(first, after, bind, reserved): the next free port after `after` within the
+    // scan window starting at `first`, or () when there is none.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "next_port",
+        move |first: i64, after: i64, bind: &str, reserved: Array| -> RhaiResult<Dynamic> {
+            let bind_ip = h.check(parse_bind(bind))?;
+            let first = h.check(port_arg(first))?;
+            let after = h.check(port_arg(after))?;
+            Ok(
+                ports::next_free(first, after, bind_ip, &port_set(&reserved))
+                    .map_or(Dynamic::UNIT, |p| i64::from(p).into()),
+            )
+        },
+    );
+
+    // wait_http(container, url, timeout_secs): polls GET url (about every 100 ms) until it
+    // answers 2xx. Fails fast (within about a second) if the container stops, with its exit
+    // code and last log lines. Returns {elapsed_ms, attempts}.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "wait_http",
+        move |container: &str, url: &str, secs: i64| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            h.check(wait_http(&d, container, url, secs))
+        },
+    );
+}
+
+fn parse_bind(bind: &str) -> Result<IpAddr> {
+    bind.parse().map_err(|_| {
+        Error::input(
+            format!("bad bind address {bind:?}"),
+            "give an IP address such as 127.0.0.1",
+        )
+    })
+}
+
+fn port_arg(p: i64) -> Result<u16> {
+    u16::try_from(p)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Error::input(format!("port {p}"), "use a port number from 1 to 65535"))
+}
+
+fn port_set(a: &Array) -> BTreeSet<u16> {
+    a.iter()
+        .filter_map(|v| {
+            v.as_int()
+                .ok()
+                .or_else(|| v.to_string().trim().parse().ok())
+        })
+        .filter_map(|p| u16::try_from(p).ok())
+        .collect()
+}
+
+fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
+    let need = |k: &str| {
+        map_str(spec, k).ok_or_else(|| Error::failed(format!("create_container: spec needs `{k}`")))
+    };
+    let name = need("name")?;
+    let image = need("image")?;
+    let port = map_int(spec, "port")
+        .ok_or_else(|| Error::failed("create_container: spec needs `port`"))?;
+    let port = port_arg(port)?;
+    let cport = port_arg(map_int(spec, "container_port").unwrap_or(8001))?;
+    let bind = parse_bind(&map_str(spec, "bind").unwrap_or_else(|| "127.0.0.1".into()))?;
+    let restart = map_str(spec, "restart").unwrap_or_else(|| "unless-stopped".into());
+    crate::config::check_container_name(&name)?;
+
+    let mut labels: Vec<(String, String)> = vec![
+        (LABEL_MANAGED.into(), "true".into()),
+        (LABEL_PLUGIN.into(), lock(&host.plugin).clone()),
+        (LABEL_CREATED.into(), now_utc()),
+    ];
+    if let Some(l) = spec
+        .get("labels")
+        .and_then(|v| v.read_lock::<Map>().map(|m| m.clone()))
+    {
+        for (k, v) in l {
+            if !valid_label_key(&k) {
+                return Err(Error::failed(format!(
+                    "create_container: bad label key {k:?}"
+                )));
+            }
+            labels.retain(|(ek, _)| ek != k.as_str());
+            labels.push((k.to_string(), v.to_string()));
+        }
+    }
+
+    let bind_s = match bind {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let publish = format!("{bind_s}:{port}:{cport}");
+    let mut args: Vec<String> = vec![
+        "create".into(),
+        "--name".into(),
+        name.clone(),
+        "--restart".into(),
+        restart,
+        "--publish".into(),
+        publish,
+    ];
+    if let Some(p) = map_str(spec, "platform") {
+        args.extend(["--platform".into(), p]);
+    }
+    for (k, v) in &labels {
+        args.extend(["--label".into(), format!("{k}={v}")]);
+    }
+    if let Some(cfg) = &host.deploy {
+        if !cfg.env.is_empty() {
+            let mut f = tempfile::Builder::new()
+                .prefix("fractalic-env-")
+                .tempfile()
+                .map_err(|e| Error::Io {
+                    path: std::env::temp_dir(),
+                    source: e,
+                })?;
+            for (k, v) in &cfg.env {
+                writeln!(f, "{k}={v}").map_err(|e| Error::Io {
+                    path: f.path().to_path_buf(),
+                    source: e,
+                })?;
+            }
+            f.flush().map_err(|e| Error::Io {
+                path: f.path().to_path_buf(),
+                source: e,
+            })?;
+            args.extend(["--env-file".into(), f.path().display().to_string()]);
+            *lock(&host.env_file) = Some(f);
+        }
+    }
+    args.push("--".into());
+    args.push(image);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Registered before `docker create` runs, so an interrupt during the call removes it too.
+    if let Some(docker) = &host.docker {
+        crate::cleanup::register(Arc::clone(docker), &name);
+    }
+    let created = d.run_unchecked(&argv, None, QUICK);
+    if !matches!(created, Ok((Some(0), _)) | Err(Error::DockerTimeout { .. })) {
+        // Nothing was created (and a name clash means the container is somebody else's).
+        crate::cleanup::forget(&name);
+    }
+    let (status, out) = created?;
+    // The env file has served its purpose.
+    lock(&host.env_file).take();
+    if status != Some(0) {
+        if out.stderr.contains("is already in use") {
+            return Err(Error::input(
+                format!("container name {name:?} is already in use"),
+                format!("choose another --name, or remove it first: docker rm -f {name}"),
+            ));
+        }
+        if docker::daemon_unreachable(&out.stderr) {
+            return Err(Error::DaemonDown { detail: out.stderr });
+        }
+        return Err(Error::Docker {
+            argv: d.argv(&argv),
+            status,
+            stderr: out.stderr,
+        });
+    }
+    let id = out.stdout.trim().to_string();
+    lock(&host.created).push(name.clone());
+    Ok(id)
+}
+
+/// Looks USER up in /etc/passwd and /etc/group read out of the container.
+fn container_user(d: &Docker, container: &str, user: &str) -> Result<(u64, u64)> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid_num = u.parse::<u64>().ok();
+    let gid_num = g.and_then(|g| g.parse::<u64>().ok());
+    if let (Some(uid), Some(gid)) = (uid_num, gid_num) {
+        return Ok((uid, gid));
+    }
+    let passwd = d.read_file(container, "/etc/passwd")?.unwrap_or_default();
+    let passwd = String::from_utf8_lossy(&passwd);
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == u || uid_num.is_some_and(|n| f[2] == n.to_string())));
+    let (uid, primary_gid) = match (entry, uid_num) {
+        (Some(f), _) => (
+            f[2].parse::<u64>().unwrap_or(0),
+            f[3].parse::<u64>().unwrap_or(0),
+        ),
+        (None, Some(n)) => (n, n),
+        (None, None) => {
+            return Err(Error::failed(format!(
+                "user {u:?} of the image is not in its /etc/passwd; cannot give the payload to it"
+            )))
+        }
+    };
+    let gid = match g {
+        None => primary_gid,
+        Some(_) if gid_num.is_some() => gid_num.unwrap_or(primary_gid),
+        Some(gname) => {
+            let group = d.read_file(container, "/etc/group")?.unwrap_or_default();
+            let group = String::from_utf8_lossy(&group);
+            group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == gname)
+                .and_then(|f| f[2].parse().ok())
+                .unwrap_or(primary_gid)
+        }
+    };
+    Ok((uid, gid))
+}
+
+fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) -> Result<Map> {
+    let cfg = host
+        .deploy
+        .as_ref()
+        .ok_or_else(|| Error::failed("copy_payload: only a deploy has a payload to copy"))?;
+    let owner = payload::Owner {
+        uid: u64::try_from(uid).unwrap_or(0),
+        gid: u64::try_from(gid).unwrap_or(0),
+    };
+    let extra_files = cfg
+        .config_files
+        .iter()
+        .flat_map(|c| {
+            c.dests.iter().map(|dest| payload::ExtraFile {
+                path: (*dest).to_string(),
+                contents: c.contents.clone(),
+                mode: 0o600,
+            })
+        })
+        .collect();
+    let spec = payload::PayloadSpec {
+        script_name: &cfg.script_name,
+        script_folder: &cfg.script_folder,
+        excludes: &cfg.excludes,
+        owner,
+        extra_files,
+        link_fractalic_payload: true,
+    };
+    let built =
+        payload::build(&spec).map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    let size = built.tar.len() as u64;
+    let dest = format!("{container}:/");
+    // Generous for big payloads: 30 s plus a second per 10 MB.
+    let timeout = QUICK + Duration::from_secs(size / 10_000_000);
+    d.run(&["cp", "-", &dest], Some(built.tar), timeout)?;
+    let mut m = Map::new();
+    m.insert("files".into(), (built.files as i64).into());
+    m.insert("dirs".into(), (built.dirs as i64).into());
+    m.insert("bytes".into(), (built.bytes as i64).into());
+    Ok(m)
+}
+
+fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
+    let t = tail.clamp(1, 10_000).to_string();
+    let (status, out) = d.run_unchecked(&["logs", "--tail", &t, name], None, QUICK)?;
+    if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
+        return Err(Error::DaemonDown { detail: out.stderr });
+    }
+    // docker logs replays the container's stdout on stdout and its stderr on stderr.
+    let mut s = out.stdout;
+    s.push_str(&out.stderr);
+    Ok(s)
+}
+
+fn exec_until_ok(d: &Docker, container: &str, argv: &[String], secs: i64) -> Result<Map> {
+    let deadline = Instant::now() + Duration::from_secs(secs.clamp(1, 3600) as u64);
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut attempts = 0_i64;
+    let (ok, stdout, error) = loop {
+        attempts += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let per_try = left.clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let result = d.exec(container, &args, per_try);
+        let (ok, stdout, error) = match result {
+            Ok((Some(0), out)) => (true, out.stdout, String::new()),
+            Ok((status, out)) => {
+                let code = status.map_or("signal".into(), |c| c.to_string());
+                let line = out.stderr.lines().next().unwrap_or("").trim().to_string();
+                (false, out.stdout, format!("exit {code}: {line}"))
+            }
+            Err(e @ Error::DaemonDown { .. }) => return Err(e),
+            Err(e) => (false, String::new(), e.to_string()),
+        };
+        if ok || Instant::now() + Duration::from_millis(200) >= deadline {
+            break (ok, stdout, error);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut m = Map::new();
+    m.insert("ok".into(), ok.into());
+    m.insert("stdout".into(), stdout.into());
+    m.insert("attempts".into(), attempts.into());
+    m.insert("error".into(), error.into());
+    Ok(m)
+}
+
+fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
+    let digest = v["RepoDigests"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|d| d.as_str())
+        .and_then(|d| d.split_once('@').map(|(_, h)| h.to_string()))
+        .unwrap_or_default();
+    let mut m = Map::new();
+    m.insert("id".into(), v["Id"].as_str().unwrap_or("").into());
+    m.insert("digest".into(), digest.into());
+    m.insert(
+        "user".into(),
+        v["Config"]["User"].as_str().unwrap_or("").into(),
+    );
+    m.insert("pulled".into(), pulled.into());
+    m.insert("cached".into(), cached.into());
+    m
+}
+
+fn pull_image(host: &Host, d: &Docker, image: &str, platform: &str, policy: &str) -> Result<Map> {
+    let platform = Some(platform).filter(|p| !p.is_empty());
+    const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+    match policy {
+        "never" => match d.image_inspect(image)? {
+            Some(v) => Ok(image_map(&v, false, true)),
+            None => Err(Error::failed(format!(
+                "image {image} is not cached and --pull never forbids pulling it; run `docker pull {image}` or use --pull missing"
+            ))),
+        },
+        "missing" => {
+            if let Some(v) = d.image_inspect(image)? {
+                return Ok(image_map(&v, false, true));
+            }
+            d.pull(image, platform, PULL_TIMEOUT)?;
+            let v = d.image_inspect(image)?.ok_or_else(|| {
+                Error::failed(format!("image {image} was pulled but cannot be inspected"))
+            })?;
+            Ok(image_map(&v, true, false))
+        }
+        "always" => match d.pull(image, platform, PULL_TIMEOUT) {
+            Ok(()) => {
+                let v = d.image_inspect(image)?.ok_or_else(|| {
+                    Error::failed(format!("image {image} was pulled but cannot be inspected"))
+                })?;
+                Ok(image_map(&v, true, false))
+            }
+            Err(e @ Error::DaemonDown { .. }) => Err(e),
+            Err(pull_err) => match d.image_inspect(image)? {
+                Some(v) => {
+                    host.progress.warn(format!(
+                        "pulling {image} failed ({pull_err}); deploying the cached image"
+                    ));
+                    Ok(image_map(&v, false, true))
+                }
+                None => Err(Error::failed(format!(
+                    "cannot pull {image} and no copy is cached: {pull_err}"
+                ))),
+            },
+        },
+        other => Err(Error::input(
+            format!("bad pull policy {other:?}"),
+            "use always, missing or never",
+        )),
+    }
+}
+
+fn wait_http(d: &Docker, container: &str, url: &str, secs: i64) -> Result<Map> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs.clamp(1, 3600) as u64);
+    let mut exited = || -> Option<Option<i64>> {
+        let v = d.container_inspect(container).ok()??;
+        let state = &v["State"];
+        let status = state["Status"].as_str().unwrap_or("");
+        let restarts = v["RestartCount"].as_i64().unwrap_or(0);
+        if matches!(status, "exited" | "dead" | "restarting") || restarts > 0 {
+            Some(state["ExitCode"].as_i64())
+        } else {
+            None
+        }
+    };
+    match health::wait_http_ok(
+        url,
+        deadline,
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+        &mut exited,
+    ) {
+        Ok(w) => {
+            let mut m = Map::new();
+            m.insert("elapsed_ms".into(), (w.elapsed.as_millis() as i64).into());
+            m.insert("attempts".into(), i64::from(w.attempts).into());
+            Ok(m)
+        }
+        Err(health::HealthError::Exited { code, .. }) => {
+            let logs = logs_tail(d, container, 10).unwrap_or_default();
+            let code = code.map_or("unknown".to_string(), |c| c.to_string());
+            let logs = logs.trim();
+            let tail = if logs.is_empty() {
+                "it printed nothing".to_string()
+            } else {
+                format!(
+                    "its last log lines: {}",
+                    logs.lines().collect::<Vec<_>>().join(" | ")
+                )
+            };
+            Err(Error::failed(format!(
+                "container {container} exited with code {code} before {url} answered; {tail}"
+            )))
+        }
+        Err(e) => Err(Error::failed(format!("{e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_795_746_600), "2026-11-27T02:30:00Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn ps_lines_parse_with_labels() {
+        let keys = vec!["a.b".to_string(), "c".to_string()];
+        let fmt = ps_format(&keys);
+        assert!(
+            fmt.ends_with("\t{{.Label \"a.b\"}}\t{{.Label \"c\"}}"),
+            "{fmt}"
+        );
+        let rows = parse_ps(
+            "id1\tn1\trunning\tUp 1s\timg\t2026\t127.0.0.1:8001->8001/tcp\tx\t\n",
+            &keys,
+        );
+        assert_eq!(rows.len(), 1);
+        let m = rows[0].read_lock::<Map>().unwrap();
+        assert_eq!(m["name"].to_string(), "n1");
+        let l = m["labels"].read_lock::<Map>().unwrap();
+        assert_eq!(l["a.b"].to_string(), "x");
+        assert_eq!(l["c"].to_string(), "");
+    }
+
+    #[test]
+    fn label_keys_are_checked() {
+        assert!(valid_label_key("fractalic-publisher.port"));
+        assert!(!valid_label_key("a\"}}{{"));
+    }
+}

@@ -1,0 +1,386 @@
+//! Plugins: discovery (files on disk override the built-ins embedded in the binary), the
+//! hardened Rhai engine, compilation, and calls into a plugin's named entry points.
+
+pub mod host;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use host::Host;
+use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Plugins compiled into the binary: (name, source).
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "docker-registry",
+    include_str!("../../plugins/docker-registry.rhai"),
+)];
+
+/// Entry points every plugin must define.
+pub const REQUIRED_FNS: &[&str] = &["info", "validate", "publish"];
+
+/// Where a plugin's code came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A `.rhai` file on disk (re-read on every run).
+    File(PathBuf),
+    /// Embedded in the binary.
+    BuiltIn,
+}
+
+/// A plugin's name, origin and source code.
+#[derive(Debug, Clone)]
+pub struct PluginSource {
+    pub name: String,
+    pub origin: Origin,
+    pub code: String,
+}
+
+impl PluginSource {
+    /// How errors and progress name this plugin's file: a path, or `<built-in>/NAME.rhai`.
+    pub fn label(&self) -> String {
+        match &self.origin {
+            Origin::File(p) => p.display().to_string(),
+            Origin::BuiltIn => format!("<built-in>/{}.rhai", self.name),
+        }
+    }
+}
+
+/// Directories searched for `NAME.rhai`, first match wins: `--plugins-dir` /
+/// `FRACTALIC_PUBLISHER_PLUGINS`, then `./plugins`, then the user's config directory.
+pub fn search_dirs(flag: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = flag {
+        dirs.push(d.to_path_buf());
+    }
+    dirs.push(PathBuf::from("plugins"));
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(c) = config {
+        dirs.push(c.join("fractalic-publisher").join("plugins"));
+    }
+    dirs
+}
+
+fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Finds plugin `name`: the first `DIR/name.rhai` in `dirs`, else the built-in.
+pub fn find(name: &str, dirs: &[PathBuf]) -> Result<PluginSource> {
+    if !valid_plugin_name(name) {
+        return Err(Error::input(
+            format!("bad plugin name {name:?}"),
+            "plugin names use lowercase letters, digits, '-' and '_' (see `fractalic-publisher list`)",
+        ));
+    }
+    for dir in dirs {
+        let path = dir.join(format!("{name}.rhai"));
+        if path.is_file() {
+            let code = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            return Ok(PluginSource {
+                name: name.to_string(),
+                origin: Origin::File(path),
+                code,
+            });
+        }
+    }
+    if let Some((_, code)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+        return Ok(PluginSource {
+            name: name.to_string(),
+            origin: Origin::BuiltIn,
+            code: (*code).to_string(),
+        });
+    }
+    let known: Vec<String> = available(dirs).into_iter().map(|p| p.name).collect();
+    Err(Error::input(
+        format!("unknown plugin {name:?}"),
+        format!("choose one of: {}", known.join(", ")),
+    ))
+}
+
+/// Every plugin that can be used: files in `dirs` (first wins) and the built-ins, by name.
+pub fn available(dirs: &[PathBuf]) -> Vec<PluginSource> {
+    let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "rhai") {
+                if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                    if valid_plugin_name(stem) && !names.iter().any(|n| n == stem) {
+                        names.push(stem.to_string());
+                    }
+                }
+            }
+        }
+    }
+    names.sort();
+    names.iter().filter_map(|n| find(n, dirs).ok()).collect()
+}
+
+/// Builds the hardened engine: limits on operations, depth and sizes, strict variables, no
+/// `eval`, `print`/`debug` routed to progress output, and the host API registered.
+pub fn engine(host: &Arc<Host>) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(10_000_000)
+        .set_max_call_levels(32)
+        .set_max_expr_depths(64, 32)
+        .set_max_string_size(1 << 20)
+        .set_max_array_size(100_000)
+        .set_max_map_size(10_000)
+        .set_max_variables(1_000)
+        .set_strict_variables(true);
+    engine.disable_symbol("eval");
+    let p: Progress = host.progress.clone();
+    engine.on_print(move |s| p.info(s));
+    let p: Progress = host.progress.clone();
+    engine.on_debug(move |s, _, pos| p.info(format!("debug {pos}: {s}")));
+    host::register(&mut engine, host);
+    engine
+}
+
+/// A compiled plugin bound to a host.
+pub struct Plugin {
+    pub source: PluginSource,
+    engine: Engine,
+    ast: AST,
+    host: Arc<Host>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("source", &self.source.label())
+            .finish()
+    }
+}
+
+impl Plugin {
+    /// Compiles `source` (syntax errors become `file:line:col: message`) and checks that the
+    /// required entry points exist.
+    pub fn load(source: PluginSource, host: Arc<Host>) -> Result<Plugin> {
+        let engine = engine(&host);
+        let label = source.label();
+        let mut ast = engine.compile(&source.code).map_err(|e| Error::Plugin {
+            location: location(&label, e.position()),
+            message: format!("syntax error: {}", e.err_type()),
+        })?;
+        ast.set_source(label.clone());
+        for f in REQUIRED_FNS {
+            if !ast.iter_functions().any(|m| m.name == *f) {
+                return Err(Error::Plugin {
+                    location: label.clone(),
+                    message: format!(
+                        "the plugin does not define `fn {f}(...)`, which every plugin needs"
+                    ),
+                });
+            }
+        }
+        Ok(Plugin {
+            source,
+            engine,
+            ast,
+            host,
+        })
+    }
+
+    /// Does the plugin define entry point `name` (with any number of parameters)?
+    pub fn has_fn(&self, name: &str) -> bool {
+        self.ast.iter_functions().any(|m| m.name == name)
+    }
+
+    /// Calls entry point `name`. A structured error raised by a host function comes back as
+    /// itself; anything else the script throws becomes [`Error::Plugin`] with its location.
+    pub fn call(&self, name: &str, args: impl rhai::FuncArgs) -> Result<Dynamic> {
+        let mut scope = Scope::new();
+        self.engine
+            .call_fn::<Dynamic>(&mut scope, &self.ast, name, args)
+            .map_err(|e| self.script_error(*e))
+    }
+
+    fn script_error(&self, err: EvalAltResult) -> Error {
+        let mut err = err;
+        while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _) = err {
+            err = *inner;
+        }
+        if let Some(host_err) = self.host.take_failure(&err) {
+            return host_err;
+        }
+        let pos = err.position();
+        let message = match &err {
+            EvalAltResult::ErrorRuntime(v, _) => {
+                let s = v.to_string();
+                if s.is_empty() {
+                    "the plugin threw an error".to_string()
+                } else {
+                    s
+                }
+            }
+            other => {
+                let mut s = other.to_string();
+                // rhai appends " (line L, position C)"; we print the location ourselves.
+                if let Some(i) = s.rfind(" (line ") {
+                    s.truncate(i);
+                }
+                s
+            }
+        };
+        Error::Plugin {
+            location: location(&self.source.label(), pos),
+            message,
+        }
+    }
+}
+
+fn location(label: &str, pos: Position) -> String {
+    match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!("{label}:{l}:{c}"),
+        (Some(l), None) => format!("{label}:{l}"),
+        _ => label.to_string(),
+    }
+}
+
+/// A plugin's self-description (`info()`), shown by `list` and `info`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub difficulty: String,
+    #[serde(default)]
+    pub deploy_time: String,
+    #[serde(default)]
+    pub homepage: String,
+    /// Where the plugin was loaded from (filled in by us, not the plugin).
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Plugin {
+    /// Calls `info()` and checks its shape.
+    pub fn info(&self) -> Result<PluginInfo> {
+        let v = self.call("info", ())?;
+        let mut info: PluginInfo = rhai::serde::from_dynamic(&v).map_err(|e| Error::Plugin {
+            location: self.source.label(),
+            message: format!("info() must return a map with name, display_name, description, version, capabilities ...: {e}"),
+        })?;
+        info.source = self.source.label();
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Arc<Host> {
+        Arc::new(Host::new(Progress::silent(), None))
+    }
+
+    fn src(code: &str) -> PluginSource {
+        PluginSource {
+            name: "t".into(),
+            origin: Origin::File(PathBuf::from("plugins/t.rhai")),
+            code: code.into(),
+        }
+    }
+
+    const OK: &str =
+        "fn info() { #{ name: \"t\" } }\nfn validate(c) { [] }\nfn publish(c) { c.x + 1 }\n";
+
+    #[test]
+    fn syntax_errors_name_file_line_col() {
+        let e = Plugin::load(src("fn info() {\n  let x = ;\n}"), host()).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("plugins/t.rhai:2:"), "{s}");
+        assert!(s.contains("syntax error"), "{s}");
+    }
+
+    #[test]
+    fn missing_entry_point_is_reported() {
+        let e = Plugin::load(src("fn info() { 1 }"), host()).unwrap_err();
+        assert!(e.to_string().contains("fn validate"), "{e}");
+    }
+
+    #[test]
+    fn runtime_errors_point_into_the_script() {
+        let p = Plugin::load(src(OK), host()).unwrap();
+        let mut m = rhai::Map::new();
+        m.insert("x".into(), Dynamic::from(41_i64));
+        assert_eq!(p.call("publish", (m,)).unwrap().as_int().unwrap(), 42);
+        let code = format!(
+            "{OK}fn boom() {{\n    throw \"no way\";\n}}\nfn strict() {{ undefined_var }}\n"
+        );
+        let p = Plugin::load(src(&code), host());
+        // strict variables: an undefined variable is a compile error
+        let e = p.unwrap_err();
+        assert!(e.to_string().contains("plugins/t.rhai:7:"), "{e}");
+        let code = format!("{OK}fn boom() {{\n    throw \"no way\";\n}}\n");
+        let p = Plugin::load(src(&code), host()).unwrap();
+        let e = p.call("boom", ()).unwrap_err();
+        assert_eq!(e.to_string(), "plugins/t.rhai:5:5: no way");
+    }
+
+    #[test]
+    fn runaway_scripts_are_stopped() {
+        let code = format!("{OK}fn spin() {{ loop {{ }} }}\n");
+        let p = Plugin::load(src(&code), host()).unwrap();
+        let e = p.call("spin", ()).unwrap_err();
+        assert!(
+            e.to_string().to_lowercase().contains("too many operations"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn eval_is_disabled() {
+        let code = format!("{OK}fn e() {{ eval(\"1\") }}\n");
+        assert!(Plugin::load(src(&code), host()).is_err());
+    }
+
+    #[test]
+    fn builtin_is_found_and_files_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = find("docker-registry", &[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(s.origin, Origin::BuiltIn);
+        std::fs::write(dir.path().join("docker-registry.rhai"), OK).unwrap();
+        let s = find("docker-registry", &[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(
+            s.origin,
+            Origin::File(dir.path().join("docker-registry.rhai"))
+        );
+        assert_eq!(find("../x", &[]).unwrap_err().exit_code(), 2);
+        let e = find("nope", &[]).unwrap_err();
+        assert!(e.to_string().contains("docker-registry"), "{e}");
+    }
+
+    #[test]
+    fn builtin_docker_registry_compiles_and_describes_itself() {
+        let s = find("docker-registry", &[]).unwrap();
+        let p = Plugin::load(s, host()).unwrap();
+        let info = p.info().unwrap();
+        assert_eq!(info.name, "docker-registry");
+        assert!(!info.capabilities.is_empty());
+    }
+}
