@@ -74,15 +74,17 @@ pub fn deploy(
     for w in &cfg.warnings {
         progress.warn(w.clone());
     }
-    let docker = Arc::new(Docker::locate(docker_flag)?);
     let name = cfg.name.clone();
     let script_path = cfg.script_path();
     let warnings = cfg.warnings.clone();
     let plugin_name = cfg.plugin.clone();
     let map = config_map(&cfg);
-    let host = Arc::new(Host::new(progress.clone(), Some(Arc::clone(&docker))).with_deploy(cfg));
+    let host = Arc::new(Host::new(progress.clone(), None).with_deploy(cfg));
     host.set_plugin(&plugin_name);
+    // A broken plugin is bad input (exit 2) whether or not Docker is there.
     let plugin = Plugin::load(source, Arc::clone(&host))?;
+    let docker = Arc::new(Docker::locate(docker_flag)?);
+    host.set_docker(Arc::clone(&docker));
 
     let problems = plugin.call("validate", (map.clone(),))?;
     let problems: Vec<String> = match problems.clone().try_cast::<rhai::Array>() {

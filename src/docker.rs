@@ -95,7 +95,7 @@ impl Docker {
         let (tx, rx) = mpsc::channel();
         let waiter = Arc::clone(&handle);
         std::thread::spawn(move || {
-            let r = waiter.wait().map(|o| o.clone());
+            let r = waiter.wait().cloned();
             let _ = tx.send(r);
         });
         match rx.recv_timeout(timeout) {
@@ -235,6 +235,47 @@ impl Docker {
             }
         }
         Ok(None)
+    }
+
+    /// Runs `docker ARGS` with this process's stdout and stderr, so its output reaches the user
+    /// as docker writes it (interleaved). `timeout` None waits for as long as docker runs: only
+    /// for commands that end when the user says so (`docker logs --follow`, ended by Ctrl-C).
+    /// Returns the exit status (None: killed by a signal); a non-zero exit whose stderr we
+    /// cannot see is left to the caller to explain.
+    pub fn stream(&self, args: &[&str], timeout: Option<Duration>) -> Result<Option<i32>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let handle = duct::cmd(&self.bin, args)
+            .stdin_null()
+            .unchecked()
+            .start()
+            .map_err(|e| Error::DockerMissing {
+                detail: format!("cannot run {}: {e}", self.bin.display()),
+            })?;
+        let Some(timeout) = timeout else {
+            let out = handle.wait().map_err(|e| Error::DockerMissing {
+                detail: format!("waiting for {}: {e}", self.bin.display()),
+            })?;
+            return Ok(out.status.code());
+        };
+        let handle = Arc::new(handle);
+        let (tx, rx) = mpsc::channel();
+        let waiter = Arc::clone(&handle);
+        std::thread::spawn(move || {
+            let _ = tx.send(waiter.wait().map(|o| o.status.code()));
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(code)) => Ok(code),
+            Ok(Err(e)) => Err(Error::DockerMissing {
+                detail: format!("waiting for {}: {e}", self.bin.display()),
+            }),
+            Err(_) => {
+                let _ = handle.kill();
+                Err(Error::DockerTimeout {
+                    argv: self.argv(args),
+                    secs: timeout.as_secs().max(1),
+                })
+            }
+        }
     }
 }
 

@@ -38,8 +38,10 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A plugin script failed to compile or threw; `location` is `file:line:col`.
+    /// A plugin script threw while running; `location` is `file:line:col`.
     Plugin { location: String, message: String },
+    /// A plugin script does not compile or lacks an entry point (bad input: nothing was run).
+    PluginInvalid { location: String, message: String },
     /// A deploy or management step failed; the message says what and what was cleaned up.
     Failed { message: String },
     /// The process was interrupted (Ctrl-C); what it made was removed.
@@ -65,7 +67,7 @@ impl Error {
     /// The documented process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input { .. } => exit::BAD_INPUT,
+            Error::Input { .. } | Error::PluginInvalid { .. } => exit::BAD_INPUT,
             Error::DockerMissing { .. } | Error::DaemonDown { .. } => exit::DOCKER_UNAVAILABLE,
             Error::Plugin { .. } => exit::FAILED,
             Error::Docker { .. }
@@ -86,6 +88,7 @@ impl Error {
             Error::DockerTimeout { .. } => "docker_timeout",
             Error::Io { .. } => "io",
             Error::Plugin { .. } => "plugin",
+            Error::PluginInvalid { .. } => "plugin_invalid",
             Error::Failed { .. } => "failed",
             Error::Interrupted => "interrupted",
         }
@@ -131,7 +134,9 @@ impl fmt::Display for Error {
                 write!(f, "`{argv}` did not finish within {secs}s and was stopped")
             }
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::Plugin { location, message } => write!(f, "{location}: {message}"),
+            Error::Plugin { location, message } | Error::PluginInvalid { location, message } => {
+                write!(f, "{location}: {message}")
+            }
             Error::Failed { message } => write!(f, "{message}"),
             Error::Interrupted => write!(f, "interrupted; what this run created was removed"),
         }

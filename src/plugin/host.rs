@@ -30,7 +30,7 @@ type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 pub struct Host {
     /// Where progress, `print` and warnings go.
     pub progress: Progress,
-    docker: Option<Arc<Docker>>,
+    docker: std::sync::OnceLock<Arc<Docker>>,
     plugin: Mutex<String>,
     deploy: Option<DeployConfig>,
     created: Mutex<Vec<String>>,
@@ -41,9 +41,13 @@ pub struct Host {
 impl Host {
     /// A host; `docker` is None for commands that never need Docker (list, info).
     pub fn new(progress: Progress, docker: Option<Arc<Docker>>) -> Host {
+        let cell = std::sync::OnceLock::new();
+        if let Some(d) = docker {
+            let _ = cell.set(d);
+        }
         Host {
             progress,
-            docker,
+            docker: cell,
             plugin: Mutex::new(String::new()),
             deploy: None,
             created: Mutex::new(Vec::new()),
@@ -71,7 +75,12 @@ impl Host {
 
     /// The docker handle, if this command has one.
     pub fn docker(&self) -> Option<&Arc<Docker>> {
-        self.docker.as_ref()
+        self.docker.get()
+    }
+
+    /// Gives the host its docker handle (once; later calls are ignored).
+    pub fn set_docker(&self, docker: Arc<Docker>) {
+        let _ = self.docker.set(docker);
     }
 
     /// Containers created in this run and not yet removed or kept.
@@ -82,7 +91,7 @@ impl Host {
     /// Removes every container created in this run (after a failure). Returns their names.
     pub fn rollback(&self) -> Vec<String> {
         let mut names: Vec<String> = std::mem::take(&mut *lock(&self.created));
-        if let Some(d) = &self.docker {
+        if let Some(d) = self.docker.get() {
             for n in &names {
                 let _ = d.remove(n);
                 crate::cleanup::forget(n);
@@ -120,18 +129,18 @@ impl Host {
         }
     }
 
-    fn raise(&self, e: Error) -> Box<EvalAltResult> {
+    pub(crate) fn raise(&self, e: Error) -> Box<EvalAltResult> {
         let msg = e.to_string();
         *lock(&self.failure) = Some(e);
         EvalAltResult::ErrorRuntime(msg.into(), Position::NONE).into()
     }
 
-    fn check<T>(&self, r: Result<T>) -> RhaiResult<T> {
+    pub(crate) fn check<T>(&self, r: Result<T>) -> RhaiResult<T> {
         r.map_err(|e| self.raise(e))
     }
 
-    fn docker_or_raise(&self) -> RhaiResult<Arc<Docker>> {
-        match &self.docker {
+    pub(crate) fn docker_or_raise(&self) -> RhaiResult<Arc<Docker>> {
+        match self.docker.get() {
             Some(d) => Ok(Arc::clone(d)),
             None => Err(self.raise(Error::failed(
                 "this command has no Docker access; plugins may use Docker only in deploy and management commands",
@@ -197,7 +206,7 @@ fn valid_label_key(k: &str) -> bool {
 }
 
 /// Parses `docker ps --format` lines produced by [`ps_format`].
-fn parse_ps(stdout: &str, labels: &[String]) -> Array {
+pub(crate) fn parse_ps(stdout: &str, labels: &[String]) -> Array {
     stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -229,7 +238,7 @@ fn parse_ps(stdout: &str, labels: &[String]) -> Array {
         .collect()
 }
 
-fn ps_format(labels: &[String]) -> String {
+pub(crate) fn ps_format(labels: &[String]) -> String {
     let mut f = String::from(
         "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Status}}\t{{.Image}}\t{{.CreatedAt}}\t{{.Ports}}",
     );
@@ -412,7 +421,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         "container_logs",
         move |name: &str, tail: i64| -> RhaiResult<String> {
             let d = h.docker_or_raise()?;
-            Ok(h.check(logs_tail(&d, name, tail))?)
+            h.check(logs_tail(&d, name, tail))
         },
     );
 
@@ -621,7 +630,7 @@ fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
     args.push(image);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     // Registered before `docker create` runs, so an interrupt during the call removes it too.
-    if let Some(docker) = &host.docker {
+    if let Some(docker) = host.docker.get() {
         crate::cleanup::register(Arc::clone(docker), &name);
     }
     let created = d.run_unchecked(&argv, None, QUICK);

@@ -2,6 +2,7 @@
 //! hardened Rhai engine, compilation, and calls into a plugin's named entry points.
 
 pub mod host;
+pub mod host_manage;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -150,6 +151,7 @@ pub fn engine(host: &Arc<Host>) -> Engine {
     let p: Progress = host.progress.clone();
     engine.on_debug(move |s, _, pos| p.info(format!("debug {pos}: {s}")));
     host::register(&mut engine, host);
+    host_manage::register(&mut engine, host);
     engine
 }
 
@@ -175,10 +177,12 @@ impl Plugin {
     pub fn load(source: PluginSource, host: Arc<Host>) -> Result<Plugin> {
         let engine = engine(&host);
         let label = source.label();
-        let mut ast = engine.compile(&source.code).map_err(|e| Error::Plugin {
-            location: location(&label, e.position()),
-            message: format!("syntax error: {}", e.err_type()),
-        })?;
+        let mut ast = engine
+            .compile(&source.code)
+            .map_err(|e| Error::PluginInvalid {
+                location: location(&label, e.position()),
+                message: format!("syntax error: {}", e.err_type()),
+            })?;
         ast.set_source(label.clone());
         for f in REQUIRED_FNS {
             if !ast.iter_functions().any(|m| m.name == *f) {
