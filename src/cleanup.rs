@@ -37,14 +37,54 @@ pub fn remove_pending() -> Vec<String> {
         .collect()
 }
 
-/// Installs the Ctrl-C / SIGTERM handler: remove pending containers, say so, exit 130.
+static STOP_PENDING: Mutex<Vec<(Arc<Docker>, String)>> = Mutex::new(Vec::new());
+
+/// Registers an existing container that `start` is bringing up: an interrupt stops it again
+/// (it was stopped before), rather than removing a deployment that is not ours to destroy.
+pub fn register_stop(docker: Arc<Docker>, name: &str) {
+    let mut p = STOP_PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if !p.iter().any(|(_, n)| n == name) {
+        p.push((docker, name.to_string()));
+    }
+}
+
+/// The start finished (either way): an interrupt no longer stops `name`.
+pub fn forget_stop(name: &str) {
+    STOP_PENDING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(_, n)| n != name);
+}
+
+/// Stops everything registered with [`register_stop`]; returns the names stopped.
+pub fn stop_pending() -> Vec<String> {
+    let items = std::mem::take(&mut *STOP_PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    items
+        .into_iter()
+        .map(|(d, n)| {
+            let _ = d.run(&["stop", "-t", "10", &n], None, crate::docker::QUICK);
+            n
+        })
+        .collect()
+}
+
+/// Installs the Ctrl-C / SIGTERM handler: remove pending containers (and stop the ones a
+/// `start` was bringing up), say so, exit 130.
 pub fn install_handler() {
     let _ = ctrlc::set_handler(|| {
         let removed = remove_pending();
+        let stopped = stop_pending();
+        let mut done = Vec::new();
         if !removed.is_empty() {
-            eprintln!("interrupted: removed {}", removed.join(", "));
-        } else {
+            done.push(format!("removed {}", removed.join(", ")));
+        }
+        if !stopped.is_empty() {
+            done.push(format!("stopped {} again", stopped.join(", ")));
+        }
+        if done.is_empty() {
             eprintln!("interrupted");
+        } else {
+            eprintln!("interrupted: {}", done.join("; "));
         }
         std::process::exit(INTERRUPTED_EXIT);
     });

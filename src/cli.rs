@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy a Fractalic script folder with a plugin (e.g. docker-registry).
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// List the available plugins.
     List(JsonFlag),
     /// Show one plugin's details.
@@ -42,6 +42,117 @@ pub enum Command {
         /// Only this plugin's badge.
         plugin: Option<String>,
     },
+    /// List the deployments made by this tool (running ones; --all: stopped ones too).
+    Ps(PsArgs),
+    /// Show one deployment: state, live health, URL, image, port, script.
+    Status(NameArgs),
+    /// Print a deployment's logs (docker's stdout/stderr, or one service's log file).
+    Logs(LogsArgs),
+    /// Stop a deployment (it keeps its container, config and port).
+    Stop(NameArgs),
+    /// Start a stopped deployment again and wait until it is healthy.
+    Start(StartArgs),
+    /// Remove a deployment's container (--force for a running one).
+    Rm(RmArgs),
+    /// Check step by step that this host can run deployments, with a hint for each failure.
+    Doctor(DoctorArgs),
+}
+
+/// `ps` flags.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Also list stopped deployments.
+    #[arg(long, short)]
+    pub all: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// A deployment name (its container name) and `--json`.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The deployment's container name (see `fractalic-publisher ps`).
+    pub name: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// Which log `logs --service` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    /// The AI server (port 8001).
+    #[value(name = "ai_server")]
+    AiServer,
+    /// The MCP manager (port 5859, internal).
+    #[value(name = "mcp_manager")]
+    McpManager,
+    /// The backend (port 8000, internal).
+    #[value(name = "backend")]
+    Backend,
+}
+
+impl Service {
+    /// The name plugins see (the supervisord program name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::AiServer => "ai_server",
+            Service::McpManager => "mcp_manager",
+            Service::Backend => "backend",
+        }
+    }
+}
+
+/// `logs` flags.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The deployment's container name.
+    pub name: String,
+    /// Only the last N lines (default: all).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u32>,
+    /// Keep printing new lines until interrupted (Ctrl-C); has no deadline by nature.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Show this service's own log file inside the container instead of `docker logs`.
+    #[arg(long, value_enum)]
+    pub service: Option<Service>,
+}
+
+/// `start` flags.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The deployment's container name.
+    pub name: String,
+    /// Seconds to wait for the services to become healthy.
+    #[arg(long, default_value = "60", value_name = "SECS")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `rm` flags.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The deployment's container name.
+    pub name: String,
+    /// Remove it even if it is running.
+    #[arg(long, short)]
+    pub force: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// `doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Image to check (default: the deploy default, ghcr.io/fractalic-ai/fractalic:latest-production).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Seconds to wait for the throwaway container's services.
+    #[arg(long, default_value = "60", value_name = "SECS")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// `--json`: print one JSON document on stdout instead of text.

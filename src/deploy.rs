@@ -172,9 +172,21 @@ pub fn render_text(r: &Report) -> String {
         r.script_path
     ));
     o.push_str("🐳 Container Management:\n");
-    o.push_str(&format!("   • View logs: docker logs {container}\n"));
-    o.push_str(&format!("   • Stop: docker stop {container}\n"));
-    o.push_str(&format!("   • Remove: docker rm -f {container}\n"));
+    o.push_str(&format!(
+        "   • Status: fractalic-publisher status {container}\n"
+    ));
+    o.push_str(&format!(
+        "   • View logs: fractalic-publisher logs {container} (or: docker logs {container})\n"
+    ));
+    o.push_str(&format!(
+        "   • Service log: fractalic-publisher logs {container} --service ai_server\n"
+    ));
+    o.push_str(&format!(
+        "   • Stop: fractalic-publisher stop {container} (or: docker stop {container})\n"
+    ));
+    o.push_str(&format!(
+        "   • Remove: fractalic-publisher rm --force {container} (or: docker rm -f {container})\n"
+    ));
     o
 }
 

@@ -1,8 +1,10 @@
 //! Dispatches a parsed command line; the one place that prints results and fatal errors.
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, DoctorArgs};
+use crate::config;
 use crate::deploy;
 use crate::error::{exit, Error, Result};
+use crate::manage::{self, Manager};
 use crate::plugin::{self, host::Host, Plugin, PluginInfo};
 use crate::progress::Progress;
 use std::sync::Arc;
@@ -11,11 +13,18 @@ use std::sync::Arc;
 pub fn run(cli: Cli) -> i32 {
     crate::cleanup::install_handler();
     let json = wants_json(&cli.command);
-    match dispatch(&cli) {
-        Ok(()) => exit::OK,
+    let result = match &cli.command {
+        Command::Doctor(a) => doctor(&cli, a),
+        c if is_management(c) => manage(&cli).map(|()| exit::OK),
+        _ => dispatch(&cli).map(|()| exit::OK),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
-            if json {
+            if json && matches!(cli.command, Command::Deploy(_)) {
                 println!("{}", deploy::render_json_error(&e));
+            } else if json {
+                println!("{}", manage::render_json_error(&e));
             } else {
                 eprintln!("error: {e}");
             }
@@ -24,12 +33,108 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+fn is_management(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Ps(_)
+            | Command::Status(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Start(_)
+            | Command::Rm(_)
+    )
+}
+
+/// `doctor`: exit 0 when every check passed, 1 otherwise.
+fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
+    let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
+    let image = config::production_tag(a.image.as_deref().unwrap_or(config::DEFAULT_IMAGE));
+    let report = crate::doctor::run(cli.docker.as_deref(), &image, timeout);
+    if a.json.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        print!("{}", crate::doctor::render_text(&report));
+    }
+    Ok(if report.ok { exit::OK } else { exit::FAILED })
+}
+
+/// `ps`, `status`, `logs`, `stop`, `start`, `rm`: through the owning plugin.
+fn manage(cli: &Cli) -> Result<()> {
+    let quiet = wants_json(&cli.command);
+    let m = Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)?;
+    match &cli.command {
+        Command::Ps(a) => {
+            let entries = m.ps(a.all)?;
+            if a.json.json {
+                println!("{}", to_json(&entries)?);
+            } else if entries.is_empty() {
+                eprintln!(
+                    "no {}deployments; make one with `fractalic-publisher deploy docker-registry ...`",
+                    if a.all { "" } else { "running " }
+                );
+            } else {
+                print!("{}", manage::render_ps(&entries));
+            }
+        }
+        Command::Status(a) => {
+            let v = m.status(&a.name)?;
+            if a.json.json {
+                println!("{}", to_json(&v)?);
+            } else {
+                print!("{}", manage::render_status(&v));
+            }
+        }
+        Command::Logs(a) => {
+            let text = m.logs(
+                &a.name,
+                a.tail,
+                a.follow,
+                a.service.map(crate::cli::Service::as_str),
+            )?;
+            print!("{text}");
+        }
+        Command::Stop(a) => {
+            let v = m.stop(&a.name)?;
+            if a.json.json {
+                println!("{}", to_json(&v)?);
+            } else {
+                println!("Stopped {}.", a.name);
+            }
+        }
+        Command::Start(a) => {
+            let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
+            let v = m.start(&a.name, timeout)?;
+            if a.json.json {
+                println!("{}", to_json(&v)?);
+            } else {
+                print!("{}", manage::render_start(&v));
+            }
+        }
+        Command::Rm(a) => {
+            let v = m.rm(&a.name, a.force)?;
+            if a.json.json {
+                println!("{}", to_json(&v)?);
+            } else {
+                println!("Removed {}.", a.name);
+            }
+        }
+        _ => unreachable!("not a management command"),
+    }
+    Ok(())
+}
+
 fn wants_json(c: &Command) -> bool {
     match c {
         Command::Deploy(a) => a.json,
         Command::List(j) => j.json,
         Command::Info { json, .. } => json.json,
         Command::Badges { .. } => false,
+        Command::Ps(a) => a.json.json,
+        Command::Status(a) | Command::Stop(a) => a.json.json,
+        Command::Logs(_) => false,
+        Command::Start(a) => a.json.json,
+        Command::Rm(a) => a.json.json,
+        Command::Doctor(a) => a.json.json,
     }
 }
 
@@ -112,6 +217,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        _ => unreachable!("handled in run()"),
     }
 }
 
