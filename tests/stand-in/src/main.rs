@@ -1,1 +1,262 @@
-fn main() {}
+//! fractalic-stand-in: plays the Fractalic production image in tests. As PID 1 it prints
+//! supervisord-like lines and serves the AI server (0.0.0.0:8001), the backend (127.0.0.1:8000)
+//! and the MCP manager (127.0.0.1:5859); run as `curl` (argv[0]) or `fractalic-stand-in curl ...`
+//! it is a minimal curl.
+//!
+//! Failure switches, read from the environment:
+//! - `STAND_IN_START_DELAY_MS=N`: listen only after N ms;
+//! - `STAND_IN_HEALTH=unhealthy`: `/health` answers 503;
+//! - `STAND_IN_EXIT_AFTER_MS=N`: exit with code 3 after N ms;
+//! - `STAND_IN_MCP=down`: nothing listens on 5859.
+//!
+//! The same `K=V` lines in `/fractalic/stand-in.env` (read at start) win over the environment,
+//! so a stopped container can be switched with `docker cp` before it starts again.
+//!
+//! Service logs go to `$STAND_IN_LOG_DIR` (default `/tmp`): ai_server.log, backend.log,
+//! mcp_manager.log.
+
+mod clock;
+mod curl;
+mod execute;
+mod http;
+mod json;
+mod server;
+
+use server::{Kind, Service};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The failure switches, parsed once at start.
+#[derive(Debug, Default, PartialEq)]
+struct Switches {
+    start_delay: Option<Duration>,
+    unhealthy: bool,
+    exit_after: Option<Duration>,
+    mcp_down: bool,
+}
+
+impl Switches {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let millis = |name: &str| -> Result<Option<Duration>, String> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map(|ms| Some(Duration::from_millis(ms)))
+                    .map_err(|_| format!("{name}={v:?} is not a number of milliseconds")),
+            }
+        };
+        let word = |name: &str, expected: &str| -> Result<bool, String> {
+            match get(name) {
+                None => Ok(false),
+                Some(v) if v.is_empty() => Ok(false),
+                Some(v) if v.eq_ignore_ascii_case(expected) => Ok(true),
+                Some(v) => Err(format!(
+                    "{name}={v:?}: the only accepted value is {expected}"
+                )),
+            }
+        };
+        Ok(Switches {
+            start_delay: millis("STAND_IN_START_DELAY_MS")?,
+            unhealthy: word("STAND_IN_HEALTH", "unhealthy")?,
+            exit_after: millis("STAND_IN_EXIT_AFTER_MS")?,
+            mcp_down: word("STAND_IN_MCP", "down")?,
+        })
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args.first().map(String::as_str).unwrap_or("");
+    let name = Path::new(argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name == "curl" {
+        std::process::exit(curl::main(&args[1..]));
+    }
+    if args.get(1).map(String::as_str) == Some("curl") {
+        std::process::exit(curl::main(&args[2..]));
+    }
+    if args.len() > 1 {
+        eprintln!("usage: fractalic-stand-in [curl [-fsS] URL]");
+        std::process::exit(2);
+    }
+    // The switch file wins over the environment: a stopped container's environment is fixed,
+    // but `docker cp` can give it new switches for its next start.
+    let file = std::fs::read_to_string(SWITCH_FILE).unwrap_or_default();
+    let switches =
+        match Switches::from_lookup(|k| file_switch(&file, k).or_else(|| std::env::var(k).ok())) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("stand-in: {e}");
+                std::process::exit(2);
+            }
+        };
+    run_server(&switches);
+}
+
+/// Switches read at start in addition to the environment (`K=V` lines, `#` comments).
+const SWITCH_FILE: &str = "/fractalic/stand-in.env";
+
+/// The value of `key` in the switch file's text, if it sets it.
+fn file_switch(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// A supervisord-style line on stdout, which is what `docker logs` shows of the real image.
+fn supervisord(msg: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    println!("{} {msg}", clock::supervisord(now));
+}
+
+fn run_server(switches: &Switches) -> ! {
+    install_signal_handlers();
+    let log_dir =
+        PathBuf::from(std::env::var("STAND_IN_LOG_DIR").unwrap_or_else(|_| "/tmp".into()));
+    let pid = std::process::id();
+    supervisord(&format!("INFO supervisord started with pid {pid}"));
+    let programs = [
+        (Kind::AiServer, "0.0.0.0:8001"),
+        (Kind::Backend, "127.0.0.1:8000"),
+        (Kind::McpManager, "127.0.0.1:5859"),
+    ];
+    for (i, (kind, _)) in programs.iter().enumerate() {
+        supervisord(&format!(
+            "INFO spawned: '{}' with pid {}",
+            kind.name(),
+            pid + 1 + i as u32
+        ));
+    }
+
+    if let Some(after) = switches.exit_after {
+        thread::spawn(move || {
+            thread::sleep(after);
+            eprintln!(
+                "stand-in: STAND_IN_EXIT_AFTER_MS={} elapsed, exiting with code 3",
+                after.as_millis()
+            );
+            supervisord("WARN received SIGTERM indicating exit request");
+            std::process::exit(3);
+        });
+    }
+    if let Some(delay) = switches.start_delay {
+        thread::sleep(delay);
+    }
+
+    let mut handles = Vec::new();
+    for (kind, addr) in programs {
+        if kind == Kind::McpManager && switches.mcp_down {
+            supervisord("INFO exited: mcp_manager (exit status 1; not expected)");
+            supervisord(
+                "INFO gave up: mcp_manager entered FATAL state, too many start retries too quickly",
+            );
+            continue;
+        }
+        let listener = match TcpListener::bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("stand-in: {}: cannot listen on {addr}: {e}", kind.name());
+                std::process::exit(1);
+            }
+        };
+        let service = Arc::new(Service::new(
+            kind,
+            !(kind == Kind::AiServer && switches.unhealthy),
+            PathBuf::from("/fractalic"),
+            &log_dir,
+        ));
+        service.log("INFO:     Started server process");
+        service.log(&format!(
+            "INFO:     Uvicorn running on http://{addr} (Press CTRL+C to quit)"
+        ));
+        handles.push(thread::spawn(move || server::serve(listener, service)));
+        supervisord(&format!(
+            "INFO success: {} entered RUNNING state, process has stayed up for > than 1 seconds (startsecs)",
+            kind.name()
+        ));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    std::process::exit(1);
+}
+
+extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+    fn _exit(status: i32) -> !;
+}
+
+extern "C" fn on_terminate(_signum: i32) {
+    // Only async-signal-safe calls here.
+    unsafe { _exit(0) }
+}
+
+/// As PID 1 the kernel ignores SIGTERM without a handler; supervisord exits 0 on it, so do we
+/// (and `docker stop` returns at once).
+fn install_signal_handlers() {
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+    let handler = on_terminate as extern "C" fn(i32) as usize;
+    unsafe {
+        signal(SIGINT, handler);
+        signal(SIGTERM, handler);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_parse() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            Switches::from_lookup(env(&[])).unwrap(),
+            Switches::default()
+        );
+        let s = Switches::from_lookup(env(&[
+            ("STAND_IN_START_DELAY_MS", "1500"),
+            ("STAND_IN_HEALTH", "unhealthy"),
+            ("STAND_IN_EXIT_AFTER_MS", "20"),
+            ("STAND_IN_MCP", "down"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s,
+            Switches {
+                start_delay: Some(Duration::from_millis(1500)),
+                unhealthy: true,
+                exit_after: Some(Duration::from_millis(20)),
+                mcp_down: true
+            }
+        );
+        assert!(Switches::from_lookup(env(&[("STAND_IN_MCP", "up")])).is_err());
+        let file = "# switches\nSTAND_IN_HEALTH = unhealthy\n";
+        assert_eq!(
+            file_switch(file, "STAND_IN_HEALTH").as_deref(),
+            Some("unhealthy")
+        );
+        assert_eq!(file_switch(file, "STAND_IN_MCP"), None);
+        assert!(Switches::from_lookup(env(&[("STAND_IN_EXIT_AFTER_MS", "soon")])).is_err());
+    }
+}

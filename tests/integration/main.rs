@@ -1,0 +1,6 @@
+//! The one integration-test binary of the workspace: one module per subcommand or component,
+//! helpers in `support`. Docker tests skip without a daemon (fail with CI=true).
+
+mod support;
+
+mod stand_in;
