@@ -3,4 +3,11 @@
 
 mod support;
 
+mod doctor;
+mod interrupt;
+mod lifecycle;
+mod logs;
+mod managed;
+mod ps;
 mod stand_in;
+mod status;
