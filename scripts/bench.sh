@@ -1,0 +1,410 @@
+#!/usr/bin/env bash
+# Benchmarks (issue 5): deploy vs the floor Docker itself sets, docker calls per deploy, `ps`
+# scaling, start-up, readiness overhead. Prints markdown on stdout and saves it to
+# target/bench/latest.md; progress goes to stderr.
+#
+#   scripts/bench.sh            full run (brings up the dev environment itself; ~2-3 minutes)
+#   BENCH_RUNS=3 scripts/bench.sh   fewer runs per deploy measurement (default 5)
+#
+# Every container it creates is named bench-<pid>-... and removed on exit, failure included.
+# Timing: bash's $EPOCHREALTIME (microseconds, no fork) around each command; medians, min, max
+# computed by scripts/bench/bench.py. Docker calls are counted (and timed) by
+# scripts/bench/docker-wrap, given to the product as --docker.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HELP="$ROOT/scripts/bench"
+PY="python3 $HELP/bench.py"
+WRAP="$HELP/docker-wrap"
+RUNS=${BENCH_RUNS:-5}
+RUN="bench-$$"
+OUT_DIR="$ROOT/target/bench"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fractalic-bench.XXXXXX")
+CREATED="$WORK/created"
+: >"$CREATED"
+BENCH_START=$SECONDS
+LOAD_START=$(cut -d" " -f1-3 /proc/loadavg)
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+cleanup() {
+	local rc=$? names
+	# Only what this run created: the names it recorded, plus anything named after this run.
+	names=$({
+		cat "$CREATED" 2>/dev/null
+		docker ps -a --filter "name=$RUN-" --format '{{.Names}}' 2>/dev/null
+	} | sort -u | grep "^$RUN-" || true)
+	if [[ -n $names ]]; then
+		log "removing $(wc -l <<<"$names") container(s) named $RUN-*"
+		# shellcheck disable=SC2086
+		docker rm -f $names >/dev/null 2>&1 || log "warning: some containers could not be removed"
+	fi
+	[[ -n ${WATCH_PID:-} ]] && kill "$WATCH_PID" 2>/dev/null
+	rm -rf "$WORK"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { echo "${EPOCHREALTIME/./}000"; } # ns (microsecond resolution)
+ms() { $PY fmt-ms "$1"; }                # "median (min-max)" in ms of a file of ns values
+med_ms() { $PY stats "$1" | awk '{printf "%.0f", $1/1e6}'; }
+track() { echo "$1" >>"$CREATED"; }
+
+# ---------------------------------------------------------------------------------------------
+log "bringing up the dev environment (scripts/dev-env.sh up)"
+IMAGE=$("$ROOT/scripts/dev-env.sh" up | tail -n 1)
+[[ $IMAGE == STAND_IN_IMAGE=* ]] || die "dev-env.sh up did not print STAND_IN_IMAGE=...: $IMAGE"
+IMAGE=${IMAGE#STAND_IN_IMAGE=}
+log "building the release binary"
+(cd "$ROOT" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
+BIN="$ROOT/target/release/fractalic-publisher"
+docker image inspect "$IMAGE" >/dev/null || die "image $IMAGE is not cached after dev-env.sh up"
+
+if [[ ! -x /usr/bin/time ]]; then
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+		log "installing Debian's time package for peak memory"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >&2 || true
+	fi
+fi
+
+DEMO="$ROOT/scripts/demo/hello-fractalic"
+if [[ ! -f $DEMO/hello.md ]]; then
+	DEMO="$WORK/demo"
+	$PY gen-folder "$DEMO" 2
+fi
+
+# deploy LOGFILE NAME FOLDER PULL [EXTRA...]: one product deploy; appends its ns time to
+# $WORK/t.LOGFILE-less caller file via the DEPLOY_NS variable; LOGFILE "-" = real docker.
+deploy() {
+	local log=$1 name=$2 folder=$3 pull=$4 t0 t1 rc=0
+	shift 4
+	local docker_flag=()
+	if [[ $log != - ]]; then
+		docker_flag=(--docker "$WRAP")
+		: >"$log"
+	fi
+	track "$name"
+	t0=$(now)
+	BENCH_DOCKER_LOG=${log/#-//dev/null} "$BIN" "${docker_flag[@]}" deploy docker-registry \
+		--script-name hello --script-folder "$folder" --name "$name" --image "$IMAGE" \
+		--pull "$pull" --json --quiet "$@" >"$WORK/deploy.out" 2>"$WORK/deploy.err" || rc=$?
+	t1=$(now)
+	if ((rc != 0)); then
+		cat "$WORK/deploy.out" "$WORK/deploy.err" >&2
+		die "deploy of $name failed (exit $rc)"
+	fi
+	[[ $log != - ]] && echo "#run $t0 $t1" >>"$log"
+	DEPLOY_NS=$((t1 - t0))
+}
+
+rm_container() { docker rm -f "$1" >/dev/null 2>&1 || true; }
+
+# ---------------------------------------------------------------------------------------------
+# 1. Deploy vs floor (interleaved, same payload, same image, no pull on either side).
+log "1/5 deploy vs floor ($RUNS runs each, interleaved)"
+OWNER="1000 1000"
+$PY tar "$DEMO" hello "$WORK/floor.tar" $OWNER
+floor_once() {
+	local name=$1 port t0 t1 t2 t3 t4 t5 polls=0
+	port=$($PY freeport 18001)
+	track "$name"
+	t0=$(now)
+	docker create --name "$name" -p "127.0.0.1:$port:8001" --restart unless-stopped \
+		--label fractalic-publisher.managed=true --label fractalic-publisher.plugin=docker-registry \
+		--label "fractalic-publisher.port=$port" "$IMAGE" >/dev/null
+	t1=$(now)
+	docker cp - "$name:/" <"$WORK/floor.tar"
+	t2=$(now)
+	docker start "$name" >/dev/null
+	t3=$(now)
+	until curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/health" 2>/dev/null; do
+		polls=$((polls + 1))
+		((polls < 20000)) || die "floor: /health on $port never answered"
+	done
+	t4=$(now)
+	docker inspect "$name" >/dev/null
+	t5=$(now)
+	echo $((t5 - t0)) >>"$WORK/floor.ns"
+	echo $((t1 - t0)) >>"$WORK/floor.create"
+	echo $((t2 - t1)) >>"$WORK/floor.cp"
+	echo $((t3 - t2)) >>"$WORK/floor.start"
+	echo $((t4 - t3)) >>"$WORK/floor.health"
+	echo $((t5 - t4)) >>"$WORK/floor.inspect"
+	rm_container "$name"
+}
+# Warm-up (not counted): page cache, docker's image layers, the binary.
+deploy - "$RUN-warm" "$DEMO" missing
+rm_container "$RUN-warm"
+floor_once "$RUN-floorwarm"
+: >"$WORK/floor.ns"
+for f in create cp start health inspect; do : >"$WORK/floor.$f"; done
+: >"$WORK/deploy.ns"
+for i in $(seq "$RUNS"); do
+	deploy - "$RUN-vs-$i" "$DEMO" missing
+	echo "$DEPLOY_NS" >>"$WORK/deploy.ns"
+	rm_container "$RUN-vs-$i"
+	floor_once "$RUN-floor-$i"
+done
+DEPLOY_FILES=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["metadata"]["deployment"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
+
+log "1/5 deploy with --pull always (3 runs, counting wrapper)"
+: >"$WORK/pullalways.ns"
+for i in 1 2 3; do
+	deploy "$WORK/pull-$i.log" "$RUN-pull-$i" "$DEMO" always
+	echo "$DEPLOY_NS" >>"$WORK/pullalways.ns"
+	rm_container "$RUN-pull-$i"
+done
+grep -h ' pull ' "$WORK"/pull-*.log | awk '{print $2-$1}' >"$WORK/pull.ns"
+
+# ---------------------------------------------------------------------------------------------
+# 2. Docker calls per deploy, by script folder size.
+log "2/5 docker calls per deploy: 2, 1000, 10000 files, one 50 MB file"
+CALLS_ROWS=""
+for kind in 2 1000 10000 50mb; do
+	dir="$WORK/folder-$kind"
+	$PY gen-folder "$dir" "$kind"
+	n=$RUNS
+	[[ $kind != 2 ]] && n=3
+	: >"$WORK/calls-$kind.ns"
+	: >"$WORK/calls-$kind.count"
+	: >"$WORK/calls-$kind.cp"
+	: >"$WORK/calls-$kind.floorcp"
+	: >"$WORK/calls-$kind.untar"
+	# The same payload as a tar built outside the timing, for the floor `docker cp` and for a
+	# plain `tar -x` into a host directory (what this machine's filesystem allows at best).
+	$PY tar "$dir" hello "$WORK/folder-$kind.tar" $OWNER
+	for i in $(seq "$n"); do
+		deploy "$WORK/calls-$kind-$i.log" "$RUN-c$kind-$i" "$dir" missing
+		echo "$DEPLOY_NS" >>"$WORK/calls-$kind.ns"
+		grep -vc '^#' "$WORK/calls-$kind-$i.log" >>"$WORK/calls-$kind.count" || true
+		grep -h ' cp - ' "$WORK/calls-$kind-$i.log" | awk '{print $2-$1}' >>"$WORK/calls-$kind.cp"
+		rm_container "$RUN-c$kind-$i"
+		track "$RUN-fcp$kind-$i"
+		docker create --name "$RUN-fcp$kind-$i" "$IMAGE" >/dev/null
+		t0=$(now)
+		docker cp - "$RUN-fcp$kind-$i:/" <"$WORK/folder-$kind.tar"
+		t1=$(now)
+		echo $((t1 - t0)) >>"$WORK/calls-$kind.floorcp"
+		rm_container "$RUN-fcp$kind-$i"
+		mkdir "$WORK/untar"
+		t0=$(now)
+		tar -C "$WORK/untar" -xf "$WORK/folder-$kind.tar"
+		t1=$(now)
+		echo $((t1 - t0)) >>"$WORK/calls-$kind.untar"
+		rm -rf "$WORK/untar"
+	done
+	rm -f "$WORK/folder-$kind.tar"
+	fb=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["metadata"]["deployment"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
+	calls=$(sort -n "$WORK/calls-$kind.count" | uniq | paste -sd/)
+	verbs=$(grep -hv '^#' "$WORK/calls-$kind-1.log" | awk '{print $4}' | paste -sd' ')
+	label=$kind
+	case $kind in 2) label="2 files" ;; 1000) label="1,000 files" ;; 10000) label="10,000 files" ;; 50mb) label="one 50 MB file" ;; esac
+	CALLS_ROWS+="| $label | ${fb% *} | ${fb#* } | $calls | $(ms "$WORK/calls-$kind.ns") | $(ms "$WORK/calls-$kind.cp") | $(ms "$WORK/calls-$kind.floorcp") | $(ms "$WORK/calls-$kind.untar") | $verbs |"$'\n'
+	rm -rf "$dir"
+done
+BREAKDOWN=$($PY breakdown "$WORK"/calls-2-*.log)
+BREAKDOWN_10K=$($PY breakdown "$WORK"/calls-10000-*.log)
+BREAKDOWN_PULL=$($PY breakdown "$WORK"/pull-*.log)
+CALLS_2=$(sort -n "$WORK/calls-2.count" | uniq | paste -sd/)
+CALLS_10K=$(sort -n "$WORK/calls-10000.count" | uniq | paste -sd/)
+MED_10K=$(med_ms "$WORK/calls-10000.ns")
+FLOORCP_10K=$(med_ms "$WORK/calls-10000.floorcp")
+UNTAR_10K=$(med_ms "$WORK/calls-10000.untar")
+
+# ---------------------------------------------------------------------------------------------
+# 5 (run before ps, which leaves containers around). Readiness overhead.
+log "3/5 readiness overhead: STAND_IN_START_DELAY_MS=2000 ($RUNS runs)"
+: >"$WORK/ready.return"
+: >"$WORK/ready.notice"
+for i in $(seq "$RUNS"); do
+	port=$($PY freeport 18101)
+	rm -f "$WORK/up.ns"
+	$PY watch "http://127.0.0.1:$port/health" "$WORK/up.ns" 30 &
+	WATCH_PID=$!
+	deploy "$WORK/ready-$i.log" "$RUN-ready-$i" "$DEMO" missing --port "$port" --env STAND_IN_START_DELAY_MS=2000
+	end=$(awk '/^#run/{print $3}' "$WORK/ready-$i.log")
+	wait "$WATCH_PID" || die "readiness watcher never saw /health answer on $port"
+	WATCH_PID=
+	up=$(<"$WORK/up.ns")
+	# The product noticed /health when it moved on to the MCP check (its `docker exec`).
+	noticed=$(awk -v up="$up" '!/^#/ && $4 == "exec" && $1 > up {print $1; exit}' "$WORK/ready-$i.log")
+	[[ -n $noticed ]] || noticed=$end
+	echo $((end - up)) >>"$WORK/ready.return"
+	echo $((noticed - up)) >>"$WORK/ready.notice"
+	rm_container "$RUN-ready-$i"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. ps scaling.
+log "4/5 ps scaling"
+PS_ROWS=""
+PS_NOTE=""
+PS_OK=no
+if BENCH_DOCKER_LOG=/dev/null "$BIN" --docker "$WRAP" ps --json >/dev/null 2>&1; then PS_OK=yes; fi
+if [[ $PS_OK == yes ]]; then
+	ps_measure() {
+		local n=$1 how=$2 i t0 t1 listed
+		: >"$WORK/ps.ns"
+		: >"$WORK/ps.log"
+		BENCH_DOCKER_LOG=/dev/null "$BIN" --docker "$WRAP" ps --json >/dev/null # warm
+		for i in $(seq 10); do
+			t0=$(now)
+			BENCH_DOCKER_LOG="$WORK/ps.log" "$BIN" --docker "$WRAP" ps --json >"$WORK/ps.out"
+			t1=$(now)
+			echo $((t1 - t0)) >>"$WORK/ps.ns"
+		done
+		listed=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+if isinstance(d, dict):
+    d = next((v for v in d.values() if isinstance(v, list)), [])
+print(sum(1 for x in d if sys.argv[2] in json.dumps(x)))' "$WORK/ps.out" "$RUN-" 2>/dev/null || echo "?")
+		PS_ROWS+="| $n | $how | $listed | $(($(wc -l <"$WORK/ps.log") / 10)) | $(ms "$WORK/ps.ns") |"$'\n'
+		PS_LAST_MS=$(med_ms "$WORK/ps.ns")
+		PS_LAST_CALLS=$(($(wc -l <"$WORK/ps.log") / 10))
+	}
+	deploy - "$RUN-ps-1" "$DEMO" missing
+	ps_measure 1 "1 real deploy"
+	for i in $(seq 2 10); do deploy - "$RUN-ps-$i" "$DEMO" missing; done
+	ps_measure 10 "10 real deploys"
+	# 40 more as plain containers carrying the same labels as a real deployment (fast to make).
+	labels=()
+	while IFS= read -r kv; do
+		case $kv in fractalic-publisher.port=* | fractalic-publisher.created=*) continue ;; esac
+		[[ -n $kv ]] && labels+=(--label "$kv")
+	done < <(docker inspect --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' "$RUN-ps-1")
+	plain=()
+	for i in $(seq 11 50); do
+		port=$($PY freeport $((18300 + i)))
+		track "$RUN-ps-$i"
+		docker create --name "$RUN-ps-$i" -p "127.0.0.1:$port:8001" "${labels[@]}" \
+			--label "fractalic-publisher.port=$port" \
+			--label "fractalic-publisher.created=$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$IMAGE" >/dev/null
+		plain+=("$RUN-ps-$i")
+	done
+	docker start "${plain[@]}" >/dev/null
+	ps_measure 50 "10 real deploys + 40 plain labelled containers (started)"
+	PS_NOTE="Other containers on this Docker host at the time: $(($(docker ps -aq | wc -l) - 50)) (not ours; \`ps\` may list those that carry our labels)."
+	names=$(grep "^$RUN-ps-" "$CREATED" | sort -u)
+	# shellcheck disable=SC2086
+	docker rm -f $names >/dev/null 2>&1 || true
+else
+	PS_ROWS="| 1, 10, 50 | - | - | n/a (ps not available) | n/a (ps not available) |"$'\n'
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4. Start-up: list and info, wall time (20 runs) and peak RSS (5 runs under /usr/bin/time).
+log "5/5 start-up: list, info docker-registry"
+startup() {
+	local tag=$1 i t0 t1
+	shift
+	: >"$WORK/$tag.ns"
+	: >"$WORK/$tag.rss"
+	: >"$WORK/$tag.calls"
+	"$BIN" "$@" >/dev/null # warm the page cache
+	for i in $(seq 20); do
+		t0=$(now)
+		"$BIN" "$@" >/dev/null
+		t1=$(now)
+		echo $((t1 - t0)) >>"$WORK/$tag.ns"
+	done
+	if [[ -x /usr/bin/time ]]; then
+		for i in $(seq 5); do /usr/bin/time -f %M -a -o "$WORK/$tag.rss" "$BIN" "$@" >/dev/null; done
+	fi
+	BENCH_DOCKER_LOG="$WORK/$tag.calls" "$BIN" --docker "$WRAP" "$@" >/dev/null
+}
+startup list list
+startup info info docker-registry
+rss() { if [[ -s $WORK/$1.rss ]]; then sort -n "$WORK/$1.rss" | tail -n 1 | awk '{printf "%.1f MB", $1/1024}'; else echo "n/a"; fi; }
+
+# ---------------------------------------------------------------------------------------------
+verdict() { # verdict VALUE OP LIMIT -> met / missed
+	if awk -v v="$1" -v l="$3" "BEGIN{exit !(v $2 l)}"; then echo met; else echo "**missed**"; fi
+}
+D=$(med_ms "$WORK/deploy.ns")
+F=$(med_ms "$WORK/floor.ns")
+RATIO=$(awk -v d="$D" -v f="$F" 'BEGIN{printf "%.2f", d/f}')
+READY=$(med_ms "$WORK/ready.return")
+NOTICE=$(med_ms "$WORK/ready.notice")
+LIST_MS=$(med_ms "$WORK/list.ns")
+LIST_RSS_KB=$(sort -n "$WORK/list.rss" 2>/dev/null | tail -n 1)
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+DOCKER_V=$(docker version --format '{{.Server.Version}}')
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no -- src plugins Cargo.toml 2>/dev/null | wc -l)
+
+mkdir -p "$OUT_DIR"
+{
+	cat <<EOF
+## Benchmark $(date -u +%Y-%m-%dT%H:%MZ)
+
+Machine: $(nproc) CPUs ($CPU), Linux $(uname -r), Docker server $DOCKER_V; commit $COMMIT$( ((DIRTY > 0)) && echo " + $DIRTY uncommitted file(s) in src/plugins"); image $IMAGE (stand-in, cached). Medians of several runs, (min-max) in brackets, times in ms. Produced by \`scripts/bench.sh\` in $((SECONDS - BENCH_START)) s; load average at start $LOAD_START, at end $(cut -d" " -f1-3 /proc/loadavg) (other work on the host adds noise).
+
+| target | measured | goal | verdict |
+|---|---|---|---|
+| deploy vs floor | ${D} ms vs ${F} ms = **${RATIO}x** | <= 1.3x | $(verdict "$RATIO" "<=" 1.3) |
+| readiness: deploy returns after /health answers | **${READY} ms** (health noticed after ${NOTICE} ms) | <= 150 ms | $(verdict "$READY" "<=" 150) |
+| docker calls, 2 vs 10,000 files | ${CALLS_2} vs ${CALLS_10K} | equal | $([[ $CALLS_2 == "$CALLS_10K" ]] && echo met || echo "**missed**") |
+| 10,000-file deploy | ${MED_10K} ms (floor \`docker cp\` alone: ${FLOORCP_10K} ms, host \`tar -x\`: ${UNTAR_10K} ms) | < 3000 ms | $(verdict "$MED_10K" "<" 3000) |
+| ps --json, 50 deployments | $([[ $PS_OK == yes ]] && echo "${PS_LAST_MS} ms, ${PS_LAST_CALLS} docker call(s)" || echo "n/a (ps not available)") | 1 call, < 150 ms | $([[ $PS_OK == yes ]] && { [[ $PS_LAST_CALLS == 1 ]] && verdict "$PS_LAST_MS" "<" 150 || echo "**missed**"; } || echo "n/a") |
+| list | ${LIST_MS} ms, $(rss list) peak | < 30 ms, < 20 MB | $(verdict "$LIST_MS" "<" 30) / $([[ -n $LIST_RSS_KB ]] && verdict "$LIST_RSS_KB" "<" 20480 || echo n/a) |
+
+### 1. Deploy vs floor (demo folder: ${DEPLOY_FILES% *} files, ${DEPLOY_FILES#* } bytes; $RUNS runs each, interleaved)
+
+| sequence | time |
+|---|---|
+| \`fractalic-publisher deploy --pull missing\` (real docker, no wrapper) | $(ms "$WORK/deploy.ns") |
+| floor: create, one \`cp -\` of a pre-built tar, start, curl /health in a tight loop, inspect | $(ms "$WORK/floor.ns") |
+| ratio of medians | ${RATIO}x |
+| \`fractalic-publisher deploy --pull always\` (counting wrapper, 3 runs) | $(ms "$WORK/pullalways.ns") |
+| of which \`docker pull\` (image up to date in the local registry) | $(ms "$WORK/pull.ns") |
+
+Floor steps: create $(ms "$WORK/floor.create"), cp $(ms "$WORK/floor.cp"), start $(ms "$WORK/floor.start"), /health answers $(ms "$WORK/floor.health") after start returns, inspect $(ms "$WORK/floor.inspect").
+
+### Where a deploy's time goes (2-file folder, --pull missing, $RUNS runs; per-call wall time from the wrapper)
+
+$BREAKDOWN
+
+With \`--pull always\`:
+
+$BREAKDOWN_PULL
+
+### 2. Docker calls per deploy (--pull missing; 2 files: $RUNS runs, others: 3 runs)
+
+| script folder | payload files | payload bytes | docker calls | deploy | of which \`cp -\` | floor: \`docker cp -\` of the same tar | host \`tar -x\` of the same tar | calls, in order |
+|---|---:|---:|---:|---|---|---|---|---|
+${CALLS_ROWS}
+10,000 files, where the time goes:
+
+$BREAKDOWN_10K
+
+### 3. \`ps --json\` scaling (10 runs each; counting wrapper)
+
+| deployments | made with | listed | docker calls | time |
+|---|---|---:|---:|---|
+${PS_ROWS}
+$PS_NOTE
+
+### 4. Start-up (20 runs; peak RSS = max of 5 runs of \`/usr/bin/time -f %M\`)
+
+| command | time | peak memory | docker calls |
+|---|---|---|---:|
+| \`fractalic-publisher list\` | $(ms "$WORK/list.ns") | $(rss list) | $(wc -l <"$WORK/list.calls") |
+| \`fractalic-publisher info docker-registry\` | $(ms "$WORK/info.ns") | $(rss info) | $(wc -l <"$WORK/info.calls") |
+
+### 5. Readiness overhead (STAND_IN_START_DELAY_MS=2000, --port fixed; $RUNS runs)
+
+/health "answers" = first 200 seen by a parallel poller (python, one GET every ~5 ms, so up to ~5 ms late).
+
+| measure | time after /health first answered |
+|---|---|
+| deploy returns (process exit) | $(ms "$WORK/ready.return") |
+| product noticed (its \`docker exec ... /status\` starts) | $(ms "$WORK/ready.notice") |
+EOF
+} | tee "$OUT_DIR/latest.md"
+log "done in $((SECONDS - BENCH_START)) s; saved to $OUT_DIR/latest.md"
