@@ -550,3 +550,23 @@ fn mcp_down_switch_leaves_5859_closed() {
         .docker_logs()
         .contains("gave up: mcp_manager entered FATAL state"));
 }
+
+#[test]
+fn switch_file_read_at_start_overrides_the_environment() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let file = b"# set by a test\nSTAND_IN_HEALTH=unhealthy\n";
+    let s = StandIn::start(
+        &docker,
+        "fp-si-file",
+        &["STAND_IN_MCP=down"],
+        &[],
+        &[Entry::File("/fractalic/stand-in.env", file, 0o644)],
+    );
+    let answer = support::wait_http(&s.url("/health"), READY);
+    assert_eq!(answer.map(|a| a.0), Some(503));
+    // Switches the file does not set still come from the environment.
+    let (code, _, _) = s.curl(&["-fs", "http://localhost:5859/status"]);
+    assert_eq!(code, Some(7));
+}
