@@ -57,9 +57,18 @@ track() { echo "$1" >>"$CREATED"; }
 
 # ---------------------------------------------------------------------------------------------
 log "bringing up the dev environment (scripts/dev-env.sh up)"
-IMAGE=$("$ROOT/scripts/dev-env.sh" up | tail -n 1)
-[[ $IMAGE == STAND_IN_IMAGE=* ]] || die "dev-env.sh up did not print STAND_IN_IMAGE=...: $IMAGE"
-IMAGE=${IMAGE#STAND_IN_IMAGE=}
+DEFAULT_IMAGE=127.0.0.1:5000/fractalic-stand-in:latest-production
+IMAGE_NOTE=""
+if IMAGE=$("$ROOT/scripts/dev-env.sh" up | tail -n 1) && [[ $IMAGE == STAND_IN_IMAGE=* ]]; then
+	IMAGE=${IMAGE#STAND_IN_IMAGE=}
+elif docker image inspect "$DEFAULT_IMAGE" >/dev/null 2>&1; then
+	# E.g. a half-edited stand-in source in a shared tree: the cached image still measures.
+	IMAGE=$DEFAULT_IMAGE
+	IMAGE_NOTE=" (dev-env.sh up failed; used the image already cached)"
+	log "warning: scripts/dev-env.sh up failed; using the cached $IMAGE"
+else
+	die "scripts/dev-env.sh up failed and $DEFAULT_IMAGE is not cached"
+fi
 log "building the release binary"
 (cd "$ROOT" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
 BIN="$ROOT/target/release/fractalic-publisher"
@@ -184,6 +193,9 @@ for kind in 2 1000 10000 50mb; do
 		grep -vc '^#' "$WORK/calls-$kind-$i.log" >>"$WORK/calls-$kind.count" || true
 		grep -h ' cp - ' "$WORK/calls-$kind-$i.log" | awk '{print $2-$1}' >>"$WORK/calls-$kind.cp"
 		rm_container "$RUN-c$kind-$i"
+		# Floor cp on two runs and host untar on one: enough to compare, and it keeps the
+		# 10,000-file case (seconds per copy on this disk) inside the 5-minute budget.
+		((i <= 2)) || continue
 		track "$RUN-fcp$kind-$i"
 		docker create --name "$RUN-fcp$kind-$i" "$IMAGE" >/dev/null
 		t0=$(now)
@@ -191,6 +203,7 @@ for kind in 2 1000 10000 50mb; do
 		t1=$(now)
 		echo $((t1 - t0)) >>"$WORK/calls-$kind.floorcp"
 		rm_container "$RUN-fcp$kind-$i"
+		((i <= 1)) || continue
 		mkdir "$WORK/untar"
 		t0=$(now)
 		tar -C "$WORK/untar" -xf "$WORK/folder-$kind.tar"
@@ -343,7 +356,7 @@ mkdir -p "$OUT_DIR"
 	cat <<EOF
 ## Benchmark $(date -u +%Y-%m-%dT%H:%MZ)
 
-Machine: $(nproc) CPUs ($CPU), Linux $(uname -r), Docker server $DOCKER_V; commit $COMMIT$( ((DIRTY > 0)) && echo " + $DIRTY uncommitted file(s) in src/plugins"); image $IMAGE (stand-in, cached). Medians of several runs, (min-max) in brackets, times in ms. Produced by \`scripts/bench.sh\` in $((SECONDS - BENCH_START)) s; load average at start $LOAD_START, at end $(cut -d" " -f1-3 /proc/loadavg) (other work on the host adds noise).
+Machine: $(nproc) CPUs ($CPU), Linux $(uname -r), Docker server $DOCKER_V; commit $COMMIT$( ((DIRTY > 0)) && echo " + $DIRTY uncommitted file(s) in src/plugins"); image $IMAGE (stand-in, cached)$IMAGE_NOTE. Medians of several runs, (min-max) in brackets, times in ms. Produced by \`scripts/bench.sh\` in $((SECONDS - BENCH_START)) s; load average at start $LOAD_START, at end $(cut -d" " -f1-3 /proc/loadavg) (other work on the host adds noise).
 
 | target | measured | goal | verdict |
 |---|---|---|---|
@@ -376,7 +389,7 @@ $BREAKDOWN_PULL
 
 ### 2. Docker calls per deploy (--pull missing; 2 files: $RUNS runs, others: 3 runs)
 
-| script folder | payload files | payload bytes | docker calls | deploy | of which \`cp -\` | floor: \`docker cp -\` of the same tar | host \`tar -x\` of the same tar | calls, in order |
+| script folder | payload files | payload bytes | docker calls | deploy | of which \`cp -\` | floor: \`docker cp -\` of the same tar (2 runs) | host \`tar -x\` of the same tar (1 run) | calls, in order |
 |---|---:|---:|---:|---|---|---|---|---|
 ${CALLS_ROWS}
 10,000 files, where the time goes:
