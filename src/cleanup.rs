@@ -2,6 +2,7 @@
 //! SIGTERM) removes them before the process exits, so nothing half-made is left behind.
 
 use crate::docker::Docker;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 static PENDING: Mutex<Vec<(Arc<Docker>, String)>> = Mutex::new(Vec::new());
@@ -68,10 +69,27 @@ pub fn stop_pending() -> Vec<String> {
         .collect()
 }
 
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Has an interrupt arrived? Then the handler is cleaning up and will exit with 130.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Called before the main thread reports a result: once an interrupt has arrived, the work it
+/// was doing fails as a side effect of the cleanup (its container vanished), so the handler,
+/// not that failure, must have the last word. Blocks until the handler exits the process.
+pub fn wait_if_interrupted() {
+    while interrupted() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Installs the Ctrl-C / SIGTERM handler: remove pending containers (and stop the ones a
 /// `start` was bringing up), say so, exit 130.
 pub fn install_handler() {
     let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Ordering::SeqCst);
         let removed = remove_pending();
         let stopped = stop_pending();
         let mut done = Vec::new();

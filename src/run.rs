@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> i32 {
         c if is_management(c) => manage(&cli).map(|()| exit::OK),
         _ => dispatch(&cli).map(|()| exit::OK),
     };
+    crate::cleanup::wait_if_interrupted();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -88,10 +88,10 @@ fn follow_streams_until_interrupted() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Kept open until the end: a closed pipe would end the follow (SIGPIPE), not the test.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    reader.read_line(&mut first).unwrap();
     assert!(first.contains("supervisord"), "{first}");
     // Still running: a follow has no deadline.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -101,5 +101,6 @@ fn follow_streams_until_interrupted() {
     );
     managed::sigint(child.id());
     let status = managed::wait_exit(&mut child, 10);
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(130));
+    drop(reader);
 }
