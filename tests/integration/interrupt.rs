@@ -66,12 +66,19 @@ fn interrupted_doctor_leaves_nothing_behind() {
         &log,
         "if [ \"$1\" = exec ]; then sleep 20; fi",
     );
-    let mut child = managed::command(&wrapper, &["doctor", "--image", &support::stand_in_image()])
+    let child = managed::command(&wrapper, &["doctor", "--image", &support::stand_in_image()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let prefix = format!("fractalic-doctor-{}-", child.id());
+    // Dropped in reverse order, also when an assertion fails: the doctor is killed first,
+    // then whatever it left is removed (its wrapper, in `dir`, goes last).
+    let _leftovers = managed::PrefixGuard {
+        docker: docker.clone(),
+        prefix: prefix.clone(),
+    };
+    let mut child = managed::KillOnDrop(child);
     assert!(
         managed::eventually(30, || managed::logged_calls(&log)
             .iter()
@@ -79,8 +86,8 @@ fn interrupted_doctor_leaves_nothing_behind() {
         "doctor never reached the MCP check"
     );
     assert_eq!(managed::containers_named(&docker, &prefix).len(), 1);
-    managed::sigint(child.id());
-    let status = managed::wait_exit(&mut child, 30);
+    managed::sigint(child.0.id());
+    let status = managed::wait_exit(&mut child.0, 30);
     assert_eq!(status.code(), Some(130));
     assert!(
         managed::eventually(10, || managed::containers_named(&docker, &prefix)

@@ -190,3 +190,32 @@ pub fn foreign_container(docker: &Path, prefix: &str) -> (String, ContainerGuard
     assert!(o.status.success(), "docker create: {}", out(&o).1);
     (name, guard)
 }
+
+/// Kills the child when dropped (a failed assertion must not leave a publisher running).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Removes every container whose name starts with the prefix when dropped (for names the
+/// binary makes up, like doctor's throwaway container).
+pub struct PrefixGuard {
+    pub docker: PathBuf,
+    pub prefix: String,
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        for name in containers_named(&self.docker, &self.prefix) {
+            let _ = Command::new(&self.docker)
+                .args(["rm", "-f", "-v", &name])
+                .output();
+        }
+    }
+}
