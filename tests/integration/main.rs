@@ -3,6 +3,7 @@
 
 mod support;
 
+mod deploy;
 mod doctor;
 mod interrupt;
 mod lifecycle;
