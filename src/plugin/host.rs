@@ -7,6 +7,7 @@ use crate::docker::{self, Docker, QUICK};
 use crate::error::{Error, Result};
 use crate::health;
 use crate::payload;
+use crate::plugin::user_cache;
 use crate::ports::{self, PortRequest};
 use crate::progress::Progress;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
@@ -14,6 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -331,12 +333,38 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
     // container_user(container, user): {uid, gid} of USER (a name, uid or uid:gid) as the
     // container's /etc/passwd and /etc/group define it.
+    // container_user(container, user, image_id): the same, remembered per image id (an image
+    // id names its exact file system) in the user's cache directory, so later deploys of the
+    // same image skip reading /etc/passwd.
+
     let h = Arc::clone(host);
     engine.register_fn(
         "container_user",
         move |container: &str, user: &str| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
             let (uid, gid) = h.check(container_user(&d, container, user))?;
+            let mut m = Map::new();
+            m.insert("uid".into(), (uid as i64).into());
+            m.insert("gid".into(), (gid as i64).into());
+            Ok(m)
+        },
+    );
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "container_user",
+        move |container: &str, user: &str, image_id: &str| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            let cache = user_cache::UserCache::default_location();
+            let (uid, gid) = match cache.as_ref().and_then(|c| c.get(image_id, user)) {
+                Some(ids) => ids,
+                None => {
+                    let ids = h.check(container_user(&d, container, user))?;
+                    if let Some(c) = &cache {
+                        c.put(image_id, user, ids);
+                    }
+                    ids
+                }
+            };
             let mut m = Map::new();
             m.insert("uid".into(), (uid as i64).into());
             m.insert("gid".into(), (gid as i64).into());
@@ -434,7 +462,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         move |container: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
             let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            h.check(exec_until_ok(&d, container, &argv, secs))
+            let never = AtomicBool::new(false);
+            h.check(exec_until_ok(&d, container, &argv, secs, &never))
+                .map(ExecOutcome::into_map)
         },
     );
 
@@ -520,6 +550,39 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             h.check(wait_http(&d, container, url, secs))
         },
     );
+
+    // wait_ready(container, url, exec_argv, timeout_secs): wait_http(container, url, ...) and,
+    // at the same time, exec_until_ok(container, exec_argv, ...) (e.g. the MCP manager's
+    // status inside the container), so readiness costs the slower of the two, not their sum.
+    // Throws like wait_http; returns {elapsed_ms, attempts, exec: {ok, stdout, attempts,
+    // error, elapsed_ms}} and leaves judging `exec.ok` to the plugin.
+    let h = Arc::clone(host);
+    engine.register_fn(
+        "wait_ready",
+        move |container: &str, url: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            h.check(wait_ready(&d, container, url, &argv, secs))
+        },
+    );
+}
+
+/// Waits for `url` and for `argv` to succeed inside the container, concurrently.
+fn wait_ready(d: &Docker, container: &str, url: &str, argv: &[String], secs: i64) -> Result<Map> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let exec = scope.spawn(|| exec_until_ok(d, container, argv, secs, &stop));
+        let health = wait_http(d, container, url, secs);
+        if health.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let exec = exec
+            .join()
+            .unwrap_or_else(|_| Err(Error::failed("the readiness exec thread panicked")));
+        let mut m = health?;
+        m.insert("exec".into(), exec?.into_map().into());
+        Ok(m)
+    })
 }
 
 fn parse_bind(bind: &str) -> Result<IpAddr> {
@@ -766,8 +829,40 @@ fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
     Ok(s)
 }
 
-fn exec_until_ok(d: &Docker, container: &str, argv: &[String], secs: i64) -> Result<Map> {
-    let deadline = Instant::now() + Duration::from_secs(secs.clamp(1, 3600) as u64);
+/// What [`exec_until_ok`] saw.
+struct ExecOutcome {
+    ok: bool,
+    stdout: String,
+    attempts: i64,
+    error: String,
+    elapsed: Duration,
+}
+
+impl ExecOutcome {
+    fn into_map(self) -> Map {
+        let mut m = Map::new();
+        m.insert("ok".into(), self.ok.into());
+        m.insert("stdout".into(), self.stdout.into());
+        m.insert("attempts".into(), self.attempts.into());
+        m.insert("error".into(), self.error.into());
+        m.insert(
+            "elapsed_ms".into(),
+            (self.elapsed.as_millis() as i64).into(),
+        );
+        m
+    }
+}
+
+/// Runs `docker exec` until it exits 0, the deadline passes, or `stop` is set.
+fn exec_until_ok(
+    d: &Docker,
+    container: &str,
+    argv: &[String],
+    secs: i64,
+    stop: &AtomicBool,
+) -> Result<ExecOutcome> {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs.clamp(1, 3600) as u64);
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let mut attempts = 0_i64;
     let (ok, stdout, error) = loop {
@@ -785,17 +880,21 @@ fn exec_until_ok(d: &Docker, container: &str, argv: &[String], secs: i64) -> Res
             Err(e @ Error::DaemonDown { .. }) => return Err(e),
             Err(e) => (false, String::new(), e.to_string()),
         };
-        if ok || Instant::now() + Duration::from_millis(200) >= deadline {
+        if ok
+            || stop.load(Ordering::Relaxed)
+            || Instant::now() + Duration::from_millis(200) >= deadline
+        {
             break (ok, stdout, error);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let mut m = Map::new();
-    m.insert("ok".into(), ok.into());
-    m.insert("stdout".into(), stdout.into());
-    m.insert("attempts".into(), attempts.into());
-    m.insert("error".into(), error.into());
-    Ok(m)
+    Ok(ExecOutcome {
+        ok,
+        stdout,
+        attempts,
+        error,
+        elapsed: start.elapsed(),
+    })
 }
 
 fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
@@ -881,7 +980,7 @@ fn wait_http(d: &Docker, container: &str, url: &str, secs: i64) -> Result<Map> {
     match health::wait_http_ok(
         url,
         deadline,
-        Duration::from_millis(100),
+        Duration::from_millis(50),
         Duration::from_millis(500),
         &mut exited,
     ) {

@@ -3,6 +3,7 @@
 
 pub mod host;
 pub mod host_manage;
+pub mod user_cache;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
