@@ -462,8 +462,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         move |container: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
             let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            let never = AtomicBool::new(false);
-            h.check(exec_until_ok(&d, container, &argv, secs, &never))
+            let signals = ExecSignals::default();
+            h.check(exec_until_ok(&d, container, &argv, secs, &signals))
                 .map(ExecOutcome::into_map)
         },
     );
@@ -569,13 +569,16 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
 /// Waits for `url` and for `argv` to succeed inside the container, concurrently.
 fn wait_ready(d: &Docker, container: &str, url: &str, argv: &[String], secs: i64) -> Result<Map> {
-    let stop = AtomicBool::new(false);
+    let signals = ExecSignals::default();
     std::thread::scope(|scope| {
-        let exec = scope.spawn(|| exec_until_ok(d, container, argv, secs, &stop));
+        let exec = scope.spawn(|| exec_until_ok(d, container, argv, secs, &signals));
         let health = wait_http(d, container, url, secs);
-        if health.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
+        let flag = if health.is_ok() {
+            &signals.wake
+        } else {
+            &signals.stop
+        };
+        flag.store(true, Ordering::Relaxed);
         let exec = exec
             .join()
             .unwrap_or_else(|_| Err(Error::failed("the readiness exec thread panicked")));
@@ -853,14 +856,40 @@ impl ExecOutcome {
     }
 }
 
-/// Runs `docker exec` until it exits 0, the deadline passes, or `stop` is set.
+/// Signals between a readiness wait and the exec retried beside it.
+#[derive(Default)]
+struct ExecSignals {
+    /// Give up now (the other wait failed).
+    stop: AtomicBool,
+    /// The other service just answered: retry at once instead of finishing the pause.
+    wake: AtomicBool,
+}
+
+/// Sleeps up to `total`, returning early on `stop`, or on the first `wake`.
+fn pause(total: Duration, signals: &ExecSignals, woken: &mut bool) {
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        if signals.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if !*woken && signals.wake.load(Ordering::Relaxed) {
+            *woken = true;
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `docker exec` until it exits 0, the deadline passes, or `signals.stop` is set; about
+/// every 200 ms, or at once when `signals.wake` is first set.
 fn exec_until_ok(
     d: &Docker,
     container: &str,
     argv: &[String],
     secs: i64,
-    stop: &AtomicBool,
+    signals: &ExecSignals,
 ) -> Result<ExecOutcome> {
+    let mut woken = false;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs.clamp(1, 3600) as u64);
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -881,12 +910,12 @@ fn exec_until_ok(
             Err(e) => (false, String::new(), e.to_string()),
         };
         if ok
-            || stop.load(Ordering::Relaxed)
+            || signals.stop.load(Ordering::Relaxed)
             || Instant::now() + Duration::from_millis(200) >= deadline
         {
             break (ok, stdout, error);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        pause(Duration::from_millis(200), signals, &mut woken);
     };
     Ok(ExecOutcome {
         ok,
