@@ -539,7 +539,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         },
     );
 
-    // wait_http(container, url, timeout_secs): polls GET url (about every 100 ms) until it
+    // wait_http(container, url, timeout_secs): polls GET url (about every 50 ms) until it
     // answers 2xx. Fails fast (within about a second) if the container stops, with its exit
     // code and last log lines. Returns {elapsed_ms, attempts}.
     let h = Arc::clone(host);
@@ -565,6 +565,40 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             h.check(wait_ready(&d, container, url, &argv, secs))
         },
     );
+}
+
+/// The exit code of the container's first `die` event since `since` (RFC 3339), if any.
+fn first_die_code(d: &Docker, container: &str, since: &str) -> Option<i64> {
+    if since.is_empty() {
+        return None;
+    }
+    // Now, to the nanosecond (docker accepts fractional Unix times): RFC 3339 seconds would
+    // cut off a death in the current second, and a future time would make `events` wait.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+    let name_filter = format!("container={container}");
+    let out = d
+        .run(
+            &[
+                "events",
+                "--since",
+                since,
+                "--until",
+                &until,
+                "--filter",
+                &name_filter,
+                "--filter",
+                "event=die",
+                "--format",
+                "{{index .Actor.Attributes \"exitCode\"}}",
+            ],
+            None,
+            Duration::from_secs(10),
+        )
+        .ok()?;
+    out.stdout.lines().find_map(|l| l.trim().parse().ok())
 }
 
 /// Waits for `url` and for `argv` to succeed inside the container, concurrently.
@@ -1000,8 +1034,13 @@ fn wait_http(d: &Docker, container: &str, url: &str, secs: i64) -> Result<Map> {
         let state = &v["State"];
         let status = state["Status"].as_str().unwrap_or("");
         let restarts = v["RestartCount"].as_i64().unwrap_or(0);
-        if matches!(status, "exited" | "dead" | "restarting") || restarts > 0 {
+        if matches!(status, "exited" | "dead") && restarts == 0 {
             Some(state["ExitCode"].as_i64())
+        } else if status == "restarting" || restarts > 0 {
+            // The restart policy brought it back, which resets State.ExitCode; the daemon's
+            // event log still has the exit code of the first death.
+            let since = v["Created"].as_str().unwrap_or("");
+            Some(first_die_code(d, container, since).or(state["ExitCode"].as_i64()))
         } else {
             None
         }
