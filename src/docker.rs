@@ -80,7 +80,6 @@ impl Docker {
         stdin: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(Option<i32>, Output)> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
         let mut expr = duct::cmd(&self.bin, args)
             .stdout_capture()
             .stderr_capture()
@@ -89,26 +88,42 @@ impl Docker {
             Some(bytes) => expr.stdin_bytes(bytes),
             None => expr.stdin_null(),
         };
-        let handle = Arc::new(expr.start().map_err(|e| Error::DockerMissing {
+        let o = self.finish(args, &expr, Some(timeout))?;
+        Ok((
+            o.status.code(),
+            Output {
+                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            },
+        ))
+    }
+
+    /// Starts `expr` (docker with `args`) and waits for it: until `timeout`, after which it is
+    /// killed, or for as long as it runs when `timeout` is None. Counts the call.
+    fn finish(
+        &self,
+        args: &[&str],
+        expr: &duct::Expression,
+        timeout: Option<Duration>,
+    ) -> Result<std::process::Output> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let handle = expr.start().map_err(|e| Error::DockerMissing {
             detail: format!("cannot run {}: {e}", self.bin.display()),
-        })?);
+        })?;
+        let waiting = |e: std::io::Error| Error::DockerMissing {
+            detail: format!("waiting for {}: {e}", self.bin.display()),
+        };
+        let Some(timeout) = timeout else {
+            return handle.wait().cloned().map_err(waiting);
+        };
+        let handle = Arc::new(handle);
         let (tx, rx) = mpsc::channel();
         let waiter = Arc::clone(&handle);
         std::thread::spawn(move || {
-            let r = waiter.wait().cloned();
-            let _ = tx.send(r);
+            let _ = tx.send(waiter.wait().cloned());
         });
         match rx.recv_timeout(timeout) {
-            Ok(Ok(o)) => Ok((
-                o.status.code(),
-                Output {
-                    stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-                },
-            )),
-            Ok(Err(e)) => Err(Error::DockerMissing {
-                detail: format!("waiting for {}: {e}", self.bin.display()),
-            }),
+            Ok(r) => r.map_err(waiting),
             Err(_) => {
                 let _ = handle.kill();
                 Err(Error::DockerTimeout {
@@ -202,17 +217,13 @@ impl Docker {
     pub fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
         let src = format!("{container}:{path}");
         let args = ["cp", src.as_str(), "-"];
-        // Binary-safe: run through duct directly to keep raw bytes.
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let out = duct::cmd(&self.bin, args)
+        // Binary-safe: the raw bytes of the tar stream, not a lossy string.
+        let expr = duct::cmd(&self.bin, args)
             .stdout_capture()
             .stderr_capture()
             .stdin_null()
-            .unchecked()
-            .run()
-            .map_err(|e| Error::DockerMissing {
-                detail: format!("cannot run {}: {e}", self.bin.display()),
-            })?;
+            .unchecked();
+        let out = self.finish(&args, &expr, Some(QUICK))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             if stderr.contains("No such container") || stderr.contains("Could not find the file") {
@@ -243,39 +254,8 @@ impl Docker {
     /// Returns the exit status (None: killed by a signal); a non-zero exit whose stderr we
     /// cannot see is left to the caller to explain.
     pub fn stream(&self, args: &[&str], timeout: Option<Duration>) -> Result<Option<i32>> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let handle = duct::cmd(&self.bin, args)
-            .stdin_null()
-            .unchecked()
-            .start()
-            .map_err(|e| Error::DockerMissing {
-                detail: format!("cannot run {}: {e}", self.bin.display()),
-            })?;
-        let Some(timeout) = timeout else {
-            let out = handle.wait().map_err(|e| Error::DockerMissing {
-                detail: format!("waiting for {}: {e}", self.bin.display()),
-            })?;
-            return Ok(out.status.code());
-        };
-        let handle = Arc::new(handle);
-        let (tx, rx) = mpsc::channel();
-        let waiter = Arc::clone(&handle);
-        std::thread::spawn(move || {
-            let _ = tx.send(waiter.wait().map(|o| o.status.code()));
-        });
-        match rx.recv_timeout(timeout) {
-            Ok(Ok(code)) => Ok(code),
-            Ok(Err(e)) => Err(Error::DockerMissing {
-                detail: format!("waiting for {}: {e}", self.bin.display()),
-            }),
-            Err(_) => {
-                let _ = handle.kill();
-                Err(Error::DockerTimeout {
-                    argv: self.argv(args),
-                    secs: timeout.as_secs().max(1),
-                })
-            }
-        }
+        let expr = duct::cmd(&self.bin, args).stdin_null().unchecked();
+        Ok(self.finish(args, &expr, timeout)?.status.code())
     }
 }
 

@@ -342,11 +342,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         "container_user",
         move |container: &str, user: &str| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
-            let (uid, gid) = h.check(container_user(&d, container, user))?;
-            let mut m = Map::new();
-            m.insert("uid".into(), (uid as i64).into());
-            m.insert("gid".into(), (gid as i64).into());
-            Ok(m)
+            h.check(user_ids(&d, container, user, None))
         },
     );
     let h = Arc::clone(host);
@@ -354,21 +350,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         "container_user",
         move |container: &str, user: &str, image_id: &str| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
-            let cache = user_cache::UserCache::default_location();
-            let (uid, gid) = match cache.as_ref().and_then(|c| c.get(image_id, user)) {
-                Some(ids) => ids,
-                None => {
-                    let ids = h.check(container_user(&d, container, user))?;
-                    if let Some(c) = &cache {
-                        c.put(image_id, user, ids);
-                    }
-                    ids
-                }
-            };
-            let mut m = Map::new();
-            m.insert("uid".into(), (uid as i64).into());
-            m.insert("gid".into(), (gid as i64).into());
-            Ok(m)
+            h.check(user_ids(&d, container, user, Some(image_id)))
         },
     );
 
@@ -760,6 +742,27 @@ fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
     let id = out.stdout.trim().to_string();
     lock(&host.created).push(name.clone());
     Ok(id)
+}
+
+/// `{uid, gid}` of `user` in the container, through the per-image cache when `image_id` is
+/// given.
+fn user_ids(d: &Docker, container: &str, user: &str, image_id: Option<&str>) -> Result<Map> {
+    let cache = image_id.and_then(|id| Some((id, user_cache::UserCache::default_location()?)));
+    let cached = cache.as_ref().and_then(|(id, c)| c.get(id, user));
+    let (uid, gid) = match cached {
+        Some(ids) => ids,
+        None => {
+            let ids = container_user(d, container, user)?;
+            if let Some((id, c)) = &cache {
+                c.put(id, user, ids);
+            }
+            ids
+        }
+    };
+    let mut m = Map::new();
+    m.insert("uid".into(), (uid as i64).into());
+    m.insert("gid".into(), (gid as i64).into());
+    Ok(m)
 }
 
 /// Looks USER up in /etc/passwd and /etc/group read out of the container.

@@ -359,32 +359,45 @@ fn exact_port_that_is_busy_is_bad_input() {
     assert!(!container_exists(&docker, &name));
 }
 
+/// Deploys with `extra` flags expecting exit 1, and checks that the container the deploy made
+/// was removed and that it said so. Returns stdout and stderr.
+fn failing_deploy(docker: &Path, prefix: &str, extra: &[&str]) -> (String, String) {
+    let folder = Folder::new(true);
+    let name = support::unique_name(prefix);
+    let _guard = ContainerGuard::new(&name);
+    let image = support::stand_in_image();
+    let mut args = deploy_args(folder.path(), &name, &image);
+    args.extend_from_slice(extra);
+    let o = publisher(docker, &args, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let removed = format!("removed container {name}");
+    assert!(
+        out.contains(&removed) || err.contains(&removed),
+        "{out}\n{err}"
+    );
+    assert!(!container_exists(docker, &name));
+    (out, err)
+}
+
 #[test]
 fn unhealthy_service_fails_and_leaves_nothing() {
     let Some(docker) = support::docker() else {
         return;
     };
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-sick");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
-    args.extend([
+    let extra = [
         "--env",
         "STAND_IN_HEALTH=unhealthy",
         "--timeout",
         "2",
         "--json",
-    ]);
-    let o = publisher(&docker, &args, &[]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    ];
+    let (out, _) = failing_deploy(&docker, "fp-deploy-sick", &extra);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["success"], false);
+    assert_eq!(v["exit_code"], 1);
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains("503"), "{msg}");
-    assert!(msg.contains(&format!("removed container {name}")), "{msg}");
-    assert!(!container_exists(&docker, &name));
 }
 
 #[test]
@@ -392,26 +405,17 @@ fn container_that_exits_on_start_fails_fast_with_its_exit_code() {
     let Some(docker) = support::docker() else {
         return;
     };
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-exit");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
     // Exits before it ever listens; the 60 s timeout must not be what ends the wait.
-    args.extend([
+    let extra = [
         "--env",
         "STAND_IN_EXIT_AFTER_MS=1",
         "--env",
         "STAND_IN_START_DELAY_MS=60000",
         "--timeout",
         "60",
-    ]);
-    let o = publisher(&docker, &args, &[]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    ];
+    let (_, err) = failing_deploy(&docker, "fp-deploy-exit", &extra);
     assert!(err.contains("exited with code 3"), "{err}");
-    assert!(err.contains(&format!("removed container {name}")), "{err}");
-    assert!(!container_exists(&docker, &name));
 }
 
 #[test]
@@ -419,17 +423,9 @@ fn mcp_manager_down_fails_the_deploy() {
     let Some(docker) = support::docker() else {
         return;
     };
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-mcp");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
-    args.extend(["--env", "STAND_IN_MCP=down", "--timeout", "2"]);
-    let o = publisher(&docker, &args, &[]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let extra = ["--env", "STAND_IN_MCP=down", "--timeout", "2"];
+    let (_, err) = failing_deploy(&docker, "fp-deploy-mcp", &extra);
     assert!(err.contains("MCP manager"), "{err}");
-    assert!(!container_exists(&docker, &name));
 }
 
 #[test]
