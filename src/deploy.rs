@@ -76,7 +76,6 @@ pub fn deploy(
     }
     let name = cfg.name.clone();
     let script_path = cfg.script_path();
-    let warnings = cfg.warnings.clone();
     let plugin_name = cfg.plugin.clone();
     let map = config_map(&cfg);
     let host = Arc::new(Host::new(progress.clone(), None).with_deploy(cfg));
@@ -113,7 +112,7 @@ pub fn deploy(
                 plugin_source,
                 script_path,
                 result,
-                warnings,
+                warnings: progress.warnings(),
                 docker_calls: docker.calls(),
             })
         }

@@ -234,27 +234,53 @@ fn throwaway(
     port: u16,
     timeout: Duration,
 ) -> bool {
-    let publish = format!("127.0.0.1:{port}:8001");
     let label = format!("{LABEL_DOCTOR}=true");
     // Registered before `docker create` runs, so an interrupt at any point removes it.
     cleanup::register(Arc::clone(docker), name);
     let t0 = Instant::now();
-    let created = docker.run(
-        &[
-            "create",
-            "--name",
-            name,
-            "--publish",
-            &publish,
-            "--label",
-            &label,
-            "--",
-            image,
-        ],
-        None,
-        QUICK,
-    );
-    let started = created.and_then(|_| docker.run(&["start", name], None, QUICK));
+    let first = port;
+    let mut port = port;
+    let mut tries = 0;
+    let started = loop {
+        tries += 1;
+        let publish = format!("127.0.0.1:{port}:8001");
+        let created = docker.run(
+            &[
+                "create",
+                "--name",
+                name,
+                "--publish",
+                &publish,
+                "--label",
+                &label,
+                "--",
+                image,
+            ],
+            None,
+            QUICK,
+        );
+        let started = created.and_then(|_| docker.run(&["start", name], None, QUICK));
+        // The port was free when chosen, but another deploy may take it before `docker start`:
+        // like deploy, try the next free port (a few times).
+        let clash = matches!(&started, Err(Error::Docker { stderr, .. }) if stderr.contains("port is already allocated"));
+        let next = if clash && tries < 5 {
+            ports::next_free(
+                first,
+                port,
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                &BTreeSet::new(),
+            )
+        } else {
+            None
+        };
+        match next {
+            Some(p) => {
+                let _ = docker.remove(name);
+                port = p;
+            }
+            None => break started,
+        }
+    };
     if let Err(e) = started {
         r.fail(
             e.to_string(),

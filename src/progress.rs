@@ -35,6 +35,7 @@ struct State {
     sink: Sink,
     percent: u8,
     bar_drawn: bool,
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -50,6 +51,7 @@ impl Progress {
                 sink,
                 percent: 0,
                 bar_drawn: false,
+                warnings: Vec::new(),
             })),
         }
     }
@@ -99,12 +101,21 @@ impl Progress {
         });
     }
 
-    /// Reports a warning.
+    /// Reports a warning (also kept, even when silent: see [`Progress::warnings`]).
     pub fn warn(&self, message: impl Into<String>) {
+        let message = message.into();
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        st.emit(Event::Warn {
-            message: message.into(),
-        });
+        st.warnings.push(message.clone());
+        st.emit(Event::Warn { message });
+    }
+
+    /// Every warning reported so far, so a `--json` result can carry them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .warnings
+            .clone()
     }
 
     /// Ends a bar line so later output starts on a fresh line.
@@ -185,6 +196,9 @@ mod tests {
         p.step(5, "b");
         p.step(150, "c");
         p.info("i");
+        p.warn("w");
+        assert_eq!(p.warnings(), vec!["w".to_string()]);
+        assert_eq!(Progress::silent().warnings(), Vec::<String>::new());
         let got = seen.lock().unwrap().clone();
         assert_eq!(
             got[..3],

@@ -709,3 +709,65 @@ fn plugin_file_on_disk_overrides_the_builtin_and_is_reread() {
     assert!(err.contains("override plugin in use"), "{err}");
     assert!(err.contains(&format!("from {}", plugin.display())), "{err}");
 }
+
+#[test]
+fn port_taken_at_start_is_retried_on_the_next_port() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clashing = support::port_clash_once_docker(dir.path(), &docker);
+    let folder = Folder::new(true);
+    let name = support::unique_name("fp-deploy-clash");
+    let _guard = ContainerGuard::new(&name);
+    let image = support::stand_in_image();
+    let mut args = deploy_args(folder.path(), &name, &image);
+    args.push("--json");
+    let o = publisher(&clashing, &args, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        dir.path().join("clashed").exists(),
+        "the clash was never simulated"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    // --json keeps stderr quiet; the warning travels in the result instead.
+    let warnings = v["metadata"]["deployment"]["warnings"].to_string();
+    assert!(
+        warnings.contains("was taken when the container started; retrying on"),
+        "{warnings}"
+    );
+    let port = v["metadata"]["container"]["port"].as_i64().unwrap();
+    let bound = inspect(&docker, &name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
+        .as_str()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    assert_eq!(port, bound);
+    assert!(v["url"].as_str().unwrap().ends_with(&format!(":{port}")));
+}
+
+#[test]
+fn port_taken_at_start_with_an_exact_port_fails_cleanly() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clashing = support::port_clash_once_docker(dir.path(), &docker);
+    let free = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let extra = ["--port", port.as_str()];
+    // Same checks as every failing deploy, through the clashing wrapper.
+    let folder = Folder::new(true);
+    let name = support::unique_name("fp-deploy-clash-exact");
+    let _guard = ContainerGuard::new(&name);
+    let image = support::stand_in_image();
+    let mut args = deploy_args(folder.path(), &name, &image);
+    args.extend_from_slice(&extra);
+    let o = publisher(&clashing, &args, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("port is already allocated"), "{err}");
+    assert!(!container_exists(&docker, &name));
+}

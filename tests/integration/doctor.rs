@@ -124,3 +124,34 @@ fn doctor_without_a_docker_binary_fails_at_the_first_step() {
     assert!(text.contains("[FAIL] docker binary found"), "{text}");
     assert!(text.contains("hint: install Docker"), "{text}");
 }
+
+#[test]
+fn doctor_retries_when_its_port_is_taken_before_the_container_starts() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clashing = support::port_clash_once_docker(dir.path(), &docker);
+    let image = support::stand_in_image();
+    let o = publisher(&clashing, &["doctor", "--image", &image, "--json"]);
+    assert_code(&o, 0);
+    assert!(
+        dir.path().join("clashed").exists(),
+        "the clash was never simulated"
+    );
+    let v = json(&o);
+    assert_eq!(outcomes(&v), vec!["pass"; 8], "{v:#}");
+    let chosen: u16 = v["checks"][3]["detail"]
+        .as_str()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started = v["checks"][4]["detail"].as_str().unwrap();
+    assert!(
+        !started.ends_with(&format!("127.0.0.1:{chosen}")),
+        "it should have moved past port {chosen}: {started}"
+    );
+}

@@ -356,3 +356,21 @@ pub fn counting_docker(dir: &Path, docker: &Path, log: &Path) -> PathBuf {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
 }
+
+/// A wrapper around `docker` whose first `docker start` fails the way a port taken between
+/// choosing it and starting fails ("port is already allocated"), without starting anything;
+/// every other call, and every later `start`, goes to the real docker. For the retry paths.
+pub fn port_clash_once_docker(dir: &Path, docker: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let marker = dir.join("clashed");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = start ] && [ ! -e {m} ]; then\n  : > {m}\n  echo \"Error response from daemon: driver failed programming external connectivity on endpoint $2: Bind for 127.0.0.1:8001 failed: port is already allocated\" >&2\n  exit 1\nfi\nexec {d} \"$@\"\n",
+        m = quote(&marker),
+        d = quote(docker)
+    );
+    let path = dir.join("docker");
+    std::fs::write(&path, script).expect("write docker wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
