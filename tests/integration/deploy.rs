@@ -133,6 +133,7 @@ fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
     folder.write("lib/helper.md", "# helper\n");
     folder.write("mcp_servers.json", "{\"mcpServers\": {}}");
     folder.write("__pycache__/x.pyc", "junk");
+    folder.write(".env", "DOTENV_VALUE=from-dotenv\n");
     let name = support::unique_name("fp-deploy-ok");
     let _guard = ContainerGuard::new(&name);
     let image = support::stand_in_image();
@@ -201,6 +202,7 @@ fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
             "/settings.toml",
             "/fractalic/mcp_servers.json",
             "/mcp_servers.json",
+            "/fractalic/.env",
         ],
     );
     for want in [
@@ -211,6 +213,7 @@ fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
         "/settings.toml 1000:1000 600",
         "/fractalic/mcp_servers.json 1000:1000 600",
         "/mcp_servers.json 1000:1000 600",
+        "/fractalic/.env 1000:1000 600",
     ] {
         assert!(ls.contains(want), "missing {want:?} in:\n{ls}");
     }
@@ -220,6 +223,10 @@ fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
     assert!(
         !listing.contains("__pycache__"),
         "default excludes: {listing}"
+    );
+    assert!(
+        !listing.contains(".env"),
+        ".env belongs in /fractalic, not the payload: {listing}"
     );
 
     // /execute runs the script (and writes into its folder, which must be appuser's).
@@ -769,5 +776,72 @@ fn port_taken_at_start_with_an_exact_port_fails_cleanly() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     assert!(err.contains("port is already allocated"), "{err}");
+    assert!(!container_exists(&docker, &name));
+}
+
+/// Tags the stand-in under a name the registry does not have, so pulling it fails.
+fn cached_only_image(docker: &Path, tag: &str) -> String {
+    let image = support::stand_in_image();
+    let repo = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
+    let local = format!("{repo}:{tag}");
+    support::docker_ok(docker, &["pull", "-q", &image]);
+    support::docker_ok(docker, &["tag", &image, &local]);
+    local
+}
+
+#[test]
+fn a_cached_image_still_deploys_when_the_pull_fails_and_says_so() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let tag = support::unique_name("cached-only");
+    let image = cached_only_image(&docker, &tag);
+    let folder = Folder::new(true);
+    let name = support::unique_name("fp-deploy-cached");
+    let _guard = ContainerGuard::new(&name);
+    let mut args = deploy_args(folder.path(), &name, &image);
+    *args.last_mut().unwrap() = "always"; // deploy_args ends with --pull missing
+    let o = publisher(&docker, &args, &[]);
+    let _ = std::process::Command::new(&docker)
+        .args(["rmi", &image])
+        .output();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        err.contains(&format!("warning: pulling {image} failed"))
+            && err.contains("deploying the cached image"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pull_never_without_a_cached_image_fails_before_creating_anything() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = format!(
+        "127.0.0.1:5000/{}:nowhere",
+        support::unique_name("fp-missing")
+    );
+    let folder = Folder::new(true);
+    let name = support::unique_name("fp-deploy-never");
+    let _guard = ContainerGuard::new(&name);
+    let mut args = deploy_args(folder.path(), &name, &image);
+    *args.last_mut().unwrap() = "never"; // deploy_args ends with --pull missing
+    let o = publisher(&docker, &args, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(err.contains("is not cached and --pull never"), "{err}");
+    assert!(!container_exists(&docker, &name));
+    // --pull always with an image that exists nowhere: the pull error, and nothing made.
+    let mut args = deploy_args(folder.path(), &name, &image);
+    *args.last_mut().unwrap() = "always"; // deploy_args ends with --pull missing
+    let o = publisher(&docker, &args, &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!("cannot pull {image} and no copy is cached")),
+        "{err}"
+    );
     assert!(!container_exists(&docker, &name));
 }

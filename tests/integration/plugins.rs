@@ -1,0 +1,117 @@
+//! `list`, `info` and `badges`: the plugins' self-descriptions, built-in and from disk.
+
+use std::process::Output;
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"));
+    cmd.args(args)
+        .env_remove("FRACTALIC_PUBLISHER_PLUGINS")
+        .current_dir(std::env::temp_dir());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn list_shows_the_builtin_plugin_in_text_and_json() {
+    let o = run(&["list"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("PLUGIN"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("docker-registry ")),
+        "{text}"
+    );
+
+    let o = run(&["list", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let dr = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "docker-registry")
+        .expect("docker-registry listed");
+    assert_eq!(dr["source"], "<built-in>/docker-registry.rhai");
+    assert!(dr["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "deploy"));
+}
+
+#[test]
+fn info_describes_a_plugin_and_rejects_unknown_ones() {
+    let o = run(&["info", "docker-registry"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    for field in [
+        "Name:",
+        "Display name:",
+        "Description:",
+        "Version:",
+        "Capabilities:",
+        "Difficulty:",
+        "Deploy time:",
+        "Source:",
+    ] {
+        assert!(text.contains(field), "{field} missing in {text}");
+    }
+    let o = run(&["info", "docker-registry", "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["display_name"], "Docker Registry");
+    assert!(!v["version"].as_str().unwrap().is_empty());
+
+    let o = run(&["info", "railway"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown plugin \"railway\"") && stderr(&o).contains("docker-registry"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["info", "../etc/passwd"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn a_new_platform_is_a_new_rhai_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fly-io.rhai"),
+        "fn info() { #{ name: \"fly-io\", display_name: \"Fly.io\", description: \"d\", version: \"0.1.0\", capabilities: [\"deploy\"], difficulty: \"medium\", deploy_time: \"1 min\" } }\nfn validate(c) { [] }\nfn publish(c) { #{} }\n",
+    )
+    .unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let o = run(&["list"], &[("FRACTALIC_PUBLISHER_PLUGINS", dir_s)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).lines().any(|l| l.starts_with("fly-io ")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["--plugins-dir", dir_s, "badges", "fly-io"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let badge = stdout(&o);
+    assert!(
+        badge.starts_with("[![Deploy with Fly.io](https://img.shields.io/badge/"),
+        "{badge}"
+    );
+    assert_eq!(badge.lines().count(), 1);
+}
+
+#[test]
+fn badges_cover_every_plugin() {
+    let o = run(&["badges"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("[![Deploy with Docker Registry]"), "{text}");
+}
