@@ -36,6 +36,27 @@ impl Folder {
     }
 }
 
+/// One deploy under test: a script folder, a unique container name (removed on drop, also when
+/// the test fails) and the stand-in image.
+struct Case {
+    folder: Folder,
+    name: String,
+    image: String,
+    _guard: ContainerGuard,
+}
+
+impl Case {
+    fn new(prefix: &str, settings: bool) -> Case {
+        let name = support::unique_name(prefix);
+        Case {
+            folder: Folder::new(settings),
+            _guard: ContainerGuard::new(&name),
+            name,
+            image: support::stand_in_image(),
+        }
+    }
+}
+
 /// Runs `fractalic-publisher ARGS` with the given docker binary.
 fn publisher(docker: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"));
@@ -314,13 +335,17 @@ fn secrets_stay_off_command_lines_and_output() {
     }
     let env = inspect(&docker, &name)["Config"]["Env"].to_string();
     assert!(env.contains("API_TOKEN=tok-VERY-SECRET-42") && env.contains("OTHER=pw-ALSO-SECRET-7"));
-    // The number of docker calls does not depend on the number of files (one cp for all).
+    // The number of docker calls does not depend on the number of files: one cp for all of
+    // them per container made (a port taken by a concurrent test between choice and start
+    // makes the deploy re-create the container on the next port, with its own cp).
+    let count = |prefix: &str| argv.lines().filter(|l| l.starts_with(prefix)).count();
+    let (creates, cps) = (count("create "), count("cp - "));
+    assert!(creates >= 1 && cps == creates, "{argv}");
     let calls = argv.lines().count();
     assert!(
-        argv.lines().filter(|l| l.starts_with("cp - ")).count() == 1,
-        "{argv}"
+        calls <= 9 + 4 * (creates - 1),
+        "{calls} docker calls:\n{argv}"
     );
-    assert!(calls <= 12, "{calls} docker calls:\n{argv}");
 }
 
 #[test]
@@ -330,14 +355,12 @@ fn preferred_port_busy_moves_to_the_next_free_port() {
     };
     // Make sure 8001 is taken: by us if it is free, else by whoever holds it.
     let _hold = std::net::TcpListener::bind(("127.0.0.1", 8001)).ok();
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-port");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let o = publisher(&docker, &deploy_args(folder.path(), &name, &image), &[]);
+    let case = Case::new("fp-deploy-port", true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let o = publisher(&docker, &deploy_args(folder.path(), name, image), &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
-    let port = inspect(&docker, &name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
+    let port = inspect(&docker, name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
         .as_str()
         .unwrap()
         .to_string();
@@ -353,27 +376,23 @@ fn exact_port_that_is_busy_is_bad_input() {
     };
     let hold = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let busy = hold.local_addr().unwrap().port().to_string();
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-exact");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
+    let case = Case::new("fp-deploy-exact", true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let mut args = deploy_args(folder.path(), name, image);
     args.extend(["--port", &busy]);
     let o = publisher(&docker, &args, &[]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains(&busy), "{err}");
-    assert!(!container_exists(&docker, &name));
+    assert!(!container_exists(&docker, name));
 }
 
 /// Deploys with `extra` flags expecting exit 1, and checks that the container the deploy made
 /// was removed and that it said so. Returns stdout and stderr.
 fn failing_deploy(docker: &Path, prefix: &str, extra: &[&str]) -> (String, String) {
-    let folder = Folder::new(true);
-    let name = support::unique_name(prefix);
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
+    let case = Case::new(prefix, true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let mut args = deploy_args(folder.path(), name, image);
     args.extend_from_slice(extra);
     let o = publisher(docker, &args, &[]);
     let (out, err) = text(&o);
@@ -383,7 +402,7 @@ fn failing_deploy(docker: &Path, prefix: &str, extra: &[&str]) -> (String, Strin
         out.contains(&removed) || err.contains(&removed),
         "{out}\n{err}"
     );
-    assert!(!container_exists(docker, &name));
+    assert!(!container_exists(docker, name));
     (out, err)
 }
 
@@ -440,11 +459,9 @@ fn missing_settings_warns_and_execute_says_why() {
     let Some(docker) = support::docker() else {
         return;
     };
-    let folder = Folder::new(false);
-    let name = support::unique_name("fp-deploy-nosettings");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let o = publisher(&docker, &deploy_args(folder.path(), &name, &image), &[]);
+    let case = Case::new("fp-deploy-nosettings", false);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let o = publisher(&docker, &deploy_args(folder.path(), name, image), &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     assert!(
@@ -452,7 +469,7 @@ fn missing_settings_warns_and_execute_says_why() {
             && err.contains("No model specified and no defaultProvider in settings.toml"),
         "{err}"
     );
-    let port = inspect(&docker, &name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
+    let port = inspect(&docker, name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
         .as_str()
         .unwrap()
         .to_string();
@@ -603,10 +620,8 @@ fn bad_inputs_exit_2_and_create_nothing() {
             !container_exists(&docker, &name),
             "{k}={v} created a container"
         );
-        assert!(
-            !container_exists(&docker, &v),
-            "{k}={v} created a container"
-        );
+        // (The --name cases' values are names Docker itself refuses, so `name` is the only
+        // container such a run could have made.)
     }
 }
 
@@ -679,12 +694,10 @@ fn plugin_file_on_disk_overrides_the_builtin_and_is_reread() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("docker-registry.rhai");
     let builtin = include_str!("../../plugins/docker-registry.rhai");
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-override");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
+    let case = Case::new("fp-deploy-override", true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
     let mut args = vec!["--plugins-dir", dir.path().to_str().unwrap()];
-    args.extend(deploy_args(folder.path(), &name, &image));
+    args.extend(deploy_args(folder.path(), name, image));
 
     // First version: refuses everything in validate().
     std::fs::write(
@@ -699,7 +712,7 @@ fn plugin_file_on_disk_overrides_the_builtin_and_is_reread() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("override says no"), "{err}");
-    assert!(!container_exists(&docker, &name));
+    assert!(!container_exists(&docker, name));
 
     // Edited on disk: the next run uses the new text, and says which file it used.
     std::fs::write(
@@ -724,11 +737,9 @@ fn port_taken_at_start_is_retried_on_the_next_port() {
     };
     let dir = tempfile::tempdir().unwrap();
     let clashing = support::port_clash_once_docker(dir.path(), &docker);
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-clash");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
+    let case = Case::new("fp-deploy-clash", true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let mut args = deploy_args(folder.path(), name, image);
     args.push("--json");
     let o = publisher(&clashing, &args, &[]);
     let (out, err) = text(&o);
@@ -745,7 +756,7 @@ fn port_taken_at_start_is_retried_on_the_next_port() {
         "{warnings}"
     );
     let port = v["metadata"]["container"]["port"].as_i64().unwrap();
-    let bound = inspect(&docker, &name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
+    let bound = inspect(&docker, name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
         .as_str()
         .unwrap()
         .parse::<i64>()
@@ -766,17 +777,15 @@ fn port_taken_at_start_with_an_exact_port_fails_cleanly() {
     drop(free);
     let extra = ["--port", port.as_str()];
     // Same checks as every failing deploy, through the clashing wrapper.
-    let folder = Folder::new(true);
-    let name = support::unique_name("fp-deploy-clash-exact");
-    let _guard = ContainerGuard::new(&name);
-    let image = support::stand_in_image();
-    let mut args = deploy_args(folder.path(), &name, &image);
+    let case = Case::new("fp-deploy-clash-exact", true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let mut args = deploy_args(folder.path(), name, image);
     args.extend_from_slice(&extra);
     let o = publisher(&clashing, &args, &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     assert!(err.contains("port is already allocated"), "{err}");
-    assert!(!container_exists(&docker, &name));
+    assert!(!container_exists(&docker, name));
 }
 
 /// Tags the stand-in under a name the registry does not have, so pulling it fails.
