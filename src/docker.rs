@@ -134,6 +134,132 @@ impl Docker {
         }
     }
 
+    /// Runs `docker ARGS` while `produce` (on its own thread) writes its stdin, so a large
+    /// input is streamed instead of held in memory. The deadline is one of inactivity: docker is
+    /// killed when it has taken no input for `idle`, or has not exited `idle` after the input
+    /// ended. Returns the exit status, what docker printed, and what `produce` returned (a
+    /// producer that stops early sees a broken pipe once docker has gone).
+    pub fn run_with_stdin_stream<T: Send>(
+        &self,
+        args: &[&str],
+        idle: Duration,
+        produce: impl FnOnce(&mut dyn std::io::Write) -> T + Send,
+    ) -> Result<(Option<i32>, Output, T)> {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        use std::sync::atomic::AtomicU64;
+        use std::time::Instant;
+
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let cannot_run = |e: std::io::Error| Error::DockerMissing {
+            detail: format!("cannot run {}: {e}", self.bin.display()),
+        };
+        let (reader, writer) = std::io::pipe().map_err(cannot_run)?;
+        // The Command (and with it our copy of the pipe's read end) is dropped right after the
+        // spawn, so the producer gets a broken pipe, not a hang, if docker exits early.
+        let mut child = Command::new(&self.bin)
+            .args(args)
+            .stdin(Stdio::from(reader))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(cannot_run)?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let written = AtomicU64::new(0);
+        let producing = std::sync::atomic::AtomicBool::new(true);
+
+        struct Counting<'w> {
+            inner: std::io::PipeWriter,
+            written: &'w AtomicU64,
+        }
+        impl std::io::Write for Counting<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.inner.write(buf)?;
+                self.written.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.inner.flush()
+            }
+        }
+
+        std::thread::scope(|scope| {
+            let producer = scope.spawn(|| {
+                let mut w = Counting {
+                    inner: writer,
+                    written: &written,
+                };
+                let r = produce(&mut w);
+                drop(w);
+                producing.store(false, Ordering::Relaxed);
+                r
+            });
+            let out_reader = scope.spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.read_to_end(&mut buf);
+                }
+                buf
+            });
+            let err_reader = scope.spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_end(&mut buf);
+                }
+                buf
+            });
+
+            let mut last = (written.load(Ordering::Relaxed), Instant::now());
+            let mut timed_out = false;
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => break Ok(st),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+                let now_written = written.load(Ordering::Relaxed);
+                if now_written != last.0 {
+                    last = (now_written, Instant::now());
+                } else if last.1.elapsed() >= idle {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break child.wait();
+                }
+                // While input flows the check is cheap; once it has ended, docker finishes
+                // quickly, so a short poll keeps the added latency to a few milliseconds.
+                let pause = if producing.load(Ordering::Relaxed) {
+                    10
+                } else {
+                    2
+                };
+                std::thread::sleep(Duration::from_millis(pause));
+            };
+            let produced = producer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let stdout = out_reader.join().unwrap_or_default();
+            let stderr = err_reader.join().unwrap_or_default();
+            if timed_out {
+                return Err(Error::DockerTimeout {
+                    argv: self.argv(args),
+                    secs: idle.as_secs().max(1),
+                });
+            }
+            let status = status.map_err(|e| Error::DockerMissing {
+                detail: format!("waiting for {}: {e}", self.bin.display()),
+            })?;
+            Ok((
+                status.code(),
+                Output {
+                    stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                },
+                produced,
+            ))
+        })
+    }
+
     /// `docker a b c` as shown in messages (never contains secrets: we never pass any on argv).
     pub fn argv(&self, args: &[&str]) -> String {
         let mut s = String::from("docker");
@@ -359,6 +485,52 @@ mod tests {
         let d = Docker::with_binary(fake(dir.path(), "cat"));
         let out = d.run(&["cp"], Some(b"hello".to_vec()), QUICK).unwrap();
         assert_eq!(out.stdout, "hello");
+    }
+
+    #[test]
+    fn streamed_stdin_reaches_docker_and_the_producer_result_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = dir.path().join("sink");
+        let d = Docker::with_binary(fake(dir.path(), &format!("cat > '{}'", sink.display())));
+        let big = vec![7u8; 300_000]; // larger than a pipe buffer
+        let (status, _, n) = d
+            .run_with_stdin_stream(&["cp", "-", "x:/"], QUICK, |w| {
+                w.write_all(&big).map(|_| big.len())
+            })
+            .unwrap();
+        assert_eq!(status, Some(0));
+        assert_eq!(n.unwrap(), 300_000);
+        assert_eq!(std::fs::read(&sink).unwrap(), big);
+    }
+
+    #[test]
+    fn streamed_stdin_to_a_docker_that_dies_is_a_broken_pipe_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Docker::with_binary(fake(
+            dir.path(),
+            "echo 'Error: No such container: x' >&2; exit 1",
+        ));
+        let big = vec![0u8; 4_000_000];
+        let (status, out, r) = d
+            .run_with_stdin_stream(&["cp", "-", "x:/"], QUICK, |w| w.write_all(&big))
+            .unwrap();
+        assert_eq!(status, Some(1));
+        assert!(out.stderr.contains("No such container"));
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn streamed_stdin_that_stalls_is_stopped_by_the_idle_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        // Never reads its stdin: the writer fills the pipe and makes no more progress.
+        let d = Docker::with_binary(fake(dir.path(), "exec sleep 30"));
+        let big = vec![0u8; 4_000_000];
+        let e = d
+            .run_with_stdin_stream(&["cp", "-", "x:/"], Duration::from_millis(300), |w| {
+                w.write_all(&big)
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::DockerTimeout { .. }), "{e:?}");
     }
 
     #[test]

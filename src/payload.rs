@@ -146,11 +146,11 @@ pub struct PayloadSpec<'a> {
     pub link_fractalic_payload: bool,
 }
 
-/// The tar stream and what it holds from the script folder.
+/// The tar stream (or where it was written) and what it holds from the script folder.
 #[derive(Debug)]
-pub struct Payload {
-    /// The whole archive, ready for `docker cp -a - CONTAINER:/`.
-    pub tar: Vec<u8>,
+pub struct Payload<W = Vec<u8>> {
+    /// The whole archive, ready for `docker cp - CONTAINER:/`; or the writer it went to.
+    pub tar: W,
     /// Regular files taken from the script folder.
     pub files: usize,
     /// Directories taken from the script folder, not counting the folder itself.
@@ -219,6 +219,13 @@ impl std::error::Error for PayloadError {
 /// "fractalic/payload" -> "/payload" link. Every entry is owned by `spec.owner`; no entries are
 /// made for "payload/", "fractalic/" or other parents that exist in the image.
 pub fn build(spec: &PayloadSpec) -> Result<Payload, PayloadError> {
+    build_into(spec, Vec::new())
+}
+
+/// Like [`build`], but writes the archive to `out` as it goes (e.g. straight into the stdin of
+/// `docker cp`), so no copy of the payload is held in memory. A write error is
+/// [`PayloadError::Io`] naming the script folder.
+pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>, PayloadError> {
     check_script_name(spec.script_name)?;
     let root = spec.script_folder;
     let meta = fs::metadata(root).map_err(|source| PayloadError::Io {
@@ -231,7 +238,7 @@ pub fn build(spec: &PayloadSpec) -> Result<Payload, PayloadError> {
         });
     }
 
-    let mut stager = Stager::new(spec);
+    let mut stager = Stager::new(spec, out);
     let top = Path::new(PAYLOAD_DIR).join(spec.script_name);
     stager.dir(&top, &meta, root)?;
     stager.walk(root, &top, "")?;
@@ -281,8 +288,8 @@ fn check_script_name(name: &str) -> Result<(), PayloadError> {
 }
 
 /// Archive under construction plus the counts reported in [`Payload`].
-struct Stager<'s, 'a> {
-    builder: tar::Builder<Vec<u8>>,
+struct Stager<'s, 'a, W: io::Write> {
+    builder: tar::Builder<W>,
     spec: &'s PayloadSpec<'a>,
     now: u64,
     files: usize,
@@ -292,10 +299,10 @@ struct Stager<'s, 'a> {
     skipped_special: Vec<String>,
 }
 
-impl<'s, 'a> Stager<'s, 'a> {
-    fn new(spec: &'s PayloadSpec<'a>) -> Self {
+impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
+    fn new(spec: &'s PayloadSpec<'a>, out: W) -> Self {
         Stager {
-            builder: tar::Builder::new(Vec::new()),
+            builder: tar::Builder::new(out),
             spec,
             now: unix_seconds(SystemTime::now()),
             files: 0,
@@ -951,7 +958,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ex = defaults();
         let s = spec(dir.path(), &ex);
-        let mut stager = Stager::new(&s);
+        let mut stager = Stager::new(&s, Vec::new());
         let gone = dir.path().join("vanished.md");
         match stager.file(Path::new("payload/demo/vanished.md"), &gone, false) {
             Err(PayloadError::Io { path, source }) => {

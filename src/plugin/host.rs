@@ -843,17 +843,30 @@ fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) ->
         extra_files,
         link_fractalic_payload: true,
     };
-    let built =
-        payload::build(&spec).map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
-    let size = built.tar.len() as u64;
     let dest = format!("{container}:/");
-    // Generous for big payloads: 30 s plus a second per 10 MB.
-    let timeout = QUICK + Duration::from_secs(size / 10_000_000);
-    d.run(&["cp", "-", &dest], Some(built.tar), timeout)?;
+    let args = ["cp", "-", dest.as_str()];
+    // The tar stream goes straight into `docker cp` as it is built: nothing is held in
+    // memory, and docker starts extracting while we still read files.
+    let (status, out, built) = d.run_with_stdin_stream(&args, QUICK, |w| {
+        payload::build_into(&spec, w).map(|p| (p.files, p.dirs, p.bytes))
+    })?;
+    if status != Some(0) {
+        // Docker's own words explain a broken pipe on our side better than the pipe does.
+        if docker::daemon_unreachable(&out.stderr) {
+            return Err(Error::DaemonDown { detail: out.stderr });
+        }
+        return Err(Error::Docker {
+            argv: d.argv(&args),
+            status,
+            stderr: out.stderr,
+        });
+    }
+    let (files, dirs, bytes) =
+        built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
     let mut m = Map::new();
-    m.insert("files".into(), (built.files as i64).into());
-    m.insert("dirs".into(), (built.dirs as i64).into());
-    m.insert("bytes".into(), (built.bytes as i64).into());
+    m.insert("files".into(), (files as i64).into());
+    m.insert("dirs".into(), (dirs as i64).into());
+    m.insert("bytes".into(), (bytes as i64).into());
     Ok(m)
 }
 
