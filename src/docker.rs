@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -382,6 +382,91 @@ impl Docker {
     pub fn stream(&self, args: &[&str], timeout: Option<Duration>) -> Result<Option<i32>> {
         let expr = duct::cmd(&self.bin, args).stdin_null().unchecked();
         Ok(self.finish(args, &expr, timeout)?.status.code())
+    }
+}
+
+/// What [`Docker::exec_until_ok`] saw.
+#[derive(Debug)]
+pub struct ExecOutcome {
+    pub ok: bool,
+    /// The last attempt's stdout.
+    pub stdout: String,
+    pub attempts: u32,
+    /// Why the last attempt failed (empty when `ok`).
+    pub error: String,
+    pub elapsed: Duration,
+}
+
+/// Signals between a readiness wait and an [`Docker::exec_until_ok`] running beside it.
+#[derive(Debug, Default)]
+pub struct ExecSignals {
+    /// Give up now (the other wait failed).
+    pub stop: AtomicBool,
+    /// The other service just answered: retry at once instead of finishing the pause.
+    pub wake: AtomicBool,
+}
+
+impl ExecSignals {
+    /// Sleeps up to `total`, returning early on `stop`, or on the first `wake`.
+    fn pause(&self, total: Duration, woken: &mut bool) {
+        let end = std::time::Instant::now() + total;
+        while std::time::Instant::now() < end {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if !*woken && self.wake.load(Ordering::Relaxed) {
+                *woken = true;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Docker {
+    /// Runs `docker exec CONTAINER ARGV...` until it exits 0, `timeout` passes, or
+    /// `signals.stop` is set: about every 200 ms, or at once when `signals.wake` is first set.
+    /// A command that keeps failing is reported in the outcome, not as an error; only an
+    /// unreachable daemon is an error.
+    pub fn exec_until_ok(
+        &self,
+        container: &str,
+        argv: &[&str],
+        timeout: Duration,
+        signals: &ExecSignals,
+    ) -> Result<ExecOutcome> {
+        let start = std::time::Instant::now();
+        let deadline = start + timeout;
+        let mut woken = false;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let per_try = left.clamp(Duration::from_secs(1), Duration::from_secs(10));
+            let (ok, stdout, error) = match self.exec(container, argv, per_try) {
+                Ok((Some(0), out)) => (true, out.stdout, String::new()),
+                Ok((status, out)) => {
+                    let code = status.map_or("signal".into(), |c| c.to_string());
+                    let line = out.stderr.lines().next().unwrap_or("").trim().to_string();
+                    (false, out.stdout, format!("exit {code}: {line}"))
+                }
+                Err(e @ Error::DaemonDown { .. }) => return Err(e),
+                Err(e) => (false, String::new(), e.to_string()),
+            };
+            if ok
+                || signals.stop.load(Ordering::Relaxed)
+                || std::time::Instant::now() + Duration::from_millis(200) >= deadline
+            {
+                return Ok(ExecOutcome {
+                    ok,
+                    stdout,
+                    attempts,
+                    error,
+                    elapsed: start.elapsed(),
+                });
+            }
+            signals.pause(Duration::from_millis(200), &mut woken);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! run is interrupted.
 
 use crate::cleanup;
-use crate::docker::{Docker, QUICK};
+use crate::docker::{Docker, ExecSignals, QUICK};
 use crate::error::{Error, Result};
 use crate::health;
 use crate::ports::{self, PortRequest};
@@ -329,31 +329,14 @@ fn throwaway(
         }
     }
 
-    let deadline = Instant::now() + timeout;
-    let last = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let per_try = left.clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let res = docker.exec(
-            name,
-            &["curl", "-fsS", "http://localhost:5859/status"],
-            per_try,
-        );
-        let last = match res {
-            Ok((Some(0), _)) => {
-                r.pass("http://localhost:5859/status answered inside the container");
-                return true;
-            }
-            Ok((status, out)) => format!(
-                "exit {}: {}",
-                status.map_or("signal".into(), |c| c.to_string()),
-                one_line(&out.stderr)
-            ),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() + Duration::from_millis(200) >= deadline {
-            break last;
+    let argv = ["curl", "-fsS", "http://localhost:5859/status"];
+    let last = match docker.exec_until_ok(name, &argv, timeout, &ExecSignals::default()) {
+        Ok(o) if o.ok => {
+            r.pass("http://localhost:5859/status answered inside the container");
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        Ok(o) => o.error,
+        Err(e) => e.to_string(),
     };
     r.fail(
         format!("http://localhost:5859/status did not answer within {}s ({last})", timeout.as_secs()),

@@ -3,7 +3,7 @@
 //! raw file or process access. Each function is documented in README's plugin section.
 
 use crate::config::DeployConfig;
-use crate::docker::{self, Docker, QUICK};
+use crate::docker::{self, Docker, ExecOutcome, ExecSignals, QUICK};
 use crate::error::{Error, Result};
 use crate::health;
 use crate::payload;
@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -444,9 +444,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         move |container: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
             let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let signals = ExecSignals::default();
-            h.check(exec_until_ok(&d, container, &argv, secs, &signals))
-                .map(ExecOutcome::into_map)
+            h.check(d.exec_until_ok(container, &argv, secs_arg(secs), &signals))
+                .map(exec_map)
         },
     );
 
@@ -586,8 +587,9 @@ fn first_die_code(d: &Docker, container: &str, since: &str) -> Option<i64> {
 /// Waits for `url` and for `argv` to succeed inside the container, concurrently.
 fn wait_ready(d: &Docker, container: &str, url: &str, argv: &[String], secs: i64) -> Result<Map> {
     let signals = ExecSignals::default();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     std::thread::scope(|scope| {
-        let exec = scope.spawn(|| exec_until_ok(d, container, argv, secs, &signals));
+        let exec = scope.spawn(|| d.exec_until_ok(container, &argv, secs_arg(secs), &signals));
         let health = wait_http(d, container, url, secs);
         let flag = if health.is_ok() {
             &signals.wake
@@ -599,9 +601,14 @@ fn wait_ready(d: &Docker, container: &str, url: &str, argv: &[String], secs: i64
             .join()
             .unwrap_or_else(|_| Err(Error::failed("the readiness exec thread panicked")));
         let mut m = health?;
-        m.insert("exec".into(), exec?.into_map().into());
+        m.insert("exec".into(), exec_map(exec?).into());
         Ok(m)
     })
+}
+
+/// A plugin's timeout in seconds, kept within 1 s - 1 h.
+fn secs_arg(secs: i64) -> Duration {
+    Duration::from_secs(secs.clamp(1, 3600) as u64)
 }
 
 fn parse_bind(bind: &str) -> Result<IpAddr> {
@@ -882,98 +889,15 @@ fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
     Ok(s)
 }
 
-/// What [`exec_until_ok`] saw.
-struct ExecOutcome {
-    ok: bool,
-    stdout: String,
-    attempts: i64,
-    error: String,
-    elapsed: Duration,
-}
-
-impl ExecOutcome {
-    fn into_map(self) -> Map {
-        let mut m = Map::new();
-        m.insert("ok".into(), self.ok.into());
-        m.insert("stdout".into(), self.stdout.into());
-        m.insert("attempts".into(), self.attempts.into());
-        m.insert("error".into(), self.error.into());
-        m.insert(
-            "elapsed_ms".into(),
-            (self.elapsed.as_millis() as i64).into(),
-        );
-        m
-    }
-}
-
-/// Signals between a readiness wait and the exec retried beside it.
-#[derive(Default)]
-struct ExecSignals {
-    /// Give up now (the other wait failed).
-    stop: AtomicBool,
-    /// The other service just answered: retry at once instead of finishing the pause.
-    wake: AtomicBool,
-}
-
-/// Sleeps up to `total`, returning early on `stop`, or on the first `wake`.
-fn pause(total: Duration, signals: &ExecSignals, woken: &mut bool) {
-    let end = Instant::now() + total;
-    while Instant::now() < end {
-        if signals.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        if !*woken && signals.wake.load(Ordering::Relaxed) {
-            *woken = true;
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Runs `docker exec` until it exits 0, the deadline passes, or `signals.stop` is set; about
-/// every 200 ms, or at once when `signals.wake` is first set.
-fn exec_until_ok(
-    d: &Docker,
-    container: &str,
-    argv: &[String],
-    secs: i64,
-    signals: &ExecSignals,
-) -> Result<ExecOutcome> {
-    let mut woken = false;
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs.clamp(1, 3600) as u64);
-    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut attempts = 0_i64;
-    let (ok, stdout, error) = loop {
-        attempts += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let per_try = left.clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let result = d.exec(container, &args, per_try);
-        let (ok, stdout, error) = match result {
-            Ok((Some(0), out)) => (true, out.stdout, String::new()),
-            Ok((status, out)) => {
-                let code = status.map_or("signal".into(), |c| c.to_string());
-                let line = out.stderr.lines().next().unwrap_or("").trim().to_string();
-                (false, out.stdout, format!("exit {code}: {line}"))
-            }
-            Err(e @ Error::DaemonDown { .. }) => return Err(e),
-            Err(e) => (false, String::new(), e.to_string()),
-        };
-        if ok
-            || signals.stop.load(Ordering::Relaxed)
-            || Instant::now() + Duration::from_millis(200) >= deadline
-        {
-            break (ok, stdout, error);
-        }
-        pause(Duration::from_millis(200), signals, &mut woken);
-    };
-    Ok(ExecOutcome {
-        ok,
-        stdout,
-        attempts,
-        error,
-        elapsed: start.elapsed(),
-    })
+/// `{ok, stdout, attempts, error, elapsed_ms}` for plugins.
+fn exec_map(o: ExecOutcome) -> Map {
+    let mut m = Map::new();
+    m.insert("ok".into(), o.ok.into());
+    m.insert("stdout".into(), o.stdout.into());
+    m.insert("attempts".into(), i64::from(o.attempts).into());
+    m.insert("error".into(), o.error.into());
+    m.insert("elapsed_ms".into(), (o.elapsed.as_millis() as i64).into());
+    m
 }
 
 fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
