@@ -406,20 +406,24 @@ mod tests {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let started = Arc::new(std::sync::Mutex::new(None::<TestServer>));
-        let slot = started.clone();
-        thread::spawn(move || {
-            // Deliberately late: the service is "booting" for 300 ms.
-            thread::sleep(Duration::from_millis(300));
-            let listener = TcpListener::bind(addr).unwrap();
-            *slot.lock().unwrap() = Some(TestServer::serve(listener, |_| (200, "ok")));
-        });
+        // The service "boots" while the wait runs: it starts listening only at the third
+        // container check, so the probes before it must fail and the wait must go on.
+        let mut checks = 0;
+        let mut server = None;
+        let mut boot_late = || {
+            checks += 1;
+            if checks == 3 {
+                let listener = TcpListener::bind(addr).unwrap();
+                server = Some(TestServer::serve(listener, |_| (200, "ok")));
+            }
+            None
+        };
         let url = format!("http://{addr}/health");
         let deadline = Instant::now() + Duration::from_secs(5);
-        let waited = wait_http_ok(&url, deadline, INTERVAL, INTERVAL, &mut running())
+        let waited = wait_http_ok(&url, deadline, INTERVAL, INTERVAL, &mut boot_late)
             .expect("ready once listening");
-        assert!(waited.attempts > 1, "{waited:?}");
-        assert!(waited.elapsed >= Duration::from_millis(300), "{waited:?}");
+        assert!(waited.attempts >= 4, "{waited:?}");
+        assert_eq!(checks, 3, "no more checks once it answered");
     }
 
     #[test]
