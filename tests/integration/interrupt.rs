@@ -14,31 +14,14 @@ fn interrupted_deploy_leaves_nothing_behind() {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("hello.md"), "# Hi\n").unwrap();
     let image = support::stand_in_image();
-    let mut child = managed::command(
-        &docker,
-        &[
-            "deploy",
-            "docker-registry",
-            "--script-name",
-            "hello",
-            "--script-folder",
-            folder.path().to_str().unwrap(),
-            "--name",
-            &name,
-            "--image",
-            &image,
-            "--pull",
-            "missing",
-            "--env",
-            "STAND_IN_START_DELAY_MS=20000",
-            "--timeout",
-            "30",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut argv = managed::deploy_argv(folder.path(), &name, &image);
+    argv.extend(["--env", "STAND_IN_START_DELAY_MS=20000", "--timeout", "30"].map(String::from));
+    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut child = managed::command(&docker, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     assert!(
         managed::eventually(30, || !managed::containers_named(&docker, &name).is_empty()),
         "the deploy never created its container"

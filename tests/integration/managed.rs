@@ -52,6 +52,26 @@ pub fn json(o: &Output) -> Value {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", out(o).0))
 }
 
+/// `deploy docker-registry` of the `hello` script in `folder` as `name`, from the cached `image`.
+pub fn deploy_argv(folder: &Path, name: &str, image: &str) -> Vec<String> {
+    [
+        "deploy",
+        "docker-registry",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        folder.to_str().unwrap(),
+        "--name",
+        name,
+        "--image",
+        image,
+        "--pull",
+        "missing",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Deploys the stand-in as a fresh uniquely named deployment; `extra` goes on the deploy line.
 pub fn deploy(docker: &Path, prefix: &str, extra: &[&str]) -> Deployed {
     let name = support::unique_name(prefix);
@@ -59,21 +79,9 @@ pub fn deploy(docker: &Path, prefix: &str, extra: &[&str]) -> Deployed {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("hello.md"), HELLO).unwrap();
     let image = support::stand_in_image();
-    let mut args = vec![
-        "deploy",
-        "docker-registry",
-        "--script-name",
-        "hello",
-        "--script-folder",
-        folder.path().to_str().unwrap(),
-        "--name",
-        &name,
-        "--image",
-        &image,
-        "--pull",
-        "missing",
-        "--json",
-    ];
+    let mut argv = deploy_argv(folder.path(), &name, &image);
+    argv.push("--json".into());
+    let mut args: Vec<&str> = argv.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     let o = publisher(docker, &args);
     assert_code(&o, 0);
