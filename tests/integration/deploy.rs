@@ -70,21 +70,9 @@ fn publisher(docker: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// The deploy command line of the `hello` script (shared with the management tests).
 fn deploy_args<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
-    vec![
-        "deploy",
-        "docker-registry",
-        "--script-name",
-        "hello",
-        "--script-folder",
-        folder.to_str().unwrap(),
-        "--name",
-        name,
-        "--image",
-        image,
-        "--pull",
-        "missing",
-    ]
+    crate::managed::deploy_argv(folder, name, image)
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -14,9 +14,8 @@ fn interrupted_deploy_leaves_nothing_behind() {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("hello.md"), "# Hi\n").unwrap();
     let image = support::stand_in_image();
-    let mut argv = managed::deploy_argv(folder.path(), &name, &image);
-    argv.extend(["--env", "STAND_IN_START_DELAY_MS=20000", "--timeout", "30"].map(String::from));
-    let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut args = managed::deploy_argv(folder.path(), &name, &image);
+    args.extend(["--env", "STAND_IN_START_DELAY_MS=20000", "--timeout", "30"]);
     let mut child = managed::command(&docker, &args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

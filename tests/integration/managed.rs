@@ -53,8 +53,8 @@ pub fn json(o: &Output) -> Value {
 }
 
 /// `deploy docker-registry` of the `hello` script in `folder` as `name`, from the cached `image`.
-pub fn deploy_argv(folder: &Path, name: &str, image: &str) -> Vec<String> {
-    [
+pub fn deploy_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
+    vec![
         "deploy",
         "docker-registry",
         "--script-name",
@@ -68,8 +68,6 @@ pub fn deploy_argv(folder: &Path, name: &str, image: &str) -> Vec<String> {
         "--pull",
         "missing",
     ]
-    .map(String::from)
-    .to_vec()
 }
 
 /// Deploys the stand-in as a fresh uniquely named deployment; `extra` goes on the deploy line.
@@ -79,9 +77,8 @@ pub fn deploy(docker: &Path, prefix: &str, extra: &[&str]) -> Deployed {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(folder.path().join("hello.md"), HELLO).unwrap();
     let image = support::stand_in_image();
-    let mut argv = deploy_argv(folder.path(), &name, &image);
-    argv.push("--json".into());
-    let mut args: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut args = deploy_argv(folder.path(), &name, &image);
+    args.push("--json");
     args.extend_from_slice(extra);
     let o = publisher(docker, &args);
     assert_code(&o, 0);
