@@ -159,7 +159,7 @@ for i in $(seq "$RUNS"); do
 	rm_container "$RUN-vs-$i"
 	floor_once "$RUN-floor-$i"
 done
-DEPLOY_FILES=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["metadata"]["deployment"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
+DEPLOY_FILES=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["details"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
 
 log "1/5 deploy with --pull always (3 runs, counting wrapper)"
 : >"$WORK/pullalways.ns"
@@ -212,7 +212,7 @@ for kind in 2 1000 10000 50mb; do
 		rm -rf "$WORK/untar"
 	done
 	rm -f "$WORK/folder-$kind.tar"
-	fb=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["metadata"]["deployment"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
+	fb=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["details"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
 	calls=$(sort -n "$WORK/calls-$kind.count" | uniq | paste -sd/)
 	verbs=$(grep -hv '^#' "$WORK/calls-$kind-1.log" | awk '{print $4}' | paste -sd' ')
 	label=$kind

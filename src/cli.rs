@@ -56,6 +56,30 @@ pub enum Command {
     Rm(RmArgs),
     /// Check step by step that this host can run deployments, with a hint for each failure.
     Doctor(DoctorArgs),
+    /// Serve the REST API (and live deploy progress as Server-Sent Events) over HTTP.
+    Serve(ServeArgs),
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port; the line printed says which).
+    #[arg(long, default_value = "127.0.0.1:8090", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// A request's script_folder must lie inside one of these (repeatable; default: the
+    /// working directory). A relative script_folder resolves against the first.
+    #[arg(long = "root", value_name = "DIR")]
+    pub roots: Vec<PathBuf>,
+    /// File holding the bearer token every /api request must send (or set
+    /// FRACTALIC_PUBLISHER_TOKEN). Required when listening on anything but loopback.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Browser origin allowed to call the API (CORS), e.g. http://localhost:3000 (repeatable).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Deploys that may run at once; more get 429.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_deploys: u16,
 }
 
 /// `ps` flags.
@@ -245,4 +269,9 @@ pub struct DeployArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Progress on stderr: auto (a bar on a terminal, else lines), plain, json (one event
+    /// object per line, the REST API's event type) or none.
+    #[arg(long, value_enum, default_value_t = crate::progress::Style::Auto, value_name = "STYLE")]
+    pub progress: crate::progress::Style,
 }

@@ -16,6 +16,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Report {
     pub name: String,
+    pub script_name: String,
+    /// The run's id (every progress event's `deployment_id`).
+    pub run_id: String,
     pub plugin: String,
     pub plugin_source: String,
     pub script_path: String,
@@ -56,14 +59,37 @@ pub fn config_map(cfg: &DeployConfig) -> rhai::Dynamic {
     rhai::serde::to_dynamic(&v).unwrap_or(rhai::Dynamic::UNIT)
 }
 
-/// Runs a deploy. Bad input fails before Docker is touched; a failure after a container was
-/// created removes it and says so.
-pub fn deploy(
+/// A deploy that passed every check that needs no Docker daemon: flags, files, the plugin's
+/// own `validate`. [`run`] carries it out. The REST API prepares on the request thread (so bad
+/// input is an HTTP 400 before any stream starts) and runs on a thread of its own.
+pub struct Prepared {
+    name: String,
+    script_name: String,
+    script_path: String,
+    plugin_name: String,
+    plugin_source: String,
+    map: rhai::Dynamic,
+    host: Arc<Host>,
+    plugin: Plugin,
+    docker: Arc<Docker>,
+    progress: Progress,
+}
+
+impl Prepared {
+    /// The deployment's name (its container name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Validates a deploy: bad input fails here, before Docker is touched.
+pub fn prepare(
     docker_flag: Option<&Path>,
     plugins_dir: Option<&Path>,
     args: &DeployArgs,
     progress: Progress,
-) -> Result<Report> {
+) -> Result<Prepared> {
+    progress.step(1, "Validating the deploy");
     let cfg = config::deploy_config(args)?;
     let source = plugin::find(&cfg.plugin, &plugin::search_dirs(plugins_dir))?;
     let plugin_source = source.label();
@@ -75,6 +101,7 @@ pub fn deploy(
         progress.warn(w.clone());
     }
     let name = cfg.name.clone();
+    let script_name = cfg.script_name.clone();
     let script_path = cfg.script_path();
     let plugin_name = cfg.plugin.clone();
     let map = config_map(&cfg);
@@ -97,7 +124,35 @@ pub fn deploy(
             problems.join("; "),
         ));
     }
+    Ok(Prepared {
+        name,
+        script_name,
+        script_path,
+        plugin_name,
+        plugin_source,
+        map,
+        host,
+        plugin,
+        docker,
+        progress,
+    })
+}
 
+/// Runs a prepared deploy: the plugin's `publish`. A failure after something was created
+/// removes it and says so.
+pub fn run(p: Prepared) -> Result<Report> {
+    let Prepared {
+        name,
+        script_name,
+        script_path,
+        plugin_name,
+        plugin_source,
+        map,
+        host,
+        plugin,
+        docker,
+        progress,
+    } = p;
     match plugin.call("publish", (map,)) {
         Ok(v) => {
             host.keep_created();
@@ -108,12 +163,14 @@ pub fn deploy(
             })?;
             Ok(Report {
                 name,
+                script_name,
                 plugin: plugin_name,
                 plugin_source,
                 script_path,
                 result,
                 warnings: progress.warnings(),
                 docker_calls: docker.calls(),
+                run_id: progress.run_id(),
             })
         }
         Err(e) => {
@@ -139,6 +196,16 @@ pub fn deploy(
             })
         }
     }
+}
+
+/// Runs a deploy: [`prepare`] then [`run`].
+pub fn deploy(
+    docker_flag: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    args: &DeployArgs,
+    progress: Progress,
+) -> Result<Report> {
+    run(prepare(docker_flag, plugins_dir, args, progress)?)
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -189,63 +256,12 @@ pub fn render_text(r: &Report) -> String {
     o
 }
 
-/// The `--json` object for a successful deploy.
+/// The `--json` object for a successful deploy (the REST API's `result`, too).
 pub fn render_json(r: &Report) -> Value {
-    let res = &r.result;
-    let url = s(res, "url");
-    let id = res["deployment_id"].as_str().unwrap_or(&r.name);
-    json!({
-        "success": true,
-        "deployment_id": id,
-        "message": "Fractalic AI Server deployed successfully",
-        "url": url,
-        "error": null,
-        "metadata": {
-            "ai_server": {
-                "url": url,
-                "health": format!("{url}/health"),
-                "docs": format!("{url}/docs"),
-                "execute": format!("{url}/execute"),
-            },
-            "deployment": {
-                "plugin": r.plugin,
-                "plugin_source": r.plugin_source,
-                "script_path": r.script_path,
-                "files": res["files"],
-                "bytes": res["bytes"],
-                "warnings": r.warnings,
-                "docker_calls": r.docker_calls,
-            },
-            "api": {
-                "execute": {
-                    "method": "POST",
-                    "url": format!("{url}/execute"),
-                    "body": {"filename": r.script_path},
-                },
-            },
-            "container": {
-                "name": res["container"],
-                "port": res["port"],
-                "bind": res["bind"],
-                "image": res["image"],
-                "image_digest": res["image_digest"],
-                "image_cached": res["image_cached"],
-            },
-            "services": res["services"],
-        },
-    })
+    crate::outcome::success(r)
 }
 
 /// The `--json` object for a failure.
 pub fn render_json_error(e: &Error) -> Value {
-    json!({
-        "success": false,
-        "deployment_id": null,
-        "message": "deploy failed",
-        "url": null,
-        "error": e.to_string(),
-        "error_kind": e.kind(),
-        "exit_code": e.exit_code(),
-        "metadata": null,
-    })
+    crate::outcome::failure(e, None, None)
 }

@@ -21,6 +21,10 @@ pub mod exit {
 pub enum Error {
     /// The user gave something we cannot use; `what` names the value, `hint` says what would be right.
     Input { what: String, hint: String },
+    /// The named deployment does not exist (bad input: exit 2; HTTP 404).
+    NotFound { what: String, hint: String },
+    /// The named thing exists but this tool did not make it, so it is left alone (exit 2; HTTP 403).
+    NotManaged { what: String, hint: String },
     /// No docker binary could be found or started.
     DockerMissing { detail: String },
     /// The docker binary ran but the daemon did not answer.
@@ -67,7 +71,10 @@ impl Error {
     /// The documented process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input { .. } | Error::PluginInvalid { .. } => exit::BAD_INPUT,
+            Error::Input { .. }
+            | Error::NotFound { .. }
+            | Error::NotManaged { .. }
+            | Error::PluginInvalid { .. } => exit::BAD_INPUT,
             Error::DockerMissing { .. } | Error::DaemonDown { .. } => exit::DOCKER_UNAVAILABLE,
             Error::Plugin { .. } => exit::FAILED,
             Error::Docker { .. }
@@ -81,7 +88,8 @@ impl Error {
     /// A short machine-readable kind for `--json` output.
     pub fn kind(&self) -> &'static str {
         match self {
-            Error::Input { .. } => "bad_input",
+            // Not found / not ours are bad input to a script; the REST API tells them apart.
+            Error::Input { .. } | Error::NotFound { .. } | Error::NotManaged { .. } => "bad_input",
             Error::DockerMissing { .. } => "docker_missing",
             Error::DaemonDown { .. } => "daemon_down",
             Error::Docker { .. } => "docker",
@@ -110,7 +118,9 @@ fn first_line(s: &str) -> &str {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Input { what, hint } => write!(f, "{what}: {hint}"),
+            Error::Input { what, hint }
+            | Error::NotFound { what, hint }
+            | Error::NotManaged { what, hint } => write!(f, "{what}: {hint}"),
             Error::DockerMissing { detail } => write!(
                 f,
                 "docker not found: {detail} (install Docker, or pass --docker PATH / set FRACTALIC_PUBLISHER_DOCKER)"

@@ -34,6 +34,7 @@ pub struct Manager {
     docker: Arc<Docker>,
     dirs: Vec<PathBuf>,
     progress: Progress,
+    capture: bool,
 }
 
 /// A container this tool created, as `docker container inspect` showed it.
@@ -57,7 +58,14 @@ impl Manager {
             docker: Arc::new(Docker::locate(docker_flag)?),
             dirs: plugin::search_dirs(plugins_dir),
             progress: Progress::stderr(quiet),
+            capture: false,
         })
+    }
+
+    /// Logs are returned as text instead of streamed to stdout (the REST API).
+    pub fn capturing(mut self) -> Self {
+        self.capture = true;
+        self
     }
 
     /// The docker handle.
@@ -72,10 +80,11 @@ impl Manager {
                 "this deployment was made by plugin {name:?}, which cannot be loaded here ({e}); see `fractalic-publisher list`"
             ))
         })?;
-        let host = Arc::new(Host::new(
-            self.progress.clone(),
-            Some(Arc::clone(&self.docker)),
-        ));
+        let mut host = Host::new(self.progress.clone(), Some(Arc::clone(&self.docker)));
+        if self.capture {
+            host = host.with_capture();
+        }
+        let host = Arc::new(host);
         host.set_plugin(name);
         let p = Plugin::load(source, host)?;
         if !p.has_fn(entry) {
@@ -93,10 +102,10 @@ impl Manager {
     pub fn owned(&self, name: &str) -> Result<Owned> {
         config::check_container_name(name)?;
         let Some(v) = self.docker.container_inspect(name)? else {
-            return Err(Error::input(
-                format!("no deployment named {name:?}"),
-                format!("there is no container with that name; {SEE_PS}"),
-            ));
+            return Err(Error::NotFound {
+                what: format!("no deployment named {name:?}"),
+                hint: format!("there is no container with that name; {SEE_PS}"),
+            });
         };
         let labels = &v["Config"]["Labels"];
         let label = |k: &str| labels[k].as_str().unwrap_or("").to_string();
@@ -106,12 +115,12 @@ impl Manager {
             .trim_start_matches('/')
             .to_string();
         if label(LABEL_MANAGED) != "true" {
-            return Err(Error::input(
-                format!("container {real:?} was not created by fractalic-publisher"),
-                format!(
+            return Err(Error::NotManaged {
+                what: format!("container {real:?} was not created by fractalic-publisher"),
+                hint: format!(
                     "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
                 ),
-            ));
+            });
         }
         let plugin = label(LABEL_PLUGIN);
         if plugin.is_empty() {
@@ -203,11 +212,11 @@ impl Manager {
         opts.insert("follow".into(), follow.into());
         opts.insert("service".into(), service.unwrap_or("").into());
         let v = p.call("logs", (o.name.clone(), opts))?;
-        Ok(if v.is_unit() {
-            String::new()
-        } else {
-            v.to_string()
-        })
+        let mut out = p.host().take_captured();
+        if !v.is_unit() {
+            out.push_str(&v.to_string());
+        }
+        Ok(out)
     }
 
     /// `stop NAME`: the plugin's `stop(name)`.

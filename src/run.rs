@@ -11,6 +11,16 @@ use std::sync::Arc;
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if let Command::Serve(a) = &cli.command {
+        // The server has its own signal handling: stop accepting, let deploys finish.
+        return match crate::server::serve(&cli, a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        };
+    }
     crate::cleanup::install_handler();
     let json = wants_json(&cli.command);
     let result = match &cli.command {
@@ -136,6 +146,7 @@ fn wants_json(c: &Command) -> bool {
         Command::Start(a) => a.json.json,
         Command::Rm(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
+        Command::Serve(_) => false,
     }
 }
 
@@ -157,15 +168,36 @@ fn load_info(cli: &Cli, name: &str) -> Result<PluginInfo> {
 fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Deploy(args) => {
-            let progress = Progress::stderr(args.quiet || args.json);
+            let progress = if args.quiet {
+                Progress::silent()
+            } else if args.progress != crate::progress::Style::Auto || !args.json {
+                Progress::styled(args.progress)
+            } else {
+                // --json alone keeps stderr quiet, as before.
+                Progress::silent()
+            };
             let report = deploy::deploy(
                 cli.docker.as_deref(),
                 cli.plugins_dir.as_deref(),
                 args,
-                progress,
-            )?;
+                progress.clone(),
+            );
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    let run_id = progress.run_id();
+                    let name = args.name.clone();
+                    progress.fail(
+                        e.to_string(),
+                        crate::outcome::failure(&e, name.as_deref(), Some(&run_id)),
+                    );
+                    return Err(e);
+                }
+            };
+            let outcome = deploy::render_json(&report);
+            progress.complete("Fractalic AI Server deployed successfully", outcome.clone());
             if args.json {
-                println!("{}", deploy::render_json(&report));
+                println!("{outcome}");
             } else {
                 print!("{}", deploy::render_text(&report));
             }

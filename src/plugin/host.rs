@@ -38,6 +38,8 @@ pub struct Host {
     created: Mutex<Vec<String>>,
     failure: Mutex<Option<Error>>,
     env_file: Mutex<Option<tempfile::NamedTempFile>>,
+    /// When set, output that would stream to the terminal (logs) is collected here instead.
+    capture: Option<Mutex<String>>,
 }
 
 impl Host {
@@ -55,7 +57,38 @@ impl Host {
             created: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
             env_file: Mutex::new(None),
+            capture: None,
         }
+    }
+
+    /// Collects streamed output (logs) instead of writing it to stdout (the REST API).
+    pub fn with_capture(mut self) -> Host {
+        self.capture = Some(Mutex::new(String::new()));
+        self
+    }
+
+    /// Appends to the capture buffer; false when this host does not capture.
+    pub fn capture(&self, text: &str) -> bool {
+        match &self.capture {
+            Some(c) => {
+                lock(c).push_str(text);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Does this host capture streamed output?
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Takes what was captured.
+    pub fn take_captured(&self) -> String {
+        self.capture
+            .as_ref()
+            .map(|c| std::mem::take(&mut *lock(c)))
+            .unwrap_or_default()
     }
 
     /// Stages a validated deploy: `copy_payload` and `create_container` read it (secrets stay

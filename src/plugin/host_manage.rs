@@ -100,6 +100,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
                 args.push("--follow");
             }
             args.push(container);
+            if h.capturing() {
+                return capture_run(&h, &d, &args, follow);
+            }
             let timeout = if follow { None } else { Some(LOGS_TIMEOUT) };
             let status = h.check(d.stream(&args, timeout))?;
             if status != Some(0) {
@@ -124,6 +127,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
             let mut args = vec!["exec", container];
             args.extend(argv.iter().map(String::as_str));
+            if h.capturing() {
+                return capture_run(&h, &d, &args, true);
+            }
             let status = h.check(d.stream(&args, None))?;
             if status != Some(0) {
                 return Err(h.raise(Error::Docker {
@@ -149,6 +155,28 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             .map_or(0, |d| d.as_secs());
         parse_utc(ts).map_or(String::new(), |t| human_age(now.saturating_sub(t)))
     });
+}
+
+/// Runs `docker ARGS` into the host's capture buffer (the REST API has no terminal). A
+/// follow cannot be captured: it would never end.
+fn capture_run(h: &Host, d: &crate::docker::Docker, args: &[&str], follow: bool) -> RhaiResult<()> {
+    if follow {
+        return Err(h.raise(Error::input(
+            "follow",
+            "following a log is not available here; ask for the tail again instead",
+        )));
+    }
+    let (status, out) = h.check(d.run_unchecked(args, None, LOGS_TIMEOUT))?;
+    if status != Some(0) {
+        return Err(h.raise(Error::Docker {
+            argv: d.argv(args),
+            status,
+            stderr: out.stderr,
+        }));
+    }
+    h.capture(&out.stdout);
+    h.capture(&out.stderr);
+    Ok(())
 }
 
 /// The last `n` lines of `text` (all when `n < 0`), keeping a final newline.

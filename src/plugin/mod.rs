@@ -203,6 +203,11 @@ impl Plugin {
         })
     }
 
+    /// The host this plugin calls.
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
     /// Does the plugin define entry point `name` (with any number of parameters)?
     pub fn has_fn(&self, name: &str) -> bool {
         self.ast.iter_functions().any(|m| m.name == name)

@@ -262,15 +262,18 @@ fn json_output_reports_services_honestly() {
     assert!(v["error"].is_null());
     let url = v["url"].as_str().unwrap();
     assert!(url.starts_with("http://localhost:"), "{url}");
+    assert_eq!(v["endpoint_url"], url);
+    // The same object the REST API returns: metadata in the Fractalic UI's shape.
     let m = &v["metadata"];
-    assert_eq!(m["ai_server"]["health"], format!("{url}/health"));
-    assert_eq!(m["container"]["name"], name.as_str());
+    assert_eq!(m["ai_server"]["health_url"], format!("{url}/health"));
+    assert_eq!(m["deployment"]["container_name"], name.as_str());
     assert_eq!(m["services"]["ai_server"], "healthy");
     assert_eq!(m["services"]["mcp_manager"], "healthy");
     assert_eq!(
-        m["api"]["execute"]["body"]["filename"],
+        m["api"]["example_payload"]["filename"],
         "/payload/hello/hello.md"
     );
+    assert_eq!(v["details"]["container"], name.as_str());
     // --env reaches the container.
     let env = inspect(&docker, &name)["Config"]["Env"].clone();
     assert!(
@@ -738,12 +741,13 @@ fn port_taken_at_start_is_retried_on_the_next_port() {
     );
     let v: Value = serde_json::from_str(&out).unwrap();
     // --json keeps stderr quiet; the warning travels in the result instead.
-    let warnings = v["metadata"]["deployment"]["warnings"].to_string();
+    let warnings = v["warnings"].to_string();
     assert!(
         warnings.contains("was taken when the container started; retrying on"),
         "{warnings}"
     );
-    let port = v["metadata"]["container"]["port"].as_i64().unwrap();
+    let port = v["details"]["port"].as_i64().unwrap();
+    assert_eq!(v["metadata"]["ai_server"]["port"], port);
     let bound = inspect(&docker, name)["HostConfig"]["PortBindings"]["8001/tcp"][0]["HostPort"]
         .as_str()
         .unwrap()

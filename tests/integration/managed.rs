@@ -146,6 +146,15 @@ pub fn sigint(pid: u32) {
     assert!(s.success(), "kill -INT {pid}");
 }
 
+/// Sends SIGTERM to `pid`.
+pub fn sigterm(pid: u32) {
+    let s = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(s.success(), "kill -TERM {pid}");
+}
+
 /// Waits for a child to exit within `secs`; kills it and panics otherwise.
 pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);

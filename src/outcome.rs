@@ -1,0 +1,106 @@
+//! A deploy's outcome as one JSON object: what `deploy --json` prints, the REST API's blocking
+//! response and the `result` of its final SSE event. `metadata` has exactly the shape the
+//! Fractalic UI reads (`utils/deployUtils.ts`: DeploymentMetadata); our extras live in `details`.
+
+use crate::deploy::Report;
+use crate::error::Error;
+use serde_json::{json, Value};
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("")
+}
+
+/// The sample request shown to users (the seed's "Sample Usage").
+pub fn sample_curl(url: &str, script_path: &str) -> String {
+    format!(
+        "curl -X POST {url}/execute -H \"Content-Type: application/json\" -d '{{\"filename\": \"{script_path}\"}}'"
+    )
+}
+
+/// The outcome of a successful deploy.
+pub fn success(r: &Report) -> Value {
+    let res = &r.result;
+    let url = s(res, "url");
+    let container = match s(res, "container") {
+        "" => r.name.as_str(),
+        c => c,
+    };
+    let services = &res["services"];
+    let service = |k: &str| match services[k].as_str() {
+        Some(v) => v.to_string(),
+        None => "unknown".to_string(),
+    };
+    json!({
+        "success": true,
+        "message": "Fractalic AI Server deployed successfully",
+        "deployment_id": r.name,
+        "run_id": r.run_id,
+        "endpoint_url": url,
+        "url": url,
+        "error": null,
+        "warnings": r.warnings,
+        "metadata": {
+            "ai_server": {
+                "host": url,
+                "port": res["port"].as_i64().unwrap_or(0),
+                "health_url": format!("{url}/health"),
+                "docs_url": format!("{url}/docs"),
+            },
+            "deployment": {
+                "script_name": r.script_name,
+                "script_path": r.script_path,
+                "container_name": container,
+                // Docker's short id, as `docker ps` shows it (the full one is in details).
+                "container_id": s(res, "container_id").chars().take(12).collect::<String>(),
+            },
+            "api": {
+                "endpoint": format!("{url}/execute"),
+                "sample_curl": sample_curl(url, &r.script_path),
+                "example_payload": { "filename": r.script_path },
+            },
+            "container": {
+                "logs_command": format!("fractalic-publisher logs {container}"),
+                "stop_command": format!("fractalic-publisher stop {container}"),
+                "remove_command": format!("fractalic-publisher rm --force {container}"),
+            },
+            "services": {
+                "ai_server": service("ai_server"),
+                "mcp_manager": service("mcp_manager"),
+            },
+        },
+        "details": {
+            "plugin": r.plugin,
+            "plugin_source": r.plugin_source,
+            "container": container,
+            "container_id": res["container_id"],
+            "port": res["port"],
+            "bind": res["bind"],
+            "image": res["image"],
+            "image_digest": res["image_digest"],
+            "image_cached": res["image_cached"],
+            "files": res["files"],
+            "bytes": res["bytes"],
+            "docker_calls": r.docker_calls,
+            "health_ms": res["health_ms"],
+            "mcp_ms": res["mcp_ms"],
+            "services": res["services"],
+        },
+    })
+}
+
+/// The outcome of a failed deploy: `error` says what failed and what was cleaned up.
+/// `name` and `run_id` are known when the deploy got far enough to have them.
+pub fn failure(e: &Error, name: Option<&str>, run_id: Option<&str>) -> Value {
+    json!({
+        "success": false,
+        "message": "Deployment failed",
+        "deployment_id": name,
+        "run_id": run_id,
+        "endpoint_url": null,
+        "url": null,
+        "error": e.to_string(),
+        "error_kind": e.kind(),
+        "exit_code": e.exit_code(),
+        "metadata": null,
+    })
+}

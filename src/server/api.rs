@@ -1,0 +1,847 @@
+//! Routes of the REST API: deploy (blocking and as a Server-Sent-Event stream), re-attach to a
+//! run's events, the management verbs, plugins, health and the OpenAPI document. Bad input is
+//! an HTTP error with `{"detail": "..."}` decided before anything is touched.
+
+use super::http::{self, Request, Response};
+use super::runs::{Refused, Run};
+use super::Server;
+use crate::cli::{DeployArgs, PullPolicy};
+use crate::error::Error;
+use crate::manage::Manager;
+use crate::plugin::{self, host::Host, Plugin};
+use crate::progress::{self, Progress};
+use serde_json::{json, Map, Value};
+use std::net::TcpStream;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The OpenAPI 3.1 document describing every route below.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A comment line is sent when nothing else was for this long.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Every route: method and path pattern (`{x}` is one path segment).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/api/plugins"),
+    ("POST", "/api/deploy/{plugin}"),
+    ("POST", "/api/deploy/{plugin}/stream"),
+    ("GET", "/api/deployments"),
+    ("GET", "/api/deployments/{name}"),
+    ("DELETE", "/api/deployments/{name}"),
+    ("GET", "/api/deployments/{name}/logs"),
+    ("POST", "/api/deployments/{name}/stop"),
+    ("POST", "/api/deployments/{name}/start"),
+    ("GET", "/api/deployments/{deployment_id}/events"),
+];
+
+/// Fields a deploy request may have, with the JSON type each must be.
+pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
+    ("image_name", "string"),
+    ("image_tag", "string"),
+    ("script_name", "string"),
+    ("script_folder", "string"),
+    ("container_name", "string"),
+    ("env_vars", "object of strings"),
+    ("port", "integer 1-65535"),
+    ("platform", "string"),
+    ("pull", "\"always\", \"missing\" or \"never\""),
+    ("timeout", "integer seconds 1-3600"),
+    ("exclude", "array of strings"),
+];
+
+fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
+    let ps: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+    let xs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if ps.len() != xs.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (p, x) in ps.iter().zip(&xs) {
+        if p.starts_with('{') {
+            if x.is_empty() {
+                return None;
+            }
+            params.push((*x).to_string());
+        } else if p != x {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// Adds CORS headers for an allowed `Origin`.
+pub fn with_cors(server: &Server, req: &Request, resp: Response) -> Response {
+    match req.header("origin") {
+        Some(o) if server.cors_origins.iter().any(|a| a == o) => resp
+            .with("Access-Control-Allow-Origin", o)
+            .with("Vary", "Origin"),
+        _ => resp,
+    }
+}
+
+fn cors_headers(server: &Server, req: &Request) -> Vec<(String, String)> {
+    match req.header("origin") {
+        Some(o) if server.cors_origins.iter().any(|a| a == o) => vec![
+            ("Access-Control-Allow-Origin".into(), o.into()),
+            ("Vary".into(), "Origin".into()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn preflight(server: &Server, req: &Request) -> Response {
+    match req.header("origin") {
+        Some(o) if server.cors_origins.iter().any(|a| a == o) => Response {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+        .with("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+        .with(
+            "Access-Control-Allow-Headers",
+            "Content-Type, Authorization, Accept, Last-Event-ID",
+        )
+        .with("Access-Control-Max-Age", "600"),
+        Some(o) => Response::error(
+            403,
+            format!("origin {o:?} may not call this API; start the server with --cors-origin {o}"),
+        ),
+        None => Response::error(400, "a CORS preflight needs an Origin header"),
+    }
+}
+
+fn authorised(server: &Server, req: &Request) -> bool {
+    let Some(token) = &server.token else {
+        return true;
+    };
+    let given = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    super::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Answers `req`; `None` when the handler already wrote a streamed response.
+pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Option<Response> {
+    if req.method == "OPTIONS" {
+        return Some(preflight(server, req));
+    }
+    let mut allowed = Vec::new();
+    let mut found = None;
+    for (m, p) in ROUTES {
+        if let Some(params) = matches(p, &req.path) {
+            allowed.push(*m);
+            if *m == req.method {
+                found = Some((*p, params));
+                break;
+            }
+        }
+    }
+    let Some((pattern, params)) = found else {
+        if allowed.is_empty() {
+            return Some(Response::error(
+                404,
+                format!(
+                    "no route {} {}; see GET /openapi.json",
+                    req.method, req.path
+                ),
+            ));
+        }
+        allowed.dedup();
+        return Some(
+            Response::error(
+                405,
+                format!(
+                    "{} is not allowed on {}; use {}",
+                    req.method,
+                    req.path,
+                    allowed.join(", ")
+                ),
+            )
+            .with("Allow", allowed.join(", ")),
+        );
+    };
+    if pattern.starts_with("/api") && !authorised(server, req) {
+        return Some(
+            Response::error(
+                401,
+                "this server needs `Authorization: Bearer <token>` (the token of its --token-file)",
+            )
+            .with("WWW-Authenticate", "Bearer"),
+        );
+    }
+    let p = |i: usize| params.get(i).map(String::as_str).unwrap_or("");
+    match pattern {
+        "/health" => Some(Response::json(
+            200,
+            &json!({
+                "status": "healthy",
+                "version": env!("CARGO_PKG_VERSION"),
+                "deploys_in_flight": server.runs.active(),
+            }),
+        )),
+        "/openapi.json" => Some(Response::bytes(
+            200,
+            "application/json",
+            OPENAPI.as_bytes().to_vec(),
+        )),
+        "/api/plugins" => Some(plugins(server)),
+        "/api/deploy/{plugin}" => deploy(server, req, p(0), false, stream),
+        "/api/deploy/{plugin}/stream" => deploy(server, req, p(0), true, stream),
+        "/api/deployments" => Some(list(server, req)),
+        "/api/deployments/{name}" if req.method == "GET" => Some(status(server, p(0))),
+        "/api/deployments/{name}" => Some(remove(server, req, p(0))),
+        "/api/deployments/{name}/logs" => Some(logs(server, req, p(0))),
+        "/api/deployments/{name}/stop" => Some(stop(server, p(0))),
+        "/api/deployments/{name}/start" => Some(start(server, req, p(0))),
+        "/api/deployments/{deployment_id}/events" => events(server, req, p(0), stream),
+        _ => Some(Response::error(500, "route without a handler")),
+    }
+}
+
+/// The HTTP status for an error of the deploy or management path.
+pub fn status_of(e: &Error) -> u16 {
+    match e {
+        Error::NotFound { .. } => 404,
+        Error::NotManaged { .. } => 403,
+        Error::Input { .. } | Error::PluginInvalid { .. } => 400,
+        Error::DockerMissing { .. } | Error::DaemonDown { .. } => 503,
+        _ => 500,
+    }
+}
+
+fn error_response(e: &Error) -> Response {
+    Response::error(status_of(e), e.to_string())
+}
+
+fn manager(server: &Server) -> Result<Manager, Response> {
+    Manager::new(
+        server.docker_flag.as_deref(),
+        server.plugins_dir.as_deref(),
+        true,
+    )
+    .map_err(|e| error_response(&e))
+}
+
+fn plugins(server: &Server) -> Response {
+    let dirs = plugin::search_dirs(server.plugins_dir.as_deref());
+    let host = Arc::new(Host::new(Progress::silent(), None));
+    let infos: Result<Vec<_>, Error> = plugin::available(&dirs)
+        .into_iter()
+        .map(|src| Plugin::load(src, Arc::clone(&host))?.info())
+        .collect();
+    match infos {
+        Ok(i) => Response::json(200, &json!(i)),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn bool_param(req: &Request, name: &str) -> Result<bool, Response> {
+    match req.param(name) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(v) => Err(Response::error(
+            400,
+            format!("bad query parameter {name}={v:?}: use true or false"),
+        )),
+    }
+}
+
+fn num_param(
+    req: &Request,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, Response> {
+    match req.param(name) {
+        None => Ok(None),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(Response::error(
+                400,
+                format!(
+                    "bad query parameter {name}={v:?}: use a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        },
+    }
+}
+
+fn list(server: &Server, req: &Request) -> Response {
+    let all = match bool_param(req, "all") {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.ps(all) {
+        Ok(v) => Response::json(200, &json!(v)),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn status(server: &Server, name: &str) -> Response {
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.status(name) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn logs(server: &Server, req: &Request, name: &str) -> Response {
+    let tail = match num_param(req, "tail", 0..=100_000) {
+        Ok(t) => t.map(|t| t as u32),
+        Err(r) => return r,
+    };
+    let service = match req.param("service") {
+        None | Some("") => None,
+        Some(s @ ("ai_server" | "mcp_manager" | "backend")) => Some(s),
+        Some(s) => {
+            return Response::error(
+                400,
+                format!("bad service {s:?}: use ai_server, mcp_manager or backend"),
+            )
+        }
+    };
+    if req.param("follow").is_some() {
+        return Response::error(
+            400,
+            "follow is not available over REST; ask for the tail again",
+        );
+    }
+    let m = match manager(server) {
+        Ok(m) => m.capturing(),
+        Err(r) => return r,
+    };
+    match m.logs(name, tail, false, service) {
+        Ok(text) => Response::bytes(200, "text/plain; charset=utf-8", text.into_bytes()),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn in_flight(server: &Server, name: &str) -> Option<Response> {
+    server.runs.busy(name).map(|id| {
+        Response::error(
+            409,
+            format!("a deploy of {name} is in flight (run {id}); wait until it finishes"),
+        )
+    })
+}
+
+fn stop(server: &Server, name: &str) -> Response {
+    if let Some(r) = in_flight(server, name) {
+        return r;
+    }
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.stop(name) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn start(server: &Server, req: &Request, name: &str) -> Response {
+    if let Some(r) = in_flight(server, name) {
+        return r;
+    }
+    let timeout = match num_param(req, "timeout", 1..=3600) {
+        Ok(t) => Duration::from_secs(t.unwrap_or(60)),
+        Err(r) => return r,
+    };
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.start(name, timeout) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn remove(server: &Server, req: &Request, name: &str) -> Response {
+    if let Some(r) = in_flight(server, name) {
+        return r;
+    }
+    let force = match bool_param(req, "force") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.owned(name) {
+        Ok(o) if o.running && !force => {
+            return Response::error(
+                409,
+                format!("deployment {name} is running: nothing was removed; stop it first or add ?force=true"),
+            )
+        }
+        Ok(_) => {}
+        Err(e) => return error_response(&e),
+    }
+    match m.rm(name, force) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn bad(detail: impl Into<String>) -> Response {
+    Response::error(400, detail)
+}
+
+/// Turns a deploy request body into the CLI's flags, checking every field's type first.
+pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
+    let Some(obj) = body.as_object() else {
+        return Err(bad("the body must be a JSON object, e.g. {\"script_name\": \"s\", \"script_folder\": \"/path\"}"));
+    };
+    for (k, _) in obj {
+        if !DEPLOY_FIELDS.iter().any(|(f, _)| f == k) {
+            let known: Vec<&str> = DEPLOY_FIELDS.iter().map(|(f, _)| *f).collect();
+            return Err(bad(format!(
+                "unknown field {k:?}; the fields are {}",
+                known.join(", ")
+            )));
+        }
+    }
+    let wrong = |k: &str| {
+        let want = DEPLOY_FIELDS
+            .iter()
+            .find(|(f, _)| *f == k)
+            .map_or("", |(_, t)| *t);
+        bad(format!("field {k:?} must be {want}"))
+    };
+    let string = |k: &str| -> Result<Option<String>, Response> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(wrong(k)),
+        }
+    };
+    let int = |k: &str, lo: u64, hi: u64| -> Result<Option<u64>, Response> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                _ => Err(wrong(k)),
+            },
+        }
+    };
+    let script_name = string("script_name")?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            bad("field \"script_name\" is required (the main script's name without extension)")
+        })?;
+    let script_folder = string("script_folder")?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| {
+            bad("field \"script_folder\" is required (the folder holding the script)")
+        })?;
+    let image = match (string("image_name")?, string("image_tag")?) {
+        (None, None) => None,
+        (Some(n), None) => Some(n),
+        (Some(n), Some(t)) if t.is_empty() => Some(n),
+        (Some(n), Some(t)) => {
+            let last = n.rsplit('/').next().unwrap_or("");
+            if last.contains(':') || n.contains('@') {
+                return Err(bad(format!(
+                    "image_name {n:?} already has a tag or digest; leave out image_tag or the tag in image_name"
+                )));
+            }
+            Some(format!("{n}:{t}"))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "field \"image_tag\" needs \"image_name\" (e.g. ghcr.io/fractalic-ai/fractalic)",
+            ))
+        }
+    };
+    let mut env = Vec::new();
+    match obj.get("env_vars") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    // The value is a secret: the message names the key only.
+                    Value::String(s) => env.push(format!("{k}={s}")),
+                    _ => return Err(bad(format!("env_vars.{k} must be a string"))),
+                }
+            }
+        }
+        Some(_) => return Err(wrong("env_vars")),
+    }
+    let mut exclude = Vec::new();
+    match obj.get("exclude") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                match v {
+                    Value::String(s) => exclude.push(s.clone()),
+                    _ => return Err(bad(format!("exclude[{i}] must be a string"))),
+                }
+            }
+        }
+        Some(_) => return Err(wrong("exclude")),
+    }
+    let pull = match string("pull")?.as_deref() {
+        None | Some("always") => PullPolicy::Always,
+        Some("missing") => PullPolicy::Missing,
+        Some("never") => PullPolicy::Never,
+        Some(_) => return Err(wrong("pull")),
+    };
+    Ok(DeployArgs {
+        plugin: plugin.to_string(),
+        script_name,
+        script_folder: PathBuf::from(script_folder),
+        name: string("container_name")?,
+        image,
+        platform: string("platform")?,
+        port: int("port", 1, 65535)?.map(|p| p.to_string()),
+        bind: "127.0.0.1".into(),
+        env,
+        env_file: None,
+        exclude,
+        pull,
+        timeout: int("timeout", 1, 3600)?.unwrap_or(60).to_string(),
+        json: false,
+        quiet: true,
+        progress: progress::Style::None,
+    })
+}
+
+/// `path` with `.` and `..` folded away, without touching the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Resolves a request's script_folder: relative to the first root, symlinks followed; it must
+/// end up inside a root (403 otherwise).
+pub fn resolve_folder(server: &Server, given: &Path) -> Result<PathBuf, Response> {
+    let joined = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        server.roots[0].join(given)
+    };
+    let inside = |p: &Path| server.roots.iter().any(|r| p.starts_with(r));
+    let outside = |_resolved: &Path| {
+        Response::error(
+            403,
+            format!(
+                "script_folder {} is outside the folders this server may deploy from ({}); start it with --root for that folder",
+                given.display(),
+                server
+                    .roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    };
+    match joined.canonicalize() {
+        Ok(c) if inside(&c) => Ok(c),
+        Ok(c) => Err(outside(&c)),
+        Err(e) => {
+            let l = lexical(&joined);
+            if inside(&l) {
+                Err(bad(format!(
+                    "script_folder {} cannot be used: {e}",
+                    given.display()
+                )))
+            } else {
+                Err(outside(&l))
+            }
+        }
+    }
+}
+
+fn deploy(
+    server: &Arc<Server>,
+    req: &Request,
+    plugin_name: &str,
+    streaming: bool,
+    stream: &mut TcpStream,
+) -> Option<Response> {
+    let dirs = plugin::search_dirs(server.plugins_dir.as_deref());
+    if let Err(e) = plugin::find(plugin_name, &dirs) {
+        return Some(Response::error(404, e.to_string()));
+    }
+    let ct = req.header("content-type").unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    {
+        return Some(Response::error(
+            415,
+            format!("send the body as Content-Type: application/json (got {ct:?})"),
+        ));
+    }
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(bad(format!(
+                "the body is not valid JSON (line {}, column {}): send one JSON object",
+                e.line(),
+                e.column()
+            )))
+        }
+    };
+    let mut args = match deploy_args(plugin_name, &body) {
+        Ok(a) => a,
+        Err(r) => return Some(r),
+    };
+    args.script_folder = match resolve_folder(server, &args.script_folder) {
+        Ok(f) => f,
+        Err(r) => return Some(r),
+    };
+
+    let id = progress::new_run_id();
+    let run = Arc::new(Run::new(&id));
+    let sink = Arc::clone(&run);
+    let progress = Progress::callback(move |e| sink.push(e.clone())).with_run_id(&id);
+    let prepared = match crate::deploy::prepare(
+        server.docker_flag.as_deref(),
+        server.plugins_dir.as_deref(),
+        &args,
+        progress.clone(),
+    ) {
+        Ok(p) => p,
+        Err(e) => return Some(error_response(&e)),
+    };
+    let name = prepared.name().to_string();
+    match server.runs.begin(&run, &name) {
+        Ok(()) => {}
+        Err(Refused::NameBusy(other)) => {
+            return Some(Response::error(
+                409,
+                format!("a deploy of {name} is already in flight (run {other}); wait for it or re-attach at /api/deployments/{other}/events"),
+            ))
+        }
+        Err(Refused::Full(n)) => {
+            return Some(Response::error(
+                429,
+                format!("{n} deploys are already running (serve --max-deploys {n}); try again when one finishes"),
+            ))
+        }
+    }
+    // The deploy runs on its own thread: a client that goes away never stops or harms it.
+    let srv = Arc::clone(server);
+    let worker_run = Arc::clone(&run);
+    let spawned = std::thread::Builder::new()
+        .name(format!("deploy-{id}"))
+        .spawn(move || {
+            match crate::deploy::run(prepared) {
+                Ok(report) => {
+                    let v = crate::deploy::render_json(&report);
+                    progress.complete("Fractalic AI Server deployed successfully", v);
+                }
+                Err(e) => {
+                    let run_id = progress.run_id();
+                    let v = crate::outcome::failure(&e, Some(&name), Some(&run_id));
+                    progress.fail(e.to_string(), v);
+                }
+            }
+            srv.runs.end(&worker_run);
+        });
+    if let Err(e) = spawned {
+        server.runs.end(&run);
+        return Some(Response::error(
+            500,
+            format!("cannot start the deploy: {e}"),
+        ));
+    }
+    if streaming {
+        sse(server, req, &run, 0, stream);
+        None
+    } else {
+        run.wait_done(Duration::from_secs(24 * 3600));
+        let result = run.last().and_then(|e| e.result).unwrap_or_else(
+            || json!({"success": false, "error": "the deploy ended without a result"}),
+        );
+        Some(Response::json(200, &result))
+    }
+}
+
+fn events(server: &Server, req: &Request, id: &str, stream: &mut TcpStream) -> Option<Response> {
+    let Some(run) = server.runs.get(id) else {
+        return Some(Response::error(
+            404,
+            format!("no deploy run {id:?} on this server (runs are kept until {} newer ones finished, and not across restarts)", super::runs::KEEP_FINISHED),
+        ));
+    };
+    let after = match req.header("last-event-id") {
+        None => 0,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                return Some(bad(format!(
+                    "bad Last-Event-ID {v:?}: send the id: of the last event received"
+                )))
+            }
+        },
+    };
+    sse(server, req, &run, after, stream);
+    None
+}
+
+/// Streams a run's events after `after` as SSE until its final event; keep-alive comments
+/// while nothing happens. A write error (the client left) just ends the stream.
+fn sse(server: &Server, req: &Request, run: &Run, after: u64, stream: &mut TcpStream) {
+    if http::start_sse(stream, &cors_headers(server, req)).is_err() {
+        return;
+    }
+    let mut last = after;
+    loop {
+        let (evs, done) = run.events_after(last, KEEP_ALIVE);
+        if evs.is_empty() {
+            if done {
+                return;
+            }
+            if http::write_keep_alive(stream).is_err() {
+                return;
+            }
+            continue;
+        }
+        for e in evs {
+            last = e.seq;
+            let data = serde_json::to_string(&e).unwrap_or_default();
+            if http::write_event(stream, e.seq, &data).is_err() {
+                return;
+            }
+            if e.is_final() {
+                return;
+            }
+        }
+    }
+}
+
+/// A JSON object's keys (for tests of the document).
+pub fn keys(v: &Value) -> Vec<String> {
+    v.as_object()
+        .map(|m: &Map<String, Value>| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_segments() {
+        assert_eq!(
+            matches("/api/deploy/{plugin}", "/api/deploy/docker-registry"),
+            Some(vec!["docker-registry".to_string()])
+        );
+        assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/"), None);
+        assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/a/b"), None);
+        assert_eq!(matches("/health", "/health"), Some(vec![]));
+    }
+
+    #[test]
+    fn deploy_bodies_are_checked_field_by_field() {
+        let ok = json!({"image_name": "ghcr.io/fractalic-ai/fractalic", "image_tag": "latest", "script_name": "s", "script_folder": "/x", "env_vars": {"A": "secret-value"}, "port": 8100, "exclude": ["*.log"], "pull": "missing", "timeout": 30});
+        let a = deploy_args("docker-registry", &ok).unwrap();
+        assert_eq!(
+            a.image.as_deref(),
+            Some("ghcr.io/fractalic-ai/fractalic:latest")
+        );
+        assert_eq!(a.env, vec!["A=secret-value".to_string()]);
+        assert_eq!(a.port.as_deref(), Some("8100"));
+        assert_eq!(a.timeout, "30");
+        assert_eq!(a.pull, PullPolicy::Missing);
+        let detail = |v: Value| {
+            let r = deploy_args("p", &v).unwrap_err();
+            assert_eq!(r.status, 400);
+            let d: Value = serde_json::from_slice(&r.body).unwrap();
+            d["detail"].as_str().unwrap().to_string()
+        };
+        assert!(
+            detail(json!({"script_name": "s", "script_folder": "/x", "nope": 1}))
+                .contains("\"nope\"")
+        );
+        assert!(
+            detail(json!({"script_name": 5, "script_folder": "/x"})).contains("\"script_name\"")
+        );
+        assert!(
+            detail(json!({"script_name": "s", "script_folder": "/x", "port": "80"}))
+                .contains("\"port\"")
+        );
+        assert!(
+            detail(json!({"script_name": "s", "script_folder": "/x", "port": 70000}))
+                .contains("\"port\"")
+        );
+        assert!(detail(json!({"script_folder": "/x"})).contains("script_name"));
+        assert!(detail(json!([])).contains("JSON object"));
+        let d = detail(json!({"script_name": "s", "script_folder": "/x", "env_vars": {"K": 5}}));
+        assert!(d.contains("env_vars.K"), "{d}");
+        let d = detail(
+            json!({"script_name": "s", "script_folder": "/x", "image_name": "a/b:1", "image_tag": "2"}),
+        );
+        assert!(d.contains("already has a tag"), "{d}");
+    }
+
+    #[test]
+    fn openapi_describes_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert_eq!(doc["openapi"], "3.1.0");
+        for (m, p) in ROUTES {
+            let op = &doc["paths"][*p][m.to_ascii_lowercase()];
+            assert!(op.is_object(), "openapi.json lacks {m} {p}");
+            assert!(op["responses"].is_object(), "{m} {p} has no responses");
+        }
+        // Nothing documented that does not exist.
+        for (p, item) in doc["paths"].as_object().unwrap() {
+            for m in keys(item) {
+                if m == "parameters" {
+                    continue;
+                }
+                assert!(
+                    ROUTES
+                        .iter()
+                        .any(|(rm, rp)| rp == p && rm.eq_ignore_ascii_case(&m)),
+                    "{m} {p} documented but not routed"
+                );
+            }
+        }
+        let fields = keys(&doc["components"]["schemas"]["DeployRequest"]["properties"]);
+        for (f, _) in DEPLOY_FIELDS {
+            assert!(fields.contains(&f.to_string()), "DeployRequest lacks {f}");
+        }
+        assert_eq!(fields.len(), DEPLOY_FIELDS.len());
+        let stages: Vec<String> = doc["components"]["schemas"]["Event"]["properties"]["stage"]
+            ["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        let ours: Vec<String> = progress::Stage::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect();
+        assert_eq!(stages, ours);
+    }
+}

@@ -1,0 +1,383 @@
+//! A small synchronous HTTP/1.1 layer on `std::net`: one request per connection
+//! (`Connection: close`), request heads parsed by `httparse`, hard limits and deadlines on
+//! every read and write, JSON and Server-Sent-Event responses.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Largest request head (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body; more is answered 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// A request's head must arrive within this.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A request's body must arrive within this.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// Each single write may block this long (a client that stops reading is dropped).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A parsed request.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// The path without the query string, percent-decoded.
+    pub path: String,
+    /// Query parameters, percent-decoded.
+    pub query: Vec<(String, String)>,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter named `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a request could not be read; each maps to one status.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client went away or sent nothing (no answer is possible or needed).
+    Gone,
+    /// 400 with this detail.
+    Bad(String),
+    /// 408: the head or body did not arrive in time.
+    Timeout,
+    /// 413: the body is larger than [`MAX_BODY`].
+    TooLarge(usize),
+    /// 431: the head is larger than [`MAX_HEAD`].
+    HeadTooLarge,
+    /// 411: a body without Content-Length (e.g. chunked).
+    LengthRequired,
+}
+
+fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, ReadError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ReadError::Timeout);
+    }
+    // Each read waits at most until the deadline, so a client trickling bytes cannot hold the
+    // connection past it.
+    let _ = stream.set_read_timeout(Some(left.max(Duration::from_millis(10))));
+    match stream.read(buf) {
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(ReadError::Timeout)
+        }
+        Err(_) => Err(ReadError::Gone),
+    }
+}
+
+/// Reads one request from `stream` within the deadlines and limits above.
+pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
+    let head_deadline = Instant::now() + HEAD_DEADLINE;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let head_len = loop {
+        if let Some(i) = find_head_end(&buf) {
+            break i;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(ReadError::HeadTooLarge);
+        }
+        let n = match read_some(stream, &mut chunk, head_deadline) {
+            Ok(0) if buf.is_empty() => return Err(ReadError::Gone),
+            Ok(0) => return Err(ReadError::Bad("the request head ended early".into())),
+            Ok(n) => n,
+            Err(ReadError::Timeout) if buf.is_empty() => return Err(ReadError::Gone),
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    if head_len > MAX_HEAD {
+        return Err(ReadError::HeadTooLarge);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(ReadError::Bad("incomplete request head".into()))
+        }
+        Err(e) => return Err(ReadError::Bad(format!("malformed request: {e}"))),
+    }
+    let method = req.method.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("/");
+    let mut hs = Vec::new();
+    for h in req.headers.iter() {
+        let v = String::from_utf8_lossy(h.value).trim().to_string();
+        hs.push((h.name.to_ascii_lowercase(), v));
+    }
+    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
+    let path = percent_decode(raw_path)
+        .ok_or_else(|| ReadError::Bad(format!("bad percent-encoding in path {raw_path:?}")))?;
+    let mut query = Vec::new();
+    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(&k.replace('+', " "));
+        let v = percent_decode(&v.replace('+', " "));
+        match (k, v) {
+            (Some(k), Some(v)) => query.push((k, v)),
+            _ => {
+                return Err(ReadError::Bad(format!(
+                    "bad percent-encoding in query {pair:?}"
+                )))
+            }
+        }
+    }
+    let header = |n: &str| hs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    if header("transfer-encoding").is_some() {
+        return Err(ReadError::LengthRequired);
+    }
+    let len = match header("content-length") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| ReadError::Bad(format!("bad Content-Length {v:?}")))?,
+    };
+    if len > MAX_BODY {
+        return Err(ReadError::TooLarge(len));
+    }
+    let mut body = buf[head_len..].to_vec();
+    if body.len() > len {
+        body.truncate(len);
+    }
+    let body_deadline = Instant::now() + BODY_DEADLINE;
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        match read_some(stream, &mut chunk[..want], body_deadline)? {
+            0 => {
+                return Err(ReadError::Bad(format!(
+                    "the body ended after {} of {len} bytes (Content-Length)",
+                    body.len()
+                )))
+            }
+            n => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(Request {
+        method,
+        path,
+        query,
+        headers: hs,
+        body,
+    })
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Decodes `%XX` escapes; None for a broken escape or bytes that are not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A response to write.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A JSON body.
+    pub fn json(status: u16, v: &Value) -> Response {
+        let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body,
+        }
+    }
+
+    /// `{"detail": "..."}`, the error body every failure uses (FastAPI's shape).
+    pub fn error(status: u16, detail: impl Into<String>) -> Response {
+        Response::json(status, &serde_json::json!({ "detail": detail.into() }))
+    }
+
+    /// A body of `content_type`.
+    pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
+    }
+
+    /// Adds a header.
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The reason phrase for `status` (the UI shows `HTTP <status>: <statusText>`).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a whole response and closes the exchange (`Connection: close`).
+pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    for (k, v) in &r.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        r.body.len()
+    ));
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&r.body)?;
+    stream.flush()
+}
+
+/// Starts a Server-Sent-Events response; events follow with [`write_event`].
+pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io::Result<()> {
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.flush()
+}
+
+/// One SSE event: `id: N` and one `data:` line of JSON (JSON has no raw newlines).
+pub fn write_event(stream: &mut TcpStream, id: u64, data: &str) -> std::io::Result<()> {
+    stream.write_all(format!("id: {id}\ndata: {data}\n\n").as_bytes())?;
+    stream.flush()
+}
+
+/// An SSE comment line that keeps proxies and clients from timing the stream out.
+pub fn write_keep_alive(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.write_all(b": keep-alive\n\n")?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn roundtrip(raw: &'static [u8]) -> Result<Request, ReadError> {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(raw).unwrap();
+            // keep the socket open a moment so the server reads what it needs
+            let mut sink = [0u8; 16];
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = c.read(&mut sink);
+        });
+        let (mut s, _) = l.accept().unwrap();
+        let r = read_request(&mut s);
+        drop(s);
+        t.join().unwrap();
+        r
+    }
+
+    #[test]
+    fn parses_head_query_and_body() {
+        let r = roundtrip(
+            b"POST /api/x%20y?tail=5&service=ai_server HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        )
+        .unwrap();
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/api/x y");
+        assert_eq!(r.param("tail"), Some("5"));
+        assert_eq!(r.param("service"), Some("ai_server"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body, b"{}");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        assert!(matches!(
+            roundtrip(b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            Err(ReadError::TooLarge(99999999))
+        ));
+        assert!(matches!(
+            roundtrip(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(ReadError::LengthRequired)
+        ));
+        assert!(matches!(
+            roundtrip(b"GARBAGE\r\n\r\n"),
+            Err(ReadError::Bad(_))
+        ));
+        assert!(matches!(
+            roundtrip(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Err(ReadError::Bad(_))
+        ));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%"), None);
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+    }
+}

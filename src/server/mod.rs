@@ -1,0 +1,320 @@
+//! `serve`: the REST API over HTTP, synchronous (a thread per connection and per deploy), on
+//! the same deploy path and progress events as the CLI. The HTTP layer only parses, authorises
+//! and streams; `api` maps routes onto deploy/manage calls.
+
+pub mod api;
+pub mod http;
+pub mod runs;
+
+use crate::cli::{Cli, ServeArgs};
+use crate::error::{Error, Result};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Environment variable holding the bearer token (when `--token-file` is not given).
+pub const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
+/// Connections served at once; more are answered 503 at once.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a shutdown waits for running deploys before rolling them back.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
+
+/// Everything a request handler needs.
+pub struct Server {
+    pub docker_flag: Option<PathBuf>,
+    pub plugins_dir: Option<PathBuf>,
+    /// Canonical directories a script_folder must lie in.
+    pub roots: Vec<PathBuf>,
+    pub token: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub runs: runs::Runs,
+    connections: AtomicUsize,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            Error::input(
+                format!("bad --listen {s:?}"),
+                "give ADDR:PORT, e.g. 127.0.0.1:8090 (port 0 picks a free one)",
+            )
+        })
+}
+
+fn read_token(a: &ServeArgs) -> Result<Option<String>> {
+    let (token, from) = match &a.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).map_err(|e| {
+                Error::input(
+                    format!("cannot read --token-file {}", f.display()),
+                    format!("{e}; give a readable file holding the token"),
+                )
+            })?;
+            (t, format!("--token-file {}", f.display()))
+        }
+        None => match std::env::var(TOKEN_ENV) {
+            Ok(t) => (t, TOKEN_ENV.to_string()),
+            Err(_) => return Ok(None),
+        },
+    };
+    let token = token.trim().to_string();
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::input(
+            format!("the token from {from} is unusable"),
+            "use at least 16 characters without spaces, e.g. the output of `openssl rand -hex 32`",
+        ));
+    }
+    Ok(Some(token))
+}
+
+fn check_origin(o: &str) -> Result<String> {
+    let ok = (o.starts_with("http://") || o.starts_with("https://"))
+        && !o.ends_with('/')
+        && o.split_once("://")
+            .is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('/'));
+    if ok {
+        Ok(o.to_string())
+    } else {
+        Err(Error::input(
+            format!("bad --cors-origin {o:?}"),
+            "give a browser origin: scheme://host[:port] without a path, e.g. http://localhost:3000",
+        ))
+    }
+}
+
+impl Server {
+    /// Builds the server's settings from the flags (bad ones are exit 2).
+    pub fn new(cli: &Cli, a: &ServeArgs, listen: &SocketAddr) -> Result<Server> {
+        let token = read_token(a)?;
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(Error::input(
+                format!("--listen {listen} is reachable from other machines and no token is set"),
+                format!("pass --token-file FILE (or set {TOKEN_ENV}), or listen on 127.0.0.1"),
+            ));
+        }
+        let given = if a.roots.is_empty() {
+            vec![std::env::current_dir().map_err(|e| Error::Io {
+                path: PathBuf::from("."),
+                source: e,
+            })?]
+        } else {
+            a.roots.clone()
+        };
+        let mut roots = Vec::new();
+        for r in &given {
+            let c = r
+                .canonicalize()
+                .ok()
+                .filter(|c| c.is_dir())
+                .ok_or_else(|| {
+                    Error::input(
+                        format!("--root {} is not a directory", r.display()),
+                        "give a directory holding the script folders the API may deploy",
+                    )
+                })?;
+            roots.push(c);
+        }
+        let cors_origins = a
+            .cors_origins
+            .iter()
+            .map(|o| check_origin(o))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Server {
+            docker_flag: cli.docker.clone(),
+            plugins_dir: cli.plugins_dir.clone(),
+            roots,
+            token,
+            cors_origins,
+            runs: runs::Runs::new(usize::from(a.max_deploys)),
+            connections: AtomicUsize::new(0),
+        })
+    }
+}
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Runs the server until SIGINT/SIGTERM; then stops accepting, waits (at most
+/// [`SHUTDOWN_WAIT`]) for running deploys, rolls back any still running, and returns 0.
+pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
+    let listen = parse_listen(&a.listen)?;
+    let server = Arc::new(Server::new(cli, a, &listen)?);
+    let listener = TcpListener::bind(listen).map_err(|e| {
+        Error::input(
+            format!("cannot listen on {listen}"),
+            format!("{e}; choose another --listen address or port"),
+        )
+    })?;
+    let local = listener.local_addr().map_err(|e| Error::Io {
+        path: PathBuf::from(a.listen.clone()),
+        source: e,
+    })?;
+    install_signals(local)?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{local}");
+        let _ = out.flush();
+    }
+    for stream in listener.incoming() {
+        if SHUTDOWN.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let n = server.connections.fetch_add(1, Ordering::SeqCst);
+        if n >= MAX_CONNECTIONS {
+            server.connections.fetch_sub(1, Ordering::SeqCst);
+            let mut s = stream;
+            let _ = http::write_response(
+                &mut s,
+                &http::Response::error(503, "the server is busy; try again shortly"),
+            );
+            continue;
+        }
+        let srv = Arc::clone(&server);
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .spawn(move || {
+                handle(&srv, stream);
+                srv.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            server.connections.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    drop(listener);
+    let active = server.runs.active();
+    if active > 0 {
+        eprintln!(
+            "shutting down: waiting up to {}s for {active} running deploy(s)",
+            SHUTDOWN_WAIT.as_secs()
+        );
+    }
+    if !server.runs.wait_idle(SHUTDOWN_WAIT) {
+        let removed = crate::cleanup::remove_pending();
+        eprintln!(
+            "shutting down: deploys still running after {}s were rolled back (removed: {})",
+            SHUTDOWN_WAIT.as_secs(),
+            if removed.is_empty() {
+                "nothing".to_string()
+            } else {
+                removed.join(", ")
+            }
+        );
+    }
+    eprintln!("stopped");
+    Ok(crate::error::exit::OK)
+}
+
+/// First signal: stop accepting (wake the accept loop with a connection of our own).
+/// Second signal: roll back whatever is still being deployed and exit 130 at once.
+fn install_signals(local: SocketAddr) -> Result<()> {
+    ctrlc::set_handler(move || {
+        if SHUTDOWN.swap(true, Ordering::SeqCst) {
+            let removed = crate::cleanup::remove_pending();
+            eprintln!(
+                "interrupted again: rolled back {}",
+                if removed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    removed.join(", ")
+                }
+            );
+            std::process::exit(crate::cleanup::INTERRUPTED_EXIT);
+        }
+        let mut wake = local;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    })
+    .map_err(|e| Error::failed(format!("cannot install the signal handler: {e}")))
+}
+
+fn handle(server: &Arc<Server>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let req = match http::read_request(&mut stream) {
+        Ok(r) => r,
+        Err(e) => {
+            let resp = match e {
+                http::ReadError::Gone => return,
+                http::ReadError::Bad(d) => http::Response::error(400, d),
+                http::ReadError::Timeout => http::Response::error(
+                    408,
+                    format!(
+                        "the request did not arrive in time (head within {}s, body within {}s)",
+                        http::HEAD_DEADLINE.as_secs(),
+                        http::BODY_DEADLINE.as_secs()
+                    ),
+                ),
+                http::ReadError::TooLarge(n) => http::Response::error(
+                    413,
+                    format!(
+                        "the body has {n} bytes; at most {} are accepted",
+                        http::MAX_BODY
+                    ),
+                ),
+                http::ReadError::HeadTooLarge => http::Response::error(
+                    431,
+                    format!("the request head is over {} bytes", http::MAX_HEAD),
+                ),
+                http::ReadError::LengthRequired => http::Response::error(
+                    411,
+                    "send the body with a Content-Length header (chunked bodies are not accepted)",
+                ),
+            };
+            let _ = http::write_response(&mut stream, &resp);
+            return;
+        }
+    };
+    if let Some(resp) = api::route(server, &req, &mut stream) {
+        let resp = api::with_cors(server, &req, resp);
+        let _ = http::write_response(&mut stream, &resp);
+    }
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn origins_and_listen_addresses() {
+        assert!(check_origin("http://localhost:3000").is_ok());
+        assert!(check_origin("https://ui.example.com").is_ok());
+        for bad in [
+            "localhost:3000",
+            "http://x/",
+            "http://x/path",
+            "*",
+            "http://",
+        ] {
+            assert_eq!(check_origin(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert_eq!(parse_listen("nonsense").unwrap_err().exit_code(), 2);
+    }
+}

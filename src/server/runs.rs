@@ -1,0 +1,266 @@
+//! Deploy runs the server knows: each keeps its whole event log so any client can (re-)attach
+//! and replay it; names in flight are refused a second deploy; the number of concurrent deploys
+//! is capped.
+
+use crate::progress::Event;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Finished runs kept for re-attaching (oldest dropped first).
+pub const KEEP_FINISHED: usize = 200;
+
+/// One deploy's event log.
+pub struct Run {
+    pub id: String,
+    name: std::sync::OnceLock<String>,
+    state: Mutex<RunState>,
+    changed: Condvar,
+}
+
+struct RunState {
+    events: Vec<Event>,
+    done: bool,
+}
+
+impl Run {
+    /// A run with no events yet; its deployment name is set once validation found it.
+    pub fn new(id: &str) -> Run {
+        Run {
+            id: id.to_string(),
+            name: std::sync::OnceLock::new(),
+            state: Mutex::new(RunState {
+                events: Vec::new(),
+                done: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The deployment's name ("" until known).
+    pub fn name(&self) -> &str {
+        self.name.get().map_or("", String::as_str)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event (the final one marks the run done) and wakes every reader.
+    pub fn push(&self, e: Event) {
+        let mut st = self.lock();
+        if e.is_final() {
+            st.done = true;
+        }
+        st.events.push(e);
+        self.changed.notify_all();
+    }
+
+    /// Has the final event been recorded?
+    pub fn done(&self) -> bool {
+        self.lock().done
+    }
+
+    /// Events with `seq > after`, waiting up to `wait` for one when there is none yet.
+    /// Returns them and whether the run is done.
+    pub fn events_after(&self, after: u64, wait: Duration) -> (Vec<Event>, bool) {
+        let mut st = self.lock();
+        let fresh = |st: &RunState| st.events.iter().any(|e| e.seq > after);
+        if !fresh(&st) && !st.done {
+            st = self
+                .changed
+                .wait_timeout_while(st, wait, |st| !fresh(st) && !st.done)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        let out = st
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .cloned()
+            .collect();
+        (out, st.done)
+    }
+
+    /// Waits until the run is done or `wait` passes; true when done.
+    pub fn wait_done(&self, wait: Duration) -> bool {
+        let st = self.lock();
+        let st = self
+            .changed
+            .wait_timeout_while(st, wait, |st| !st.done)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        st.done
+    }
+
+    /// The final event, once there is one.
+    pub fn last(&self) -> Option<Event> {
+        let st = self.lock();
+        st.events.last().filter(|e| e.is_final()).cloned()
+    }
+}
+
+/// Why a run could not begin.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// A deploy of this name is in flight (its run id).
+    NameBusy(String),
+    /// `--max-deploys` runs are in flight.
+    Full(usize),
+}
+
+/// Every run of this server.
+pub struct Runs {
+    max: usize,
+    inner: Mutex<Inner>,
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Arc<Run>>,
+    active: HashMap<String, Arc<Run>>,
+    finished: VecDeque<String>,
+}
+
+impl Runs {
+    /// A registry allowing `max` concurrent deploys.
+    pub fn new(max: usize) -> Runs {
+        Runs {
+            max: max.max(1),
+            inner: Mutex::new(Inner::default()),
+            idle: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `run` as the deploy of `name`, unless that name is in flight or the server is
+    /// at its limit.
+    pub fn begin(&self, run: &Arc<Run>, name: &str) -> Result<(), Refused> {
+        let mut g = self.lock();
+        if let Some(r) = g.active.get(name) {
+            return Err(Refused::NameBusy(r.id.clone()));
+        }
+        if g.active.len() >= self.max {
+            return Err(Refused::Full(self.max));
+        }
+        let _ = run.name.set(name.to_string());
+        g.active.insert(name.to_string(), Arc::clone(run));
+        g.by_id.insert(run.id.clone(), Arc::clone(run));
+        Ok(())
+    }
+
+    /// The run is over (or never started): the name is free again; the log stays for replays.
+    pub fn end(&self, run: &Run) {
+        let mut g = self.lock();
+        if g.active.get(run.name()).is_some_and(|r| r.id == run.id) {
+            g.active.remove(run.name());
+        }
+        g.finished.push_back(run.id.clone());
+        while g.finished.len() > KEEP_FINISHED {
+            if let Some(old) = g.finished.pop_front() {
+                g.by_id.remove(&old);
+            }
+        }
+        self.idle.notify_all();
+    }
+
+    /// The run with this id (running or finished).
+    pub fn get(&self, id: &str) -> Option<Arc<Run>> {
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// Is a deploy of `name` in flight?
+    pub fn busy(&self, name: &str) -> Option<String> {
+        self.lock().active.get(name).map(|r| r.id.clone())
+    }
+
+    /// How many deploys are in flight.
+    pub fn active(&self) -> usize {
+        self.lock().active.len()
+    }
+
+    /// Waits until no deploy is in flight or `wait` passes; true when idle.
+    pub fn wait_idle(&self, wait: Duration) -> bool {
+        let g = self.lock();
+        let g = self
+            .idle
+            .wait_timeout_while(g, wait, |g| !g.active.is_empty())
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        g.active.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Progress;
+
+    fn events(n: usize) -> Vec<Event> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = Arc::clone(&seen);
+        let p = Progress::callback(move |e| s2.lock().unwrap().push(e.clone()));
+        for i in 0..n {
+            p.step(i as i64 * 10, format!("step {i}"));
+        }
+        p.complete("done", serde_json::json!({"success": true}));
+        let v = seen.lock().unwrap().clone();
+        v
+    }
+
+    #[test]
+    fn names_in_flight_and_limits() {
+        let runs = Runs::new(2);
+        let run = |id: &str| Arc::new(Run::new(id));
+        let a = run("1");
+        runs.begin(&a, "a").unwrap();
+        assert_eq!(a.name(), "a");
+        assert_eq!(
+            runs.begin(&run("2"), "a").err(),
+            Some(Refused::NameBusy("1".into()))
+        );
+        runs.begin(&run("3"), "b").unwrap();
+        assert_eq!(runs.begin(&run("4"), "c").err(), Some(Refused::Full(2)));
+        assert_eq!(runs.busy("b").as_deref(), Some("3"));
+        runs.end(&a);
+        assert!(runs.begin(&run("5"), "a").is_ok());
+        assert!(runs.get("1").is_some(), "finished runs stay for replays");
+        assert_eq!(runs.active(), 2);
+    }
+
+    #[test]
+    fn readers_replay_and_wait_for_new_events() {
+        let run = Arc::new(Run::new("r"));
+        let evs = events(3);
+        run.push(evs[0].clone());
+        let (got, done) = run.events_after(0, Duration::from_millis(1));
+        assert_eq!((got.len(), done), (1, false));
+        let r2 = Arc::clone(&run);
+        let rest = evs[1..].to_vec();
+        let t = std::thread::spawn(move || {
+            for e in rest {
+                r2.push(e);
+            }
+        });
+        let mut seen = 1;
+        let mut last = 1;
+        loop {
+            let (got, done) = run.events_after(last, Duration::from_secs(5));
+            seen += got.len();
+            if let Some(e) = got.last() {
+                last = e.seq;
+            }
+            if done && run.events_after(last, Duration::ZERO).0.is_empty() {
+                break;
+            }
+        }
+        t.join().unwrap();
+        assert_eq!(seen, evs.len());
+        assert!(run.done() && run.wait_done(Duration::ZERO));
+        assert_eq!(run.last().unwrap().stage, crate::progress::Stage::Completed);
+    }
+}
