@@ -56,15 +56,10 @@ impl Progress {
         }
     }
 
-    /// Progress on stderr: a bar on a TTY, plain lines otherwise, nothing when `quiet`.
+    /// Progress on stderr: a bar on a TTY, plain lines otherwise (also when [`no_color`]),
+    /// nothing when `quiet`.
     pub fn stderr(quiet: bool) -> Self {
-        if quiet {
-            Self::with(Sink::Silent)
-        } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-            Self::with(Sink::Bar)
-        } else {
-            Self::with(Sink::Lines)
-        }
+        Self::with(choose(quiet, std::io::stderr().is_terminal(), no_color()))
     }
 
     /// Plain lines on stderr whatever the terminal.
@@ -130,6 +125,22 @@ impl Progress {
     /// The highest percentage reported so far.
     pub fn percent(&self) -> u8 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).percent
+    }
+}
+
+/// Whether `NO_COLOR` asks for no colour or terminal decoration: set and not empty
+/// (<https://no-color.org>, the same rule clap applies to its help and errors).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The stderr rendering: the bar (which redraws its line with escape codes) only on a terminal
+/// and without `NO_COLOR`.
+fn choose(quiet: bool, terminal: bool, no_color: bool) -> Sink {
+    match (quiet, terminal && !no_color) {
+        (true, _) => Sink::Silent,
+        (false, true) => Sink::Bar,
+        (false, false) => Sink::Lines,
     }
 }
 
@@ -219,6 +230,32 @@ mod tests {
         );
         assert_eq!(plain_line(&got[0]), "[ 10%] a");
         assert_eq!(plain_line(&got[3]), "       i");
+    }
+
+    #[test]
+    fn no_color_turns_the_bar_into_plain_lines() {
+        let kind = |s: Sink| match s {
+            Sink::Silent => "silent",
+            Sink::Lines => "lines",
+            Sink::Bar => "bar",
+            Sink::Callback(_) => "callback",
+        };
+        assert_eq!(kind(choose(false, true, false)), "bar");
+        assert_eq!(kind(choose(false, true, true)), "lines");
+        assert_eq!(kind(choose(false, false, false)), "lines");
+        assert_eq!(kind(choose(true, true, false)), "silent");
+        // Plain lines carry no escape codes.
+        for e in [
+            Event::Step {
+                percent: 5,
+                message: "m".into(),
+            },
+            Event::Warn {
+                message: "w".into(),
+            },
+        ] {
+            assert!(!plain_line(&e).contains('\x1b'));
+        }
     }
 
     #[test]

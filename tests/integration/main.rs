@@ -3,6 +3,7 @@
 
 mod support;
 
+mod config_file;
 mod deploy;
 mod doctor;
 mod interrupt;
@@ -11,5 +12,6 @@ mod logs;
 mod managed;
 mod plugins;
 mod ps;
+mod shell;
 mod stand_in;
 mod status;
