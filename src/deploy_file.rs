@@ -502,10 +502,40 @@ pub fn merge(flags: &DeployFlags) -> Result<Merged> {
         json: flags.json,
         quiet: flags.quiet,
     };
+    let mut args = args;
+    if let Some(pattern) = loaded
+        .as_ref()
+        .and_then(|l| inside_pattern(&l.path, &args.script_folder))
+    {
+        // The deployment file holds settings (and maybe secrets), not part of the script.
+        args.exclude.push(pattern);
+    }
     Ok(Merged {
         args,
         file: loaded.map(|l| l.path),
     })
+}
+
+/// An anchored exclude pattern for `file` when it lies inside `folder` under another name
+/// than `fractalic-publish.toml` (which the built-in excludes already leave out).
+fn inside_pattern(file: &Path, folder: &Path) -> Option<String> {
+    let folder = folder.canonicalize().ok()?;
+    let rel = file.strip_prefix(&folder).ok()?;
+    if rel.file_name()? == FILE_NAME {
+        return None;
+    }
+    let rel = rel.to_str()?;
+    let escaped: String = rel
+        .chars()
+        .flat_map(|c| {
+            let special = "*?[]{}\\".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect();
+    Some(format!("/{escaped}"))
 }
 
 /// What `--print-config` shows: the file's keys, resolved and validated, secrets redacted.
@@ -746,6 +776,20 @@ B = "file-only"
         assert_eq!((a.pull, a.timeout.as_str()), (PullPolicy::Never, "5"));
         // Later items win in the container's environment: the flag's A, the file's B.
         assert_eq!(a.env, ["A=from-file", "B=file-only", "A=from-flag"]);
+    }
+
+    #[test]
+    fn the_deployment_file_is_never_part_of_the_payload() {
+        let p = Project::new();
+        let text = "plugin = \"docker-registry\"\nscript_name = \"hello\"\nscript_folder = \".\"\n";
+        fs::write(p.scripts().join("hello.md"), "# hi\n").unwrap();
+        let named = p.scripts().join("deploy [prod]*.toml");
+        fs::write(&named, text).unwrap();
+        fs::write(p.scripts().join(FILE_NAME), text).unwrap();
+        let cfg = config::deploy_config(&merge(&with_config(&named)).unwrap().args).unwrap();
+        assert!(!cfg.excludes.takes("deploy [prod]*.toml"));
+        assert!(!cfg.excludes.takes(FILE_NAME));
+        assert!(cfg.excludes.takes("deploy x.toml") && cfg.excludes.takes("hello.md"));
     }
 
     #[test]

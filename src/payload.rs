@@ -13,7 +13,8 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 /// Paths never copied into a deployment. `.git`, `__pycache__` and `*.pyc` are what the
 /// original publisher skipped; `.DS_Store`, `node_modules` and `.venv` are local junk that
 /// does not belong in a container; `*.ctx`, `*.trc` and `call_tree.json` are artefacts of
-/// local Fractalic runs (the deployed run writes its own).
+/// local Fractalic runs (the deployed run writes its own); `fractalic-publish.toml` is this
+/// tool's deployment file, which may hold secrets and is not part of the script.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".git",
     "__pycache__",
@@ -24,6 +25,7 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     "*.ctx",
     "*.trc",
     "call_tree.json",
+    "fractalic-publish.toml",
 ];
 
 /// File names holding secrets (API keys): stored with mode 0600 wherever they appear.

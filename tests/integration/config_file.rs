@@ -74,7 +74,7 @@ container_name = "{name}"
 registry_image = "{image}"
 pull = "missing"
 timeout = 60
-include_files = ["*.md", "settings.toml", "data"]
+include_files = ["*.md", "*.toml", "data"]
 exclude_patterns = ["*.log"]
 
 [environment]
@@ -98,8 +98,8 @@ FILE_VAR = "from-the-file"
         &["inspect", "--format", "{{json .Config.Env}}", &name],
     );
     assert!(env.contains("\"FILE_VAR=from-the-file\""), "{env}");
-    // include_files took *.md, settings.toml and data/ (less the excluded *.log); notes.txt
-    // and the deployment file itself stayed behind.
+    // include_files took *.md, *.toml and data/ (less the excluded *.log); notes.txt
+    // stayed behind, and so did the deployment file (a built-in exclude).
     let ls = support::exec(
         &docker,
         &name,
