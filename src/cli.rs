@@ -26,8 +26,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Deploy a Fractalic script folder with a plugin (e.g. docker-registry).
-    Deploy(Box<DeployArgs>),
+    /// Deploy a Fractalic script folder with a plugin (e.g. docker-registry); flags may come
+    /// from a deployment file (fractalic-publish.toml).
+    Deploy(Box<DeployFlags>),
     /// List the available plugins.
     List(JsonFlag),
     /// Show one plugin's details.
@@ -58,6 +59,12 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Serve the REST API (and live deploy progress as Server-Sent Events) over HTTP.
     Serve(ServeArgs),
+    /// Print a shell completion script, e.g. `fractalic-publisher completions bash`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `serve` flags.
@@ -188,8 +195,12 @@ pub struct JsonFlag {
 }
 
 /// When to pull the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PullPolicy {
+    #[default]
     /// Pull every time; a cached image is still used when the pull fails.
     Always,
     /// Pull only when the image is not cached.
@@ -209,18 +220,35 @@ impl PullPolicy {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// Plugin (deployment target), e.g. docker-registry.
-    pub plugin: String,
+/// `--bind` when neither the command line nor the deployment file gives one.
+pub const DEFAULT_BIND: &str = "127.0.0.1";
+/// `--timeout` (seconds) when neither the command line nor the deployment file gives one.
+pub const DEFAULT_TIMEOUT: &str = "60";
+
+/// `deploy` as typed: every setting optional, because the deployment file (see
+/// [`crate::deploy_file`]) may give it; defaults are applied after merging, so a default never
+/// overrides the file. The `[default: ...]` texts must match [`DeployArgs::default`].
+#[derive(Debug, Args, Default)]
+pub struct DeployFlags {
+    /// Plugin (deployment target), e.g. docker-registry; may be `plugin` in the deployment file.
+    pub plugin: Option<String>,
+
+    /// Deployment file to read [default: fractalic-publish.toml in the script folder, else in
+    /// the project root].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the merged settings (file + flags, secrets redacted) and exit; deploys nothing.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// The script to serve: its main file is SCRIPT.md (or .py, .sh, .txt, then SCRIPT.*).
     #[arg(long, value_name = "SCRIPT")]
-    pub script_name: String,
+    pub script_name: Option<String>,
 
     /// Folder holding the script and its files.
     #[arg(long, value_name = "DIR")]
-    pub script_folder: PathBuf,
+    pub script_folder: Option<PathBuf>,
 
     /// Container name (default: fractalic-<script-name>).
     #[arg(long)]
@@ -238,11 +266,11 @@ pub struct DeployArgs {
     #[arg(long)]
     pub port: Option<String>,
 
-    /// Host address the port is published on.
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
-    pub bind: String,
+    /// Host address the port is published on [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
 
-    /// Environment variable for the container (repeatable).
+    /// Environment variable for the container (repeatable; wins over the file's per name).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
 
@@ -250,17 +278,21 @@ pub struct DeployArgs {
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
 
+    /// Glob of files to take into the payload (repeatable) [default: *].
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+
     /// Extra glob of files to leave out of the payload (repeatable).
     #[arg(long = "exclude", value_name = "GLOB")]
     pub exclude: Vec<String>,
 
-    /// When to pull the image.
-    #[arg(long, value_enum, default_value_t = PullPolicy::Always)]
-    pub pull: PullPolicy,
+    /// When to pull the image [default: always].
+    #[arg(long, value_enum)]
+    pub pull: Option<PullPolicy>,
 
-    /// Seconds to wait for the services to become healthy.
-    #[arg(long, default_value = "60", value_name = "SECS")]
-    pub timeout: String,
+    /// Seconds to wait for the services to become healthy [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<String>,
 
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
@@ -274,4 +306,105 @@ pub struct DeployArgs {
     /// object per line, the REST API's event type) or none.
     #[arg(long, value_enum, default_value_t = crate::progress::Style::Auto, value_name = "STYLE")]
     pub progress: crate::progress::Style,
+}
+
+/// A complete deploy request: the command line merged with the deployment file
+/// ([`crate::deploy_file::merge`]), or built in code (`DeployArgs { plugin, script_name,
+/// script_folder, ..Default::default() }`). Values are still unvalidated text:
+/// [`crate::config::deploy_config`] checks them.
+#[derive(Debug, Clone)]
+pub struct DeployArgs {
+    /// Plugin (deployment target), e.g. docker-registry.
+    pub plugin: String,
+    /// The script to serve: its main file is SCRIPT.md (or .py, .sh, .txt, then SCRIPT.*).
+    pub script_name: String,
+    /// Folder holding the script and its files.
+    pub script_folder: PathBuf,
+    /// Container name (default: fractalic-<script-name>).
+    pub name: Option<String>,
+    /// Image to deploy (default: [`crate::config::DEFAULT_IMAGE`]).
+    pub image: Option<String>,
+    /// Image platform (default: from the host).
+    pub platform: Option<String>,
+    /// Exact host port (default: 8001 or the next free one).
+    pub port: Option<String>,
+    /// Host address the port is published on.
+    pub bind: String,
+    /// `K=V` items for the container (values are secrets); later ones win.
+    pub env: Vec<String>,
+    /// File of K=V lines, read before `env`.
+    pub env_file: Option<PathBuf>,
+    /// Globs of files to take (`include_files`); empty means everything, like `["*"]`.
+    pub include: Vec<String>,
+    /// Globs to leave out, on top of [`crate::payload::DEFAULT_EXCLUDES`].
+    pub exclude: Vec<String>,
+    /// When to pull the image.
+    pub pull: PullPolicy,
+    /// Seconds to wait for the services to become healthy.
+    pub timeout: String,
+    /// Print one JSON object on stdout instead of text.
+    pub json: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+impl Default for DeployArgs {
+    /// The documented defaults; `plugin`, `script_name` and `script_folder` are empty and must
+    /// be set.
+    fn default() -> Self {
+        DeployArgs {
+            plugin: String::new(),
+            script_name: String::new(),
+            script_folder: PathBuf::new(),
+            name: None,
+            image: None,
+            platform: None,
+            port: None,
+            bind: DEFAULT_BIND.to_string(),
+            env: Vec::new(),
+            env_file: None,
+            include: vec!["*".to_string()],
+            exclude: Vec::new(),
+            pull: PullPolicy::default(),
+            timeout: DEFAULT_TIMEOUT.to_string(),
+            json: false,
+            quiet: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn deploy_help_shows_the_defaults_applied_after_merging() {
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("deploy")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let d = DeployArgs::default();
+        for shown in [
+            format!("[default: {}]", d.bind),
+            format!("[default: {}]", d.timeout),
+            format!("[default: {}]", d.pull.as_str()),
+            format!("[default: {}]", d.include.join(",")),
+        ] {
+            assert!(help.contains(&shown), "{shown} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn deploy_settings_are_optional_on_the_command_line() {
+        let cli = Cli::try_parse_from(["fp", "deploy", "--print-config"]).unwrap();
+        let Command::Deploy(f) = cli.command else {
+            panic!("not deploy")
+        };
+        assert!(f.plugin.is_none() && f.script_name.is_none() && f.script_folder.is_none());
+        assert!(f.bind.is_none() && f.timeout.is_none() && f.pull.is_none());
+        Cli::command().debug_assert();
+    }
 }

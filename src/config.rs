@@ -76,7 +76,8 @@ pub fn check_container_name(name: &str) -> Result<()> {
     }
 }
 
-fn check_script_name(name: &str) -> Result<()> {
+/// Checks a script name: a Docker-style name without `..`.
+pub fn check_script_name(name: &str) -> Result<()> {
     if valid_docker_name(name) && !name.contains("..") && name.len() <= 128 {
         Ok(())
     } else {
@@ -108,7 +109,8 @@ pub fn production_tag(image: &str) -> String {
     }
 }
 
-fn check_image(image: &str) -> Result<()> {
+/// Checks an image reference (after [`production_tag`]).
+pub fn check_image(image: &str) -> Result<()> {
     let ok = !image.is_empty()
         && !image.starts_with('-')
         && image.len() <= 512
@@ -133,7 +135,8 @@ pub fn host_platform() -> &'static str {
     }
 }
 
-fn check_platform(p: &str) -> Result<()> {
+/// Checks an image platform: OS/ARCH[/VARIANT].
+pub fn check_platform(p: &str) -> Result<()> {
     let parts: Vec<&str> = p.split('/').collect();
     let ok = (2..=3).contains(&parts.len())
         && parts.iter().all(|s| {
@@ -172,7 +175,8 @@ fn parse_timeout(s: &str) -> Result<Duration> {
     }
 }
 
-fn valid_env_key(k: &str) -> bool {
+/// An environment variable name: letters, digits and `_`, not starting with a digit.
+pub fn valid_env_key(k: &str) -> bool {
     let mut c = k.chars();
     matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
@@ -441,12 +445,26 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
         env.push(parse_env_item(item, "--env")?);
     }
 
-    let excludes = Excludes::new(&args.exclude).map_err(|e| {
+    let excludes = Excludes::with_includes(&args.include, &args.exclude).map_err(|e| {
+        let list = match &e {
+            crate::payload::PayloadError::BadPattern { list, .. } => *list,
+            _ => "exclude",
+        };
         Error::input(
-            "bad --exclude pattern".to_string(),
+            format!("bad --{list} pattern"),
             format!("{e}; use a glob such as '*.log' or 'data/*.csv'"),
         )
     })?;
+    if !excludes.takes(&main_script) {
+        return Err(Error::input(
+            format!("the main script {main_script:?} is left out of the payload"),
+            format!(
+                "include_files {:?} / exclude_patterns {:?} must take it: change them (or --include/--exclude)",
+                excludes.include_patterns(),
+                args.exclude
+            ),
+        ));
+    }
 
     let project_root = project_root(&script_folder);
     let config_files = find_config_files(&project_root, &script_folder)?;

@@ -89,8 +89,8 @@ pub fn prepare(
     args: &DeployArgs,
     progress: Progress,
 ) -> Result<Prepared> {
-    progress.step(1, "Validating the deploy");
     let cfg = config::deploy_config(args)?;
+    progress.step(1, format!("Validated the deploy of {}", cfg.name));
     let source = plugin::find(&cfg.plugin, &plugin::search_dirs(plugins_dir))?;
     let plugin_source = source.label();
     progress.info(format!("plugin {} from {}", source.name, plugin_source));

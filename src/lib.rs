@@ -4,6 +4,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod deploy_file;
 pub mod docker;
 pub mod doctor;
 pub mod error;

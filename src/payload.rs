@@ -13,7 +13,8 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 /// Paths never copied into a deployment. `.git`, `__pycache__` and `*.pyc` are what the
 /// original publisher skipped; `.DS_Store`, `node_modules` and `.venv` are local junk that
 /// does not belong in a container; `*.ctx`, `*.trc` and `call_tree.json` are artefacts of
-/// local Fractalic runs (the deployed run writes its own).
+/// local Fractalic runs (the deployed run writes its own); `fractalic-publish.toml` is this
+/// tool's deployment file, which may hold secrets and is not part of the script.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".git",
     "__pycache__",
@@ -24,6 +25,7 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     "*.ctx",
     "*.trc",
     "call_tree.json",
+    "fractalic-publish.toml",
 ];
 
 /// File names holding secrets (API keys): stored with mode 0600 wherever they appear.
@@ -32,31 +34,38 @@ pub const SECRET_NAMES: &[&str] = &["settings.toml", "mcp_servers.json", ".env"]
 /// Tar path of the script folders' parent inside the container root (`/payload`).
 const PAYLOAD_DIR: &str = "payload";
 
-/// Compiled exclude patterns: [`DEFAULT_EXCLUDES`] plus the user's `--exclude` patterns.
+/// Compiled payload filters: `include_files` globs (default `["*"]`, everything) and
+/// [`DEFAULT_EXCLUDES`] plus the user's `--exclude` patterns. A file is taken when an include
+/// pattern matches it and no exclude pattern does; excludes also prune whole directories.
 #[derive(Debug, Clone)]
 pub struct Excludes {
     patterns: Vec<String>,
+    exclude: Globs,
+    /// `None`: everything is included (no include patterns, or just `*`).
+    include: Option<Globs>,
+    include_patterns: Vec<String>,
+}
+
+/// One list of patterns, split by how they match.
+#[derive(Debug, Clone)]
+struct Globs {
     /// Patterns without '/': matched against each path component.
     component: GlobSet,
     /// Patterns with '/': matched against the relative path and each of its directory prefixes.
     path: GlobSet,
 }
 
-impl Excludes {
-    /// [`DEFAULT_EXCLUDES`] plus `extra` (user `--exclude` patterns). A leading '/' anchors a
-    /// pattern at the script folder and a trailing '/' is ignored, as in .gitignore (except that
-    /// a trailing '/' does not restrict the match to directories). The error names the bad
-    /// pattern.
-    pub fn new(extra: &[String]) -> Result<Excludes, PayloadError> {
-        let mut patterns: Vec<String> = DEFAULT_EXCLUDES.iter().map(|p| p.to_string()).collect();
-        patterns.extend(extra.iter().cloned());
+impl Globs {
+    /// `list` ("exclude" or "include") names the list in errors.
+    fn compile(patterns: &[String], list: &'static str) -> Result<Globs, PayloadError> {
         let mut component = GlobSetBuilder::new();
         let mut path = GlobSetBuilder::new();
-        for pattern in &patterns {
+        for pattern in patterns {
             let anchored = pattern.starts_with('/');
             let trimmed = pattern.trim_start_matches('/').trim_end_matches('/');
             if trimmed.is_empty() {
                 return Err(PayloadError::BadPattern {
+                    list,
                     pattern: pattern.clone(),
                     message: "pattern matches nothing; give a file or directory name or glob"
                         .to_string(),
@@ -67,6 +76,7 @@ impl Excludes {
                 .backslash_escape(true)
                 .build()
                 .map_err(|e| PayloadError::BadPattern {
+                    list,
                     pattern: pattern.clone(),
                     message: e.kind().to_string(),
                 })?;
@@ -78,27 +88,19 @@ impl Excludes {
         }
         let build = |builder: GlobSetBuilder| {
             builder.build().map_err(|e| PayloadError::BadPattern {
+                list,
                 pattern: e.glob().unwrap_or("").to_string(),
                 message: e.kind().to_string(),
             })
         };
-        Ok(Excludes {
+        Ok(Globs {
             component: build(component)?,
             path: build(path)?,
-            patterns,
         })
     }
 
-    /// The source patterns, defaults first, as given.
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
-    }
-
-    /// `rel` is a path relative to the script folder, '/'-separated. A pattern without '/'
-    /// matches any single path component (like .gitignore: "*.pyc" excludes a/b/c.pyc, ".git"
-    /// excludes .git and everything under it); a pattern with '/' matches the whole relative
-    /// path (e.g. "data/*.csv") or a directory prefix of it.
-    pub fn is_excluded(&self, rel: &str) -> bool {
+    /// See [`Excludes::is_excluded`] for the matching rule.
+    fn matches(&self, rel: &str) -> bool {
         let rel = rel.trim_matches('/');
         if rel.is_empty() {
             return false;
@@ -112,6 +114,64 @@ impl Excludes {
             end += 1;
         }
         false
+    }
+}
+
+impl Excludes {
+    /// [`DEFAULT_EXCLUDES`] plus `extra` (user `--exclude` patterns). A leading '/' anchors a
+    /// pattern at the script folder and a trailing '/' is ignored, as in .gitignore (except that
+    /// a trailing '/' does not restrict the match to directories). The error names the bad
+    /// pattern.
+    pub fn new(extra: &[String]) -> Result<Excludes, PayloadError> {
+        Self::with_includes(&[], extra)
+    }
+
+    /// Like [`Excludes::new`], keeping only what the `include` patterns (`include_files`, same
+    /// syntax) match; an empty list, like `["*"]`, includes everything.
+    pub fn with_includes(include: &[String], extra: &[String]) -> Result<Excludes, PayloadError> {
+        let mut patterns: Vec<String> = DEFAULT_EXCLUDES.iter().map(|p| p.to_string()).collect();
+        patterns.extend(extra.iter().cloned());
+        let everything = include.is_empty() || include.iter().all(|p| p == "*");
+        let include_globs = Globs::compile(include, "include")?;
+        Ok(Excludes {
+            exclude: Globs::compile(&patterns, "exclude")?,
+            include: (!everything).then_some(include_globs),
+            include_patterns: if include.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                include.to_vec()
+            },
+            patterns,
+        })
+    }
+
+    /// The source patterns, defaults first, as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// The include patterns (`["*"]` when everything is included).
+    pub fn include_patterns(&self) -> &[String] {
+        &self.include_patterns
+    }
+
+    /// `rel` is a path relative to the script folder, '/'-separated. A pattern without '/'
+    /// matches any single path component (like .gitignore: "*.pyc" excludes a/b/c.pyc, ".git"
+    /// excludes .git and everything under it); a pattern with '/' matches the whole relative
+    /// path (e.g. "data/*.csv") or a directory prefix of it.
+    pub fn is_excluded(&self, rel: &str) -> bool {
+        self.exclude.matches(rel)
+    }
+
+    /// Whether an include pattern matches `rel` (same rule as [`Excludes::is_excluded`], so
+    /// including a directory includes everything under it).
+    pub fn is_included(&self, rel: &str) -> bool {
+        self.include.as_ref().is_none_or(|g| g.matches(rel))
+    }
+
+    /// Whether the file `rel` goes into the payload: included and not excluded.
+    pub fn takes(&self, rel: &str) -> bool {
+        self.is_included(rel) && !self.is_excluded(rel)
     }
 }
 
@@ -166,8 +226,12 @@ pub struct Payload<W = Vec<u8>> {
 /// Why the payload could not be built.
 #[derive(Debug)]
 pub enum PayloadError {
-    /// An exclude pattern does not compile.
-    BadPattern { pattern: String, message: String },
+    /// An include or exclude pattern (`list`) does not compile.
+    BadPattern {
+        list: &'static str,
+        pattern: String,
+        message: String,
+    },
     /// Reading a source file or directory (or writing the archive) failed.
     Io { path: PathBuf, source: io::Error },
     /// The script folder is not a directory.
@@ -181,9 +245,13 @@ pub enum PayloadError {
 impl fmt::Display for PayloadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PayloadError::BadPattern { pattern, message } => write!(
+            PayloadError::BadPattern {
+                list,
+                pattern,
+                message,
+            } => write!(
                 f,
-                "invalid exclude pattern {pattern:?}: {message}; use a glob such as \"*.log\" or \"data/*.csv\""
+                "invalid {list} pattern {pattern:?}: {message}; use a glob such as \"*.log\" or \"data/*.csv\""
             ),
             PayloadError::Io { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
@@ -297,6 +365,8 @@ struct Stager<'s, 'a, W: io::Write> {
     bytes: u64,
     symlinks: usize,
     skipped_special: Vec<String>,
+    /// Directories walked into but not yet written (tar path, metadata, source).
+    pending: Vec<(PathBuf, Metadata, PathBuf)>,
 }
 
 impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
@@ -310,6 +380,7 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             bytes: 0,
             symlinks: 0,
             skipped_special: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -343,9 +414,17 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             let tar_path = tar_dir.join(&name);
             let kind = meta.file_type();
             if kind.is_dir() {
-                self.dir(&tar_path, &meta, &path)?;
-                self.dirs += 1;
+                // Entered lazily: a directory none of whose contents include_files takes stays
+                // out (with everything included, each one is written at once, as before).
+                let depth = self.pending.len();
+                self.pending.push((tar_path.clone(), meta, path.clone()));
+                if self.spec.excludes.is_included(&child_rel) {
+                    self.flush_dirs()?;
+                }
                 self.walk(&path, &tar_path, &child_rel)?;
+                self.pending.truncate(depth);
+            } else if !self.take(&child_rel)? {
+                // Not matched by include_files.
             } else if kind.is_file() {
                 let secret = SECRET_NAMES.contains(&name_str.as_ref());
                 self.file(&tar_path, &path, secret)?;
@@ -359,6 +438,24 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             } else {
                 self.skipped_special.push(child_rel);
             }
+        }
+        Ok(())
+    }
+
+    /// Whether include_files takes `rel`; if so, first writes the directories above it.
+    fn take(&mut self, rel: &str) -> Result<bool, PayloadError> {
+        if !self.spec.excludes.is_included(rel) {
+            return Ok(false);
+        }
+        self.flush_dirs()?;
+        Ok(true)
+    }
+
+    /// Writes the directory entries still pending, outermost first.
+    fn flush_dirs(&mut self) -> Result<(), PayloadError> {
+        for (tar_path, meta, src) in std::mem::take(&mut self.pending) {
+            self.dir(&tar_path, &meta, &src)?;
+            self.dirs += 1;
         }
         Ok(())
     }
@@ -760,6 +857,86 @@ mod tests {
             ]
         );
         assert_eq!((payload.files, payload.dirs), (3, 2));
+    }
+
+    #[test]
+    fn include_files_select_before_excludes_and_skip_empty_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "main.md", "m");
+        write(root, "notes.txt", "n");
+        write(root, "lib/helper.md", "h");
+        write(root, "lib/data.csv", "1");
+        write(root, "lib/draft.md", "d");
+        write(root, "data/a.csv", "1");
+        write(root, "assets/logo.png", "p");
+        write(root, "assets/sub/icon.png", "p");
+        fs::create_dir_all(root.join("empty")).unwrap();
+        symlink("main.md", root.join("alias.md")).unwrap();
+
+        let ex = Excludes::with_includes(
+            &["*.md".to_string(), "assets".to_string()],
+            &["draft.md".to_string()],
+        )
+        .unwrap();
+        assert!(ex.takes("main.md") && ex.takes("lib/helper.md"));
+        assert!(!ex.takes("notes.txt") && !ex.takes("lib/draft.md"));
+        let payload = build(&spec(root, &ex)).unwrap();
+        let es = entries(&payload.tar);
+        assert_eq!(
+            paths(&es),
+            vec![
+                "payload/demo/",
+                "payload/demo/alias.md",
+                "payload/demo/assets/",
+                "payload/demo/assets/logo.png",
+                "payload/demo/assets/sub/",
+                "payload/demo/assets/sub/icon.png",
+                "payload/demo/lib/",
+                "payload/demo/lib/helper.md",
+                "payload/demo/main.md",
+            ]
+        );
+        assert_eq!((payload.files, payload.dirs, payload.symlinks), (4, 3, 1));
+        assert_eq!(ex.include_patterns(), ["*.md", "assets"]);
+
+        // The default includes everything, empty directories too.
+        let all = Excludes::with_includes(&["*".to_string()], &[]).unwrap();
+        let es = entries(&build(&spec(root, &all)).unwrap().tar);
+        assert!(
+            paths(&es).contains(&"payload/demo/empty/"),
+            "{:?}",
+            paths(&es)
+        );
+        assert!(paths(&es).contains(&"payload/demo/notes.txt"));
+        assert_eq!(defaults().include_patterns(), ["*"]);
+
+        // Slash patterns match paths: "data/*.csv" takes data/a.csv only.
+        let ex = Excludes::with_includes(&["main.md".into(), "data/*.csv".into()], &[]).unwrap();
+        let es = entries(&build(&spec(root, &ex)).unwrap().tar);
+        assert_eq!(
+            paths(&es),
+            vec![
+                "payload/demo/",
+                "payload/demo/data/",
+                "payload/demo/data/a.csv",
+                "payload/demo/main.md"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_include_pattern_is_named_as_include() {
+        let err = Excludes::with_includes(&["[x".to_string()], &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid include pattern \"[x\""),
+            "{err}"
+        );
+        let err = Excludes::with_includes(&[], &["[y".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().contains("invalid exclude pattern \"[y\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl Progress {
         }
     }
 
-    /// Progress on stderr: a bar on a TTY (unless NO_COLOR is set), plain lines otherwise,
+    /// Progress on stderr: a bar on a TTY, plain lines otherwise (also when [`no_color`]),
     /// nothing when `quiet`.
     pub fn stderr(quiet: bool) -> Self {
         Self::styled(if quiet { Style::None } else { Style::Auto })
@@ -205,12 +205,7 @@ impl Progress {
             Style::None => Self::with(Sink::Silent),
             Style::Json => Self::with(Sink::Ndjson),
             Style::Plain => Self::with(Sink::Lines),
-            Style::Auto
-                if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() =>
-            {
-                Self::with(Sink::Bar)
-            }
-            Style::Auto => Self::with(Sink::Lines),
+            Style::Auto => Self::with(choose(false, std::io::stderr().is_terminal(), no_color())),
         }
     }
 
@@ -311,6 +306,22 @@ impl Progress {
     /// The current stage.
     pub fn stage(&self) -> Stage {
         self.lock().stage
+    }
+}
+
+/// Whether `NO_COLOR` asks for no colour or terminal decoration: set and not empty
+/// (<https://no-color.org>, the same rule clap applies to its help and errors).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The stderr rendering: the bar (which redraws its line with escape codes) only on a terminal
+/// and without `NO_COLOR`.
+fn choose(quiet: bool, terminal: bool, no_color: bool) -> Sink {
+    match (quiet, terminal && !no_color) {
+        (true, _) => Sink::Silent,
+        (false, true) => Sink::Bar,
+        (false, false) => Sink::Lines,
     }
 }
 
@@ -462,6 +473,28 @@ mod tests {
         assert_eq!(v["type"], "error");
         assert_eq!(v["result"]["success"], false);
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn no_color_turns_the_bar_into_plain_lines() {
+        let kind = |s: Sink| match s {
+            Sink::Silent => "silent",
+            Sink::Lines => "lines",
+            Sink::Bar => "bar",
+            Sink::Ndjson => "ndjson",
+            Sink::Callback(_) => "callback",
+        };
+        assert_eq!(kind(choose(false, true, false)), "bar");
+        assert_eq!(kind(choose(false, true, true)), "lines");
+        assert_eq!(kind(choose(false, false, false)), "lines");
+        assert_eq!(kind(choose(true, true, false)), "silent");
+        // Plain lines carry no escape codes.
+        let (p, seen) = recorder();
+        p.step(5, "m");
+        p.warn("w");
+        for e in seen.lock().unwrap().iter() {
+            assert!(!plain_line(e).contains('\x1b'));
+        }
     }
 
     #[test]

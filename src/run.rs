@@ -3,6 +3,7 @@
 use crate::cli::{Cli, Command, DoctorArgs};
 use crate::config;
 use crate::deploy;
+use crate::deploy_file;
 use crate::error::{exit, Error, Result};
 use crate::manage::{self, Manager};
 use crate::plugin::{self, host::Host, Plugin, PluginInfo};
@@ -147,6 +148,7 @@ fn wants_json(c: &Command) -> bool {
         Command::Rm(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
         Command::Serve(_) => false,
+        Command::Completions { .. } => false,
     }
 }
 
@@ -167,15 +169,23 @@ fn load_info(cli: &Cli, name: &str) -> Result<PluginInfo> {
 
 fn dispatch(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Deploy(args) => {
+        Command::Deploy(flags) => {
+            let merged = deploy_file::merge(flags)?;
+            let args = &merged.args;
+            if flags.print_config {
+                return print_config(cli, &merged);
+            }
             let progress = if args.quiet {
                 Progress::silent()
-            } else if args.progress != crate::progress::Style::Auto || !args.json {
-                Progress::styled(args.progress)
+            } else if flags.progress != crate::progress::Style::Auto || !args.json {
+                Progress::styled(flags.progress)
             } else {
                 // --json alone keeps stderr quiet, as before.
                 Progress::silent()
             };
+            if let Some(f) = &merged.file {
+                progress.info(format!("deployment file {}", f.display()));
+            }
             let report = deploy::deploy(
                 cli.docker.as_deref(),
                 cli.plugins_dir.as_deref(),
@@ -250,8 +260,34 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                *shell,
+                &mut cmd,
+                "fractalic-publisher",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         _ => unreachable!("handled in run()"),
     }
+}
+
+/// `deploy --print-config`: the same checks as a deploy (files read, nothing touched, no
+/// Docker), then the merged settings with secret values redacted.
+fn print_config(cli: &Cli, merged: &deploy_file::Merged) -> Result<()> {
+    let cfg = config::deploy_config(&merged.args)?;
+    plugin::find(
+        &cfg.plugin,
+        &plugin::search_dirs(cli.plugins_dir.as_deref()),
+    )?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    let printed = deploy_file::printed(merged, &cfg);
+    print!("{}", deploy_file::render(&printed, merged.args.json)?);
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {

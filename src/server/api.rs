@@ -509,15 +509,12 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
         image,
         platform: string("platform")?,
         port: int("port", 1, 65535)?.map(|p| p.to_string()),
-        bind: "127.0.0.1".into(),
         env,
-        env_file: None,
         exclude,
         pull,
         timeout: int("timeout", 1, 3600)?.unwrap_or(60).to_string(),
-        json: false,
         quiet: true,
-        progress: progress::Style::None,
+        ..DeployArgs::default()
     })
 }
 

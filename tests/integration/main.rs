@@ -3,6 +3,7 @@
 
 mod support;
 
+mod config_file;
 mod deploy;
 mod doctor;
 mod interrupt;
@@ -12,5 +13,6 @@ mod managed;
 mod plugins;
 mod ps;
 mod serve;
+mod shell;
 mod stand_in;
 mod status;
