@@ -44,6 +44,7 @@ cleanup() {
 		docker rm -f $names >/dev/null 2>&1 || log "warning: some containers could not be removed"
 	fi
 	[[ -n ${WATCH_PID:-} ]] && kill "$WATCH_PID" 2>/dev/null
+	[[ -n ${SERVE_PID:-} ]] && kill "$SERVE_PID" 2>/dev/null
 	rm -rf "$WORK"
 	exit "$rc"
 }
@@ -113,9 +114,23 @@ deploy() {
 
 rm_container() { docker rm -f "$1" >/dev/null 2>&1 || true; }
 
+# start_serve: the REST server on a free loopback port (once), its URL in SERVE_URL.
+start_serve() {
+	[[ -n ${SERVE_PID:-} ]] && return 0
+	"$BIN" serve --listen 127.0.0.1:0 --root "$(dirname "$DEMO")" >"$WORK/serve.out" 2>"$WORK/serve.err" &
+	SERVE_PID=$!
+	local deadline=$((SECONDS + 10))
+	until grep -q '^listening on ' "$WORK/serve.out" 2>/dev/null; do
+		((SECONDS < deadline)) || die "serve did not start: $(cat "$WORK/serve.err")"
+		sleep 0.05
+	done
+	SERVE_URL=$(sed -n 's/^listening on //p' "$WORK/serve.out")
+}
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
+
 # ---------------------------------------------------------------------------------------------
 # 1. Deploy vs floor (interleaved, same payload, same image, no pull on either side).
-log "1/5 deploy vs floor ($RUNS runs each, interleaved)"
+log "1/6 deploy vs floor ($RUNS runs each, interleaved)"
 OWNER="1000 1000"
 $PY tar "$DEMO" hello "$WORK/floor.tar" $OWNER
 floor_once() {
@@ -161,7 +176,7 @@ for i in $(seq "$RUNS"); do
 done
 DEPLOY_FILES=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["details"]; print(d["files"], d["bytes"])' "$WORK/deploy.out" 2>/dev/null || echo "? ?")
 
-log "1/5 deploy with --pull always (3 runs, counting wrapper)"
+log "1/6 deploy with --pull always (3 runs, counting wrapper)"
 : >"$WORK/pullalways.ns"
 for i in 1 2 3; do
 	deploy "$WORK/pull-$i.log" "$RUN-pull-$i" "$DEMO" always
@@ -172,7 +187,7 @@ grep -h ' pull ' "$WORK"/pull-*.log | awk '{print $2-$1}' >"$WORK/pull.ns"
 
 # ---------------------------------------------------------------------------------------------
 # 2. Docker calls per deploy, by script folder size.
-log "2/5 docker calls per deploy: 2, 1000, 10000 files, one 50 MB file"
+log "2/6 docker calls per deploy: 2, 1000, 10000 files, one 50 MB file"
 CALLS_ROWS=""
 for kind in 2 1000 10000 50mb; do
 	dir="$WORK/folder-$kind"
@@ -231,7 +246,7 @@ UNTAR_10K=$(med_ms "$WORK/calls-10000.untar")
 
 # ---------------------------------------------------------------------------------------------
 # 5 (run before ps, which leaves containers around). Readiness overhead.
-log "3/5 readiness overhead: STAND_IN_START_DELAY_MS=2000 ($RUNS runs)"
+log "3/6 readiness overhead: STAND_IN_START_DELAY_MS=2000 ($RUNS runs)"
 : >"$WORK/ready.return"
 : >"$WORK/ready.notice"
 for i in $(seq "$RUNS"); do
@@ -254,7 +269,7 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 3. ps scaling.
-log "4/5 ps scaling"
+log "4/6 ps scaling"
 PS_ROWS=""
 PS_NOTE=""
 PS_OK=no
@@ -302,6 +317,11 @@ print(sum(1 for x in d if sys.argv[2] in json.dumps(x)))' "$WORK/ps.out" "$RUN-"
 	done
 	docker start "${plain[@]}" >/dev/null
 	ps_measure 50 "10 real deploys + 40 plain labelled containers (started)"
+	start_serve
+	: >"$WORK/api.ps.ns"
+	$PY get-ns "$SERVE_URL/api/deployments" >/dev/null # warm
+	for i in $(seq 10); do $PY get-ns "$SERVE_URL/api/deployments" | awk '{print $1}' >>"$WORK/api.ps.ns"; done
+	API_PS_MS=$(med_ms "$WORK/api.ps.ns")
 	PS_NOTE="Other containers on this Docker host at the time: $(($(docker ps -aq | wc -l) - 50)) (not ours; \`ps\` may list those that carry our labels)."
 	names=$(grep "^$RUN-ps-" "$CREATED" | sort -u)
 	# shellcheck disable=SC2086
@@ -311,8 +331,41 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# 6. REST API: the same deploy through serve's stream endpoint vs the CLI, interleaved.
+log "6/6 REST API: stream deploy vs CLI deploy, first event, idle RSS, 200 concurrent /health"
+start_serve
+IDLE_RSS_KB=$(rss_kb "$SERVE_PID")
+: >"$WORK/rest.ns"
+: >"$WORK/rest.first"
+: >"$WORK/cli.ns"
+REPO=${IMAGE%:*}
+TAG=${IMAGE##*:}
+for i in $(seq "$RUNS"); do
+	deploy - "$RUN-cli-$i" "$DEMO" missing
+	echo "$DEPLOY_NS" >>"$WORK/cli.ns"
+	rm_container "$RUN-cli-$i"
+	track "$RUN-rest-$i"
+	body=$(printf '{"image_name":"%s","image_tag":"%s","script_name":"hello","script_folder":"%s","container_name":"%s","pull":"missing"}' \
+		"$REPO" "$TAG" "$DEMO" "$RUN-rest-$i")
+	read -r total first stage < <($PY rest-deploy "$SERVE_URL" "$body")
+	[[ $stage == completed ]] || die "REST deploy $RUN-rest-$i ended in $stage"
+	echo "$total" >>"$WORK/rest.ns"
+	echo "$first" >>"$WORK/rest.first"
+	rm_container "$RUN-rest-$i"
+done
+AFTER_RSS_KB=$(rss_kb "$SERVE_PID")
+BURST_OK=$($PY health-burst "$SERVE_URL/health" 200)
+REST_MS=$(med_ms "$WORK/rest.ns")
+CLI_MS=$(med_ms "$WORK/cli.ns")
+REST_DELTA=$((REST_MS - CLI_MS))
+FIRST_MS=$(med_ms "$WORK/rest.first")
+kill "$SERVE_PID" 2>/dev/null || true
+wait "$SERVE_PID" 2>/dev/null || true
+SERVE_PID=
+
+# ---------------------------------------------------------------------------------------------
 # 4. Start-up: list and info, wall time (20 runs) and peak RSS (5 runs under /usr/bin/time).
-log "5/5 start-up: list, info docker-registry"
+log "5/6 start-up: list, info docker-registry"
 startup() {
 	local tag=$1 i t0 t1
 	shift
@@ -366,6 +419,11 @@ Machine: $(nproc) CPUs ($CPU), Linux $(uname -r), Docker server $DOCKER_V; commi
 | 10,000-file deploy | ${MED_10K} ms (floor \`docker cp\` alone: ${FLOORCP_10K} ms, host \`tar -x\`: ${UNTAR_10K} ms) | < 3000 ms | $(verdict "$MED_10K" "<" 3000) |
 | ps --json, 50 deployments | $([[ $PS_OK == yes ]] && echo "${PS_LAST_MS} ms, ${PS_LAST_CALLS} docker call(s)" || echo "n/a (ps not available)") | 1 call, < 150 ms | $([[ $PS_OK == yes ]] && { [[ $PS_LAST_CALLS == 1 ]] && verdict "$PS_LAST_MS" "<" 150 || echo "**missed**"; } || echo "n/a") |
 | list | ${LIST_MS} ms, $(rss list) peak | < 30 ms, < 20 MB | $(verdict "$LIST_MS" "<" 30) / $([[ -n $LIST_RSS_KB ]] && verdict "$LIST_RSS_KB" "<" 20480 || echo n/a) |
+| REST stream deploy vs CLI deploy | ${REST_MS} ms vs ${CLI_MS} ms (**${REST_DELTA} ms**) | <= +50 ms | $(verdict "$REST_DELTA" "<=" 50) |
+| first SSE event after the request | **${FIRST_MS} ms** | <= 50 ms | $(verdict "$FIRST_MS" "<=" 50) |
+| GET /api/deployments, 50 deployments | $([[ $PS_OK == yes ]] && echo "${API_PS_MS} ms" || echo n/a) | < 200 ms | $([[ $PS_OK == yes ]] && verdict "$API_PS_MS" "<" 200 || echo n/a) |
+| idle server RSS | $(awk -v k="$IDLE_RSS_KB" 'BEGIN{printf "%.1f MB", k/1024}') at start, $(awk -v k="$AFTER_RSS_KB" 'BEGIN{printf "%.1f MB", k/1024}') after $RUNS deploys | < 15 MB | $(verdict "$AFTER_RSS_KB" "<" 15360) |
+| 200 concurrent GET /health | ${BURST_OK} of 200 answered 200 | all | $([[ $BURST_OK == 200 ]] && echo met || echo "**missed**") |
 
 ### 1. Deploy vs floor (demo folder: ${DEPLOY_FILES% *} files, ${DEPLOY_FILES#* } bytes; $RUNS runs each, interleaved)
 
@@ -418,6 +476,14 @@ $PS_NOTE
 |---|---|
 | deploy returns (process exit) | $(ms "$WORK/ready.return") |
 | product noticed (its \`docker exec ... /status\` starts) | $(ms "$WORK/ready.notice") |
+
+### 6. REST API (\`serve\`; $RUNS runs each, interleaved with CLI deploys of the same folder)
+
+| measure | time |
+|---|---|
+| CLI \`deploy --pull missing\` (process start to exit) | $(ms "$WORK/cli.ns") |
+| REST \`POST /api/deploy/docker-registry/stream\` (request to final event) | $(ms "$WORK/rest.ns") |
+| of which: request to first SSE event | $(ms "$WORK/rest.first") |
 EOF
 } | tee "$OUT_DIR/latest.md"
 log "done in $((SECONDS - BENCH_START)) s; saved to $OUT_DIR/latest.md"

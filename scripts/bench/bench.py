@@ -8,8 +8,13 @@
   bench.py freeport START                 first port >= START that 127.0.0.1 can bind
   bench.py watch URL OUT DEADLINE_S       poll URL every ~5 ms; write the ns time of the first 200
   bench.py breakdown LOG...               per-call durations from docker-wrap logs (markdown)
+  bench.py rest-deploy URL BODY           POST BODY (JSON) to URL's stream endpoint; prints
+                                          "total_ns first_event_ns final_stage"
+  bench.py get-ns URL                     one GET; prints "ns status"
+  bench.py health-burst URL N             N concurrent GETs of URL; prints how many got 200
 """
 import http.client
+import json
 import io
 import os
 import socket
@@ -22,6 +27,70 @@ import time
 def numbers(path):
     with open(path) as f:
         return [float(line.split()[0]) for line in f if line.strip()]
+
+
+def rest_deploy(url, body):
+    host, port = url.split("://", 1)[1].split(":")
+    t0 = time.monotonic_ns()
+    c = http.client.HTTPConnection(host, int(port), timeout=300)
+    c.request("POST", "/api/deploy/docker-registry/stream", body=body,
+              headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    r = c.getresponse()
+    first = None
+    stage = "none"
+    if r.status != 200:
+        print(f"0 0 http-{r.status}")
+        return
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if line.startswith(b"data: "):
+            if first is None:
+                first = time.monotonic_ns() - t0
+            e = json.loads(line[6:])
+            stage = e.get("stage", "?")
+            if stage in ("completed", "error"):
+                break
+    total = time.monotonic_ns() - t0
+    c.close()
+    print(f"{total} {first or 0} {stage}")
+
+
+def get_ns(url):
+    host, rest = url.split("://", 1)[1].split(":", 1)
+    port, _, path = rest.partition("/")
+    t0 = time.monotonic_ns()
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    c.request("GET", "/" + path)
+    r = c.getresponse()
+    r.read()
+    print(f"{time.monotonic_ns() - t0} {r.status}")
+
+
+def health_burst(url, n):
+    import threading
+    host, rest = url.split("://", 1)[1].split(":", 1)
+    port, _, path = rest.partition("/")
+    ok = []
+    barrier = threading.Barrier(n)
+
+    def one():
+        barrier.wait()
+        try:
+            c = http.client.HTTPConnection(host, int(port), timeout=30)
+            c.request("GET", "/" + path)
+            if c.getresponse().status == 200:
+                ok.append(1)
+        except OSError:
+            pass
+
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print(len(ok))
 
 
 def stats(path):
@@ -228,6 +297,9 @@ def main():
         "freeport": freeport,
         "watch": watch,
         "breakdown": lambda *logs: breakdown(logs),
+        "rest-deploy": rest_deploy,
+        "get-ns": get_ns,
+        "health-burst": lambda url, n: health_burst(url, int(n)),
     }[cmd](*args)
 
 
