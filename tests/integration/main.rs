@@ -9,6 +9,7 @@ mod interrupt;
 mod lifecycle;
 mod logs;
 mod managed;
+mod parallel;
 mod plugins;
 mod ps;
 mod stand_in;
