@@ -12,14 +12,22 @@ use std::sync::Arc;
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    crate::cleanup::install_handler();
+    use crate::cleanup::{self, Output};
     let json = wants_json(&cli.command);
+    cleanup::set_output(match &cli.command {
+        _ if !json => Output::Text,
+        Command::Deploy(_) => Output::DeployJson,
+        _ => Output::Json,
+    });
+    cleanup::install_handler();
     let result = match &cli.command {
         Command::Doctor(a) => doctor(&cli, a),
         c if is_management(c) => manage(&cli).map(|()| exit::OK),
         _ => dispatch(&cli).map(|()| exit::OK),
     };
-    crate::cleanup::wait_if_interrupted();
+    // After an interrupt the work fails as a side effect of the cleanup (its docker calls
+    // were stopped); the handler, not that failure, has the last word.
+    cleanup::claim_or_park();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -52,6 +60,7 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
     let image = config::production_tag(a.image.as_deref().unwrap_or(config::DEFAULT_IMAGE));
     let report = crate::doctor::run(cli.docker.as_deref(), &image, timeout);
+    crate::cleanup::claim_or_park();
     if a.json.json {
         println!("{}", to_json(&report)?);
     } else {
@@ -64,9 +73,12 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
 fn manage(cli: &Cli) -> Result<()> {
     let quiet = wants_json(&cli.command);
     let m = Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)?;
+    // Each command's result is printed only if no interrupt has taken the last word.
+    let claim = crate::cleanup::claim_or_park;
     match &cli.command {
         Command::Ps(a) => {
             let entries = m.ps(a.all)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&entries)?);
             } else if entries.is_empty() {
@@ -80,6 +92,7 @@ fn manage(cli: &Cli) -> Result<()> {
         }
         Command::Status(a) => {
             let v = m.status(&a.name)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -93,10 +106,12 @@ fn manage(cli: &Cli) -> Result<()> {
                 a.follow,
                 a.service.map(crate::cli::Service::as_str),
             )?;
+            claim();
             print!("{text}");
         }
         Command::Stop(a) => {
             let v = m.stop(&a.name)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -106,6 +121,7 @@ fn manage(cli: &Cli) -> Result<()> {
         Command::Start(a) => {
             let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
             let v = m.start(&a.name, timeout)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -114,6 +130,7 @@ fn manage(cli: &Cli) -> Result<()> {
         }
         Command::Rm(a) => {
             let v = m.rm(&a.name, a.force)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -174,6 +191,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 args,
                 progress,
             )?;
+            crate::cleanup::claim_or_park();
             if args.json {
                 println!("{}", deploy::render_json(&report));
             } else {
