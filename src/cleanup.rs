@@ -1,109 +1,212 @@
-//! Interrupt safety: containers a run is creating are registered here, and a Ctrl-C (or
-//! SIGTERM) removes them before the process exits, so nothing half-made is left behind.
+//! Ctrl-C and SIGTERM: the first one stops new docker calls, waits for the in-flight ones that
+//! create or undo something (kills the rest), undoes every live journal of the process, says
+//! what that really did (one JSON object with `--json`) and exits 130. A second one stops
+//! waiting: it kills what is still running, says what is left and how to remove it, and exits
+//! 130 at once.
 
-use crate::docker::Docker;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-static PENDING: Mutex<Vec<(Arc<Docker>, String)>> = Mutex::new(Vec::new());
+use crate::docker;
+use crate::error::exit;
+use crate::journal::{Journal, UndoReport};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Exit code after an interrupt (128 + SIGINT), as shells expect.
-pub const INTERRUPTED_EXIT: i32 = 130;
+pub const INTERRUPTED_EXIT: i32 = exit::INTERRUPTED;
 
-/// Registers `name` to be removed if the process is interrupted.
-pub fn register(docker: Arc<Docker>, name: &str) {
-    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    if !p.iter().any(|(_, n)| n == name) {
-        p.push((docker, name.to_string()));
-    }
+/// How long the first interrupt waits for an in-flight create or undo step.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// How the final words of an interrupt are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A line on stderr.
+    Text,
+    /// `deploy --json`: the deploy error object on stdout.
+    DeployJson,
+    /// A management command's `--json`: its error object on stdout.
+    Json,
 }
 
-/// The container is kept (or already removed): an interrupt no longer touches it.
-pub fn forget(name: &str) {
-    PENDING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|(_, n)| n != name);
+static OUTPUT: Mutex<Output> = Mutex::new(Output::Text);
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
+static STOP_WAITING: AtomicBool = AtomicBool::new(false);
+/// Who has the last word: `Some(false)` the main thread (it is printing its result),
+/// `Some(true)` the interrupt handler.
+static FINAL_WORD: Mutex<Option<bool>> = Mutex::new(None);
+/// Held while the final message is printed, so only one is.
+static EXITING: Mutex<()> = Mutex::new(());
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Removes everything still registered; returns the names removed.
-pub fn remove_pending() -> Vec<String> {
-    let items = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
-    items
-        .into_iter()
-        .map(|(d, n)| {
-            let _ = d.remove(&n);
-            n
-        })
-        .collect()
+/// How an interrupt reports (set once the command line is known).
+pub fn set_output(o: Output) {
+    *lock(&OUTPUT) = o;
 }
 
-static STOP_PENDING: Mutex<Vec<(Arc<Docker>, String)>> = Mutex::new(Vec::new());
-
-/// Registers an existing container that `start` is bringing up: an interrupt stops it again
-/// (it was stopped before), rather than removing a deployment that is not ours to destroy.
-pub fn register_stop(docker: Arc<Docker>, name: &str) {
-    let mut p = STOP_PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    if !p.iter().any(|(_, n)| n == name) {
-        p.push((docker, name.to_string()));
-    }
-}
-
-/// The start finished (either way): an interrupt no longer stops `name`.
-pub fn forget_stop(name: &str) {
-    STOP_PENDING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|(_, n)| n != name);
-}
-
-/// Stops everything registered with [`register_stop`]; returns the names stopped.
-pub fn stop_pending() -> Vec<String> {
-    let items = std::mem::take(&mut *STOP_PENDING.lock().unwrap_or_else(|e| e.into_inner()));
-    items
-        .into_iter()
-        .map(|(d, n)| {
-            let _ = d.run(&["stop", "-t", "10", &n], None, crate::docker::QUICK);
-            n
-        })
-        .collect()
-}
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Has an interrupt arrived? Then the handler is cleaning up and will exit with 130.
+/// Has an interrupt arrived?
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    *lock(&FINAL_WORD) == Some(true)
 }
 
-/// Called before the main thread reports a result: once an interrupt has arrived, the work it
-/// was doing fails as a side effect of the cleanup (its container vanished), so the handler,
-/// not that failure, must have the last word. Blocks until the handler exits the process.
-pub fn wait_if_interrupted() {
-    while interrupted() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+/// Called by the main thread before it prints its result. False once an interrupt arrived:
+/// then the handler has the last word and the caller must not print; [`park`] instead.
+pub fn claim_final_word() -> bool {
+    let mut w = lock(&FINAL_WORD);
+    match *w {
+        Some(true) => false,
+        _ => {
+            *w = Some(false);
+            true
+        }
     }
 }
 
-/// Installs the Ctrl-C / SIGTERM handler: remove pending containers (and stop the ones a
-/// `start` was bringing up), say so, exit 130.
+/// [`claim_final_word`], or [`park`] when an interrupt has it.
+pub fn claim_or_park() {
+    if !claim_final_word() {
+        park();
+    }
+}
+
+/// Blocks the calling thread for good (the interrupt handler exits the process).
+pub fn park() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Installs the Ctrl-C / SIGTERM handler described in the module docs.
 pub fn install_handler() {
-    let _ = ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let removed = remove_pending();
-        let stopped = stop_pending();
-        let mut done = Vec::new();
-        if !removed.is_empty() {
-            done.push(format!("removed {}", removed.join(", ")));
+    let _ = ctrlc::set_handler(on_signal);
+}
+
+fn on_signal() {
+    if SIGNALS.fetch_add(1, Ordering::SeqCst) == 0 {
+        {
+            let mut w = lock(&FINAL_WORD);
+            if *w == Some(false) {
+                // The work is done and its result is being printed; the process ends now.
+                SIGNALS.store(0, Ordering::SeqCst);
+                return;
+            }
+            *w = Some(true);
         }
-        if !stopped.is_empty() {
-            done.push(format!("stopped {} again", stopped.join(", ")));
-        }
-        if done.is_empty() {
-            eprintln!("interrupted");
-        } else {
-            eprintln!("interrupted: {}", done.join("; "));
-        }
-        std::process::exit(INTERRUPTED_EXIT);
+        docker::refuse_new_calls();
+        // The cleanup runs on its own thread so that this handler can take a second signal.
+        std::thread::spawn(|| {
+            let killed = docker::settle_children(Instant::now() + SETTLE, &STOP_WAITING);
+            let report = Journal::undo_all_live();
+            finish(&report, &killed, false);
+        });
+    } else {
+        STOP_WAITING.store(true, Ordering::SeqCst);
+        let killed = docker::kill_children();
+        let report = Journal::report_all_live();
+        finish(&report, &killed, true);
+    }
+}
+
+/// The one-line message of an interrupt.
+pub fn message(report: &UndoReport, killed: &[String], second: bool) -> String {
+    let mut s = String::from(if second {
+        "interrupted again: stopped waiting"
+    } else {
+        "interrupted"
     });
+    let mut killed = killed.to_vec();
+    killed.sort();
+    killed.dedup();
+    if !killed.is_empty() {
+        s.push_str(&format!(
+            "; stopped {} before it finished",
+            killed
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if second && report.undone.is_empty() && report.left.is_empty() {
+        s.push_str("; nothing of this run is left");
+    } else if second {
+        if !report.undone.is_empty() {
+            s.push_str(&format!("; {}", report.undone.join(", ")));
+        }
+        for l in &report.left {
+            s.push_str(&format!(
+                "; left behind: {} ({}); remove it with: {}",
+                l.what, l.error, l.remove_with
+            ));
+        }
+    } else {
+        s.push_str(&format!(": {}", report.summary()));
+    }
+    s
+}
+
+/// The `--json` object of an interrupt, in the shape of the command's other errors plus
+/// `cleanup: {removed, left}`.
+pub fn json_object(output: Output, message: &str, report: &UndoReport) -> Value {
+    let mut v = json!({
+        "success": false,
+        "error": message,
+        "error_kind": "interrupted",
+        "exit_code": exit::INTERRUPTED,
+        "cleanup": report.to_json(),
+    });
+    if output == Output::DeployJson {
+        v["deployment_id"] = Value::Null;
+        v["message"] = "deploy interrupted".into();
+        v["url"] = Value::Null;
+        v["metadata"] = Value::Null;
+    }
+    v
+}
+
+fn finish(report: &UndoReport, killed: &[String], second: bool) -> ! {
+    let _only_one = lock(&EXITING);
+    let msg = message(report, killed, second);
+    let output = *lock(&OUTPUT);
+    if output == Output::Text {
+        eprintln!("{msg}");
+    } else {
+        println!("{}", json_object(output, &msg, report));
+    }
+    std::process::exit(INTERRUPTED_EXIT);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::Left;
+
+    #[test]
+    fn messages_say_what_was_removed_and_what_is_left() {
+        let mut r = UndoReport::default();
+        r.undone.push("removed container a".into());
+        assert_eq!(
+            message(&r, &[], false),
+            "interrupted: removed container a; nothing of this run is left"
+        );
+        r.left.push(Left {
+            what: "container b".into(),
+            error: "`docker rm -f -v b` failed (exit 1): boom".into(),
+            remove_with: "docker rm -f -v b".into(),
+        });
+        let m = message(&r, &["docker rm -f -v b".into()], true);
+        assert!(m.starts_with("interrupted again: stopped waiting"), "{m}");
+        assert!(m.contains("left behind: container b"), "{m}");
+        assert!(m.contains("remove it with: docker rm -f -v b"), "{m}");
+        let j = json_object(Output::DeployJson, &m, &r);
+        assert_eq!(j["error_kind"], "interrupted");
+        assert_eq!(j["exit_code"], 130);
+        assert_eq!(j["success"], false);
+        assert_eq!(j["cleanup"]["left"][0]["what"], "container b");
+        assert!(j["deployment_id"].is_null());
+        assert!(json_object(Output::Json, &m, &r).get("url").is_none());
+    }
 }

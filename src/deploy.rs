@@ -5,6 +5,7 @@ use crate::cli::DeployArgs;
 use crate::config::{self, DeployConfig};
 use crate::docker::Docker;
 use crate::error::{Error, Result};
+use crate::journal::UndoReport;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::ports::PortRequest;
 use crate::progress::Progress;
@@ -138,8 +139,8 @@ pub fn prepare(
     })
 }
 
-/// Runs a prepared deploy: the plugin's `publish`. A failure after something was created
-/// removes it and says so.
+/// Runs a prepared deploy: the plugin's `publish`. A failure undoes what the run created
+/// (its journal) and says what that undo really did.
 pub fn run(p: Prepared) -> Result<Report> {
     let Prepared {
         name,
@@ -153,9 +154,12 @@ pub fn run(p: Prepared) -> Result<Report> {
         docker,
         progress,
     } = p;
-    match plugin.call("publish", (map,)) {
+    let published = plugin.call("publish", (map,));
+    host.release_port_lock();
+    match published {
         Ok(v) => {
-            host.keep_created();
+            // An interrupt's undo may have got there first: then the handler speaks.
+            host.journal().commit()?;
             progress.finish();
             let result: Value = rhai::serde::from_dynamic(&v).map_err(|e| Error::Plugin {
                 location: plugin_source.clone(),
@@ -174,26 +178,9 @@ pub fn run(p: Prepared) -> Result<Report> {
             })
         }
         Err(e) => {
-            let removed = host.rollback();
+            let undo = host.journal().undo();
             progress.finish();
-            if removed.is_empty() || e.exit_code() == crate::error::exit::DOCKER_UNAVAILABLE {
-                return Err(e);
-            }
-            let note = format!(
-                "removed container {} (nothing is left running)",
-                removed.join(", ")
-            );
-            Err(match e {
-                Error::Plugin { location, message } => Error::Plugin {
-                    location,
-                    message: format!("{message}; {note}"),
-                },
-                Error::Input { what, hint } => Error::Input {
-                    what,
-                    hint: format!("{hint}; {note}"),
-                },
-                other => Error::failed(format!("{other}; {note}")),
-            })
+            Err(with_cleanup(e, &undo, &progress))
         }
     }
 }
@@ -206,6 +193,32 @@ pub fn deploy(
     progress: Progress,
 ) -> Result<Report> {
     run(prepare(docker_flag, plugins_dir, args, progress)?)
+}
+
+/// The original failure, followed by what the undo really did and what it left (with the
+/// commands that remove it).
+pub fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
+    if undo.undone.is_empty() && undo.left.is_empty() {
+        return e;
+    }
+    let note = format!("cleanup: {}", undo.summary());
+    match e {
+        Error::Interrupted => Error::Interrupted,
+        // The exit code says "Docker unavailable"; the cleanup goes beside it.
+        e @ (Error::DaemonDown { .. } | Error::DockerMissing { .. }) => {
+            progress.warn(note);
+            e
+        }
+        Error::Plugin { location, message } => Error::Plugin {
+            location,
+            message: format!("{message}; {note}"),
+        },
+        Error::Input { what, hint } => Error::Input {
+            what,
+            hint: format!("{hint}; {note}"),
+        },
+        other => Error::failed(format!("{other}; {note}")),
+    }
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {

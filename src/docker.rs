@@ -3,10 +3,11 @@
 
 use crate::error::{Error, Result};
 use serde_json::Value;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Environment variable naming the docker binary (overridden by `--docker`).
 pub const DOCKER_ENV: &str = "FRACTALIC_PUBLISHER_DOCKER";
@@ -106,17 +107,36 @@ impl Docker {
         expr: &duct::Expression,
         timeout: Option<Duration>,
     ) -> Result<std::process::Output> {
+        self.finish_as(Call::of(args), args, expr, timeout)
+    }
+
+    fn finish_as(
+        &self,
+        call: Call,
+        args: &[&str],
+        expr: &duct::Expression,
+        timeout: Option<Duration>,
+    ) -> Result<std::process::Output> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let handle = expr.start().map_err(|e| Error::DockerMissing {
-            detail: format!("cannot run {}: {e}", self.bin.display()),
-        })?;
+        // Its own process group: a Ctrl-C at the terminal reaches only us, and the handler
+        // decides whether this call is waited for (create, undo) or killed.
+        let expr = expr.before_spawn(|cmd| {
+            cmd.process_group(0);
+            Ok(())
+        });
+        let (handle, _tracked) = track(call, &self.argv(args), || {
+            expr.start().map(|h| {
+                let h = Arc::new(h);
+                (Arc::clone(&h), Killer::Duct(h))
+            })
+        })
+        .map_err(|e| self.spawn_error(e))?;
         let waiting = |e: std::io::Error| Error::DockerMissing {
             detail: format!("waiting for {}: {e}", self.bin.display()),
         };
         let Some(timeout) = timeout else {
             return handle.wait().cloned().map_err(waiting);
         };
-        let handle = Arc::new(handle);
         let (tx, rx) = mpsc::channel();
         let waiter = Arc::clone(&handle);
         std::thread::spawn(move || {
@@ -157,15 +177,21 @@ impl Docker {
         let (reader, writer) = std::io::pipe().map_err(cannot_run)?;
         // The Command (and with it our copy of the pipe's read end) is dropped right after the
         // spawn, so the producer gets a broken pipe, not a hang, if docker exits early.
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .stdin(Stdio::from(reader))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(cannot_run)?;
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
+        let (child, _tracked) = track(Call::of(args), &self.argv(args), || {
+            let mut c = Command::new(&self.bin)
+                .args(args)
+                .stdin(Stdio::from(reader))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()?;
+            let out = (c.stdout.take(), c.stderr.take());
+            let c = Arc::new(Mutex::new(c));
+            Ok(((Arc::clone(&c), out), Killer::Std(c)))
+        })
+        .map_err(|e| self.spawn_error(e))?;
+        let (child, (mut stdout, mut stderr)) = child;
+        let child_try_wait = || lock(&child).try_wait();
         let written = AtomicU64::new(0);
         let producing = std::sync::atomic::AtomicBool::new(true);
 
@@ -213,7 +239,7 @@ impl Docker {
             let mut last = (written.load(Ordering::Relaxed), Instant::now());
             let mut timed_out = false;
             let status = loop {
-                match child.try_wait() {
+                match child_try_wait() {
                     Ok(Some(st)) => break Ok(st),
                     Ok(None) => {}
                     Err(e) => break Err(e),
@@ -223,8 +249,9 @@ impl Docker {
                     last = (now_written, Instant::now());
                 } else if last.1.elapsed() >= idle {
                     timed_out = true;
-                    let _ = child.kill();
-                    break child.wait();
+                    let mut c = lock(&child);
+                    let _ = c.kill();
+                    break c.wait();
                 }
                 // While input flows the check is cheap; once it has ended, docker finishes
                 // quickly, so a short poll keeps the added latency to a few milliseconds.
@@ -268,6 +295,36 @@ impl Docker {
             s.push_str(a);
         }
         s
+    }
+
+    /// Why a docker process could not be started: refused after an interrupt, or the binary
+    /// cannot run.
+    fn spawn_error(&self, e: SpawnError) -> Error {
+        match e {
+            SpawnError::Interrupted => Error::Interrupted,
+            SpawnError::Io(e) => Error::DockerMissing {
+                detail: format!("cannot run {}: {e}", self.bin.display()),
+            },
+        }
+    }
+
+    /// Runs `docker ARGS` as a step of an undo: allowed after an interrupt (when other calls
+    /// are refused) and waited for, not killed, by the interrupt handler (only a second
+    /// interrupt stops it). Returns the exit status and output like [`Docker::run_unchecked`].
+    pub fn run_undo(&self, args: &[&str], timeout: Duration) -> Result<(Option<i32>, Output)> {
+        let expr = duct::cmd(&self.bin, args)
+            .stdout_capture()
+            .stderr_capture()
+            .stdin_null()
+            .unchecked();
+        let o = self.finish_as(Call::Undo, args, &expr, Some(timeout))?;
+        Ok((
+            o.status.code(),
+            Output {
+                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            },
+        ))
     }
 
     fn classify(&self, args: &[&str], status: Option<i32>, stderr: String) -> Error {
@@ -450,7 +507,7 @@ impl Docker {
                     let line = out.stderr.lines().next().unwrap_or("").trim().to_string();
                     (false, out.stdout, format!("exit {code}: {line}"))
                 }
-                Err(e @ Error::DaemonDown { .. }) => return Err(e),
+                Err(e @ (Error::DaemonDown { .. } | Error::Interrupted)) => return Err(e),
                 Err(e) => (false, String::new(), e.to_string()),
             };
             if ok
@@ -508,6 +565,165 @@ pub fn daemon_unreachable(stderr: &str) -> bool {
         || stderr.contains("Is the docker daemon running")
         || stderr.contains("error during connect")
         || (stderr.contains("dial unix") && stderr.contains("connect:"))
+}
+
+// --- docker processes in flight ----------------------------------------------------------------
+
+/// What a docker call does, which decides what an interrupt does to it while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Reads or changes something that the undo covers anyway: killed on an interrupt.
+    Ordinary,
+    /// Creates something (`create`, `run`, `service create` ...): waited for on an interrupt,
+    /// so what it makes exists (and is undone) or does not, never appears after the cleanup.
+    Creates,
+    /// A step of an undo: allowed after an interrupt, and waited for.
+    Undo,
+}
+
+impl Call {
+    /// The kind of `docker ARGS`.
+    pub fn of(args: &[&str]) -> Call {
+        match args {
+            ["create" | "run", ..] => Call::Creates,
+            ["container", "create" | "run", ..] => Call::Creates,
+            ["service" | "secret" | "config" | "network" | "volume", "create", ..] => Call::Creates,
+            _ => Call::Ordinary,
+        }
+    }
+}
+
+enum Killer {
+    Duct(Arc<duct::Handle>),
+    Std(Arc<Mutex<std::process::Child>>),
+}
+
+impl Killer {
+    fn kill(&self) {
+        // Both refuse to signal a process already reaped, so a reused pid is never hit.
+        match self {
+            Killer::Duct(h) => {
+                let _ = h.kill();
+            }
+            Killer::Std(c) => {
+                let _ = lock(c).kill();
+            }
+        }
+    }
+}
+
+struct InFlight {
+    id: u64,
+    call: Call,
+    argv: String,
+    killer: Killer,
+}
+
+struct Children {
+    /// Set by an interrupt: only undo calls may start from now on.
+    closed: bool,
+    next: u64,
+    list: Vec<InFlight>,
+}
+
+static CHILDREN: Mutex<Children> = Mutex::new(Children {
+    closed: false,
+    next: 0,
+    list: Vec::new(),
+});
+
+enum SpawnError {
+    Interrupted,
+    Io(std::io::Error),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unregisters a docker process when its call is over.
+struct Tracked(u64);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        lock(&CHILDREN).list.retain(|c| c.id != self.0);
+    }
+}
+
+/// Spawns through `spawn` and registers the process, atomically with the interrupt check: a
+/// call either starts before an interrupt (and the handler sees it) or is refused.
+fn track<T>(
+    call: Call,
+    argv: &str,
+    spawn: impl FnOnce() -> std::io::Result<(T, Killer)>,
+) -> std::result::Result<(T, Tracked), SpawnError> {
+    let mut c = lock(&CHILDREN);
+    if c.closed && call != Call::Undo {
+        return Err(SpawnError::Interrupted);
+    }
+    let (value, killer) = spawn().map_err(SpawnError::Io)?;
+    c.next += 1;
+    let id = c.next;
+    c.list.push(InFlight {
+        id,
+        call,
+        argv: argv.to_string(),
+        killer,
+    });
+    Ok((value, Tracked(id)))
+}
+
+/// After an interrupt: refuses every new docker call except undo steps.
+pub fn refuse_new_calls() {
+    lock(&CHILDREN).closed = true;
+}
+
+/// Whether new docker calls are refused (an interrupt arrived).
+pub fn refusing() -> bool {
+    lock(&CHILDREN).closed
+}
+
+/// After an interrupt: kills the docker calls that can simply stop, and waits for the ones
+/// that create something or undo something until they end, `deadline` passes or `stop` is
+/// set (a second interrupt); those still running then are killed. Returns the argv of the
+/// calls that had to be killed while creating or undoing.
+pub fn settle_children(deadline: Instant, stop: &AtomicBool) -> Vec<String> {
+    for c in lock(&CHILDREN)
+        .list
+        .iter()
+        .filter(|c| c.call == Call::Ordinary)
+    {
+        c.killer.kill();
+    }
+    loop {
+        let waiting = lock(&CHILDREN)
+            .list
+            .iter()
+            .any(|c| c.call != Call::Ordinary);
+        if !waiting {
+            return Vec::new();
+        }
+        if Instant::now() >= deadline || stop.load(Ordering::SeqCst) {
+            return kill_children();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills every docker call in flight; returns the argv of those that were creating or undoing.
+pub fn kill_children() -> Vec<String> {
+    let c = lock(&CHILDREN);
+    c.list.iter().for_each(|c| c.killer.kill());
+    c.list
+        .iter()
+        .filter(|c| c.call != Call::Ordinary)
+        .map(|c| c.argv.clone())
+        .collect()
+}
+
+/// How many docker calls are running now.
+pub fn in_flight() -> usize {
+    lock(&CHILDREN).list.len()
 }
 
 #[cfg(test)]

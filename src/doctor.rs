@@ -3,10 +3,10 @@
 //! failure. The throwaway container is removed at the end, and by the Ctrl-C handler if the
 //! run is interrupted.
 
-use crate::cleanup;
 use crate::docker::{Docker, ExecSignals, QUICK};
 use crate::error::{Error, Result};
 use crate::health;
+use crate::journal::{Journal, Resource};
 use crate::ports::{self, PortRequest};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -170,12 +170,16 @@ pub fn run(docker_flag: Option<&Path>, image: &str, timeout: Duration) -> Report
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() % 1_000_000)
     );
-    let outcome = throwaway(&docker, &mut r, image, &name, port, timeout);
+    // The throwaway container is this run's journal's: an interrupt at any point removes it.
+    let journal = Journal::new();
+    journal.set_docker(Arc::clone(&docker));
+    let outcome = throwaway(&docker, &journal, &mut r, image, &name, port, timeout);
     // Whatever happened above, the container goes.
-    let removed = docker
-        .remove(&name)
-        .and_then(|_| docker.container_inspect(&name));
-    cleanup::forget(&name);
+    let undo = journal.undo();
+    let removed = match undo.left.first() {
+        Some(l) => Err(Error::failed(format!("{}: {}", l.what, l.error))),
+        None => docker.container_inspect(&name),
+    };
     if !outcome {
         while r.checks.len() < STEPS.len() - 1 {
             r.push(
@@ -228,6 +232,7 @@ fn image_id(v: &serde_json::Value) -> String {
 /// Steps 5-7 on a throwaway container; false when one failed (the rest are skipped).
 fn throwaway(
     docker: &Arc<Docker>,
+    journal: &Journal,
     r: &mut Run,
     image: &str,
     name: &str,
@@ -235,8 +240,7 @@ fn throwaway(
     timeout: Duration,
 ) -> bool {
     let label = format!("{LABEL_DOCTOR}=true");
-    // Registered before `docker create` runs, so an interrupt at any point removes it.
-    cleanup::register(Arc::clone(docker), name);
+    let run_label = journal.run_label();
     let t0 = Instant::now();
     let first = port;
     let mut port = port;
@@ -244,6 +248,13 @@ fn throwaway(
     let started = loop {
         tries += 1;
         let publish = format!("127.0.0.1:{port}:8001");
+        // Recorded before `docker create` runs, so an interrupt during the call removes it too.
+        let token = match journal.record(Resource::Container {
+            name: name.to_string(),
+        }) {
+            Ok(t) => t,
+            Err(e) => break Err(e),
+        };
         let created = docker.run(
             &[
                 "create",
@@ -253,12 +264,21 @@ fn throwaway(
                 &publish,
                 "--label",
                 &label,
+                "--label",
+                &run_label,
                 "--",
                 image,
             ],
             None,
             QUICK,
         );
+        match &created {
+            Ok(_) => journal.confirm(token),
+            Err(Error::Docker { stderr, .. }) if stderr.contains("is already in use") => {
+                journal.forget(token)
+            }
+            Err(_) => {}
+        }
         let started = created.and_then(|_| docker.run(&["start", name], None, QUICK));
         // The port was free when chosen, but another deploy may take it before `docker start`:
         // like deploy, try the next free port (a few times).
@@ -275,7 +295,9 @@ fn throwaway(
         };
         match next {
             Some(p) => {
-                let _ = docker.remove(name);
+                if let Some(t) = journal.container(name) {
+                    journal.undo_now(t);
+                }
                 port = p;
             }
             None => break started,

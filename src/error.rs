@@ -14,6 +14,8 @@ pub mod exit {
     pub const BAD_INPUT: i32 = 2;
     /// Docker unavailable: no docker binary, or the daemon does not answer.
     pub const DOCKER_UNAVAILABLE: i32 = 3;
+    /// Interrupted (Ctrl-C / SIGTERM; 128 + SIGINT, as shells expect).
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// Everything that can go wrong, with enough context to say what and where.
@@ -48,7 +50,7 @@ pub enum Error {
     PluginInvalid { location: String, message: String },
     /// A deploy or management step failed; the message says what and what was cleaned up.
     Failed { message: String },
-    /// The process was interrupted (Ctrl-C); what it made was removed.
+    /// The process was interrupted (Ctrl-C / SIGTERM): the run stops, its journal is undone.
     Interrupted,
 }
 
@@ -80,8 +82,8 @@ impl Error {
             Error::Docker { .. }
             | Error::DockerTimeout { .. }
             | Error::Io { .. }
-            | Error::Failed { .. }
-            | Error::Interrupted => exit::FAILED,
+            | Error::Failed { .. } => exit::FAILED,
+            Error::Interrupted => exit::INTERRUPTED,
         }
     }
 
@@ -138,7 +140,10 @@ impl fmt::Display for Error {
                 let code = status.map_or("killed by a signal".to_string(), |c| {
                     format!("exit {c}")
                 });
-                write!(f, "`{argv}` failed ({code}): {}", first_line(stderr))
+                match first_line(stderr) {
+                    "" => write!(f, "`{argv}` failed ({code})"),
+                    line => write!(f, "`{argv}` failed ({code}): {line}"),
+                }
             }
             Error::DockerTimeout { argv, secs } => {
                 write!(f, "`{argv}` did not finish within {secs}s and was stopped")
@@ -148,7 +153,7 @@ impl fmt::Display for Error {
                 write!(f, "{location}: {message}")
             }
             Error::Failed { message } => write!(f, "{message}"),
-            Error::Interrupted => write!(f, "interrupted; what this run created was removed"),
+            Error::Interrupted => write!(f, "interrupted"),
         }
     }
 }

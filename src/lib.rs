@@ -9,6 +9,7 @@ pub mod docker;
 pub mod doctor;
 pub mod error;
 pub mod health;
+pub mod journal;
 pub mod manage;
 pub mod outcome;
 pub mod payload;

@@ -233,22 +233,33 @@ impl Manager {
         let p = self.plugin(&o.plugin, "start")?;
         let mut opts = rhai::Map::new();
         opts.insert("timeout".into(), (timeout.as_secs() as i64).into());
+        // Stopping it again is the undo of this start: an interrupt or a failure does it.
+        let journal = crate::journal::Journal::new();
+        journal.set_docker(Arc::clone(&self.docker));
         if !o.running {
-            crate::cleanup::register_stop(Arc::clone(&self.docker), &o.name);
+            journal.record(crate::journal::Resource::StartedContainer {
+                name: o.name.clone(),
+            })?;
         }
         let r = p.call("start", (o.name.clone(), opts));
-        crate::cleanup::forget_stop(&o.name);
         self.progress.finish();
         match r {
-            Ok(v) => to_value(&p, "start", v),
+            Ok(v) => {
+                journal.commit()?;
+                to_value(&p, "start", v)
+            }
             Err(e) if o.running || e.exit_code() == crate::error::exit::DOCKER_UNAVAILABLE => {
+                let _ = journal.commit();
                 Err(e)
             }
             Err(e) => {
-                let t = "10";
-                let note = match self.docker.run(&["stop", "-t", t, &o.name], None, QUICK) {
-                    Ok(_) => format!("{} was stopped again, as it was before", o.name),
-                    Err(se) => format!("stopping {} again failed too: {se}", o.name),
+                let undo = journal.undo();
+                let note = match undo.left.first() {
+                    None => format!("{} was stopped again, as it was before", o.name),
+                    Some(l) => format!(
+                        "stopping {} again failed too ({}); stop it with: {}",
+                        o.name, l.error, l.remove_with
+                    ),
                 };
                 let hint = format!(
                     "see `fractalic-publisher logs {n}` and `fractalic-publisher logs {n} --service ai_server`",

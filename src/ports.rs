@@ -208,6 +208,111 @@ fn window(first: u16, start: u16) -> std::ops::RangeInclusive<u16> {
     start..=last_in_window(first)
 }
 
+/// A host-wide lock held from choosing a port until the container that records it (in its
+/// `fractalic-publisher.port` label) exists, so parallel deploys (processes or threads) never
+/// pick the same port. An flock on `ports.lock` in the user's cache directory; the file also
+/// holds a generation number that each holder bumps after creating a container, so a chooser
+/// knows whether the reservations it read before taking the lock are still complete.
+#[derive(Debug)]
+pub struct PortLock {
+    file: std::fs::File,
+}
+
+impl PortLock {
+    /// `$XDG_CACHE_HOME` (else `~/.cache`)`/fractalic-publisher/ports.lock`, else in the temp
+    /// directory.
+    pub fn path() -> std::path::PathBuf {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| std::path::PathBuf::from(h).join(".cache"))
+            });
+        match base {
+            Some(b) => b.join("fractalic-publisher").join("ports.lock"),
+            None => std::env::temp_dir().join("fractalic-publisher-ports.lock"),
+        }
+    }
+
+    /// Takes the lock at [`PortLock::path`], polling until `deadline` passes.
+    pub fn acquire(deadline: std::time::Duration) -> Result<PortLock, String> {
+        Self::acquire_at(&Self::path(), deadline)
+    }
+
+    /// Takes the lock at `path`, polling until `deadline` passes.
+    pub fn acquire_at(
+        path: &std::path::Path,
+        deadline: std::time::Duration,
+    ) -> Result<PortLock, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| format!("cannot open the port lock {}: {e}", path.display()))?;
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(PortLock { file }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock {}: {e}", path.display()))
+                }
+            }
+            if std::time::Instant::now() >= end {
+                return Err(format!(
+                    "another deploy has held the port lock {} for {}s; try again, or remove the file if no deploy is running",
+                    path.display(),
+                    deadline.as_secs()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The generation number in the lock file (0 when empty).
+    pub fn generation(&self) -> u64 {
+        use std::io::{Read, Seek};
+        let mut f = &self.file;
+        let mut s = String::new();
+        let _ = f.rewind().and_then(|()| f.read_to_string(&mut s));
+        s.trim().parse().unwrap_or(0)
+    }
+
+    /// Records that a container with a port label was created; returns the new generation.
+    pub fn bump(&self) -> u64 {
+        use std::io::{Seek, Write};
+        let next = self.generation().wrapping_add(1);
+        let mut f = &self.file;
+        let _ = f
+            .rewind()
+            .and_then(|()| self.file.set_len(0))
+            .and_then(|()| write!(f, "{next}"))
+            .and_then(|()| f.flush());
+        next
+    }
+
+    /// The generation number as it is now, read without the lock (None when unreadable).
+    pub fn peek_generation(path: &std::path::Path) -> Option<u64> {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().parse().unwrap_or(0))
+    }
+}
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +452,24 @@ mod tests {
         assert_eq!(next_free(port, port, LOCAL, &reserved), None);
         // Past the end of the window there is nothing, even if ports there are free.
         assert_eq!(next_free(port, port + SCAN_LIMIT - 1, LOCAL, &none), None);
+    }
+
+    #[test]
+    fn port_lock_excludes_a_second_holder_and_counts_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("ports.lock");
+        let secs = std::time::Duration::from_secs;
+        let a = PortLock::acquire_at(&path, secs(5)).unwrap();
+        assert_eq!(a.generation(), 0);
+        assert_eq!(a.bump(), 1);
+        assert_eq!(a.bump(), 2);
+        // A second open file description (another deploy, thread or process) must wait.
+        let e = PortLock::acquire_at(&path, std::time::Duration::from_millis(50)).unwrap_err();
+        assert!(e.contains("held the port lock"), "{e}");
+        assert_eq!(PortLock::peek_generation(&path), Some(2));
+        drop(a);
+        let b = PortLock::acquire_at(&path, secs(5)).unwrap();
+        assert_eq!(b.generation(), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    use crate::cleanup::{self, Output};
     if let Command::Serve(a) = &cli.command {
         // The server has its own signal handling: stop accepting, let deploys finish.
         return match crate::server::serve(&cli, a) {
@@ -22,14 +23,21 @@ pub fn run(cli: Cli) -> i32 {
             }
         };
     }
-    crate::cleanup::install_handler();
     let json = wants_json(&cli.command);
+    cleanup::set_output(match &cli.command {
+        _ if !json => Output::Text,
+        Command::Deploy(_) => Output::DeployJson,
+        _ => Output::Json,
+    });
+    cleanup::install_handler();
     let result = match &cli.command {
         Command::Doctor(a) => doctor(&cli, a),
         c if is_management(c) => manage(&cli).map(|()| exit::OK),
         _ => dispatch(&cli).map(|()| exit::OK),
     };
-    crate::cleanup::wait_if_interrupted();
+    // After an interrupt the work fails as a side effect of the cleanup (its docker calls
+    // were stopped); the handler, not that failure, has the last word.
+    cleanup::claim_or_park();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -62,6 +70,7 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
     let image = config::production_tag(a.image.as_deref().unwrap_or(config::DEFAULT_IMAGE));
     let report = crate::doctor::run(cli.docker.as_deref(), &image, timeout);
+    crate::cleanup::claim_or_park();
     if a.json.json {
         println!("{}", to_json(&report)?);
     } else {
@@ -74,9 +83,12 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
 fn manage(cli: &Cli) -> Result<()> {
     let quiet = wants_json(&cli.command);
     let m = Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)?;
+    // Each command's result is printed only if no interrupt has taken the last word.
+    let claim = crate::cleanup::claim_or_park;
     match &cli.command {
         Command::Ps(a) => {
             let entries = m.ps(a.all)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&entries)?);
             } else if entries.is_empty() {
@@ -90,6 +102,7 @@ fn manage(cli: &Cli) -> Result<()> {
         }
         Command::Status(a) => {
             let v = m.status(&a.name)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -103,10 +116,12 @@ fn manage(cli: &Cli) -> Result<()> {
                 a.follow,
                 a.service.map(crate::cli::Service::as_str),
             )?;
+            claim();
             print!("{text}");
         }
         Command::Stop(a) => {
             let v = m.stop(&a.name)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -116,6 +131,7 @@ fn manage(cli: &Cli) -> Result<()> {
         Command::Start(a) => {
             let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
             let v = m.start(&a.name, timeout)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -124,6 +140,7 @@ fn manage(cli: &Cli) -> Result<()> {
         }
         Command::Rm(a) => {
             let v = m.rm(&a.name, a.force)?;
+            claim();
             if a.json.json {
                 println!("{}", to_json(&v)?);
             } else {
@@ -204,6 +221,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                     return Err(e);
                 }
             };
+            crate::cleanup::claim_or_park();
             let outcome = deploy::render_json(&report);
             progress.complete("Fractalic AI Server deployed successfully", outcome.clone());
             if args.json {

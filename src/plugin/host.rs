@@ -6,6 +6,7 @@ use crate::config::DeployConfig;
 use crate::docker::{self, Docker, ExecOutcome, ExecSignals, QUICK};
 use crate::error::{Error, Result};
 use crate::health;
+use crate::journal::{Journal, Resource};
 use crate::payload;
 use crate::plugin::user_cache;
 use crate::ports::{self, PortRequest};
@@ -13,7 +14,6 @@ use crate::progress::Progress;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,12 @@ pub const LABEL_MANAGED: &str = "fractalic-publisher.managed";
 pub const LABEL_PLUGIN: &str = "fractalic-publisher.plugin";
 /// Label with the creation time (UTC, RFC 3339).
 pub const LABEL_CREATED: &str = "fractalic-publisher.created";
+/// Label with the host port a deployment publishes (a reservation, also while it is stopped).
+pub const LABEL_PORT: &str = "fractalic-publisher.port";
+
+/// How long a deploy waits for the host-wide port lock (held by others only from their port
+/// choice to their `docker create`).
+const PORT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
@@ -35,18 +41,23 @@ pub struct Host {
     docker: std::sync::OnceLock<Arc<Docker>>,
     plugin: Mutex<String>,
     deploy: Option<DeployConfig>,
-    created: Mutex<Vec<String>>,
+    journal: Arc<Journal>,
     failure: Mutex<Option<Error>>,
-    env_file: Mutex<Option<tempfile::NamedTempFile>>,
     /// When set, output that would stream to the terminal (logs) is collected here instead.
     capture: Option<Mutex<String>>,
+    /// Held from choose_port/next_port until the container recording the port is created.
+    port_lock: Mutex<Option<ports::PortLock>>,
+    /// The port-lock generation up to which the plugin's reservations are known complete.
+    port_generation: Mutex<Option<u64>>,
 }
 
 impl Host {
     /// A host; `docker` is None for commands that never need Docker (list, info).
     pub fn new(progress: Progress, docker: Option<Arc<Docker>>) -> Host {
         let cell = std::sync::OnceLock::new();
+        let journal = Journal::new();
         if let Some(d) = docker {
+            journal.set_docker(Arc::clone(&d));
             let _ = cell.set(d);
         }
         Host {
@@ -54,10 +65,11 @@ impl Host {
             docker: cell,
             plugin: Mutex::new(String::new()),
             deploy: None,
-            created: Mutex::new(Vec::new()),
+            journal,
             failure: Mutex::new(None),
-            env_file: Mutex::new(None),
             capture: None,
+            port_lock: Mutex::new(None),
+            port_generation: Mutex::new(None),
         }
     }
 
@@ -95,6 +107,9 @@ impl Host {
     /// on this side; scripts see only names and paths).
     pub fn with_deploy(mut self, cfg: DeployConfig) -> Host {
         self.deploy = Some(cfg);
+        // Read before the plugin lists deployments: containers created after this moment
+        // bump the generation, so choose_port knows when to look again.
+        *lock(&self.port_generation) = ports::PortLock::peek_generation(&ports::PortLock::path());
         self
     }
 
@@ -115,37 +130,54 @@ impl Host {
 
     /// Gives the host its docker handle (once; later calls are ignored).
     pub fn set_docker(&self, docker: Arc<Docker>) {
+        self.journal.set_docker(Arc::clone(&docker));
         let _ = self.docker.set(docker);
     }
 
-    /// Containers created in this run and not yet removed or kept.
-    pub fn created(&self) -> Vec<String> {
-        lock(&self.created).clone()
+    /// This run's undo journal: what the plugin created so far, undone on failure or interrupt.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
     }
 
-    /// Removes every container created in this run (after a failure). Returns their names.
-    pub fn rollback(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::mem::take(&mut *lock(&self.created));
-        if let Some(d) = self.docker.get() {
-            for n in &names {
-                let _ = d.remove(n);
-                crate::cleanup::forget(n);
-            }
-        }
-        // Also whatever a timed-out `docker create` may have left.
-        for n in crate::cleanup::remove_pending() {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-        names
+    /// Lets go of the host-wide port lock (a run that ends holding it, e.g. on failure).
+    pub fn release_port_lock(&self) {
+        lock(&self.port_lock).take();
     }
 
-    /// Keeps what was created (the deploy succeeded).
-    pub fn keep_created(&self) {
-        for n in std::mem::take(&mut *lock(&self.created)) {
-            crate::cleanup::forget(&n);
+    /// Takes the host-wide port lock (if not held) and returns the ports that deployments
+    /// created since this run's reservations were read have recorded (a `docker ps` only
+    /// when some were created).
+    fn lock_ports(&self) -> Result<BTreeSet<u16>> {
+        let mut held = lock(&self.port_lock);
+        if held.is_none() {
+            *held = Some(ports::PortLock::acquire(PORT_LOCK_WAIT).map_err(Error::failed)?);
         }
+        let now = held.as_ref().map(ports::PortLock::generation);
+        let mut known = lock(&self.port_generation);
+        if *known == now {
+            return Ok(BTreeSet::new());
+        }
+        let d = self.docker_or_fail()?;
+        let filter = format!("label={LABEL_MANAGED}=true");
+        let format = format!("{{{{.Label \"{LABEL_PORT}\"}}}}");
+        let out = d.run(
+            &["ps", "--all", "--filter", &filter, "--format", &format],
+            None,
+            QUICK,
+        )?;
+        *known = now;
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect())
+    }
+
+    fn docker_or_fail(&self) -> Result<Arc<Docker>> {
+        self.docker
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::failed("this command has no Docker access"))
     }
 
     /// If `err` is the error a host function raised, hands back the structured original.
@@ -452,10 +484,17 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     let h = Arc::clone(host);
     engine.register_fn("remove_container", move |name: &str| -> RhaiResult<()> {
         let d = h.docker_or_raise()?;
-        h.check(d.remove(name))?;
-        lock(&h.created).retain(|n| n != name);
-        crate::cleanup::forget(name);
-        Ok(())
+        match h.journal.container(name) {
+            // One of this run's: the journal removes it and reports what really happened.
+            Some(t) => match h.journal.undo_now(t).left.first() {
+                None => Ok(()),
+                Some(l) => Err(h.raise(Error::failed(format!(
+                    "could not remove {} ({}); remove it with: {}",
+                    l.what, l.error, l.remove_with
+                )))),
+            },
+            None => h.check(d.remove(name)),
+        }
     });
 
     // container_logs(name, tail): the last `tail` lines of `docker logs` (stdout and stderr).
@@ -510,7 +549,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
     // choose_port(preferred, exact, bind, reserved): a free host port: `preferred` or the next
     // free one (exact = false), or exactly `preferred` (exact = true: a busy port is bad input).
-    // `reserved` lists ports other deployments hold. Returns {port, explain}.
+    // `reserved` lists ports other deployments hold. Takes a host-wide lock (held until the
+    // next create_container has run) and, when other deployments were created since this run
+    // began, also counts the ports they recorded, so parallel deploys pick distinct ports.
+    // Returns {port, explain}.
     let h = Arc::clone(host);
     engine.register_fn(
         "choose_port",
@@ -522,7 +564,8 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             } else {
                 PortRequest::Preferred(p)
             };
-            let reserved = port_set(&reserved);
+            let mut reserved = port_set(&reserved);
+            reserved.extend(h.check(h.lock_ports())?);
             let choice = ports::choose(req, bind_ip, &reserved).map_err(|e| {
                 let err = match e {
                     ports::PortError::Busy { .. } => {
@@ -540,7 +583,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     );
 
     // next_port(first, after, bind, reserved): the next free port after `after` within the
-    // scan window starting at `first`, or () when there is none.
+    // scan window starting at `first`, or () when there is none. Locks like choose_port.
     let h = Arc::clone(host);
     engine.register_fn(
         "next_port",
@@ -548,10 +591,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             let bind_ip = h.check(parse_bind(bind))?;
             let first = h.check(port_arg(first))?;
             let after = h.check(port_arg(after))?;
-            Ok(
-                ports::next_free(first, after, bind_ip, &port_set(&reserved))
-                    .map_or(Dynamic::UNIT, |p| i64::from(p).into()),
-            )
+            let mut reserved = port_set(&reserved);
+            reserved.extend(h.check(h.lock_ports())?);
+            Ok(ports::next_free(first, after, bind_ip, &reserved)
+                .map_or(Dynamic::UNIT, |p| i64::from(p).into()))
         },
     );
 
@@ -704,6 +747,12 @@ fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
             labels.push((k.to_string(), v.to_string()));
         }
     }
+    // Last, so no plugin label can replace it: the undo finds the container by it.
+    labels.retain(|(k, _)| k != crate::journal::LABEL_RUN);
+    labels.push((
+        crate::journal::LABEL_RUN.into(),
+        host.journal.run_id().to_string(),
+    ));
 
     let bind_s = match bind {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -725,44 +774,53 @@ fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
     for (k, v) in &labels {
         args.extend(["--label".into(), format!("{k}={v}")]);
     }
+    // The environment goes in through a 0600 file that the journal owns: deleted right after
+    // the create, and by the undo of a failure or an interrupt whatever happens in between.
+    let mut env_file = None;
     if let Some(cfg) = &host.deploy {
         if !cfg.env.is_empty() {
-            let mut f = tempfile::Builder::new()
-                .prefix("fractalic-env-")
-                .tempfile()
-                .map_err(|e| Error::Io {
-                    path: std::env::temp_dir(),
-                    source: e,
-                })?;
+            let mut text = String::new();
             for (k, v) in &cfg.env {
-                writeln!(f, "{k}={v}").map_err(|e| Error::Io {
-                    path: f.path().to_path_buf(),
-                    source: e,
-                })?;
+                text.push_str(&format!("{k}={v}\n"));
             }
-            f.flush().map_err(|e| Error::Io {
-                path: f.path().to_path_buf(),
-                source: e,
-            })?;
-            args.extend(["--env-file".into(), f.path().display().to_string()]);
-            *lock(&host.env_file) = Some(f);
+            let (token, path) = host.journal.temp_file("fractalic-env-", text.as_bytes())?;
+            args.extend(["--env-file".into(), path.display().to_string()]);
+            env_file = Some(token);
         }
     }
     args.push("--".into());
     args.push(image);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    // Registered before `docker create` runs, so an interrupt during the call removes it too.
-    if let Some(docker) = host.docker.get() {
-        crate::cleanup::register(Arc::clone(docker), &name);
+    // Recorded before `docker create` runs, so an interrupt during the call removes it too
+    // (through the run label until the create is known to have succeeded).
+    let token = host
+        .journal
+        .record(Resource::Container { name: name.clone() });
+    let created = match &token {
+        Ok(_) => d.run_unchecked(&argv, None, QUICK),
+        Err(_) => Err(Error::Interrupted),
+    };
+    if let Some(t) = env_file {
+        // The env file has served its purpose; a failure to delete it is retried by the undo.
+        let _ = host.journal.undo_now(t);
     }
-    let created = d.run_unchecked(&argv, None, QUICK);
-    if !matches!(created, Ok((Some(0), _)) | Err(Error::DockerTimeout { .. })) {
-        // Nothing was created (and a name clash means the container is somebody else's).
-        crate::cleanup::forget(&name);
+    if let Ok(t) = token {
+        match &created {
+            Ok((Some(0), _)) => {
+                host.journal.confirm(t);
+                // Other deploys choosing a port now must see this one's label.
+                if let Some(l) = lock(&host.port_lock).take() {
+                    *lock(&host.port_generation) = Some(l.bump());
+                }
+            }
+            // Nothing was created (a name clash means the container is somebody else's); a
+            // timed-out or killed create is left to the label sweep.
+            Ok(_) => host.journal.forget(t),
+            Err(_) => {}
+        }
     }
+    host.release_port_lock();
     let (status, out) = created?;
-    // The env file has served its purpose.
-    lock(&host.env_file).take();
     if status != Some(0) {
         if out.stderr.contains("is already in use") {
             return Err(Error::input(
@@ -779,9 +837,7 @@ fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
             stderr: out.stderr,
         });
     }
-    let id = out.stdout.trim().to_string();
-    lock(&host.created).push(name.clone());
-    Ok(id)
+    Ok(out.stdout.trim().to_string())
 }
 
 /// `{uid, gid}` of `user` in the container, through the per-image cache when `image_id` is

@@ -197,15 +197,16 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         );
     }
     if !server.runs.wait_idle(SHUTDOWN_WAIT) {
-        let removed = crate::cleanup::remove_pending();
+        // Stop the deploys where they are (no new docker call starts; the one in flight may
+        // finish), then undo every run's journal.
+        crate::docker::refuse_new_calls();
+        let stop = AtomicBool::new(false);
+        crate::docker::settle_children(std::time::Instant::now() + Duration::from_secs(30), &stop);
+        let report = crate::journal::Journal::undo_all_live();
         eprintln!(
-            "shutting down: deploys still running after {}s were rolled back (removed: {})",
+            "shutting down: deploys still running after {}s were rolled back: {}",
             SHUTDOWN_WAIT.as_secs(),
-            if removed.is_empty() {
-                "nothing".to_string()
-            } else {
-                removed.join(", ")
-            }
+            report.summary()
         );
     }
     eprintln!("stopped");
@@ -217,15 +218,10 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
 fn install_signals(local: SocketAddr) -> Result<()> {
     ctrlc::set_handler(move || {
         if SHUTDOWN.swap(true, Ordering::SeqCst) {
-            let removed = crate::cleanup::remove_pending();
-            eprintln!(
-                "interrupted again: rolled back {}",
-                if removed.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    removed.join(", ")
-                }
-            );
+            crate::docker::refuse_new_calls();
+            crate::docker::kill_children();
+            let report = crate::journal::Journal::undo_all_live();
+            eprintln!("interrupted again: rolled back: {}", report.summary());
             std::process::exit(crate::cleanup::INTERRUPTED_EXIT);
         }
         let mut wake = local;

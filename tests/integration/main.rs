@@ -10,6 +10,7 @@ mod interrupt;
 mod lifecycle;
 mod logs;
 mod managed;
+mod parallel;
 mod plugins;
 mod ps;
 mod serve;
