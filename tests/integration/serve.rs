@@ -387,6 +387,82 @@ fn failed_stream_deploys_end_in_error_and_leave_nothing() {
 }
 
 #[test]
+fn the_blocking_endpoint_returns_the_same_outcome_and_a_name_in_flight_is_409() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("f");
+    let name = support::unique_name("fp-rest-block");
+    let _g = ContainerGuard::new(&name);
+    // A slow-booting deploy holds the name; a second deploy of it meanwhile is refused.
+    let slow = deploy_body(
+        folder.to_str().unwrap(),
+        &name,
+        json!({"env_vars": {"STAND_IN_START_DELAY_MS": "2500"}}),
+    );
+    let first = first_event_then_disconnect(&s.addr(), &slow);
+    let id = first["deployment_id"].as_str().unwrap().to_string();
+    let (code, body) = call(
+        agent()
+            .post(&format!("{}/api/deploy/docker-registry", s.url))
+            .set("Content-Type", "application/json"),
+        Some(&deploy_body(folder.to_str().unwrap(), &name, json!({}))),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(detail(&body).contains(&id), "{body}");
+    let (code, body) = call(
+        agent().post(&format!("{}/api/deployments/{name}/stop", s.url)),
+        Some(&json!({})),
+    );
+    assert_eq!(code, 409, "{body}");
+    let (_, evs) = reattach(&s.url, &id, None);
+    assert_eq!(evs.last().unwrap()["stage"], "completed");
+
+    // Blocking deploy of another name: the outcome object, as the stream's final result.
+    let other = support::unique_name("fp-rest-block2");
+    let _g2 = ContainerGuard::new(&other);
+    let (code, body) = call(
+        agent()
+            .post(&format!("{}/api/deploy/docker-registry", s.url))
+            .set("Content-Type", "application/json"),
+        Some(&deploy_body(folder.to_str().unwrap(), &other, json!({}))),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["success"], true);
+    assert_eq!(v["deployment_id"], other.as_str());
+    let streamed = evs.last().unwrap()["result"].clone();
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), keys(&streamed));
+    assert_eq!(keys(&v["metadata"]), keys(&streamed["metadata"]));
+    // A failed blocking deploy: HTTP 200, success false, same keys as a failed stream result.
+    let bad = support::unique_name("fp-rest-block3");
+    let _g3 = ContainerGuard::new(&bad);
+    let (code, body) = call(
+        agent()
+            .post(&format!("{}/api/deploy/docker-registry", s.url))
+            .set("Content-Type", "application/json"),
+        Some(&deploy_body(
+            folder.to_str().unwrap(),
+            &bad,
+            json!({"env_vars": {"STAND_IN_HEALTH": "unhealthy"}, "timeout": 3}),
+        )),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["exit_code"], 1);
+    assert!(v["error"].as_str().unwrap().contains("cleanup"), "{v}");
+    assert_eq!(state(&docker, &bad), None);
+}
+
+#[test]
 fn four_concurrent_stream_deploys_get_distinct_ports() {
     let Some(docker) = support::docker() else {
         return;
@@ -791,4 +867,57 @@ fn sigterm_waits_for_a_running_deploy_then_exits_0() {
     assert_eq!(status.code(), Some(0));
     // The deploy was allowed to finish: it is running and healthy, not half-made.
     assert!(eventually(10, || state(&docker, &name).as_deref() == Some("running")));
+}
+
+#[test]
+fn cli_progress_json_prints_the_same_events_as_the_stream() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = support::pull_stand_in(&docker);
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("hello.md"), HELLO).unwrap();
+    let name = support::unique_name("fp-ndjson");
+    let _g = ContainerGuard::new(&name);
+    let mut args = managed::deploy_argv(folder.path(), &name, &image);
+    args.extend(["--json", "--progress", "json"]);
+    let o = managed::publisher(&docker, &args);
+    managed::assert_code(&o, 0);
+    let (stdout, stderr) = managed::out(&o);
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
+        .collect();
+    assert_monotonic(&events);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "completed");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        last["result"], printed,
+        "the final event carries the --json object"
+    );
+    assert_eq!(printed["run_id"], last["deployment_id"]);
+
+    // A failure ends with an error event and the same failure object on stdout.
+    let o = managed::publisher(
+        &docker,
+        &[
+            "deploy",
+            "docker-registry",
+            "--script-name",
+            "nope",
+            "--script-folder",
+            folder.path().to_str().unwrap(),
+            "--json",
+            "--progress",
+            "json",
+        ],
+    );
+    managed::assert_code(&o, 2);
+    let (stdout, stderr) = managed::out(&o);
+    let last: Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["stage"], "error");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["success"], false);
+    assert_eq!(last["error"], printed["error"]);
 }
