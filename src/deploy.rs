@@ -243,7 +243,7 @@ pub fn render_json_error(e: &Error) -> Value {
         "deployment_id": null,
         "message": "deploy failed",
         "url": null,
-        "error": e.to_string(),
+        "error": crate::error::one_line(&e.to_string()),
         "error_kind": e.kind(),
         "exit_code": e.exit_code(),
         "metadata": null,

@@ -137,7 +137,7 @@ impl Manager {
         }
         let out = self.docker.run(&args, None, QUICK)?;
         let mut by_plugin: BTreeMap<String, rhai::Array> = BTreeMap::new();
-        for row in host::parse_ps(&out.stdout, &keys) {
+        for row in host::parse_ps(&out.stdout, &keys)? {
             let plugin = row
                 .read_lock::<rhai::Map>()
                 .and_then(|m| m.get("labels").cloned())
@@ -416,7 +416,7 @@ pub fn parse_secs(s: &str, flag: &str) -> Result<Duration> {
 pub fn render_json_error(e: &Error) -> Value {
     json!({
         "success": false,
-        "error": e.to_string(),
+        "error": crate::error::one_line(&e.to_string()),
         "error_kind": e.kind(),
         "exit_code": e.exit_code(),
     })

@@ -207,47 +207,65 @@ fn valid_label_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
 }
 
-/// Parses `docker ps --format` lines produced by [`ps_format`].
-pub(crate) fn parse_ps(stdout: &str, labels: &[String]) -> Array {
+/// The fixed columns of a `docker ps` row, in [`ps_format`] order (labels follow).
+const PS_FIELDS: &[(&str, &str)] = &[
+    ("id", ".ID"),
+    ("name", ".Names"),
+    ("state", ".State"),
+    ("status", ".Status"),
+    ("image", ".Image"),
+    ("created_at", ".CreatedAt"),
+    ("ports", ".Ports"),
+];
+
+/// Parses `docker ps` output produced by [`ps_format`]: one JSON array of strings per line.
+/// Every value is JSON-escaped by docker, so no label value (a file name with tabs, newlines or
+/// commas) can split a row or shift a column. A line that is not such an array is an error.
+pub(crate) fn parse_ps(stdout: &str, labels: &[String]) -> Result<Array> {
     stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            let cols: Vec<&str> = line.split('\t').collect();
-            let col = |i: usize| cols.get(i).copied().unwrap_or("").to_string();
+            let cols: Vec<String> = serde_json::from_str(line).map_err(|e| {
+                Error::failed(format!(
+                    "`docker ps` printed a row that is not the JSON asked for ({e}): {:?}",
+                    line.chars().take(200).collect::<String>()
+                ))
+            })?;
+            if cols.len() != PS_FIELDS.len() + labels.len() {
+                return Err(Error::failed(format!(
+                    "`docker ps` printed {} columns, expected {}",
+                    cols.len(),
+                    PS_FIELDS.len() + labels.len()
+                )));
+            }
             let mut m = Map::new();
-            for (i, key) in [
-                "id",
-                "name",
-                "state",
-                "status",
-                "image",
-                "created_at",
-                "ports",
-            ]
-            .iter()
-            .enumerate()
-            {
-                m.insert((*key).into(), col(i).into());
+            for (i, (key, _)) in PS_FIELDS.iter().enumerate() {
+                m.insert((*key).into(), cols[i].clone().into());
             }
             let mut lm = Map::new();
             for (i, key) in labels.iter().enumerate() {
-                lm.insert(key.as_str().into(), col(7 + i).into());
+                lm.insert(
+                    key.as_str().into(),
+                    cols[PS_FIELDS.len() + i].clone().into(),
+                );
             }
             m.insert("labels".into(), lm.into());
-            Dynamic::from_map(m)
+            Ok(Dynamic::from_map(m))
         })
         .collect()
 }
 
+/// `docker ps --format`: each field and each label through `json`, as one JSON array per row.
 pub(crate) fn ps_format(labels: &[String]) -> String {
-    let mut f = String::from(
-        "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Status}}\t{{.Image}}\t{{.CreatedAt}}\t{{.Ports}}",
-    );
+    let mut cols: Vec<String> = PS_FIELDS
+        .iter()
+        .map(|(_, field)| format!("{{{{json {field}}}}}"))
+        .collect();
     for l in labels {
-        f.push_str(&format!("\t{{{{.Label \"{l}\"}}}}"));
+        cols.push(format!("{{{{json (.Label \"{l}\")}}}}"));
     }
-    f
+    format!("[{}]", cols.join(","))
 }
 
 /// Registers the host API on `engine`.
@@ -305,7 +323,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
                 args.extend(["--filter", f.as_str()]);
             }
             let out = h.check(d.run(&args, None, QUICK))?;
-            Ok(parse_ps(&out.stdout, &keys))
+            h.check(parse_ps(&out.stdout, &keys))
         },
     );
 
@@ -356,7 +374,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
     // copy_payload(container, uid, gid): stages the script folder (as /payload/<script>/),
     // the config files and the /fractalic/payload link as one tar stream, owned by uid:gid,
-    // secrets 0600, and copies it with one `docker cp`. Returns {files, dirs, bytes}.
+    // secrets 0600, and copies it with one `docker cp`; then reads the main script back out of
+    // the container (one more `docker cp`) and fails unless it is there as a regular file.
+    // Returns {files, dirs, bytes}.
     let h = Arc::clone(host);
     engine.register_fn(
         "copy_payload",
@@ -849,13 +869,14 @@ fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) ->
         owner,
         extra_files,
         link_fractalic_payload: true,
+        main_script: Some(&cfg.main_script),
     };
     let dest = format!("{container}:/");
     let args = ["cp", "-", dest.as_str()];
     // The tar stream goes straight into `docker cp` as it is built: nothing is held in
     // memory, and docker starts extracting while we still read files.
     let (status, out, built) = d.run_with_stdin_stream(&args, QUICK, |w| {
-        payload::build_into(&spec, w).map(|p| (p.files, p.dirs, p.bytes))
+        payload::build_into(&spec, w).map(|p| (p.files, p.dirs, p.bytes, p.main_script_staged))
     })?;
     if status != Some(0) {
         // Docker's own words explain a broken pipe on our side better than the pipe does.
@@ -868,8 +889,22 @@ fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) ->
             stderr: out.stderr,
         });
     }
-    let (files, dirs, bytes) =
+    let (files, dirs, bytes, staged) =
         built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    let script_path = cfg.script_path();
+    if !staged {
+        return Err(Error::failed(format!(
+            "the main script {} was not in the payload (it changed or disappeared while the folder was read); nothing runs without it",
+            cfg.script_folder.join(&cfg.main_script).display()
+        )));
+    }
+    // Proof from the container itself that the script arrived as a file the server can open:
+    // one `docker cp` of that file (a few ms; the container is not running yet).
+    if d.read_file(container, &script_path)?.is_none() {
+        return Err(Error::failed(format!(
+            "after the copy, {container} has no regular file {script_path}; the payload did not arrive as sent"
+        )));
+    }
     let mut m = Map::new();
     m.insert("files".into(), (files as i64).into());
     m.insert("dirs".into(), (dirs as i64).into());
@@ -1033,20 +1068,39 @@ mod tests {
     fn ps_lines_parse_with_labels() {
         let keys = vec!["a.b".to_string(), "c".to_string()];
         let fmt = ps_format(&keys);
+        assert!(fmt.starts_with("[{{json .ID}},{{json .Names}},"), "{fmt}");
         assert!(
-            fmt.ends_with("\t{{.Label \"a.b\"}}\t{{.Label \"c\"}}"),
+            fmt.ends_with(",{{json (.Label \"a.b\")}},{{json (.Label \"c\")}}]"),
             "{fmt}"
         );
         let rows = parse_ps(
-            "id1\tn1\trunning\tUp 1s\timg\t2026\t127.0.0.1:8001->8001/tcp\tx\t\n",
+            "[\"id1\",\"n1\",\"running\",\"Up 1s\",\"img\",\"2026\",\"127.0.0.1:8001->8001/tcp\",\"x\",\"\"]\n",
             &keys,
-        );
+        )
+        .unwrap();
         assert_eq!(rows.len(), 1);
         let m = rows[0].read_lock::<Map>().unwrap();
         assert_eq!(m["name"].to_string(), "n1");
+        assert_eq!(m["ports"].to_string(), "127.0.0.1:8001->8001/tcp");
         let l = m["labels"].read_lock::<Map>().unwrap();
         assert_eq!(l["a.b"].to_string(), "x");
         assert_eq!(l["c"].to_string(), "");
+    }
+
+    #[test]
+    fn ps_label_values_cannot_break_rows() {
+        // What docker prints for a label holding a tab, a newline, a comma and '=': one line.
+        let keys = vec!["s".to_string(), "port".to_string()];
+        let line = r#"["id","n","running","Up","img","t","","x\tfake\n8009,k=v","8001"]"#;
+        let rows = parse_ps(&format!("{line}\n"), &keys).unwrap();
+        assert_eq!(rows.len(), 1);
+        let m = rows[0].read_lock::<Map>().unwrap();
+        let l = m["labels"].read_lock::<Map>().unwrap();
+        assert_eq!(l["s"].to_string(), "x\tfake\n8009,k=v");
+        assert_eq!(l["port"].to_string(), "8001");
+        // Anything else is an error, not a guessed row.
+        assert!(parse_ps("id\tn\trunning\n", &keys).is_err());
+        assert!(parse_ps("[\"too\",\"few\"]\n", &keys).is_err());
     }
 
     #[test]
