@@ -778,6 +778,8 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
         ));
     }
     let script_folder = folder.canonicalize().map_err(|e| unreadable(folder, &e))?;
+    // Listing it is what every later step needs; say so about the folder itself.
+    std::fs::read_dir(&script_folder).map_err(|e| unreadable(&script_folder, &e))?;
     let excludes = Excludes::new(&args.exclude).map_err(|e| match e {
         crate::payload::PayloadError::BadPattern { pattern, message } => Error::input(
             format!("bad --exclude pattern {pattern:?}"),

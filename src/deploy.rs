@@ -98,7 +98,11 @@ pub fn deploy(
         ));
     }
 
-    match plugin.call("publish", (map,)) {
+    // The main-script check copy_payload started must have passed, whatever the plugin did.
+    let published = plugin
+        .call("publish", (map,))
+        .and_then(|v| host.finish_main_check().map(|()| v));
+    match published {
         Ok(v) => {
             host.keep_created();
             progress.finish();

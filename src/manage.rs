@@ -292,6 +292,10 @@ fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
+        // Control characters (a label may hold any) are escaped, so a cell stays one cell.
+        Value::String(s) if s.chars().any(char::is_control) => {
+            s.chars().flat_map(char::escape_default).collect()
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }

@@ -38,6 +38,10 @@ pub struct Host {
     created: Mutex<Vec<String>>,
     failure: Mutex<Option<Error>>,
     env_file: Mutex<Option<tempfile::NamedTempFile>>,
+    /// The in-container check of the main script after `copy_payload`: started on its own
+    /// thread once `start_container` has started the container (so it runs beside the
+    /// readiness wait and costs no wall time), and finished at the end of the deploy.
+    main_check: Mutex<Option<MainCheck>>,
 }
 
 impl Host {
@@ -55,6 +59,7 @@ impl Host {
             created: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
             env_file: Mutex::new(None),
+            main_check: Mutex::new(None),
         }
     }
 
@@ -115,6 +120,27 @@ impl Host {
         }
     }
 
+    /// Finishes the main-script check of the last `copy_payload`, if there was one: waits for
+    /// it, or runs it now if no start has begun it. An error when the main script is not in
+    /// the container as a regular file.
+    pub fn finish_main_check(&self) -> Result<()> {
+        match lock(&self.main_check).take() {
+            None => Ok(()),
+            Some(MainCheck::Pending(job)) => job.run(),
+            Some(MainCheck::Running(handle)) => handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::failed("the main-script check panicked"))),
+        }
+    }
+
+    /// Starts a pending main-script check on its own thread (the container has started).
+    fn begin_main_check(&self) {
+        let mut slot = lock(&self.main_check);
+        if let Some(MainCheck::Pending(job)) = slot.take() {
+            *slot = Some(MainCheck::Running(std::thread::spawn(move || job.run())));
+        }
+    }
+
     /// If `err` is the error a host function raised, hands back the structured original.
     pub fn take_failure(&self, err: &EvalAltResult) -> Option<Error> {
         let mut slot = lock(&self.failure);
@@ -149,6 +175,33 @@ impl Host {
             ))),
         }
     }
+}
+
+/// Reading the main script back out of the container after the payload copy.
+struct MainCheckJob {
+    docker: Arc<Docker>,
+    container: String,
+    path: String,
+}
+
+impl MainCheckJob {
+    /// One `docker cp CONTAINER:PATH -`: fine when it yields a regular file.
+    fn run(self) -> Result<()> {
+        match self.docker.read_file(&self.container, &self.path)? {
+            Some(_) => Ok(()),
+            None => Err(Error::failed(format!(
+                "after the copy, {} has no regular file {}; the payload did not arrive as sent",
+                self.container, self.path
+            ))),
+        }
+    }
+}
+
+enum MainCheck {
+    /// Copied, not started yet.
+    Pending(MainCheckJob),
+    /// Running beside the readiness wait.
+    Running(std::thread::JoinHandle<Result<()>>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -374,8 +427,9 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
     // copy_payload(container, uid, gid): stages the script folder (as /payload/<script>/),
     // the config files and the /fractalic/payload link as one tar stream, owned by uid:gid,
-    // secrets 0600, and copies it with one `docker cp`; then reads the main script back out of
-    // the container (one more `docker cp`) and fails unless it is there as a regular file.
+    // secrets 0600, and copies it with one `docker cp`. The main script is then read back out
+    // of the container (one more `docker cp`, begun when start_container has started it, so it
+    // runs beside the readiness wait): the deploy fails unless it is there as a regular file.
     // Returns {files, dirs, bytes}.
     let h = Arc::clone(host);
     engine.register_fn(
@@ -398,6 +452,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         }
         let mut m = Map::new();
         let ok = status == Some(0);
+        if ok {
+            // Not before: a `docker cp` out of a container that is starting waits for it.
+            h.begin_main_check();
+        }
         let clash = !ok
             && (out.stderr.contains("port is already allocated")
                 || out.stderr.contains("address already in use"));
@@ -842,7 +900,7 @@ fn container_user(d: &Docker, container: &str, user: &str) -> Result<(u64, u64)>
     Ok((uid, gid))
 }
 
-fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) -> Result<Map> {
+fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i64) -> Result<Map> {
     let cfg = host
         .deploy
         .as_ref()
@@ -899,12 +957,12 @@ fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) ->
         )));
     }
     // Proof from the container itself that the script arrived as a file the server can open:
-    // one `docker cp` of that file (a few ms; the container is not running yet).
-    if d.read_file(container, &script_path)?.is_none() {
-        return Err(Error::failed(format!(
-            "after the copy, {container} has no regular file {script_path}; the payload did not arrive as sent"
-        )));
-    }
+    // one `docker cp` of that file, begun by start_container (see `finish_main_check`).
+    *lock(&host.main_check) = Some(MainCheck::Pending(MainCheckJob {
+        docker: Arc::clone(d),
+        container: container.to_string(),
+        path: script_path,
+    }));
     let mut m = Map::new();
     m.insert("files".into(), (files as i64).into());
     m.insert("dirs".into(), (dirs as i64).into());

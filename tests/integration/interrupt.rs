@@ -5,6 +5,7 @@ use crate::support::{self, ContainerGuard};
 use std::process::Stdio;
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn interrupted_deploy_leaves_nothing_behind() {
     let Some(docker) = support::docker() else {
         return;
@@ -35,6 +36,7 @@ fn interrupted_deploy_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn interrupted_doctor_leaves_nothing_behind() {
     let Some(docker) = support::docker() else {
         return;
@@ -79,6 +81,7 @@ fn interrupted_doctor_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn interrupted_start_leaves_the_deployment_stopped() {
     let Some(docker) = support::docker() else {
         return;
