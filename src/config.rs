@@ -1199,6 +1199,20 @@ mod tests {
             w.contains("\"broken\" -> \"missing\" points at nothing"),
             "{w}"
         );
+
+        // Many losses: each of the first 20 is named, the rest counted in one more line.
+        for i in 0..25 {
+            symlink(format!("gone{i}"), d.join(format!("dead{i:02}"))).unwrap();
+        }
+        let cfg = deploy_config(&args(&["--script-name", "hello", "--script-folder", f])).unwrap();
+        assert_eq!(
+            cfg.warnings.len(),
+            SKIP_WARNINGS_MAX + 1,
+            "{:#?}",
+            cfg.warnings
+        );
+        let last = cfg.warnings.last().unwrap();
+        assert!(last.starts_with("7 more entries of"), "{last}");
     }
 
     #[test]
