@@ -3,7 +3,8 @@
 #   scripts/test.sh [cargo test args...]
 # Starts the test bed (scripts/dev-env.sh up), runs `cargo test --workspace`, and stops again
 # what it started (unless the test bed was already up, or KEEP_DEV_ENV=1).
-# If `up` fails: with CI=true that is a failure; otherwise the Docker tests skip.
+# If `up` fails: with CI=true that is a failure; otherwise the Docker tests are reported as
+# ignored (FRACTALIC_TEST_NO_DOCKER=1, see build.rs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +33,7 @@ elif [[ ${CI:-} == true ]]; then
 	echo "test.sh: dev-env.sh up failed and CI=true" >&2
 	exit 1
 else
-	echo "test.sh: dev-env.sh up failed; running the tests anyway, Docker tests will skip" >&2
+	echo "test.sh: dev-env.sh up failed; running the tests anyway, Docker tests will be listed as ignored" >&2
 	export FRACTALIC_TEST_NO_DOCKER=1
 fi
 

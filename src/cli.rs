@@ -50,7 +50,7 @@ pub enum Command {
     /// Print a deployment's logs (docker's stdout/stderr, or one service's log file).
     Logs(LogsArgs),
     /// Stop a deployment (it keeps its container, config and port).
-    Stop(NameArgs),
+    Stop(StopArgs),
     /// Start a stopped deployment again and wait until it is healthy.
     Start(StartArgs),
     /// Remove a deployment's container (--force for a running one).
@@ -159,6 +159,21 @@ pub struct StartArgs {
     pub timeout: String,
     #[command(flatten)]
     pub json: JsonFlag,
+    /// No progress output (the result still goes to stdout).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `stop` flags.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The deployment's container name (see `fractalic-publisher ps`).
+    pub name: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    /// No progress output (the result still goes to stdout).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `rm` flags.

@@ -111,19 +111,199 @@ pub fn production_tag(image: &str) -> String {
 
 /// Checks an image reference (after [`production_tag`]).
 pub fn check_image(image: &str) -> Result<()> {
-    let ok = !image.is_empty()
-        && !image.starts_with('-')
-        && image.len() <= 512
-        && image
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::input(
+    match image_reference_problem(image) {
+        None => Ok(()),
+        Some(why) => Err(Error::input(
             format!("bad --image {image:?}"),
-            "give an image reference like registry/name:tag",
+            format!("{why}; give an image reference like registry/name:tag, e.g. ghcr.io/fractalic-ai/fractalic:latest"),
+        )),
+    }
+}
+
+/// Why `image` is not a Docker image reference (`[domain[:port]/]path[:tag][@digest]`, the
+/// distribution/reference grammar), or None when it is one.
+pub fn image_reference_problem(image: &str) -> Option<String> {
+    if image.is_empty() {
+        return Some("it is empty".into());
+    }
+    if image.len() > 512 {
+        return Some(format!(
+            "it is {} characters long (at most 512)",
+            image.len()
+        ));
+    }
+    if let Some(c) = image.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!("it contains {c:?}"));
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        if let Some(why) = digest_problem(d) {
+            return Some(why);
+        }
+    }
+    let last_slash = rest.rfind('/');
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if last_slash.is_none_or(|s| i > s) => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(t) = tag {
+        let mut cs = t.chars();
+        let ok = t.len() <= 128
+            && matches!(cs.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+            && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Some(format!(
+                "tag {t:?} is not valid (1-128 letters, digits, '_', '.', '-', not starting with '.' or '-')"
+            ));
+        }
+    }
+    if name.is_empty() {
+        return Some("the repository name is empty".into());
+    }
+    if name.len() > 255 {
+        return Some(format!(
+            "the repository name is {} characters long (at most 255)",
+            name.len()
+        ));
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    // The first component is a registry host when it looks like one, as Docker decides it.
+    if parts.len() > 1 {
+        let first = parts[0];
+        if first.contains(['.', ':'])
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase())
+        {
+            if let Some(why) = domain_problem(first) {
+                return Some(why);
+            }
+            parts.remove(0);
+        }
+    }
+    for part in parts {
+        if part.chars().any(|c| c.is_ascii_uppercase()) {
+            return Some(format!(
+                "repository name component {part:?} has uppercase letters; repository names are lowercase"
+            ));
+        }
+        if !valid_path_component(part) {
+            return Some(format!(
+                "repository name component {part:?} is not valid (lowercase letters and digits, separated by '.', '_', '__' or dashes)"
+            ));
+        }
+    }
+    None
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn valid_path_component(part: &str) -> bool {
+    let b = part.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &part[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A registry host: DNS labels or an IPv4 address or a bracketed IPv6 one, and an optional
+/// `:port`.
+fn domain_problem(domain: &str) -> Option<String> {
+    let bad = || {
+        Some(format!(
+            "registry host {domain:?} is not a valid host[:port]"
         ))
+    };
+    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return bad();
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad();
+        }
+        match after {
+            "" => return None,
+            a => match a.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return bad(),
+            },
+        }
+    } else {
+        match domain.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (domain, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
+            return bad();
+        }
+    }
+    if domain.starts_with('[') {
+        return None;
+    }
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    };
+    if host.split('.').all(label_ok) {
+        None
+    } else {
+        bad()
+    }
+}
+
+/// `algorithm:hex`, e.g. `sha256:` and 64 lowercase hex digits.
+fn digest_problem(d: &str) -> Option<String> {
+    let bad = |why: &str| Some(format!("digest {d:?} is not valid ({why})"));
+    let Some((algo, hex)) = d.split_once(':') else {
+        return bad("write ALGORITHM:HEX, e.g. sha256:<64 hex digits>");
+    };
+    let algo_ok = !algo.is_empty()
+        && algo.starts_with(|c: char| c.is_ascii_lowercase())
+        && algo
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c));
+    if !algo_ok {
+        return bad("the algorithm is lowercase letters and digits, e.g. sha256");
+    }
+    let hex_ok =
+        |n: usize| hex.len() == n && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let ok = match algo {
+        "sha256" => hex_ok(64),
+        "sha384" => hex_ok(96),
+        "sha512" => hex_ok(128),
+        _ => {
+            hex.len() >= 32
+                && hex
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"=_-".contains(&c))
+        }
+    };
+    if ok {
+        None
+    } else {
+        bad("sha256 takes 64 lowercase hex digits")
     }
 }
 
@@ -182,19 +362,44 @@ pub fn valid_env_key(k: &str) -> bool {
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
-/// Parses one `K=V` item. `origin` says where it came from; the value never appears in errors.
+/// The longest `KEY=VALUE` line Docker's `--env-file` reader accepts (its line scanner holds
+/// 64 KiB including the newline).
+pub const ENV_LINE_MAX: usize = 65_535;
+/// The most environment, in bytes, a deploy passes (Linux limits a process's environment to a
+/// few MiB in all; beyond this a container would fail to start).
+pub const ENV_TOTAL_MAX: usize = 1 << 20;
+
+/// What an env item may show of itself in an error: the text before its first separator
+/// (`=`, `:` or whitespace) when that is a plain name; never anything after it, which may be a
+/// secret, and nothing at all when there is no separator (the whole item may be the secret).
+fn env_lead(item: &str) -> String {
+    match item.find(|c: char| c == '=' || c == ':' || c.is_whitespace()) {
+        Some(i) if i > 0 && valid_env_key_chars(&item[..i]) => {
+            let lead: String = item[..i].chars().take(64).collect();
+            format!(" (it starts with {lead:?})")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Letters, digits and '_' only (a digit first is allowed here: showing `1BAD` is harmless).
+fn valid_env_key_chars(k: &str) -> bool {
+    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses one `K=V` item. `origin` says where it came from (`--env #2`, `FILE:LINE`); the
+/// error names it and never shows the value or anything after the first separator.
 fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
     let Some((k, v)) = item.split_once('=') else {
-        let shown: String = item.chars().take(40).collect();
         return Err(Error::input(
-            format!("bad env item {shown:?} ({origin})"),
-            "write KEY=VALUE",
+            format!("bad env item at {origin}{}: it has no '='", env_lead(item)),
+            "write KEY=VALUE (the item itself is not shown: it may hold a secret)",
         ));
     };
     if !valid_env_key(k) {
         return Err(Error::input(
-            format!("bad env name {k:?} ({origin})"),
-            "names use letters, digits and '_' and do not start with a digit",
+            format!("bad env name at {origin}{}", env_lead(item)),
+            "names use letters, digits and '_' and do not start with a digit; write KEY=VALUE",
         ));
     }
     if v.contains('\n') || v.contains('\r') || v.contains('\0') {
@@ -206,13 +411,56 @@ fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// Checks that the container environment fits what Docker and Linux accept: each `K=V` at most
+/// [`ENV_LINE_MAX`] bytes, all of it at most [`ENV_TOTAL_MAX`]. Names only in errors.
+pub fn check_env_sizes(env: &[(String, String, String)]) -> Result<()> {
+    let mut total = 0;
+    for (k, v, origin) in env {
+        let line = k.len() + 1 + v.len();
+        if line > ENV_LINE_MAX {
+            return Err(Error::input(
+                format!("env value of {k} ({origin}) is too long: {line} bytes as {k}=VALUE"),
+                format!("Docker accepts at most {ENV_LINE_MAX} bytes per variable; put large data in a file in the script folder instead"),
+            ));
+        }
+        total += line + 1;
+    }
+    if total > ENV_TOTAL_MAX {
+        return Err(Error::input(
+            format!("the container environment is too large: {total} bytes in {} variables", env.len()),
+            format!("keep it under {ENV_TOTAL_MAX} bytes; put large data in a file in the script folder instead"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads an env file: `K=V` lines, `#` comments, blank lines, optional `export `, and one pair
 /// of matching surrounding quotes stripped from the value.
 pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    Ok(parse_env_file_at(path)?
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect())
+}
+
+/// Like [`parse_env_file`], with each item's `FILE:LINE`.
+fn parse_env_file_at(path: &Path) -> Result<Vec<(String, String, String)>> {
+    let bytes = std::fs::read(path).map_err(|e| {
         Error::input(
             format!("cannot read --env-file {}", path.display()),
             format!("{e}; give a readable file of KEY=VALUE lines"),
+        )
+    })?;
+    // Not `read_to_string`: its error would not say where, and the line is not ours to show.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        Error::input(
+            format!("{}:{line} is not UTF-8 text", path.display()),
+            "save the file as UTF-8 KEY=VALUE lines",
         )
     })?;
     let mut out = Vec::new();
@@ -225,7 +473,7 @@ pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>> {
         let origin = format!("{}:{}", path.display(), i + 1);
         let (k, v) = parse_env_item(line, &origin)?;
         let v = strip_quotes(&v).to_string();
-        out.push((k, v));
+        out.push((k, v, origin));
     }
     Ok(out)
 }
@@ -239,32 +487,150 @@ fn strip_quotes(v: &str) -> &str {
     v
 }
 
-/// Finds the main script: `S.md`, `.py`, `.sh`, `.txt`, then the first `S.*` in name order.
-pub fn find_main_script(folder: &Path, script: &str) -> Result<String> {
+/// A main script's file name: the script-name rule (Docker-name characters, no `..`), so it
+/// is safe in a label, a path and a table row.
+fn valid_main_script_name(name: &str) -> bool {
+    valid_docker_name(name) && !name.contains("..") && name.len() <= 255
+}
+
+/// `cannot read PATH` as bad input (exit 2): the script folder, or something in it.
+pub fn unreadable(path: &Path, e: &std::io::Error) -> Error {
+    Error::input(
+        format!("cannot read {}", path.display()),
+        format!(
+            "{e}; make it readable by this user, or leave it out with --exclude if it is inside the script folder"
+        ),
+    )
+}
+
+/// Whether a top-level entry can be the main script.
+enum Candidate {
+    /// There is no such file (or it is a directory): try the next name.
+    Absent,
+    /// It is the main script.
+    Found,
+    /// It would be the main script, but cannot be: this says why.
+    Rejected(Error),
+}
+
+/// Checks `folder/name` as the main script: a regular file (or a symlink to one inside the
+/// folder), with a safe name, that the excludes keep in the payload.
+fn main_candidate(folder: &Path, name: &str, excludes: &Excludes) -> Result<Candidate> {
+    let path = folder.join(name);
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Candidate::Absent),
+        Err(e) => return Err(unreadable(&path, &e)),
+    };
+    let reject = |what: String, hint: &str| Ok(Candidate::Rejected(Error::input(what, hint)));
+    let shown = path.display();
+    if meta.is_dir() {
+        return Ok(Candidate::Absent);
+    }
+    if !valid_main_script_name(name) {
+        return reject(
+            format!("bad main script name {name:?} in {}", folder.display()),
+            "rename it to letters, digits, '_', '.', '-' (starting with a letter or digit), or pass --script-name for another script",
+        );
+    }
+    if let Some(pattern) = excludes.matching(name) {
+        let by = if Excludes::is_default(pattern) {
+            format!("the default exclude pattern {pattern:?}")
+        } else {
+            format!("--exclude {pattern:?}")
+        };
+        return reject(
+            format!("the main script {shown} is left out of the payload by {by}"),
+            "the deploy would serve nothing: rename the script, or drop that --exclude",
+        );
+    }
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(&path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        let Ok(real) = std::fs::canonicalize(&path) else {
+            return reject(
+                format!("the main script {shown} is a symlink to {target:?}, which does not exist"),
+                "point it at a file in the script folder, or put the script itself there",
+            );
+        };
+        let Ok(inner) = real.strip_prefix(folder) else {
+            return reject(
+                format!("the main script {shown} is a symlink to {target:?}, outside the script folder"),
+                "symlinks that leave the folder are not copied (they could leak host files): copy the script into the folder",
+            );
+        };
+        let inner = inner.to_string_lossy();
+        if excludes.is_excluded(&inner) || inner == ".env" {
+            return reject(
+                format!("the main script {shown} is a symlink to {inner:?}, which the payload leaves out"),
+                "point it at a file that is deployed, or put the script itself in the folder",
+            );
+        }
+        return Ok(match std::fs::metadata(&real) {
+            Ok(m) if m.is_file() => Candidate::Found,
+            Ok(m) if m.is_dir() => Candidate::Absent,
+            _ => Candidate::Rejected(Error::input(
+                format!("the main script {shown} is a symlink to {target:?}, which is not a regular file"),
+                "point it at a regular file in the script folder",
+            )),
+        });
+    }
+    if !meta.is_file() {
+        return reject(
+            format!("the main script {shown} is not a regular file"),
+            "make it a regular file (FIFOs, sockets and devices are not copied)",
+        );
+    }
+    Ok(Candidate::Found)
+}
+
+/// Finds the main script: `S.md`, `.py`, `.sh`, `.txt`, then the first usable `S.*` in name
+/// order. It must end up in the payload as a regular file: one that an exclude pattern drops,
+/// a symlink leaving the folder or dangling, or a name outside the script-name rule is bad
+/// input, named with the reason.
+pub fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Result<String> {
     for ext in SCRIPT_EXTENSIONS {
         let name = format!("{script}.{ext}");
-        if folder.join(&name).is_file() {
-            return Ok(name);
+        match main_candidate(folder, &name, excludes)? {
+            Candidate::Absent => {}
+            Candidate::Found => return Ok(name),
+            Candidate::Rejected(e) => return Err(e),
         }
     }
     let prefix = format!("{script}.");
-    let mut others: Vec<String> = std::fs::read_dir(folder)
-        .map_err(|e| Error::Io {
-            path: folder.to_path_buf(),
-            source: e,
-        })?
+    let mut others: Vec<std::ffi::OsString> = std::fs::read_dir(folder)
+        .map_err(|e| unreadable(folder, &e))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&prefix))
+        .map(|e| e.file_name())
+        .filter(|n| n.as_encoded_bytes().starts_with(prefix.as_bytes()))
         .collect();
     others.sort();
-    others.into_iter().next().ok_or_else(|| {
+    let mut first_rejection = None;
+    for name in others {
+        let Some(name) = name.to_str() else {
+            first_rejection.get_or_insert_with(|| {
+                Error::input(
+                    format!("bad main script name {name:?} in {}", folder.display()),
+                    "rename it to letters, digits, '_', '.', '-'",
+                )
+            });
+            continue;
+        };
+        match main_candidate(folder, name, excludes)? {
+            Candidate::Absent => {}
+            Candidate::Found => return Ok(name.to_string()),
+            Candidate::Rejected(e) => {
+                first_rejection.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_rejection.unwrap_or_else(|| {
         Error::input(
             format!("no main script {script:?} in {}", folder.display()),
             format!("add {script}.md (or .py, .sh, .txt), or pass the right --script-name"),
         )
-    })
+    }))
 }
 
 /// The Fractalic project root: walk up to a directory holding `fractalic.py`, from the script
@@ -317,7 +683,7 @@ pub fn check_settings_toml(path: &Path, contents: &[u8]) -> Result<()> {
                 format!("{} is not valid TOML{at}", path.display()),
                 format!(
                     "{}; fix the file (see settings.toml in the Fractalic docs)",
-                    e.message().trim()
+                    crate::error::one_line(e.message())
                 ),
             ))
         }
@@ -395,7 +761,11 @@ pub fn find_config_files(root: &Path, folder: &Path) -> Result<Vec<ConfigFile>> 
     Ok(out)
 }
 
+/// How many skipped payload entries are warned about one by one; the rest are counted.
+const SKIP_WARNINGS_MAX: usize = 20;
+
 /// Validates deploy flags into a [`DeployConfig`]. Any problem is [`Error::Input`] (exit 2).
+/// Docker is not run here: everything a user can get wrong is found before it is.
 pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
     check_script_name(&args.script_name)?;
     let name = args
@@ -411,11 +781,30 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
             "give the folder that holds your script",
         ));
     }
-    let script_folder = folder.canonicalize().map_err(|e| Error::Io {
-        path: folder.clone(),
-        source: e,
+    let script_folder = folder.canonicalize().map_err(|e| unreadable(folder, &e))?;
+    // Listing it is what every later step needs; say so about the folder itself.
+    std::fs::read_dir(&script_folder).map_err(|e| unreadable(&script_folder, &e))?;
+    let excludes = Excludes::with_includes(&args.include, &args.exclude).map_err(|e| match e {
+        crate::payload::PayloadError::BadPattern {
+            list,
+            pattern,
+            message,
+        } => Error::input(
+            format!("bad --{list} pattern {pattern:?}"),
+            format!("{message}; use a glob such as '*.log' or 'data/*.csv'"),
+        ),
+        other => Error::input("bad --exclude pattern", other.to_string()),
     })?;
-    let main_script = find_main_script(&script_folder, &args.script_name)?;
+    let main_script = find_main_script(&script_folder, &args.script_name, &excludes)?;
+    if !excludes.is_included(&main_script) {
+        return Err(Error::input(
+            format!("the main script {main_script:?} is left out of the payload"),
+            format!(
+                "include_files {:?} must take it: change them (or --include)",
+                excludes.include_patterns(),
+            ),
+        ));
+    }
 
     let image = production_tag(args.image.as_deref().unwrap_or(DEFAULT_IMAGE));
     check_image(&image)?;
@@ -425,46 +814,44 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
         .unwrap_or_else(|| host_platform().to_string());
     check_platform(&platform)?;
 
-    let port = match &args.port {
-        Some(p) => PortRequest::Exact(parse_port(p, "--port")?),
-        None => PortRequest::Preferred(DEFAULT_PORT),
-    };
     let bind: IpAddr = args.bind.parse().map_err(|_| {
         Error::input(
             format!("bad --bind {:?}", args.bind),
             "give an IP address such as 127.0.0.1 or 0.0.0.0",
         )
     })?;
+    if let Err(e) = std::net::TcpListener::bind((bind, 0)) {
+        if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+            return Err(Error::input(
+                format!("bad --bind {bind}: it is not an address of this host"),
+                "give one of this host's addresses, e.g. 127.0.0.1 (the default) or 0.0.0.0",
+            ));
+        }
+    }
+    let port = match &args.port {
+        Some(p) => {
+            let p = parse_port(p, "--port")?;
+            // A port another process holds is known now, before Docker is touched; one that
+            // another deployment has recorded is found later, from the containers' labels.
+            crate::ports::choose(PortRequest::Exact(p), bind, &Default::default())
+                .map_err(|e| Error::input(format!("--port {p}"), e.to_string()))?;
+            PortRequest::Exact(p)
+        }
+        None => PortRequest::Preferred(DEFAULT_PORT),
+    };
     let timeout = parse_timeout(&args.timeout)?;
 
-    let mut env = Vec::new();
+    let mut env_at = Vec::new();
     if let Some(f) = &args.env_file {
-        env.extend(parse_env_file(f)?);
+        env_at.extend(parse_env_file_at(f)?);
     }
-    for item in &args.env {
-        env.push(parse_env_item(item, "--env")?);
+    for (i, item) in args.env.iter().enumerate() {
+        let origin = format!("--env #{}", i + 1);
+        let (k, v) = parse_env_item(item, &origin)?;
+        env_at.push((k, v, origin));
     }
-
-    let excludes = Excludes::with_includes(&args.include, &args.exclude).map_err(|e| {
-        let list = match &e {
-            crate::payload::PayloadError::BadPattern { list, .. } => *list,
-            _ => "exclude",
-        };
-        Error::input(
-            format!("bad --{list} pattern"),
-            format!("{e}; use a glob such as '*.log' or 'data/*.csv'"),
-        )
-    })?;
-    if !excludes.takes(&main_script) {
-        return Err(Error::input(
-            format!("the main script {main_script:?} is left out of the payload"),
-            format!(
-                "include_files {:?} / exclude_patterns {:?} must take it: change them (or --include/--exclude)",
-                excludes.include_patterns(),
-                args.exclude
-            ),
-        ));
-    }
+    check_env_sizes(&env_at)?;
+    let env = env_at.into_iter().map(|(k, v, _)| (k, v)).collect();
 
     let project_root = project_root(&script_folder);
     let config_files = find_config_files(&project_root, &script_folder)?;
@@ -474,6 +861,28 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
             "no settings.toml in {} or {}: /execute will answer \"No model specified and no defaultProvider in settings.toml\"",
             script_folder.display(),
             project_root.display()
+        ));
+    }
+    // The whole folder once, as the copy will walk it: unreadable parts are bad input now,
+    // and what the payload leaves out is said, not silently dropped.
+    let survey = crate::payload::survey(&script_folder, &excludes, Some(&main_script)).map_err(
+        |e| match e {
+            crate::payload::PayloadError::Io { path, source } => unreadable(&path, &source),
+            other => Error::input(
+                format!("cannot read --script-folder {}", script_folder.display()),
+                other.to_string(),
+            ),
+        },
+    )?;
+    let skipped = survey.skipped.len();
+    for s in survey.skipped.iter().take(SKIP_WARNINGS_MAX) {
+        warnings.push(s.to_string());
+    }
+    if skipped > SKIP_WARNINGS_MAX {
+        warnings.push(format!(
+            "{} more entries of {} are left out of the payload (special files or symlinks that dangle or leave the folder)",
+            skipped - SKIP_WARNINGS_MAX,
+            script_folder.display()
         ));
     }
 
@@ -580,16 +989,247 @@ mod tests {
     #[test]
     fn main_script_order() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("s.zzz"), "").unwrap();
-        assert_eq!(find_main_script(dir.path(), "s").unwrap(), "s.zzz");
-        std::fs::write(dir.path().join("s.txt"), "").unwrap();
-        assert_eq!(find_main_script(dir.path(), "s").unwrap(), "s.txt");
-        std::fs::write(dir.path().join("s.md"), "").unwrap();
-        assert_eq!(find_main_script(dir.path(), "s").unwrap(), "s.md");
-        assert_eq!(
-            find_main_script(dir.path(), "t").unwrap_err().exit_code(),
-            2
+        let ex = Excludes::new(&[]).unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        std::fs::write(d.join("s.zzz"), "").unwrap();
+        assert_eq!(find_main_script(&d, "s", &ex).unwrap(), "s.zzz");
+        std::fs::write(d.join("s.txt"), "").unwrap();
+        assert_eq!(find_main_script(&d, "s", &ex).unwrap(), "s.txt");
+        std::fs::write(d.join("s.md"), "").unwrap();
+        assert_eq!(find_main_script(&d, "s", &ex).unwrap(), "s.md");
+        assert_eq!(find_main_script(&d, "t", &ex).unwrap_err().exit_code(), 2);
+    }
+
+    /// A canonical temp folder holding `files`.
+    fn folder(files: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        for f in files {
+            std::fs::write(d.join(f), "a = 1\n").unwrap();
+        }
+        (dir, d)
+    }
+
+    #[test]
+    fn main_script_must_reach_the_payload_as_a_file() {
+        use std::os::unix::fs::symlink;
+        let none = Excludes::new(&[]).unwrap();
+        // Dropped by a user's --exclude, or by a default exclude.
+        let (_t, d) = folder(&["demo.md"]);
+        let ex = Excludes::new(&["demo.md".to_string()]).unwrap();
+        let e = find_main_script(&d, "demo", &ex).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("--exclude \"demo.md\""), "{e}");
+        let (_t, d) = folder(&["run.ctx"]);
+        let e = find_main_script(&d, "run", &none).unwrap_err().to_string();
+        assert!(e.contains("default exclude pattern \"*.ctx\""), "{e}");
+        // The fallback passes over an excluded S.* for a usable one.
+        let (_t, d) = folder(&["run.ctx", "run.yaml"]);
+        assert_eq!(find_main_script(&d, "run", &none).unwrap(), "run.yaml");
+        // A symlink leaving the folder, a dangling one, one to an excluded file.
+        let (_t, d) = folder(&["x.ctx"]);
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("real.md"), "x").unwrap();
+        symlink(outside.path().join("real.md"), d.join("out.md")).unwrap();
+        symlink("gone.md", d.join("dang.md")).unwrap();
+        symlink("x.ctx", d.join("exc.md")).unwrap();
+        for (script, want) in [
+            ("out", "outside the script folder"),
+            ("dang", "which does not exist"),
+            ("exc", "which the payload leaves out"),
+        ] {
+            let e = find_main_script(&d, script, &none).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{script}");
+            assert!(e.to_string().contains(want), "{script}: {e}");
+        }
+        // A symlink to a file inside the folder is fine.
+        std::fs::create_dir(d.join("v")).unwrap();
+        std::fs::write(d.join("v/2.md"), "x").unwrap();
+        symlink("v/2.md", d.join("in.md")).unwrap();
+        assert_eq!(find_main_script(&d, "in", &none).unwrap(), "in.md");
+    }
+
+    #[test]
+    fn main_script_names_follow_the_script_name_rule() {
+        let none = Excludes::new(&[]).unwrap();
+        let (_t, d) = folder(&["s.\tx\n8009", "s.a b"]);
+        let e = find_main_script(&d, "s", &none).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bad main script name \"s.\\tx\\n8009\""),
+            "{msg}"
         );
+        assert!(!msg.contains('\n') && !msg.contains('\t'), "{msg}");
+        // A valid candidate after the bad ones is taken.
+        std::fs::write(d.join("s.yaml"), "x").unwrap();
+        assert_eq!(find_main_script(&d, "s", &none).unwrap(), "s.yaml");
+    }
+
+    #[test]
+    fn env_errors_name_the_place_and_never_the_secret() {
+        for (item, must_not, must) in [
+            (
+                "OPENAI_API_KEY: sk-proj-abcdef123",
+                "sk-proj",
+                "\"OPENAI_API_KEY\"",
+            ),
+            ("sk-proj-abcdef123", "sk-proj", "no '='"),
+            ("sk_proj_abcdef123", "sk_proj", "no '='"),
+            ("API KEY=sk-zzz", "sk-zzz", "bad env name"),
+            ("API_KEY: sk=yy", "sk", "\"API_KEY\""),
+            ("1BAD=hunter2", "hunter2", "\"1BAD\""),
+        ] {
+            let e = parse_env_item(item, "--env #3").unwrap_err();
+            let msg = e.to_string();
+            assert_eq!(e.exit_code(), 2);
+            assert!(msg.contains("--env #3"), "{item}: {msg}");
+            assert!(msg.contains(must), "{item}: {msg}");
+            assert!(!msg.contains(must_not), "{item}: {msg}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.env");
+        std::fs::write(&f, "A=1\n\nOPENAI_API_KEY: sk-proj-LEAK\n").unwrap();
+        let msg = parse_env_file(&f).unwrap_err().to_string();
+        assert!(msg.contains("x.env:3"), "{msg}");
+        assert!(!msg.contains("LEAK"), "{msg}");
+        std::fs::write(&f, b"A=1\nB=\xff\xfe-sk-LEAK\n").unwrap();
+        let msg = parse_env_file(&f).unwrap_err().to_string();
+        assert!(msg.contains("x.env:2 is not UTF-8"), "{msg}");
+        assert!(!msg.contains("LEAK"), "{msg}");
+    }
+
+    #[test]
+    fn env_sizes_are_checked_before_docker() {
+        let item = |k: &str, n: usize| (k.to_string(), "v".repeat(n), "--env #1".to_string());
+        assert!(check_env_sizes(&[item("A", ENV_LINE_MAX - 2)]).is_ok());
+        let e = check_env_sizes(&[item("A", ENV_LINE_MAX - 1)]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("env value of A (--env #1) is too long"),
+            "{msg}"
+        );
+        assert!(!msg.contains("vvvv"), "{msg}");
+        let many: Vec<_> = (0..20).map(|i| item(&format!("K{i}"), 60_000)).collect();
+        let msg = check_env_sizes(&many).unwrap_err().to_string();
+        assert!(msg.contains("environment is too large"), "{msg}");
+    }
+
+    #[test]
+    fn image_references_follow_the_docker_grammar() {
+        for good in [
+            "ghcr.io/fractalic-ai/fractalic:latest-production",
+            "127.0.0.1:5000/fractalic-stand-in:latest-production",
+            "localhost/a/b",
+            "ubuntu",
+            "library/ubuntu:22.04",
+            "Registry.Example.com:443/team/app_x__y.z-w:v1.2_3",
+            "[::1]:5000/app:tag",
+            "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "app:1@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(image_reference_problem(good), None, "{good}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("Ubuntu", "uppercase"),
+            ("ghcr.io/Fractalic-AI/fractalic:latest", "uppercase"),
+            ("ghcr.io/fractalic-ai/fractalic:", "tag"),
+            ("app:-x", "tag"),
+            ("app:a/b", "registry host"),
+            ("a//b", "not valid"),
+            ("a/-b", "not valid"),
+            ("a/b_", "not valid"),
+            ("a/b...c", "not valid"),
+            ("app@sha256:abc", "digest"),
+            ("app@md5", "digest"),
+            ("bad_host.io:x/app", "registry host"),
+            ("app name", "contains"),
+        ] {
+            let p = image_reference_problem(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(p.contains(why), "{bad:?}: {p}");
+        }
+        let e = check_image("Ubuntu").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().starts_with("bad --image \"Ubuntu\""), "{e}");
+    }
+
+    /// Deploy flags as the command line gives them (robust to flags added later).
+    fn args(extra: &[&str]) -> DeployArgs {
+        use clap::Parser;
+        let mut argv = vec!["fp", "deploy", "docker-registry"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Deploy(a) => crate::deploy_file::merge(&a).unwrap().args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn deploy_config_finds_bad_ports_binds_and_excludes_before_docker() {
+        let (_t, d) = folder(&["hello.md", "settings.toml"]);
+        let f = d.to_str().unwrap();
+        let base = ["--script-name", "hello", "--script-folder", f];
+        let hold = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let busy = hold.local_addr().unwrap().port().to_string();
+        let mut a = base.to_vec();
+        a.extend(["--port", &busy]);
+        let e = deploy_config(&args(&a)).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains(&format!("--port {busy}")), "{e}");
+        assert!(e.to_string().contains("in use"), "{e}");
+
+        let mut a = base.to_vec();
+        a.extend(["--bind", "192.0.2.77"]);
+        let e = deploy_config(&args(&a)).unwrap_err().to_string();
+        assert!(e.contains("not an address of this host"), "{e}");
+
+        let mut a = base.to_vec();
+        a.extend(["--exclude", "a["]);
+        let e = deploy_config(&args(&a)).unwrap_err().to_string();
+        assert_eq!(e.matches("use a glob such as").count(), 1, "{e}");
+        assert!(e.starts_with("bad --exclude pattern \"a[\""), "{e}");
+
+        let mut a = base.to_vec();
+        let big = format!("BIG={}", "x".repeat(70_000));
+        a.extend(["--env", "A=1", "--env", &big]);
+        let e = deploy_config(&args(&a)).unwrap_err().to_string();
+        assert!(e.contains("BIG (--env #2) is too long"), "{e}");
+        assert!(e.len() < 400, "{e}");
+    }
+
+    #[test]
+    fn deploy_config_warns_about_what_the_payload_leaves_out() {
+        use std::os::unix::fs::symlink;
+        let (_t, d) = folder(&["hello.md", "settings.toml"]);
+        symlink("/etc/hostname", d.join("host-file")).unwrap();
+        symlink("missing", d.join("broken")).unwrap();
+        let f = d.to_str().unwrap();
+        let cfg = deploy_config(&args(&["--script-name", "hello", "--script-folder", f])).unwrap();
+        let w = cfg.warnings.join("\n");
+        assert!(
+            w.contains("\"host-file\" -> \"/etc/hostname\" leaves the script folder"),
+            "{w}"
+        );
+        assert!(
+            w.contains("\"broken\" -> \"missing\" points at nothing"),
+            "{w}"
+        );
+
+        // Many losses: each of the first 20 is named, the rest counted in one more line.
+        for i in 0..25 {
+            symlink(format!("gone{i}"), d.join(format!("dead{i:02}"))).unwrap();
+        }
+        let cfg = deploy_config(&args(&["--script-name", "hello", "--script-folder", f])).unwrap();
+        assert_eq!(
+            cfg.warnings.len(),
+            SKIP_WARNINGS_MAX + 1,
+            "{:#?}",
+            cfg.warnings
+        );
+        let last = cfg.warnings.last().unwrap();
+        assert!(last.starts_with("7 more entries of"), "{last}");
     }
 
     #[test]

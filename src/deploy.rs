@@ -154,7 +154,10 @@ pub fn run(p: Prepared) -> Result<Report> {
         docker,
         progress,
     } = p;
-    let published = plugin.call("publish", (map,));
+    // The main-script check copy_payload started must have passed, whatever the plugin did.
+    let published = plugin
+        .call("publish", (map,))
+        .and_then(|v| host.finish_main_check().map(|()| v));
     host.release_port_lock();
     match published {
         Ok(v) => {

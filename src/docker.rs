@@ -330,6 +330,17 @@ impl Docker {
     fn classify(&self, args: &[&str], status: Option<i32>, stderr: String) -> Error {
         if daemon_unreachable(&stderr) {
             Error::DaemonDown { detail: stderr }
+        } else if status.is_some() && stderr.trim().is_empty() {
+            // The docker CLI always says why it failed; a binary that fails without a word is
+            // not docker (e.g. `--docker /bin/false`), and no retry or cleanup will help.
+            Error::DockerUnusable {
+                detail: format!(
+                    "{} failed without a word (`docker {} ...` exited with code {})",
+                    self.bin.display(),
+                    args.first().copied().unwrap_or(""),
+                    status.unwrap_or_default()
+                ),
+            }
         } else {
             Error::Docker {
                 argv: self.argv(args),
@@ -536,11 +547,13 @@ fn inspect_one(docker: &Docker, args: &[&str]) -> Result<Option<Value>> {
         }
         return Err(docker.classify(args, status, out.stderr));
     }
-    let v: Value = serde_json::from_str(&out.stdout).map_err(|e| {
-        Error::failed(format!(
-            "`{}` printed unreadable JSON: {e}",
+    // The docker CLI always prints a JSON array here; anything else is not docker talking.
+    let v: Value = serde_json::from_str(&out.stdout).map_err(|e| Error::DockerUnusable {
+        detail: format!(
+            "{}: `{}` printed no JSON ({e})",
+            docker.bin.display(),
             docker.argv(args)
-        ))
+        ),
     })?;
     Ok(v.as_array().and_then(|a| a.first()).cloned())
 }
@@ -766,6 +779,23 @@ mod tests {
         ));
         let e = d.run(&["ps"], None, QUICK).unwrap_err();
         assert_eq!(e.exit_code(), 3, "{e}");
+    }
+
+    #[test]
+    fn a_binary_that_fails_without_a_word_is_not_docker() {
+        // Like `--docker /bin/false`: exit 1, nothing on stderr.
+        let dir = tempfile::tempdir().unwrap();
+        let d = Docker::with_binary(fake(dir.path(), "exit 1"));
+        let e = d.run(&["ps", "-a"], None, QUICK).unwrap_err();
+        assert!(matches!(e, Error::DockerUnusable { .. }), "{e:?}");
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(e.kind(), "docker_unusable");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("failed without a word (`docker ps ...` exited with code 1)")
+                && msg.contains("does not behave like the docker CLI"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub enum Error {
     NotManaged { what: String, hint: String },
     /// No docker binary could be found or started.
     DockerMissing { detail: String },
+    /// The docker binary ran but does not behave like docker (e.g. `--docker /bin/false`).
+    DockerUnusable { detail: String },
     /// The docker binary ran but the daemon did not answer.
     DaemonDown { detail: String },
     /// A docker command ran and said no.
@@ -77,7 +79,9 @@ impl Error {
             | Error::NotFound { .. }
             | Error::NotManaged { .. }
             | Error::PluginInvalid { .. } => exit::BAD_INPUT,
-            Error::DockerMissing { .. } | Error::DaemonDown { .. } => exit::DOCKER_UNAVAILABLE,
+            Error::DockerMissing { .. }
+            | Error::DockerUnusable { .. }
+            | Error::DaemonDown { .. } => exit::DOCKER_UNAVAILABLE,
             Error::Plugin { .. } => exit::FAILED,
             Error::Docker { .. }
             | Error::DockerTimeout { .. }
@@ -93,6 +97,7 @@ impl Error {
             // Not found / not ours are bad input to a script; the REST API tells them apart.
             Error::Input { .. } | Error::NotFound { .. } | Error::NotManaged { .. } => "bad_input",
             Error::DockerMissing { .. } => "docker_missing",
+            Error::DockerUnusable { .. } => "docker_unusable",
             Error::DaemonDown { .. } => "daemon_down",
             Error::Docker { .. } => "docker",
             Error::DockerTimeout { .. } => "docker_timeout",
@@ -103,6 +108,16 @@ impl Error {
             Error::Interrupted => "interrupted",
         }
     }
+}
+
+/// `text` on one line: its lines trimmed, empty ones dropped, joined with "; ". Every error
+/// message is printed through this, so a message is always exactly one line.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// First non-empty line of docker's stderr, trimmed of docker's own prefixes.
@@ -126,6 +141,10 @@ impl fmt::Display for Error {
             Error::DockerMissing { detail } => write!(
                 f,
                 "docker not found: {detail} (install Docker, or pass --docker PATH / set FRACTALIC_PUBLISHER_DOCKER)"
+            ),
+            Error::DockerUnusable { detail } => write!(
+                f,
+                "{detail}: it does not behave like the docker CLI (pass the real one with --docker PATH or FRACTALIC_PUBLISHER_DOCKER)"
             ),
             Error::DaemonDown { detail } => write!(
                 f,
@@ -175,10 +194,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_line_joins_lines() {
+        assert_eq!(one_line("a\n  b \r\n\n c\n"), "a; b; c");
+        assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
     fn exit_codes_per_kind() {
         assert_eq!(Error::input("--port 0", "use 1-65535").exit_code(), 2);
         assert_eq!(Error::DockerMissing { detail: "x".into() }.exit_code(), 3);
         assert_eq!(Error::DaemonDown { detail: "x".into() }.exit_code(), 3);
+        assert_eq!(Error::DockerUnusable { detail: "x".into() }.exit_code(), 3);
         assert_eq!(Error::failed("x").exit_code(), 1);
     }
 

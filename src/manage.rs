@@ -146,7 +146,7 @@ impl Manager {
         }
         let out = self.docker.run(&args, None, QUICK)?;
         let mut by_plugin: BTreeMap<String, rhai::Array> = BTreeMap::new();
-        for row in host::parse_ps(&out.stdout, &keys) {
+        for row in host::parse_ps(&out.stdout, &keys)? {
             let plugin = row
                 .read_lock::<rhai::Map>()
                 .and_then(|m| m.get("labels").cloned())
@@ -312,6 +312,10 @@ fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) if s.is_empty() => "-".into(),
+        // Control characters (a label may hold any) are escaped, so a cell stays one cell.
+        Value::String(s) if s.chars().any(char::is_control) => {
+            s.chars().flat_map(char::escape_default).collect()
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -436,7 +440,7 @@ pub fn parse_secs(s: &str, flag: &str) -> Result<Duration> {
 pub fn render_json_error(e: &Error) -> Value {
     json!({
         "success": false,
-        "error": e.to_string(),
+        "error": crate::error::one_line(&e.to_string()),
         "error_kind": e.kind(),
         "exit_code": e.exit_code(),
     })

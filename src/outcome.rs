@@ -98,7 +98,7 @@ pub fn failure(e: &Error, name: Option<&str>, run_id: Option<&str>) -> Value {
         "run_id": run_id,
         "endpoint_url": null,
         "url": null,
-        "error": e.to_string(),
+        "error": crate::error::one_line(&e.to_string()),
         "error_kind": e.kind(),
         "exit_code": e.exit_code(),
         "metadata": null,

@@ -40,81 +40,80 @@ const PAYLOAD_DIR: &str = "payload";
 #[derive(Debug, Clone)]
 pub struct Excludes {
     patterns: Vec<String>,
-    exclude: Globs,
+    /// Patterns without '/': matched against each path component.
+    component: GlobSet,
+    /// The source pattern of each glob in `component`, by index.
+    component_src: Vec<String>,
+    /// Patterns with '/': matched against the relative path and each of its directory prefixes.
+    path: GlobSet,
+    /// The source pattern of each glob in `path`, by index.
+    path_src: Vec<String>,
     /// `None`: everything is included (no include patterns, or just `*`).
-    include: Option<Globs>,
+    include: Option<(GlobSet, GlobSet)>,
     include_patterns: Vec<String>,
 }
 
-/// One list of patterns, split by how they match.
-#[derive(Debug, Clone)]
-struct Globs {
-    /// Patterns without '/': matched against each path component.
-    component: GlobSet,
-    /// Patterns with '/': matched against the relative path and each of its directory prefixes.
-    path: GlobSet,
+/// Compiled globs of one list: (component, its sources, path, its sources).
+type Compiled = (GlobSet, Vec<String>, GlobSet, Vec<String>);
+
+/// Compiles `patterns`; `list` ("exclude" or "include") names the list in errors.
+fn compile(patterns: &[String], list: &'static str) -> Result<Compiled, PayloadError> {
+    let mut component = GlobSetBuilder::new();
+    let mut path = GlobSetBuilder::new();
+    let (mut component_src, mut path_src) = (Vec::new(), Vec::new());
+    for pattern in patterns {
+        let anchored = pattern.starts_with('/');
+        let trimmed = pattern.trim_start_matches('/').trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Err(PayloadError::BadPattern {
+                list,
+                pattern: pattern.clone(),
+                message: "pattern matches nothing; give a file or directory name or glob"
+                    .to_string(),
+            });
+        }
+        let glob = GlobBuilder::new(trimmed)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| PayloadError::BadPattern {
+                list,
+                pattern: pattern.clone(),
+                message: e.kind().to_string(),
+            })?;
+        if anchored || trimmed.contains('/') {
+            path.add(glob);
+            path_src.push(pattern.clone());
+        } else {
+            component.add(glob);
+            component_src.push(pattern.clone());
+        }
+    }
+    let build = |builder: GlobSetBuilder| {
+        builder.build().map_err(|e| PayloadError::BadPattern {
+            list,
+            pattern: e.glob().unwrap_or("").to_string(),
+            message: e.kind().to_string(),
+        })
+    };
+    Ok((build(component)?, component_src, build(path)?, path_src))
 }
 
-impl Globs {
-    /// `list` ("exclude" or "include") names the list in errors.
-    fn compile(patterns: &[String], list: &'static str) -> Result<Globs, PayloadError> {
-        let mut component = GlobSetBuilder::new();
-        let mut path = GlobSetBuilder::new();
-        for pattern in patterns {
-            let anchored = pattern.starts_with('/');
-            let trimmed = pattern.trim_start_matches('/').trim_end_matches('/');
-            if trimmed.is_empty() {
-                return Err(PayloadError::BadPattern {
-                    list,
-                    pattern: pattern.clone(),
-                    message: "pattern matches nothing; give a file or directory name or glob"
-                        .to_string(),
-                });
-            }
-            let glob = GlobBuilder::new(trimmed)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| PayloadError::BadPattern {
-                    list,
-                    pattern: pattern.clone(),
-                    message: e.kind().to_string(),
-                })?;
-            if anchored || trimmed.contains('/') {
-                path.add(glob);
-            } else {
-                component.add(glob);
-            }
-        }
-        let build = |builder: GlobSetBuilder| {
-            builder.build().map_err(|e| PayloadError::BadPattern {
-                list,
-                pattern: e.glob().unwrap_or("").to_string(),
-                message: e.kind().to_string(),
-            })
-        };
-        Ok(Globs {
-            component: build(component)?,
-            path: build(path)?,
-        })
+/// The matching rule of [`Excludes::is_excluded`] for one pair of glob sets.
+fn matches(component: &GlobSet, path: &GlobSet, rel: &str) -> bool {
+    let rel = rel.trim_matches('/');
+    if rel.is_empty() {
+        return false;
     }
-
-    /// See [`Excludes::is_excluded`] for the matching rule.
-    fn matches(&self, rel: &str) -> bool {
-        let rel = rel.trim_matches('/');
-        if rel.is_empty() {
-            return false;
+    let mut end = 0;
+    for part in rel.split('/') {
+        end += part.len();
+        if component.is_match(part) || path.is_match(&rel[..end]) {
+            return true;
         }
-        let mut end = 0;
-        for part in rel.split('/') {
-            end += part.len();
-            if self.component.is_match(part) || self.path.is_match(&rel[..end]) {
-                return true;
-            }
-            end += 1;
-        }
-        false
+        end += 1;
     }
+    false
 }
 
 impl Excludes {
@@ -132,10 +131,14 @@ impl Excludes {
         let mut patterns: Vec<String> = DEFAULT_EXCLUDES.iter().map(|p| p.to_string()).collect();
         patterns.extend(extra.iter().cloned());
         let everything = include.is_empty() || include.iter().all(|p| p == "*");
-        let include_globs = Globs::compile(include, "include")?;
+        let (ic, _, ip, _) = compile(include, "include")?;
+        let (component, component_src, path, path_src) = compile(&patterns, "exclude")?;
         Ok(Excludes {
-            exclude: Globs::compile(&patterns, "exclude")?,
-            include: (!everything).then_some(include_globs),
+            component,
+            component_src,
+            path,
+            path_src,
+            include: (!everything).then_some((ic, ip)),
             include_patterns: if include.is_empty() {
                 vec!["*".to_string()]
             } else {
@@ -145,14 +148,32 @@ impl Excludes {
         })
     }
 
-    /// The source patterns, defaults first, as given.
-    pub fn patterns(&self) -> &[String] {
-        &self.patterns
-    }
-
     /// The include patterns (`["*"]` when everything is included).
     pub fn include_patterns(&self) -> &[String] {
         &self.include_patterns
+    }
+
+    /// Whether include patterns restrict the payload (anything but everything).
+    pub fn restricts(&self) -> bool {
+        self.include.is_some()
+    }
+
+    /// Whether an include pattern matches `rel` (same rule as [`Excludes::is_excluded`], so
+    /// including a directory includes everything under it).
+    pub fn is_included(&self, rel: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|(c, p)| matches(c, p, rel))
+    }
+
+    /// Whether the file `rel` goes into the payload: included and not excluded.
+    pub fn takes(&self, rel: &str) -> bool {
+        self.is_included(rel) && !self.is_excluded(rel)
+    }
+
+    /// The source patterns, defaults first, as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// `rel` is a path relative to the script folder, '/'-separated. A pattern without '/'
@@ -160,18 +181,39 @@ impl Excludes {
     /// excludes .git and everything under it); a pattern with '/' matches the whole relative
     /// path (e.g. "data/*.csv") or a directory prefix of it.
     pub fn is_excluded(&self, rel: &str) -> bool {
-        self.exclude.matches(rel)
+        matches(&self.component, &self.path, rel)
     }
 
-    /// Whether an include pattern matches `rel` (same rule as [`Excludes::is_excluded`], so
-    /// including a directory includes everything under it).
-    pub fn is_included(&self, rel: &str) -> bool {
-        self.include.as_ref().is_none_or(|g| g.matches(rel))
+    /// The pattern that excludes `rel` (the first one given, defaults first), if any; for
+    /// messages that say why a file is left out.
+    pub fn matching(&self, rel: &str) -> Option<&str> {
+        let rel = rel.trim_matches('/');
+        if rel.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        for part in rel.split('/') {
+            end += part.len();
+            let by_component = self.component.matches(part).into_iter().min();
+            let by_path = self.path.matches(&rel[..end]).into_iter().min();
+            let first = [
+                by_component.map(|i| self.component_src[i].as_str()),
+                by_path.map(|i| self.path_src[i].as_str()),
+            ]
+            .into_iter()
+            .flatten()
+            .min_by_key(|p| self.patterns.iter().position(|q| q == p));
+            if first.is_some() {
+                return first;
+            }
+            end += 1;
+        }
+        None
     }
 
-    /// Whether the file `rel` goes into the payload: included and not excluded.
-    pub fn takes(&self, rel: &str) -> bool {
-        self.is_included(rel) && !self.is_excluded(rel)
+    /// Whether `pattern` is one of [`DEFAULT_EXCLUDES`] rather than a user's `--exclude`.
+    pub fn is_default(pattern: &str) -> bool {
+        DEFAULT_EXCLUDES.contains(&pattern)
     }
 }
 
@@ -204,6 +246,9 @@ pub struct PayloadSpec<'a> {
     pub extra_files: Vec<ExtraFile>,
     /// Add the symlink /fractalic/payload -> /payload.
     pub link_fractalic_payload: bool,
+    /// The main script's file name at the top of the folder: staged as a regular file even
+    /// when it is a symlink to a file inside the folder (the server must be able to open it).
+    pub main_script: Option<&'a str>,
 }
 
 /// The tar stream (or where it was written) and what it holds from the script folder.
@@ -217,16 +262,79 @@ pub struct Payload<W = Vec<u8>> {
     pub dirs: usize,
     /// Sum of those files' sizes.
     pub bytes: u64,
-    /// Symlinks taken from the script folder (stored as links, not followed).
+    /// Symlinks taken from the script folder (in-folder links only, stored as links).
     pub symlinks: usize,
-    /// Sockets, FIFOs and devices left out, relative to the script folder ('/'-separated).
-    pub skipped_special: Vec<String>,
+    /// What was left out and why (special files, dangling links, links leaving the folder).
+    pub skipped: Vec<Skipped>,
+    /// Whether `spec.main_script` was staged as a regular file.
+    pub main_script_staged: bool,
+}
+
+/// Something in the script folder that the payload leaves out, apart from the excludes. Each
+/// one is worth a warning: the deployed script may expect it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// A FIFO, socket or device node (`kind` says which): not content that can be copied.
+    Special { rel: String, kind: &'static str },
+    /// A symlink whose target does not exist (or that loops).
+    Dangling { rel: String, target: String },
+    /// A symlink whose target is outside the script folder: never followed and never copied,
+    /// since following it could put any host file into the container.
+    Outside { rel: String, target: String },
+    /// A symlink to something inside the folder that the payload leaves out (an exclude
+    /// pattern, the top-level `.env`, or a special file), so it would dangle in the container.
+    ToLeftOut { rel: String, target: String },
+}
+
+impl Skipped {
+    /// The path relative to the script folder ('/'-separated).
+    pub fn rel(&self) -> &str {
+        match self {
+            Skipped::Special { rel, .. }
+            | Skipped::Dangling { rel, .. }
+            | Skipped::Outside { rel, .. }
+            | Skipped::ToLeftOut { rel, .. } => rel,
+        }
+    }
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Debug quoting keeps hostile names (tabs, newlines) on one line.
+        match self {
+            Skipped::Special { rel, kind } => {
+                write!(f, "{rel:?} is a {kind}; left out of the payload")
+            }
+            Skipped::Dangling { rel, target } => write!(
+                f,
+                "symlink {rel:?} -> {target:?} points at nothing; left out of the payload"
+            ),
+            Skipped::Outside { rel, target } => write!(
+                f,
+                "symlink {rel:?} -> {target:?} leaves the script folder; not followed and not copied (copy the file into the folder if the script needs it)"
+            ),
+            Skipped::ToLeftOut { rel, target } => write!(
+                f,
+                "symlink {rel:?} -> {target:?} points at a file the payload leaves out; not copied"
+            ),
+        }
+    }
+}
+
+/// What a walk of the script folder found, without building anything (for validation).
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub files: usize,
+    pub dirs: usize,
+    pub symlinks: usize,
+    pub bytes: u64,
+    pub skipped: Vec<Skipped>,
 }
 
 /// Why the payload could not be built.
 #[derive(Debug)]
 pub enum PayloadError {
-    /// An include or exclude pattern (`list`) does not compile.
+    /// An include or exclude pattern (`list` says which) does not compile.
     BadPattern {
         list: &'static str,
         pattern: String,
@@ -290,6 +398,32 @@ pub fn build(spec: &PayloadSpec) -> Result<Payload, PayloadError> {
     build_into(spec, Vec::new())
 }
 
+/// Walks the script folder as [`build`] would, checking that every directory can be listed
+/// and every file opened, and reports what would be copied and what left out. Nothing is read
+/// beyond that.
+pub fn survey(
+    folder: &Path,
+    excludes: &Excludes,
+    main_script: Option<&str>,
+) -> Result<Survey, PayloadError> {
+    let plan = plan(folder, excludes, main_script, true)?;
+    let mut s = Survey {
+        skipped: plan.skipped,
+        ..Survey::default()
+    };
+    for item in &plan.items {
+        match &item.what {
+            What::Dir { .. } => s.dirs += 1,
+            What::File { size, .. } => {
+                s.files += 1;
+                s.bytes += size;
+            }
+            What::Link { .. } => s.symlinks += 1,
+        }
+    }
+    Ok(s)
+}
+
 /// Like [`build`], but writes the archive to `out` as it goes (e.g. straight into the stdin of
 /// `docker cp`), so no copy of the payload is held in memory. A write error is
 /// [`PayloadError::Io`] naming the script folder.
@@ -305,11 +439,31 @@ pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>
             path: root.to_path_buf(),
         });
     }
+    let plan = plan(root, spec.excludes, spec.main_script, false)?;
 
     let mut stager = Stager::new(spec, out);
     let top = Path::new(PAYLOAD_DIR).join(spec.script_name);
-    stager.dir(&top, &meta, root)?;
-    stager.walk(root, &top, "")?;
+    stager.dir(&top, mtime(&meta), root)?;
+    let mut main_script_staged = false;
+    for item in &plan.items {
+        let tar_path = top.join(&item.rel);
+        match &item.what {
+            What::Dir { mtime } => {
+                stager.dir(&tar_path, *mtime, &item.src)?;
+                stager.dirs += 1;
+            }
+            What::File { secret, .. } => {
+                stager.file(&tar_path, &item.src, *secret)?;
+                if spec.main_script.is_some_and(|m| Path::new(m) == item.rel) {
+                    main_script_staged = true;
+                }
+            }
+            What::Link { target, mtime } => {
+                stager.symlink(&tar_path, target, *mtime, &item.src)?;
+                stager.symlinks += 1;
+            }
+        }
+    }
     for extra in &spec.extra_files {
         stager.extra(extra)?;
     }
@@ -336,7 +490,8 @@ pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>
         dirs: stager.dirs,
         bytes: stager.bytes,
         symlinks: stager.symlinks,
-        skipped_special: stager.skipped_special,
+        skipped: plan.skipped,
+        main_script_staged,
     })
 }
 
@@ -355,37 +510,83 @@ fn check_script_name(name: &str) -> Result<(), PayloadError> {
     }
 }
 
-/// Archive under construction plus the counts reported in [`Payload`].
-struct Stager<'s, 'a, W: io::Write> {
-    builder: tar::Builder<W>,
-    spec: &'s PayloadSpec<'a>,
-    now: u64,
-    files: usize,
-    dirs: usize,
-    bytes: u64,
-    symlinks: usize,
-    skipped_special: Vec<String>,
-    /// Directories walked into but not yet written (tar path, metadata, source).
-    pending: Vec<(PathBuf, Metadata, PathBuf)>,
+/// One entry of the script folder that goes into the payload.
+struct Item {
+    /// Path relative to the script folder (lossless, for the tar path).
+    rel: PathBuf,
+    /// Where its bytes come from (for a dereferenced main script: the link's target).
+    src: PathBuf,
+    what: What,
 }
 
-impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
-    fn new(spec: &'s PayloadSpec<'a>, out: W) -> Self {
-        Stager {
-            builder: tar::Builder::new(out),
-            spec,
-            now: unix_seconds(SystemTime::now()),
-            files: 0,
-            dirs: 0,
-            bytes: 0,
-            symlinks: 0,
-            skipped_special: Vec::new(),
-            pending: Vec::new(),
-        }
-    }
+enum What {
+    Dir { mtime: u64 },
+    File { secret: bool, size: u64 },
+    Link { target: PathBuf, mtime: u64 },
+}
 
-    /// Adds the contents of `src` (tar path `tar_dir`, relative path `rel`, "" at the top).
-    fn walk(&mut self, src: &Path, tar_dir: &Path, rel: &str) -> Result<(), PayloadError> {
+/// The folder's entries in archive order (sorted, parents first) and what is left out.
+struct Plan {
+    items: Vec<Item>,
+    skipped: Vec<Skipped>,
+}
+
+/// What becomes of a symlink in the script folder.
+enum LinkFate {
+    /// Stays a link, with this target (relative, so it resolves the same way in the
+    /// container); `file` when it points at a regular file.
+    Keep {
+        target: PathBuf,
+        real: PathBuf,
+        file: bool,
+    },
+    Skip(Skipped),
+}
+
+/// Walks `root` (excludes applied, top-level `.env` left out), deciding every entry's fate.
+/// With `open_files`, every file is also opened once, so an unreadable one is found now.
+fn plan(
+    root: &Path,
+    excludes: &Excludes,
+    main_script: Option<&str>,
+    open_files: bool,
+) -> Result<Plan, PayloadError> {
+    let canon = fs::canonicalize(root).map_err(|source| PayloadError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let mut plan = Plan {
+        items: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let walker = Walker {
+        canon: &canon,
+        excludes,
+        main_script,
+        open_files,
+    };
+    walker.walk(root, Path::new(""), "", 0, &mut plan)?;
+    Ok(plan)
+}
+
+struct Walker<'w> {
+    canon: &'w Path,
+    excludes: &'w Excludes,
+    main_script: Option<&'w str>,
+    open_files: bool,
+}
+
+impl Walker<'_> {
+    /// Adds the contents of `src` (relative path `rel_path`, '/'-joined `rel`, both "" at the
+    /// top; `depth` directories below the folder).
+    fn walk(
+        &self,
+        src: &Path,
+        rel_path: &Path,
+        rel: &str,
+        depth: usize,
+        plan: &mut Plan,
+    ) -> Result<(), PayloadError> {
         let io_err = |source| PayloadError::Io {
             path: src.to_path_buf(),
             source,
@@ -404,60 +605,200 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             } else {
                 format!("{rel}/{name_str}")
             };
-            if self.spec.excludes.is_excluded(&child_rel) || child_rel == ".env" {
+            if self.excludes.is_excluded(&child_rel) || child_rel == ".env" {
                 continue;
             }
             let meta = fs::symlink_metadata(&path).map_err(|source| PayloadError::Io {
                 path: path.clone(),
                 source,
             })?;
-            let tar_path = tar_dir.join(&name);
+            let child_path = rel_path.join(&name);
             let kind = meta.file_type();
             if kind.is_dir() {
-                // Entered lazily: a directory none of whose contents include_files takes stays
-                // out (with everything included, each one is written at once, as before).
-                let depth = self.pending.len();
-                self.pending.push((tar_path.clone(), meta, path.clone()));
-                if self.spec.excludes.is_included(&child_rel) {
-                    self.flush_dirs()?;
+                let before = plan.items.len();
+                plan.items.push(Item {
+                    rel: child_path.clone(),
+                    src: path.clone(),
+                    what: What::Dir {
+                        mtime: mtime(&meta),
+                    },
+                });
+                self.walk(&path, &child_path, &child_rel, depth + 1, plan)?;
+                // With include_files, a directory none of whose contents it takes stays out
+                // (unless the directory itself is included).
+                if self.excludes.restricts()
+                    && plan.items.len() == before + 1
+                    && !self.excludes.is_included(&child_rel)
+                {
+                    plan.items.pop();
                 }
-                self.walk(&path, &tar_path, &child_rel)?;
-                self.pending.truncate(depth);
-            } else if !self.take(&child_rel)? {
+            } else if !self.excludes.is_included(&child_rel) {
                 // Not matched by include_files.
             } else if kind.is_file() {
+                self.check_open(&path, &meta)?;
                 let secret = SECRET_NAMES.contains(&name_str.as_ref());
-                self.file(&tar_path, &path, secret)?;
+                plan.items.push(Item {
+                    rel: child_path,
+                    src: path,
+                    what: What::File {
+                        secret,
+                        size: meta.len(),
+                    },
+                });
             } else if kind.is_symlink() {
-                let target = fs::read_link(&path).map_err(|source| PayloadError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                self.symlink(&tar_path, &target, mtime(&meta), &path)?;
-                self.symlinks += 1;
+                let is_main = depth == 0 && self.main_script == Some(name_str.as_ref());
+                match self.link_fate(&path, &child_rel, depth)? {
+                    LinkFate::Keep { real, file, .. } if is_main && file => {
+                        // The main script is served by opening it: give it the bytes.
+                        let real_meta = fs::metadata(&real).map_err(|source| PayloadError::Io {
+                            path: real.clone(),
+                            source,
+                        })?;
+                        self.check_open(&real, &real_meta)?;
+                        let size = real_meta.len();
+                        plan.items.push(Item {
+                            rel: child_path,
+                            src: real,
+                            what: What::File {
+                                secret: false,
+                                size,
+                            },
+                        });
+                    }
+                    LinkFate::Keep { target, .. } => plan.items.push(Item {
+                        rel: child_path,
+                        src: path,
+                        what: What::Link {
+                            target,
+                            mtime: mtime(&meta),
+                        },
+                    }),
+                    LinkFate::Skip(s) => plan.skipped.push(s),
+                }
             } else {
-                self.skipped_special.push(child_rel);
+                plan.skipped.push(Skipped::Special {
+                    rel: child_rel,
+                    kind: special_kind(&meta),
+                });
             }
         }
         Ok(())
     }
 
-    /// Whether include_files takes `rel`; if so, first writes the directories above it.
-    fn take(&mut self, rel: &str) -> Result<bool, PayloadError> {
-        if !self.spec.excludes.is_included(rel) {
-            return Ok(false);
-        }
-        self.flush_dirs()?;
-        Ok(true)
-    }
-
-    /// Writes the directory entries still pending, outermost first.
-    fn flush_dirs(&mut self) -> Result<(), PayloadError> {
-        for (tar_path, meta, src) in std::mem::take(&mut self.pending) {
-            self.dir(&tar_path, &meta, &src)?;
-            self.dirs += 1;
+    /// With `open_files`, opens a file that is not world-readable (only those can fail to
+    /// open for lack of permission, ACLs aside; skipping the rest keeps a 10,000-file survey
+    /// to one walk).
+    fn check_open(&self, path: &Path, meta: &Metadata) -> Result<(), PayloadError> {
+        if self.open_files && !world_readable(meta) {
+            File::open(path).map_err(|source| PayloadError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
         Ok(())
+    }
+
+    /// Decides a symlink's fate: kept (rewritten relative) when it resolves to something in
+    /// the folder that the payload holds; otherwise left out, and why.
+    fn link_fate(&self, path: &Path, rel: &str, depth: usize) -> Result<LinkFate, PayloadError> {
+        let raw = fs::read_link(path).map_err(|source| PayloadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let target = raw.to_string_lossy().into_owned();
+        let rel = rel.to_string();
+        let Ok(real) = fs::canonicalize(path) else {
+            return Ok(LinkFate::Skip(Skipped::Dangling { rel, target }));
+        };
+        let Ok(inner) = real.strip_prefix(self.canon) else {
+            return Ok(LinkFate::Skip(Skipped::Outside { rel, target }));
+        };
+        let inner_rel = inner
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let Ok(meta) = fs::metadata(&real) else {
+            return Ok(LinkFate::Skip(Skipped::Dangling { rel, target }));
+        };
+        let kind = meta.file_type();
+        let left_out = !inner_rel.is_empty()
+            && (self.excludes.is_excluded(&inner_rel)
+                || inner_rel == ".env"
+                || (kind.is_file() && !self.excludes.is_included(&inner_rel)));
+        if left_out || !(kind.is_file() || kind.is_dir()) {
+            return Ok(LinkFate::Skip(Skipped::ToLeftOut { rel, target }));
+        }
+        // Relative from the link's own directory, so it resolves inside /payload/<script>/.
+        let mut stored = PathBuf::new();
+        for _ in 0..depth {
+            stored.push("..");
+        }
+        stored.push(inner);
+        if stored.as_os_str().is_empty() {
+            stored.push(".");
+        }
+        Ok(LinkFate::Keep {
+            target: stored,
+            real,
+            file: kind.is_file(),
+        })
+    }
+}
+
+#[cfg(unix)]
+fn world_readable(meta: &Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o004 != 0
+}
+
+#[cfg(not(unix))]
+fn world_readable(_meta: &Metadata) -> bool {
+    false
+}
+
+#[cfg(unix)]
+fn special_kind(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device node"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_meta: &Metadata) -> &'static str {
+    "special file"
+}
+
+/// Archive under construction plus the counts reported in [`Payload`].
+struct Stager<'s, 'a, W: io::Write> {
+    builder: tar::Builder<W>,
+    spec: &'s PayloadSpec<'a>,
+    now: u64,
+    files: usize,
+    dirs: usize,
+    bytes: u64,
+    symlinks: usize,
+}
+
+impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
+    fn new(spec: &'s PayloadSpec<'a>, out: W) -> Self {
+        Stager {
+            builder: tar::Builder::new(out),
+            spec,
+            now: unix_seconds(SystemTime::now()),
+            files: 0,
+            dirs: 0,
+            bytes: 0,
+            symlinks: 0,
+        }
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
@@ -472,8 +813,8 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
     }
 
     /// `src` is only for error messages.
-    fn dir(&mut self, tar_path: &Path, meta: &Metadata, src: &Path) -> Result<(), PayloadError> {
-        let mut header = self.header(tar::EntryType::Directory, 0o755, 0, mtime(meta));
+    fn dir(&mut self, tar_path: &Path, mtime: u64, src: &Path) -> Result<(), PayloadError> {
+        let mut header = self.header(tar::EntryType::Directory, 0o755, 0, mtime);
         // Directory entries conventionally end in '/'.
         let mut with_slash = tar_path.as_os_str().to_owned();
         with_slash.push("/");
@@ -684,6 +1025,7 @@ mod tests {
             owner: APPUSER,
             extra_files: Vec::new(),
             link_fractalic_payload: false,
+            main_script: None,
         }
     }
 
@@ -789,7 +1131,7 @@ mod tests {
         assert_eq!(payload.dirs, 1);
         assert_eq!(payload.symlinks, 1);
         assert_eq!(payload.bytes, 7 + 6 + 10);
-        assert!(payload.skipped_special.is_empty());
+        assert!(payload.skipped.is_empty());
     }
 
     #[test]
@@ -1065,6 +1407,7 @@ mod tests {
         let rel = format!("{long_dir}/{long_file}");
         write(dir.path(), &rel, "long");
         let target = "t".repeat(120);
+        write(dir.path(), &target, "t");
         symlink(&target, dir.path().join("link")).unwrap();
         let ex = defaults();
         let payload = build(&spec(dir.path(), &ex)).unwrap();
@@ -1109,7 +1452,13 @@ mod tests {
         let payload = build(&spec(dir.path(), &ex)).unwrap();
         let es = entries(&payload.tar);
         assert_eq!(paths(&es), vec!["payload/demo/", "payload/demo/main.md"]);
-        assert_eq!(payload.skipped_special, vec!["sock".to_string()]);
+        assert_eq!(
+            payload.skipped,
+            vec![Skipped::Special {
+                rel: "sock".into(),
+                kind: "socket"
+            }]
+        );
     }
 
     #[test]
@@ -1173,5 +1522,152 @@ mod tests {
         let mut out = Vec::new();
         let err = io::copy(&mut reader, &mut out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn matching_names_the_pattern_that_excludes() {
+        let ex = Excludes::new(&["demo.md".to_string(), "data/*.csv".to_string()]).unwrap();
+        assert_eq!(ex.matching("run.ctx"), Some("*.ctx"));
+        assert_eq!(ex.matching("sub/.git/HEAD"), Some(".git"));
+        assert_eq!(ex.matching("demo.md"), Some("demo.md"));
+        assert_eq!(ex.matching("data/a.csv"), Some("data/*.csv"));
+        assert_eq!(ex.matching("main.md"), None);
+        assert!(Excludes::is_default("*.ctx"));
+        assert!(!Excludes::is_default("demo.md"));
+    }
+
+    #[test]
+    fn symlinks_inside_stay_links_and_the_rest_are_left_out_and_reported() {
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "host-secret.txt", "secret");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "main.md", "m");
+        write(root, "sub/data.txt", "d");
+        write(root, "run.ctx", "c");
+        write(root, ".env", "K=v");
+        // In the folder: relative, absolute, and from a subdirectory.
+        symlink("sub/data.txt", root.join("rel-link")).unwrap();
+        symlink(root.join("sub/data.txt"), root.join("abs-link")).unwrap();
+        symlink(root.join("main.md"), root.join("sub/up-link")).unwrap();
+        symlink("sub", root.join("dir-link")).unwrap();
+        // Left out: leaving the folder, dangling, to excluded files, to .env.
+        symlink(outside.path().join("host-secret.txt"), root.join("leak")).unwrap();
+        symlink("/etc/passwd", root.join("sub/leak2")).unwrap();
+        symlink("nothing-here", root.join("dangling")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        symlink("run.ctx", root.join("to-excluded")).unwrap();
+        symlink(".env", root.join("to-env")).unwrap();
+        let fifo = root.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+
+        let ex = defaults();
+        let payload = build(&spec(root, &ex)).unwrap();
+        let es = entries(&payload.tar);
+        let link = |p: &str| {
+            let e = find(&es, p);
+            assert_eq!(e.kind, tar::EntryType::Symlink, "{p}");
+            e.link.clone().unwrap()
+        };
+        assert_eq!(link("payload/demo/rel-link"), "sub/data.txt");
+        assert_eq!(link("payload/demo/abs-link"), "sub/data.txt");
+        assert_eq!(link("payload/demo/sub/up-link"), "../main.md");
+        assert_eq!(link("payload/demo/dir-link"), "sub");
+        for gone in [
+            "leak",
+            "sub/leak2",
+            "dangling",
+            "loop",
+            "to-excluded",
+            "to-env",
+            "pipe",
+        ] {
+            let p = format!("payload/demo/{gone}");
+            assert!(!paths(&es).contains(&p.as_str()), "{p} was copied");
+        }
+        assert_eq!(payload.symlinks, 4);
+        let mut skipped: Vec<String> = payload.skipped.iter().map(|s| s.to_string()).collect();
+        skipped.sort();
+        let want_parts = [
+            ("\"dangling\" -> \"nothing-here\" points at nothing", 1),
+            ("\"leak\" -> ", 1),
+            ("leaves the script folder; not followed and not copied", 2),
+            ("\"loop\" -> \"loop\" points at nothing", 1),
+            ("\"pipe\" is a FIFO; left out of the payload", 1),
+            (
+                "\"to-excluded\" -> \"run.ctx\" points at a file the payload leaves out",
+                1,
+            ),
+            (
+                "\"to-env\" -> \".env\" points at a file the payload leaves out",
+                1,
+            ),
+        ];
+        for (part, n) in want_parts {
+            let found = skipped.iter().filter(|s| s.contains(part)).count();
+            assert_eq!(found, n, "{part:?} in {skipped:#?}");
+        }
+        assert_eq!(payload.skipped.len(), 7, "{skipped:#?}");
+        // The host file's contents never reach the archive.
+        assert!(!es.iter().any(|e| e.data == b"secret"));
+
+        // The survey sees the same, without building anything.
+        let survey = survey(root, &ex, None).unwrap();
+        assert_eq!(survey.skipped, payload.skipped);
+        assert_eq!(
+            (survey.files, survey.dirs, survey.symlinks),
+            (payload.files, payload.dirs, payload.symlinks)
+        );
+    }
+
+    #[test]
+    fn a_main_script_symlink_inside_the_folder_is_staged_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "versions/v2.md", "# v2\n");
+        symlink("versions/v2.md", root.join("demo.md")).unwrap();
+        let ex = defaults();
+        let mut s = spec(root, &ex);
+        s.main_script = Some("demo.md");
+        let payload = build(&s).unwrap();
+        let es = entries(&payload.tar);
+        let main = find(&es, "payload/demo/demo.md");
+        assert_eq!(main.kind, tar::EntryType::Regular);
+        assert_eq!(main.data, b"# v2\n");
+        assert!(payload.main_script_staged);
+        // Without naming it the main script, it stays a link; and a missing one is reported.
+        s.main_script = None;
+        let payload = build(&s).unwrap();
+        assert_eq!(
+            find(&entries(&payload.tar), "payload/demo/demo.md").kind,
+            tar::EntryType::Symlink
+        );
+        s.main_script = Some("absent.md");
+        assert!(!build(&s).unwrap().main_script_staged);
+    }
+
+    #[test]
+    fn survey_counts_and_names_an_unlistable_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "main.md", "m");
+        write(dir.path(), "sub/a.md", "aa");
+        let ex = defaults();
+        let s = survey(dir.path(), &ex, Some("main.md")).unwrap();
+        assert_eq!((s.files, s.dirs, s.bytes), (2, 1, 3));
+        let sub = dir.path().join("sub");
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o000)).unwrap();
+        let listable = fs::read_dir(&sub).is_ok();
+        let r = survey(dir.path(), &ex, Some("main.md"));
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o755)).unwrap();
+        if listable {
+            // Running as root: permission bits do not stop reading.
+            assert!(r.is_ok());
+        } else {
+            match r {
+                Err(PayloadError::Io { path, .. }) => assert_eq!(path, sub),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 }

@@ -46,11 +46,63 @@ pub fn run(cli: Cli) -> i32 {
             } else if json {
                 println!("{}", manage::render_json_error(&e));
             } else {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::error::one_line(&e.to_string()));
             }
             e.exit_code()
         }
     }
+}
+
+/// A command line clap could not parse: help and version are printed as clap prints them;
+/// a usage error is printed by clap too, or, when `--json` was given, as one JSON error object
+/// on stdout (the shape of the subcommand's other errors). Returns the exit code (2 for a
+/// usage error).
+pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> i32 {
+    use clap::error::ErrorKind;
+    let json = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    let informational = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if !json || informational {
+        let _ = e.print();
+        return e.exit_code();
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("bad command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let sub = subcommand_of(args);
+    let help = match &sub {
+        Some(s) => format!("see `fractalic-publisher {s} --help`"),
+        None => "see `fractalic-publisher --help`".to_string(),
+    };
+    let err = Error::input(first, help);
+    let v = if sub.as_deref() == Some("deploy") {
+        deploy::render_json_error(&err)
+    } else {
+        manage::render_json_error(&err)
+    };
+    println!("{v}");
+    exit::BAD_INPUT
+}
+
+/// The first argument that is not a global flag or its value: the subcommand, if any.
+fn subcommand_of(args: &[std::ffi::OsString]) -> Option<String> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--docker" || a == "--plugins-dir" {
+            it.next();
+        } else if !a.starts_with('-') {
+            return Some(a.into_owned());
+        }
+    }
+    None
 }
 
 fn is_management(c: &Command) -> bool {
@@ -81,7 +133,9 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
 
 /// `ps`, `status`, `logs`, `stop`, `start`, `rm`: through the owning plugin.
 fn manage(cli: &Cli) -> Result<()> {
-    let quiet = wants_json(&cli.command);
+    let quiet = wants_json(&cli.command)
+        || matches!(&cli.command, Command::Start(a) if a.quiet)
+        || matches!(&cli.command, Command::Stop(a) if a.quiet);
     let m = Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)?;
     // Each command's result is printed only if no interrupt has taken the last word.
     let claim = crate::cleanup::claim_or_park;
@@ -159,7 +213,8 @@ fn wants_json(c: &Command) -> bool {
         Command::Info { json, .. } => json.json,
         Command::Badges { .. } => false,
         Command::Ps(a) => a.json.json,
-        Command::Status(a) | Command::Stop(a) => a.json.json,
+        Command::Status(a) => a.json.json,
+        Command::Stop(a) => a.json.json,
         Command::Logs(_) => false,
         Command::Start(a) => a.json.json,
         Command::Rm(a) => a.json.json,

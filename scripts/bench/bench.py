@@ -220,7 +220,11 @@ def verb(argv):
     if not a:
         return "?"
     if a[0] == "cp":
-        return "cp - NAME:/ (payload)" if a[1] == "-" else "cp NAME:/etc/passwd -"
+        if a[1] == "-":
+            return "cp - NAME:/ (payload)"
+        if a[1].endswith(":/etc/passwd"):
+            return "cp NAME:/etc/passwd -"
+        return "cp NAME:SCRIPT - (main-script check)"
     if a[0] in ("image", "container") and len(a) > 1:
         return f"{a[0]} {a[1]}"
     if a[0] == "exec":

@@ -49,6 +49,10 @@ pub struct Host {
     port_lock: Mutex<Option<ports::PortLock>>,
     /// The port-lock generation up to which the plugin's reservations are known complete.
     port_generation: Mutex<Option<u64>>,
+    /// The in-container check of the main script after `copy_payload`: started on its own
+    /// thread once `start_container` has started the container (so it runs beside the
+    /// readiness wait and costs no wall time), and finished at the end of the deploy.
+    main_check: Mutex<Option<MainCheck>>,
 }
 
 impl Host {
@@ -70,6 +74,7 @@ impl Host {
             capture: None,
             port_lock: Mutex::new(None),
             port_generation: Mutex::new(None),
+            main_check: Mutex::new(None),
         }
     }
 
@@ -180,6 +185,27 @@ impl Host {
             .ok_or_else(|| Error::failed("this command has no Docker access"))
     }
 
+    /// Finishes the main-script check of the last `copy_payload`, if there was one: waits for
+    /// it, or runs it now if no start has begun it. An error when the main script is not in
+    /// the container as a regular file.
+    pub fn finish_main_check(&self) -> Result<()> {
+        match lock(&self.main_check).take() {
+            None => Ok(()),
+            Some(MainCheck::Pending(job)) => job.run(),
+            Some(MainCheck::Running(handle)) => handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::failed("the main-script check panicked"))),
+        }
+    }
+
+    /// Starts a pending main-script check on its own thread (the container has started).
+    fn begin_main_check(&self) {
+        let mut slot = lock(&self.main_check);
+        if let Some(MainCheck::Pending(job)) = slot.take() {
+            *slot = Some(MainCheck::Running(std::thread::spawn(move || job.run())));
+        }
+    }
+
     /// If `err` is the error a host function raised, hands back the structured original.
     pub fn take_failure(&self, err: &EvalAltResult) -> Option<Error> {
         let mut slot = lock(&self.failure);
@@ -214,6 +240,33 @@ impl Host {
             ))),
         }
     }
+}
+
+/// Reading the main script back out of the container after the payload copy.
+struct MainCheckJob {
+    docker: Arc<Docker>,
+    container: String,
+    path: String,
+}
+
+impl MainCheckJob {
+    /// One `docker cp CONTAINER:PATH -`: fine when it yields a regular file.
+    fn run(self) -> Result<()> {
+        match self.docker.read_file(&self.container, &self.path)? {
+            Some(_) => Ok(()),
+            None => Err(Error::failed(format!(
+                "after the copy, {} has no regular file {}; the payload did not arrive as sent",
+                self.container, self.path
+            ))),
+        }
+    }
+}
+
+enum MainCheck {
+    /// Copied, not started yet.
+    Pending(MainCheckJob),
+    /// Running beside the readiness wait.
+    Running(std::thread::JoinHandle<Result<()>>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -272,47 +325,65 @@ fn valid_label_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
 }
 
-/// Parses `docker ps --format` lines produced by [`ps_format`].
-pub(crate) fn parse_ps(stdout: &str, labels: &[String]) -> Array {
+/// The fixed columns of a `docker ps` row, in [`ps_format`] order (labels follow).
+const PS_FIELDS: &[(&str, &str)] = &[
+    ("id", ".ID"),
+    ("name", ".Names"),
+    ("state", ".State"),
+    ("status", ".Status"),
+    ("image", ".Image"),
+    ("created_at", ".CreatedAt"),
+    ("ports", ".Ports"),
+];
+
+/// Parses `docker ps` output produced by [`ps_format`]: one JSON array of strings per line.
+/// Every value is JSON-escaped by docker, so no label value (a file name with tabs, newlines or
+/// commas) can split a row or shift a column. A line that is not such an array is an error.
+pub(crate) fn parse_ps(stdout: &str, labels: &[String]) -> Result<Array> {
     stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            let cols: Vec<&str> = line.split('\t').collect();
-            let col = |i: usize| cols.get(i).copied().unwrap_or("").to_string();
+            let cols: Vec<String> = serde_json::from_str(line).map_err(|e| {
+                Error::failed(format!(
+                    "`docker ps` printed a row that is not the JSON asked for ({e}): {:?}",
+                    line.chars().take(200).collect::<String>()
+                ))
+            })?;
+            if cols.len() != PS_FIELDS.len() + labels.len() {
+                return Err(Error::failed(format!(
+                    "`docker ps` printed {} columns, expected {}",
+                    cols.len(),
+                    PS_FIELDS.len() + labels.len()
+                )));
+            }
             let mut m = Map::new();
-            for (i, key) in [
-                "id",
-                "name",
-                "state",
-                "status",
-                "image",
-                "created_at",
-                "ports",
-            ]
-            .iter()
-            .enumerate()
-            {
-                m.insert((*key).into(), col(i).into());
+            for (i, (key, _)) in PS_FIELDS.iter().enumerate() {
+                m.insert((*key).into(), cols[i].clone().into());
             }
             let mut lm = Map::new();
             for (i, key) in labels.iter().enumerate() {
-                lm.insert(key.as_str().into(), col(7 + i).into());
+                lm.insert(
+                    key.as_str().into(),
+                    cols[PS_FIELDS.len() + i].clone().into(),
+                );
             }
             m.insert("labels".into(), lm.into());
-            Dynamic::from_map(m)
+            Ok(Dynamic::from_map(m))
         })
         .collect()
 }
 
+/// `docker ps --format`: each field and each label through `json`, as one JSON array per row.
 pub(crate) fn ps_format(labels: &[String]) -> String {
-    let mut f = String::from(
-        "{{.ID}}\t{{.Names}}\t{{.State}}\t{{.Status}}\t{{.Image}}\t{{.CreatedAt}}\t{{.Ports}}",
-    );
+    let mut cols: Vec<String> = PS_FIELDS
+        .iter()
+        .map(|(_, field)| format!("{{{{json {field}}}}}"))
+        .collect();
     for l in labels {
-        f.push_str(&format!("\t{{{{.Label \"{l}\"}}}}"));
+        cols.push(format!("{{{{json (.Label \"{l}\")}}}}"));
     }
-    f
+    format!("[{}]", cols.join(","))
 }
 
 /// Registers the host API on `engine`.
@@ -370,7 +441,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
                 args.extend(["--filter", f.as_str()]);
             }
             let out = h.check(d.run(&args, None, QUICK))?;
-            Ok(parse_ps(&out.stdout, &keys))
+            h.check(parse_ps(&out.stdout, &keys))
         },
     );
 
@@ -421,7 +492,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 
     // copy_payload(container, uid, gid): stages the script folder (as /payload/<script>/),
     // the config files and the /fractalic/payload link as one tar stream, owned by uid:gid,
-    // secrets 0600, and copies it with one `docker cp`. Returns {files, dirs, bytes}.
+    // secrets 0600, and copies it with one `docker cp`. The main script is then read back out
+    // of the container (one more `docker cp`, begun when start_container has started it, so it
+    // runs beside the readiness wait): the deploy fails unless it is there as a regular file.
+    // Returns {files, dirs, bytes}.
     let h = Arc::clone(host);
     engine.register_fn(
         "copy_payload",
@@ -443,6 +517,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         }
         let mut m = Map::new();
         let ok = status == Some(0);
+        if ok {
+            // Not before: a `docker cp` out of a container that is starting waits for it.
+            h.begin_main_check();
+        }
         let clash = !ok
             && (out.stderr.contains("port is already allocated")
                 || out.stderr.contains("address already in use"));
@@ -911,7 +989,7 @@ fn container_user(d: &Docker, container: &str, user: &str) -> Result<(u64, u64)>
     Ok((uid, gid))
 }
 
-fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) -> Result<Map> {
+fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i64) -> Result<Map> {
     let cfg = host
         .deploy
         .as_ref()
@@ -938,13 +1016,14 @@ fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) ->
         owner,
         extra_files,
         link_fractalic_payload: true,
+        main_script: Some(&cfg.main_script),
     };
     let dest = format!("{container}:/");
     let args = ["cp", "-", dest.as_str()];
     // The tar stream goes straight into `docker cp` as it is built: nothing is held in
     // memory, and docker starts extracting while we still read files.
     let (status, out, built) = d.run_with_stdin_stream(&args, QUICK, |w| {
-        payload::build_into(&spec, w).map(|p| (p.files, p.dirs, p.bytes))
+        payload::build_into(&spec, w).map(|p| (p.files, p.dirs, p.bytes, p.main_script_staged))
     })?;
     if status != Some(0) {
         // Docker's own words explain a broken pipe on our side better than the pipe does.
@@ -957,8 +1036,22 @@ fn copy_payload(host: &Host, d: &Docker, container: &str, uid: i64, gid: i64) ->
             stderr: out.stderr,
         });
     }
-    let (files, dirs, bytes) =
+    let (files, dirs, bytes, staged) =
         built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    let script_path = cfg.script_path();
+    if !staged {
+        return Err(Error::failed(format!(
+            "the main script {} was not in the payload (it changed or disappeared while the folder was read); nothing runs without it",
+            cfg.script_folder.join(&cfg.main_script).display()
+        )));
+    }
+    // Proof from the container itself that the script arrived as a file the server can open:
+    // one `docker cp` of that file, begun by start_container (see `finish_main_check`).
+    *lock(&host.main_check) = Some(MainCheck::Pending(MainCheckJob {
+        docker: Arc::clone(d),
+        container: container.to_string(),
+        path: script_path,
+    }));
     let mut m = Map::new();
     m.insert("files".into(), (files as i64).into());
     m.insert("dirs".into(), (dirs as i64).into());
@@ -1122,20 +1215,39 @@ mod tests {
     fn ps_lines_parse_with_labels() {
         let keys = vec!["a.b".to_string(), "c".to_string()];
         let fmt = ps_format(&keys);
+        assert!(fmt.starts_with("[{{json .ID}},{{json .Names}},"), "{fmt}");
         assert!(
-            fmt.ends_with("\t{{.Label \"a.b\"}}\t{{.Label \"c\"}}"),
+            fmt.ends_with(",{{json (.Label \"a.b\")}},{{json (.Label \"c\")}}]"),
             "{fmt}"
         );
         let rows = parse_ps(
-            "id1\tn1\trunning\tUp 1s\timg\t2026\t127.0.0.1:8001->8001/tcp\tx\t\n",
+            "[\"id1\",\"n1\",\"running\",\"Up 1s\",\"img\",\"2026\",\"127.0.0.1:8001->8001/tcp\",\"x\",\"\"]\n",
             &keys,
-        );
+        )
+        .unwrap();
         assert_eq!(rows.len(), 1);
         let m = rows[0].read_lock::<Map>().unwrap();
         assert_eq!(m["name"].to_string(), "n1");
+        assert_eq!(m["ports"].to_string(), "127.0.0.1:8001->8001/tcp");
         let l = m["labels"].read_lock::<Map>().unwrap();
         assert_eq!(l["a.b"].to_string(), "x");
         assert_eq!(l["c"].to_string(), "");
+    }
+
+    #[test]
+    fn ps_label_values_cannot_break_rows() {
+        // What docker prints for a label holding a tab, a newline, a comma and '=': one line.
+        let keys = vec!["s".to_string(), "port".to_string()];
+        let line = r#"["id","n","running","Up","img","t","","x\tfake\n8009,k=v","8001"]"#;
+        let rows = parse_ps(&format!("{line}\n"), &keys).unwrap();
+        assert_eq!(rows.len(), 1);
+        let m = rows[0].read_lock::<Map>().unwrap();
+        let l = m["labels"].read_lock::<Map>().unwrap();
+        assert_eq!(l["s"].to_string(), "x\tfake\n8009,k=v");
+        assert_eq!(l["port"].to_string(), "8001");
+        // Anything else is an error, not a guessed row.
+        assert!(parse_ps("id\tn\trunning\n", &keys).is_err());
+        assert!(parse_ps("[\"too\",\"few\"]\n", &keys).is_err());
     }
 
     #[test]

@@ -393,4 +393,28 @@ mod tests {
         assert_eq!(info.name, "docker-registry");
         assert!(!info.capabilities.is_empty());
     }
+
+    #[test]
+    fn the_fractalic_image_check_ignores_case() {
+        let s = find("docker-registry", &[]).unwrap();
+        let progress = Progress::silent();
+        let h = Arc::new(Host::new(progress.clone(), None));
+        let p = Plugin::load(s, h).unwrap();
+        let validate = |image: &str| {
+            let mut m = rhai::Map::new();
+            m.insert("image".into(), Dynamic::from(image.to_string()));
+            let problems = p.call("validate", (m,)).unwrap();
+            assert_eq!(problems.into_array().unwrap().len(), 0, "{image}");
+        };
+        validate("FRACTALIC.example.com/app:1");
+        validate("registry.local/Fractalic-Mirror/x:1");
+        assert_eq!(progress.warnings(), Vec::<String>::new());
+        validate("example.com/app:1");
+        let w = progress.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("does not look like a Fractalic image"),
+            "{w:?}"
+        );
+    }
 }

@@ -59,6 +59,7 @@ fn folder(deploy_file: &str) -> tempfile::TempDir {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn deploys_with_only_a_deployment_file() {
     let Some(docker) = support::docker() else {
         return;

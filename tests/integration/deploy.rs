@@ -134,6 +134,7 @@ fn deploy_ok(docker: &Path, folder: &Folder, name: &str, extra: &[&str]) -> Valu
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
     let Some(docker) = support::docker() else {
         return;
@@ -249,6 +250,7 @@ fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn json_output_reports_services_honestly() {
     let Some(docker) = support::docker() else {
         return;
@@ -286,6 +288,7 @@ fn json_output_reports_services_honestly() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn secrets_stay_off_command_lines_and_output() {
     let Some(docker) = support::docker() else {
         return;
@@ -340,6 +343,7 @@ fn secrets_stay_off_command_lines_and_output() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn preferred_port_busy_moves_to_the_next_free_port() {
     let Some(docker) = support::docker() else {
         return;
@@ -361,6 +365,7 @@ fn preferred_port_busy_moves_to_the_next_free_port() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn exact_port_that_is_busy_is_bad_input() {
     let Some(docker) = support::docker() else {
         return;
@@ -398,6 +403,7 @@ fn failing_deploy(docker: &Path, prefix: &str, extra: &[&str]) -> (String, Strin
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn unhealthy_service_fails_and_leaves_nothing() {
     let Some(docker) = support::docker() else {
         return;
@@ -418,6 +424,7 @@ fn unhealthy_service_fails_and_leaves_nothing() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn container_that_exits_on_start_fails_fast_with_its_exit_code() {
     let Some(docker) = support::docker() else {
         return;
@@ -436,6 +443,7 @@ fn container_that_exits_on_start_fails_fast_with_its_exit_code() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn mcp_manager_down_fails_the_deploy() {
     let Some(docker) = support::docker() else {
         return;
@@ -446,6 +454,7 @@ fn mcp_manager_down_fails_the_deploy() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn missing_settings_warns_and_execute_says_why() {
     let Some(docker) = support::docker() else {
         return;
@@ -476,6 +485,7 @@ fn missing_settings_warns_and_execute_says_why() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn existing_container_of_the_same_name_is_never_touched() {
     let Some(docker) = support::docker() else {
         return;
@@ -504,13 +514,18 @@ fn existing_container_of_the_same_name_is_never_touched() {
     );
 }
 
+/// Secrets planted in the bad-input fixtures; none may ever be printed.
+const PLANTED: &[&str] = &["sk-LEAK-ME", "sk-test-SECRET", "sk-proj-", "LEAK-ME"];
+
 #[test]
-fn bad_inputs_exit_2_and_create_nothing() {
-    let Some(docker) = support::docker() else {
-        return;
-    };
+fn bad_inputs_exit_2_before_docker_is_touched() {
+    // Needs no daemon: the docker given to the binary records every call and fails, and bad
+    // input must be found before the first one.
+    let fake_dir = tempfile::tempdir().unwrap();
+    let (docker, log) = support::untouchable_docker(fake_dir.path());
     let image = support::stand_in_image();
     let folder = Folder::new(true);
+    folder.write("run.ctx", "local run artefact");
     let f = folder.path().to_str().unwrap().to_string();
     let bad_toml = Folder::new(false);
     bad_toml.write(
@@ -519,105 +534,366 @@ fn bad_inputs_exit_2_and_create_nothing() {
     );
     let bad_json = Folder::new(true);
     bad_json.write("mcp_servers.json", "{\"mcpServers\": [}");
+    let bad_dotenv = Folder::new(true);
+    bad_dotenv.write(".env", "# keys\nOPENAI_API_KEY: sk-proj-LEAK-ME-4\n");
+    // Main scripts that cannot reach the payload as a regular file.
+    let odd = Folder::new(true);
+    odd.write("run.ctx", "# a script the default excludes drop\n");
+    odd.write("tab.\tx\n8009", "# a name that would break a table\n");
+    let host_file = tempfile::NamedTempFile::new().unwrap();
+    std::os::unix::fs::symlink(host_file.path(), odd.path().join("outside.md")).unwrap();
+    std::os::unix::fs::symlink("gone.md", odd.path().join("dangling.md")).unwrap();
+    let o = odd.path().to_str().unwrap().to_string();
     let env_dir = tempfile::tempdir().unwrap();
     let bad_env = env_dir.path().join("bad.env");
-    std::fs::write(&bad_env, "GOOD=1\nthis is not an assignment\n").unwrap();
+    std::fs::write(&bad_env, "GOOD=1\nOPENAI_API_KEY: sk-proj-LEAK-ME-3\n").unwrap();
+    let hold = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let busy = hold.local_addr().unwrap().port().to_string();
+    let big = format!("BIG={}", "v".repeat(70_000));
     let name = support::unique_name("fp-deploy-bad");
-    let _guard = ContainerGuard::new(&name);
 
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--name".into(), "-rm".into()], "bad container name"),
-        (vec!["--name".into(), "../x".into()], "bad container name"),
+    let s = |v: &str| v.to_string();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (vec![s("--name"), s("-rm")], s("bad container name")),
+        (vec![s("--name"), s("../x")], s("bad container name")),
         (
-            vec!["--script-name".into(), "../etc".into()],
-            "bad --script-name",
+            vec![s("--script-name"), s("../etc")],
+            s("bad --script-name"),
+        ),
+        (vec![s("--script-name"), s("a/b")], s("bad --script-name")),
+        (vec![s("--script-name"), s("nothere")], s("no main script")),
+        (
+            vec![s("--script-folder"), s("/nonexistent/folder")],
+            s("is not a directory"),
         ),
         (
-            vec!["--script-name".into(), "a/b".into()],
-            "bad --script-name",
+            vec![s("--script-folder"), s(bad_toml.path().to_str().unwrap())],
+            s("is not valid TOML at line 2"),
         ),
         (
-            vec!["--script-name".into(), "nothere".into()],
-            "no main script",
+            vec![s("--script-folder"), s(bad_json.path().to_str().unwrap())],
+            s("is not valid JSON"),
         ),
         (
-            vec!["--script-folder".into(), "/nonexistent/folder".into()],
-            "is not a directory",
+            vec![s("--script-folder"), s(bad_dotenv.path().to_str().unwrap())],
+            s(".env:2 (it starts with \"OPENAI_API_KEY\"): it has no '='"),
+        ),
+        (vec![s("--port"), s("0")], s("1 to 65535")),
+        (vec![s("--port"), s("70000")], s("1 to 65535")),
+        (vec![s("--port"), s("http")], s("1 to 65535")),
+        (
+            vec![s("--port"), busy.clone()],
+            format!("--port {busy}: port {busy} is in use"),
+        ),
+        (vec![s("--env"), s("NOEQUALS")], s("KEY=VALUE")),
+        (vec![s("--env"), s("1BAD=x")], s("bad env name")),
+        (
+            vec![s("--env"), s("OPENAI_API_KEY: sk-proj-LEAK-ME-2")],
+            s("bad env item at --env #1 (it starts with \"OPENAI_API_KEY\")"),
         ),
         (
-            vec![
-                "--script-folder".into(),
-                bad_toml.path().to_str().unwrap().into(),
-            ],
-            "is not valid TOML at line 2",
+            vec![s("--env"), big.clone()],
+            s("env value of BIG (--env #1) is too long"),
         ),
         (
-            vec![
-                "--script-folder".into(),
-                bad_json.path().to_str().unwrap().into(),
-            ],
-            "is not valid JSON",
-        ),
-        (vec!["--port".into(), "0".into()], "1 to 65535"),
-        (vec!["--port".into(), "70000".into()], "1 to 65535"),
-        (vec!["--port".into(), "http".into()], "1 to 65535"),
-        (vec!["--env".into(), "NOEQUALS".into()], "KEY=VALUE"),
-        (vec!["--env".into(), "1BAD=x".into()], "bad env name"),
-        (
-            vec!["--env-file".into(), bad_env.to_str().unwrap().into()],
-            "bad.env:2",
+            vec![s("--env-file"), s(bad_env.to_str().unwrap())],
+            s("bad.env:2"),
         ),
         (
-            vec!["--env-file".into(), "/nonexistent.env".into()],
-            "cannot read --env-file",
+            vec![s("--env-file"), s("/nonexistent.env")],
+            s("cannot read --env-file"),
         ),
-        (vec!["--bind".into(), "localhost:80".into()], "bad --bind"),
-        (vec!["--exclude".into(), "a[".into()], "bad --exclude"),
-        (vec!["--timeout".into(), "0".into()], "bad --timeout"),
-        (vec!["--platform".into(), "linux".into()], "bad --platform"),
-        (vec!["--image".into(), "-bad".into()], "bad --image"),
-        (vec!["--pull".into(), "sometimes".into()], "sometimes"),
+        (vec![s("--bind"), s("localhost:80")], s("bad --bind")),
+        (
+            vec![s("--bind"), s("192.0.2.1")],
+            s("not an address of this host"),
+        ),
+        (
+            vec![s("--exclude"), s("a[")],
+            s("bad --exclude pattern \"a[\""),
+        ),
+        (
+            vec![s("--exclude"), s("hello.md")],
+            s("is left out of the payload by --exclude \"hello.md\""),
+        ),
+        (vec![s("--timeout"), s("0")], s("bad --timeout")),
+        (vec![s("--platform"), s("linux")], s("bad --platform")),
+        (vec![s("--image"), s("-bad")], s("bad --image")),
+        (
+            vec![s("--image"), s("Ghcr.io/Fractalic-AI/fractalic:latest")],
+            s("\"Fractalic-AI\" has uppercase letters"),
+        ),
+        (
+            vec![s("--image"), s("app:-x")],
+            s("tag \"-x\" is not valid"),
+        ),
+        (vec![s("--pull"), s("sometimes")], s("sometimes")),
     ];
+    // Cases in the odd folder: (script name, expected).
+    let odd_cases = [
+        (
+            "run",
+            "left out of the payload by the default exclude pattern \"*.ctx\"",
+        ),
+        ("outside", "outside the script folder"),
+        ("dangling", "which does not exist"),
+        ("tab", "bad main script name \"tab.\\tx\\n8009\""),
+    ];
+    let mut all: Vec<(Vec<(String, String)>, String)> = Vec::new();
     for (overrides, want) in cases {
-        // Start from good flags, then let each case override one of them.
+        all.push((vec![(overrides[0].clone(), overrides[1].clone())], want));
+    }
+    for (script, want) in odd_cases {
+        all.push((
+            vec![
+                (s("--script-folder"), o.clone()),
+                (s("--script-name"), s(script)),
+            ],
+            s(want),
+        ));
+    }
+    for (overrides, want) in all {
+        // Start from good flags, then let each case override some of them.
         let mut flags: Vec<(String, String)> = vec![
-            ("--script-name".into(), "hello".into()),
-            ("--script-folder".into(), f.clone()),
-            ("--name".into(), name.clone()),
-            ("--image".into(), image.clone()),
+            (s("--script-name"), s("hello")),
+            (s("--script-folder"), f.clone()),
+            (s("--name"), name.clone()),
+            (s("--image"), image.clone()),
         ];
-        let (k, v) = (overrides[0].clone(), overrides[1].clone());
-        match flags.iter_mut().find(|(fk, _)| *fk == k) {
-            Some(slot) => slot.1 = v.clone(),
-            None => flags.push((k.clone(), v.clone())),
+        for (k, v) in &overrides {
+            match flags.iter_mut().find(|(fk, _)| fk == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => flags.push((k.clone(), v.clone())),
+            }
         }
-        let mut args: Vec<String> = vec!["deploy".into(), "docker-registry".into()];
+        let case: String = overrides
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.chars().take(60).collect::<String>()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut args: Vec<String> = vec![s("deploy"), s("docker-registry")];
         for (k, v) in flags {
             args.push(format!("{k}={v}"));
         }
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = publisher(&docker, &argv, &[]);
-        let (out, err) = text(&o);
-        assert_eq!(o.status.code(), Some(2), "{k}={v}: {out}\n{err}");
-        assert!(err.contains(want), "{k}={v}: expected {want:?} in {err}");
-        assert!(!err.contains("sk-LEAK-ME"), "a secret leaked: {err}");
-        assert!(!err.contains("sk-test-SECRET"), "a secret leaked: {err}");
-        let first = err.lines().next().unwrap_or("");
-        assert!(
-            first.contains(want),
-            "{k}={v}: the first line must say it: {err}"
-        );
-        assert!(
-            !container_exists(&docker, &name),
-            "{k}={v} created a container"
-        );
-        // (The --name cases' values are names Docker itself refuses, so `name` is the only
-        // container such a run could have made.)
+        let clap_error = case.starts_with("--pull");
+        for json in [false, true] {
+            let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            if json {
+                argv.push("--json");
+            }
+            let o = publisher(&docker, &argv, &[]);
+            let (out, err) = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{case}: {out}\n{err}");
+            for secret in PLANTED {
+                assert!(
+                    !out.contains(secret) && !err.contains(secret),
+                    "{case}: a secret leaked: {out}\n{err}"
+                );
+            }
+            if json {
+                let v: Value = serde_json::from_str(&out)
+                    .unwrap_or_else(|e| panic!("{case}: not one JSON object ({e}): {out}"));
+                assert_eq!(v["success"], false, "{case}");
+                assert_eq!(v["error_kind"], "bad_input", "{case}");
+                assert_eq!(v["exit_code"], 2, "{case}");
+                let msg = v["error"].as_str().unwrap();
+                assert!(msg.contains(&want), "{case}: expected {want:?} in {msg}");
+                assert!(!msg.contains('\n'), "{case}: {msg:?}");
+                assert_eq!(err, "", "{case}: --json prints nothing on stderr");
+            } else {
+                let first = err.lines().next().unwrap_or("");
+                assert!(
+                    first.contains(&want),
+                    "{case}: the first line must say {want:?}: {err}"
+                );
+                if !clap_error {
+                    // One line: the error and nothing else (no progress before validation).
+                    assert_eq!(err.lines().count(), 1, "{case}: {err}");
+                    assert!(err.len() < 600, "{case}: {} bytes: {err}", err.len());
+                    assert!(
+                        err.matches("use a glob such as").count() <= 1,
+                        "{case}: hint repeated: {err}"
+                    );
+                }
+            }
+        }
+        let calls = support::calls(&log);
+        assert!(calls.is_empty(), "{case} ran docker: {calls:?}");
     }
 }
 
 #[test]
-fn docker_unavailable_is_exit_3() {
+fn an_unreadable_script_folder_is_bad_input_naming_it() {
+    // Needs no daemon. Root reads everything, so as root the binary runs as nobody.
+    let base = tempfile::tempdir().unwrap();
+    let mode = |p: &Path, m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(base.path(), 0o755);
+    let (docker, log) = support::untouchable_docker(base.path());
+    let folder = base.path().join("scripts");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("hello.md"), HELLO).unwrap();
+    std::fs::write(folder.join("settings.toml"), SETTINGS).unwrap();
+    let private = folder.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::write(private.join("notes.md"), "x").unwrap();
+    mode(&folder, 0o755);
+    mode(&folder.join("hello.md"), 0o644);
+    mode(&folder.join("settings.toml"), 0o644);
+    let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    let run = |args: &[&str]| -> Output {
+        let bin = env!("CARGO_BIN_EXE_fractalic-publisher");
+        let mut cmd = if as_root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        cmd.arg("--docker").arg(&docker).args(args);
+        cmd.env_remove("FRACTALIC_PUBLISHER_PLUGINS");
+        cmd.current_dir("/");
+        cmd.output().unwrap()
+    };
+    let f = folder.to_str().unwrap();
+    let argv = [
+        "deploy",
+        "docker-registry",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        f,
+    ];
+    // A directory inside the folder that cannot be listed.
+    mode(&private, 0o700);
+    if !as_root {
+        mode(&private, 0o000);
+    }
+    let o = run(&argv);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot read {}", private.display()))
+            && err.contains("Permission denied"),
+        "{err}"
+    );
+    // A file inside that cannot be opened.
+    mode(&private, 0o755);
+    let closed = private.join("notes.md");
+    mode(&closed, if as_root { 0o600 } else { 0o000 });
+    let o = run(&argv);
+    let (out, err) = text(&o);
+    mode(&closed, 0o644);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot read {}", closed.display())),
+        "{err}"
+    );
+    // The folder itself.
+    mode(&folder, if as_root { 0o711 } else { 0o311 });
+    let o = run(&argv);
+    let (out, err) = text(&o);
+    mode(&folder, 0o755);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot read {f}:")),
+        "{err}"
+    );
+    assert!(support::calls(&log).is_empty(), "docker was run");
+}
+
+#[test]
+fn a_docker_that_is_not_docker_is_exit_3_with_a_reason() {
+    let folder = Folder::new(true);
+    let f = folder.path().to_str().unwrap();
+    let args = [
+        "deploy",
+        "docker-registry",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        f,
+        "--name",
+        "fp-never",
+    ];
+    for (fake, want) in [
+        (
+            "/bin/false",
+            "/bin/false failed without a word (`docker ps ...` exited with code 1)",
+        ),
+        ("/bin/true", "/bin/true: `docker image inspect"),
+    ] {
+        let o = publisher(Path::new(fake), &args, &[]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{fake}: {out}\n{err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.contains(want) && last.contains("does not behave like the docker CLI"),
+            "{fake}: {err}"
+        );
+        let mut json_args = args.to_vec();
+        json_args.push("--json");
+        let v: Value =
+            serde_json::from_slice(&publisher(Path::new(fake), &json_args, &[]).stdout).unwrap();
+        assert_eq!(v["error_kind"], "docker_unusable", "{fake}");
+        assert_eq!(v["exit_code"], 3, "{fake}");
+    }
+}
+
+#[test]
+fn usage_errors_with_json_print_one_json_error() {
+    let o = publisher(
+        Path::new("/nonexistent/docker"),
+        &[
+            "deploy",
+            "docker-registry",
+            "--script-name",
+            "x",
+            "--bogus",
+            "--json",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["success"], false);
+    assert_eq!(v["error_kind"], "bad_input");
+    assert_eq!(v["exit_code"], 2);
+    assert!(v["deployment_id"].is_null(), "the deploy error shape: {v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("'--bogus'") && msg.contains("deploy --help"),
+        "{msg}"
+    );
+    for argv in [vec!["ps", "--json", "--bogus"], vec!["stop", "--json"]] {
+        let o = publisher(Path::new("/nonexistent/docker"), &argv, &[]);
+        assert_eq!(o.status.code(), Some(2), "{argv:?}");
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["error_kind"], "bad_input", "{argv:?}");
+        assert!(v.get("deployment_id").is_none(), "{argv:?}: {v}");
+    }
+    // Without --json clap speaks as usual; --help is not an error.
+    let o = publisher(Path::new("/nonexistent/docker"), &["ps", "--bogus"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty() && text(&o).1.contains("Usage:"));
+    let o = publisher(
+        Path::new("/nonexistent/docker"),
+        &["deploy", "--help", "--json"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).0.contains("--script-name"));
+}
+
+#[test]
+fn docker_missing_is_exit_3() {
     let folder = Folder::new(true);
     let f = folder.path().to_str().unwrap();
     let args = [
@@ -633,9 +909,26 @@ fn docker_unavailable_is_exit_3() {
     let o = publisher(Path::new("/nonexistent/docker"), &args, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o).1);
     assert!(text(&o).1.contains("docker not found"), "{}", text(&o).1);
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn daemon_down_is_exit_3() {
     let Some(docker) = support::docker() else {
         return;
     };
+    let folder = Folder::new(true);
+    let f = folder.path().to_str().unwrap();
+    let args = [
+        "deploy",
+        "docker-registry",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        f,
+        "--name",
+        "fp-never",
+    ];
     let o = publisher(
         &docker,
         &args,
@@ -666,8 +959,8 @@ fn plugin_with_a_syntax_error_is_reported_with_its_location() {
         "--name",
         &name,
     ];
-    let docker = support::docker().unwrap_or_else(|| PathBuf::from("docker"));
-    let o = publisher(&docker, &args, &[]);
+    // The plugin is compiled before Docker is looked for: no daemon needed.
+    let o = publisher(Path::new("/nonexistent/docker"), &args, &[]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     let want = format!("{}:4:", plugin.display());
@@ -678,6 +971,7 @@ fn plugin_with_a_syntax_error_is_reported_with_its_location() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn plugin_file_on_disk_overrides_the_builtin_and_is_reread() {
     let Some(docker) = support::docker() else {
         return;
@@ -722,6 +1016,7 @@ fn plugin_file_on_disk_overrides_the_builtin_and_is_reread() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn port_taken_at_start_is_retried_on_the_next_port() {
     let Some(docker) = support::docker() else {
         return;
@@ -758,6 +1053,7 @@ fn port_taken_at_start_is_retried_on_the_next_port() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn port_taken_at_start_with_an_exact_port_fails_cleanly() {
     let Some(docker) = support::docker() else {
         return;
@@ -791,6 +1087,7 @@ fn cached_only_image(docker: &Path, tag: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn a_cached_image_still_deploys_when_the_pull_fails_and_says_so() {
     let Some(docker) = support::docker() else {
         return;
@@ -816,6 +1113,7 @@ fn a_cached_image_still_deploys_when_the_pull_fails_and_says_so() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn pull_never_without_a_cached_image_fails_before_creating_anything() {
     let Some(docker) = support::docker() else {
         return;
@@ -845,4 +1143,154 @@ fn pull_never_without_a_cached_image_fails_before_creating_anything() {
         "{err}"
     );
     assert!(!container_exists(&docker, &name));
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn payload_losses_are_warned_and_symlinks_follow_the_policy() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let case = Case::new("fp-deploy-links", true);
+    let (folder, name, image) = (&case.folder, &case.name, &case.image);
+    let root = folder.path();
+    // The main script is an in-folder symlink: it is deployed as a regular file.
+    std::fs::rename(root.join("hello.md"), root.join("hello-v2.md")).unwrap();
+    std::os::unix::fs::symlink("hello-v2.md", root.join("hello.md")).unwrap();
+    folder.write("lib/helper.md", "# helper\n");
+    std::os::unix::fs::symlink("lib/helper.md", root.join("alias.md")).unwrap();
+    std::os::unix::fs::symlink(root.join("lib"), root.join("libdir")).unwrap();
+    let host_secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(host_secret.path(), "HOST-ONLY-CONTENT").unwrap();
+    std::os::unix::fs::symlink(host_secret.path(), root.join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink("missing.md", root.join("dangling.md")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+
+    let v = deploy_ok(&docker, folder, name, &[]);
+    let warnings: Vec<String> = v["metadata"]["deployment"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let want = [
+        "symlink \"leak.txt\" -> ",
+        "symlink \"dangling.md\" -> \"missing.md\" points at nothing",
+        "\"pipe\" is a FIFO; left out of the payload",
+        "\"sock\" is a socket; left out of the payload",
+    ];
+    for w in want {
+        assert_eq!(
+            warnings.iter().filter(|x| x.contains(w)).count(),
+            1,
+            "{w:?} in {warnings:#?}"
+        );
+    }
+    assert!(
+        warnings
+            .iter()
+            .any(|x| x.contains("leaves the script folder; not followed and not copied")),
+        "{warnings:#?}"
+    );
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+
+    let stat = exec(
+        &docker,
+        name,
+        &[
+            "stat",
+            "-c",
+            "%n|%F",
+            "/payload/hello/hello.md",
+            "/payload/hello/alias.md",
+            "/payload/hello/libdir",
+        ],
+    );
+    assert!(
+        stat.contains("/payload/hello/hello.md|regular file"),
+        "{stat}"
+    );
+    assert!(
+        stat.contains("/payload/hello/alias.md|symbolic link"),
+        "{stat}"
+    );
+    assert!(
+        stat.contains("/payload/hello/libdir|symbolic link"),
+        "{stat}"
+    );
+    let link = exec(&docker, name, &["readlink", "/payload/hello/libdir"]);
+    assert_eq!(link.trim(), "lib", "in-folder links are stored relative");
+    assert_eq!(
+        exec(&docker, name, &["cat", "/payload/hello/alias.md"]),
+        "# helper\n"
+    );
+    let listing = exec(&docker, name, &["ls", "-a", "/payload/hello"]);
+    for gone in ["leak.txt", "dangling.md", "pipe", "sock"] {
+        assert!(!listing.contains(gone), "{gone} copied: {listing}");
+    }
+    // The script runs.
+    let url = v["url"].as_str().unwrap();
+    let r = post_execute(url, "/payload/hello/hello.md");
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(r["return_content"].as_str().unwrap(), HELLO);
+
+    // In text mode the same warnings are progress lines (a second deploy under the same name
+    // stops at the existing container, after printing them).
+    let o = publisher(&docker, &deploy_args(root, name, image), &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for w in want {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("warning: ") && l.contains(w)),
+            "{w:?} in {err}"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_main_script_that_did_not_arrive_fails_the_deploy() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    // A docker whose payload copy loses everything but a directory entry: the container gets
+    // no script, as a broken copy would leave it. Only the in-container check can notice.
+    let dir = tempfile::tempdir().unwrap();
+    let empty_tar = dir.path().join("empty.tar");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "payload/", std::io::empty()).unwrap();
+    std::fs::write(&empty_tar, b.into_inner().unwrap()).unwrap();
+    let log = dir.path().join("calls");
+    let lossy = crate::managed::docker_wrapper(
+        dir.path(),
+        &docker,
+        &log,
+        &format!(
+            "if [ \"$1\" = cp ] && [ \"$2\" = - ]; then cat > /dev/null; exec '{}' cp - \"$3\" < '{}'; fi",
+            docker.display(),
+            empty_tar.display()
+        ),
+    );
+    let (out, err) = failing_deploy(&lossy, "fp-deploy-lost", &[]);
+    assert!(
+        err.contains("has no regular file /payload/hello/hello.md"),
+        "{out}\n{err}"
+    );
+    let calls = crate::managed::logged_calls(&log);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("cp ") && c.ends_with(":/payload/hello/hello.md -")),
+        "{calls:?}"
+    );
 }

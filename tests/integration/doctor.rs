@@ -15,6 +15,7 @@ fn outcomes(report: &Value) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn doctor_passes_against_the_stand_in_and_cleans_up() {
     let Some(docker) = support::docker() else {
         return;
@@ -63,6 +64,7 @@ fn doctor_passes_against_the_stand_in_and_cleans_up() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn doctor_with_an_unreachable_daemon_says_so_with_a_hint() {
     let Some(docker) = support::docker() else {
         return;
@@ -94,6 +96,7 @@ fn doctor_with_an_unreachable_daemon_says_so_with_a_hint() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn doctor_with_a_missing_image_fails_at_the_image_step() {
     let Some(docker) = support::docker() else {
         return;
@@ -126,6 +129,7 @@ fn doctor_without_a_docker_binary_fails_at_the_first_step() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn doctor_retries_when_its_port_is_taken_before_the_container_starts() {
     let Some(docker) = support::docker() else {
         return;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn interrupted_deploy_leaves_nothing_behind() {
     let Some(docker) = support::docker() else {
         return;
@@ -36,6 +37,7 @@ fn interrupted_deploy_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn interrupted_doctor_leaves_nothing_behind() {
     let Some(docker) = support::docker() else {
         return;
@@ -80,6 +82,7 @@ fn interrupted_doctor_leaves_nothing_behind() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn interrupted_start_leaves_the_deployment_stopped() {
     let Some(docker) = support::docker() else {
         return;
@@ -246,6 +249,7 @@ fn assert_clean_interrupt(
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn signals_at_every_moment_of_a_deploy_leave_nothing() {
     let Some(docker) = support::docker() else {
         return;
@@ -285,6 +289,7 @@ fn signals_at_every_moment_of_a_deploy_leave_nothing() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn a_signal_during_a_slow_create_waits_for_it_and_removes_what_it_made() {
     let Some(docker) = support::docker() else {
         return;
@@ -328,6 +333,7 @@ fn a_signal_during_a_slow_create_waits_for_it_and_removes_what_it_made() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn a_failing_rm_is_reported_not_hidden() {
     let Some(docker) = support::docker() else {
         return;
@@ -408,6 +414,7 @@ fn a_failing_rm_is_reported_not_hidden() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn a_second_signal_stops_waiting_for_a_hanging_rm() {
     let Some(docker) = support::docker() else {
         return;

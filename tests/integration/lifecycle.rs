@@ -5,6 +5,7 @@ use crate::managed::{self, assert_code, deploy, json, out, publisher};
 use crate::support;
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn stop_then_start_waits_until_healthy() {
     let Some(docker) = support::docker() else {
         return;
@@ -38,6 +39,7 @@ fn stop_then_start_waits_until_healthy() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn start_of_a_deployment_that_became_unhealthy_fails_explained_and_stays_stopped() {
     let Some(docker) = support::docker() else {
         return;
@@ -74,6 +76,7 @@ fn start_of_a_deployment_that_became_unhealthy_fails_explained_and_stays_stopped
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn rm_refuses_a_running_deployment_without_force() {
     let Some(docker) = support::docker() else {
         return;
@@ -93,6 +96,7 @@ fn rm_refuses_a_running_deployment_without_force() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn rm_removes_a_stopped_deployment() {
     let Some(docker) = support::docker() else {
         return;
@@ -108,6 +112,7 @@ fn rm_removes_a_stopped_deployment() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn rm_stop_and_start_refuse_a_container_the_tool_did_not_create() {
     let Some(docker) = support::docker() else {
         return;
@@ -130,5 +135,35 @@ fn rm_stop_and_start_refuse_a_container_the_tool_did_not_create() {
     assert_eq!(
         managed::state(&docker, &foreign).as_deref(),
         Some("created")
+    );
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn stop_and_start_quiet_print_only_the_result() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let d = deploy(&docker, "fp-life-quiet", &[]);
+    let o = publisher(&docker, &["stop", "--quiet", &d.name]);
+    assert_code(&o, 0);
+    assert_eq!(out(&o), (format!("Stopped {}.\n", d.name), String::new()));
+    let o = publisher(&docker, &["start", "-q", &d.name]);
+    assert_code(&o, 0);
+    let (stdout, stderr) = out(&o);
+    assert!(
+        stdout.starts_with(&format!("Started {}: healthy", d.name)),
+        "{stdout}"
+    );
+    assert_eq!(stderr, "", "progress printed despite --quiet");
+    // Without --quiet, start reports progress (so the flag is what silenced it).
+    let o = publisher(&docker, &["stop", &d.name]);
+    assert_code(&o, 0);
+    let o = publisher(&docker, &["start", &d.name]);
+    assert_code(&o, 0);
+    assert!(
+        out(&o).1.contains("Waiting for the AI server"),
+        "{}",
+        out(&o).1
     );
 }

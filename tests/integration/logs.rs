@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn logs_show_the_container_output_and_honour_tail() {
     let Some(docker) = support::docker() else {
         return;
@@ -25,6 +26,7 @@ fn logs_show_the_container_output_and_honour_tail() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn service_logs_come_from_the_service_log_file() {
     let Some(docker) = support::docker() else {
         return;
@@ -51,6 +53,7 @@ fn service_logs_come_from_the_service_log_file() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn logs_of_a_stopped_deployment() {
     let Some(docker) = support::docker() else {
         return;
@@ -67,6 +70,7 @@ fn logs_of_a_stopped_deployment() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn logs_of_a_name_that_is_not_ours_is_bad_input() {
     let Some(docker) = support::docker() else {
         return;
@@ -78,6 +82,7 @@ fn logs_of_a_name_that_is_not_ours_is_bad_input() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn follow_streams_until_interrupted() {
     let Some(docker) = support::docker() else {
         return;

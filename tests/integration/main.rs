@@ -1,5 +1,6 @@
 //! The one integration-test binary of the workspace: one module per subcommand or component,
-//! helpers in `support`. Docker tests skip without a daemon (fail with CI=true).
+//! helpers in `support`. Tests that need no daemon always run; Docker tests are ignored with
+//! FRACTALIC_TEST_NO_DOCKER=1, say SKIPPED without a daemon, and fail then with CI=true.
 
 mod support;
 

@@ -49,11 +49,13 @@ fn parallel_deploys(n: usize) {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn eight_parallel_deploys_all_succeed_on_distinct_ports() {
     parallel_deploys(8);
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn sixteen_parallel_deploys_all_succeed_on_distinct_ports() {
     parallel_deploys(16);
 }

@@ -12,6 +12,7 @@ fn entry<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn ps_lists_mixed_states_with_one_docker_call() {
     let Some(docker) = support::docker() else {
         return;
@@ -68,6 +69,7 @@ fn ps_lists_mixed_states_with_one_docker_call() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn ps_prints_a_plain_table() {
     let Some(docker) = support::docker() else {
         return;
@@ -97,4 +99,55 @@ fn ps_prints_a_plain_table() {
         ]
     );
     assert!(!stdout.contains('\x1b'), "escape codes in plain output");
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn label_values_cannot_corrupt_ps() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    // A deployment whose labels hold what a hostile file name could: tabs, a newline followed
+    // by something shaped like a whole row, commas and '='.
+    let name = support::unique_name("fp-ps-hostile");
+    let _guard = support::ContainerGuard::new(&name);
+    let ghost = support::unique_name("fp-ps-ghost");
+    let script = format!("x\ty\nid\t{ghost}\trunning\tUp\timg\tt\t\ttrue\tdocker-registry,k=v");
+    let labels = [
+        "fractalic-publisher.managed=true".to_string(),
+        "fractalic-publisher.plugin=docker-registry".to_string(),
+        "fractalic-publisher.created=2026-11-27T00:00:00Z".to_string(),
+        format!("fractalic-publisher.script={script}"),
+        format!("fractalic-publisher.script-path=/payload/x/{script}"),
+        "fractalic-publisher.port=8123".to_string(),
+        "fractalic-publisher.bind=127.0.0.1".to_string(),
+    ];
+    let mut args = vec!["create".to_string(), "--name".into(), name.clone()];
+    for l in &labels {
+        args.extend(["--label".into(), l.clone()]);
+    }
+    args.push(support::stand_in_image());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    support::docker_ok(&docker, &argv);
+
+    let o = publisher(&docker, &["ps", "--all", "--json"]);
+    assert_code(&o, 0);
+    let list = json(&o);
+    let e = entry(&list, &name).unwrap_or_else(|| panic!("{name} missing: {list}"));
+    assert_eq!(e["port"], "8123", "{e}");
+    assert_eq!(e["url"], "http://localhost:8123", "{e}");
+    assert_eq!(e["script"].as_str(), Some(script.as_str()), "{e}");
+    assert_eq!(e["state"], "created", "{e}");
+    assert!(entry(&list, &ghost).is_none(), "a ghost row: {list}");
+
+    // The table stays one row per deployment.
+    let o = publisher(&docker, &["ps", "--all"]);
+    assert_code(&o, 0);
+    let (table, _) = out(&o);
+    let rows: Vec<&str> = table.lines().filter(|l| l.contains(&name)).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].contains("http://localhost:8123"), "{table}");
+    // The ghost appears only escaped inside the SCRIPT cell, never as a row of its own.
+    assert!(!table.lines().any(|l| l.starts_with(&ghost)), "{table}");
+    assert!(rows[0].contains("x\\ty\\nid\\t"), "{table}");
 }

@@ -217,6 +217,7 @@ fn assert_monotonic(events: &[Value]) {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn the_ui_client_deploys_then_execute_works_and_management_routes_follow() {
     let Some(docker) = support::docker() else {
         return;
@@ -352,6 +353,7 @@ fn the_ui_client_deploys_then_execute_works_and_management_routes_follow() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn failed_stream_deploys_end_in_error_and_leave_nothing() {
     let Some(docker) = support::docker() else {
         return;
@@ -387,6 +389,7 @@ fn failed_stream_deploys_end_in_error_and_leave_nothing() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn the_blocking_endpoint_returns_the_same_outcome_and_a_name_in_flight_is_409() {
     let Some(docker) = support::docker() else {
         return;
@@ -463,6 +466,7 @@ fn the_blocking_endpoint_returns_the_same_outcome_and_a_name_in_flight_is_409() 
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn four_concurrent_stream_deploys_get_distinct_ports() {
     let Some(docker) = support::docker() else {
         return;
@@ -552,6 +556,7 @@ fn reattach(url: &str, id: &str, last_event_id: Option<u64>) -> (u16, Vec<Value>
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn a_disconnect_never_harms_the_deploy_and_reattaching_replays_everything() {
     let Some(docker) = support::docker() else {
         return;
@@ -844,6 +849,7 @@ fn two_hundred_concurrent_health_requests_are_all_answered() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn sigterm_waits_for_a_running_deploy_then_exits_0() {
     let Some(docker) = support::docker() else {
         return;
@@ -870,6 +876,7 @@ fn sigterm_waits_for_a_running_deploy_then_exits_0() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn cli_progress_json_prints_the_same_events_as_the_stream() {
     let Some(docker) = support::docker() else {
         return;

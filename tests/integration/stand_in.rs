@@ -167,6 +167,7 @@ const USABLE: &str =
     "defaultProvider = \"openai\"\n[settings.openai]\nmodel = \"gpt-4o\"\napiKey = \"sk-test\"\n";
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn image_is_pulled_from_the_registry_and_laid_out_like_the_real_one() {
     let Some(docker) = support::docker() else {
         return;
@@ -222,6 +223,7 @@ fn image_is_pulled_from_the_registry_and_laid_out_like_the_real_one() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn health_docs_and_unknown_paths() {
     let Some(docker) = support::docker() else {
         return;
@@ -266,6 +268,7 @@ fn health_docs_and_unknown_paths() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn execute_answers_like_the_real_server() {
     let Some(docker) = support::docker() else {
         return;
@@ -360,6 +363,7 @@ fn execute_answers_like_the_real_server() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn execute_rejects_bad_bodies_with_422() {
     let Some(docker) = support::docker() else {
         return;
@@ -385,6 +389,7 @@ fn execute_rejects_bad_bodies_with_422() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn internal_services_listen_on_the_container_loopback_only() {
     let Some(docker) = support::docker() else {
         return;
@@ -431,6 +436,7 @@ fn internal_services_listen_on_the_container_loopback_only() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn curl_personality_has_curls_exit_codes() {
     let Some(docker) = support::docker() else {
         return;
@@ -453,6 +459,7 @@ fn curl_personality_has_curls_exit_codes() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn healthcheck_passes_and_unhealthy_switch_fails_it() {
     let Some(docker) = support::docker() else {
         return;
@@ -495,6 +502,7 @@ fn healthcheck_passes_and_unhealthy_switch_fails_it() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn start_delay_switch_delays_listening() {
     let Some(docker) = support::docker() else {
         return;
@@ -517,6 +525,7 @@ fn start_delay_switch_delays_listening() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn exit_after_switch_exits_with_code_3() {
     let Some(docker) = support::docker() else {
         return;
@@ -537,6 +546,7 @@ fn exit_after_switch_exits_with_code_3() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn mcp_down_switch_leaves_5859_closed() {
     let Some(docker) = support::docker() else {
         return;
@@ -552,6 +562,7 @@ fn mcp_down_switch_leaves_5859_closed() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn switch_file_read_at_start_overrides_the_environment() {
     let Some(docker) = support::docker() else {
         return;

@@ -5,6 +5,7 @@ use crate::managed::{self, assert_code, deploy, json, out, publisher};
 use crate::support;
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn status_reports_live_health_and_what_was_deployed() {
     let Some(docker) = support::docker() else {
         return;
@@ -53,6 +54,7 @@ fn status_reports_live_health_and_what_was_deployed() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn status_of_a_stopped_deployment_says_so() {
     let Some(docker) = support::docker() else {
         return;
@@ -69,6 +71,7 @@ fn status_of_a_stopped_deployment_says_so() {
 }
 
 #[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn unknown_and_foreign_names_are_bad_input_pointing_at_ps() {
     let Some(docker) = support::docker() else {
         return;

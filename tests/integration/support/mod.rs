@@ -23,18 +23,54 @@ fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// The docker binary when a daemon answers, else `None` after printing "skipping: no docker".
+/// The docker binary when a daemon answers, else `None` after printing a `SKIPPED` line.
 /// With `CI=true` a missing daemon is a failure, not a skip. `FRACTALIC_PUBLISHER_DOCKER` picks
 /// the binary; `FRACTALIC_TEST_NO_DOCKER=1` (set by scripts/test.sh when `up` failed) skips.
+///
+/// Tests that call this carry `#[cfg_attr(no_docker, ignore = ...)]`, so with
+/// `FRACTALIC_TEST_NO_DOCKER=1` the harness lists them as ignored (see build.rs). When Docker
+/// is missing without that variable, the harness can only say "ok"; the `SKIPPED` line, written
+/// straight to stderr (not captured by the harness), says the truth.
 pub fn docker() -> Option<PathBuf> {
     match DOCKER.get_or_init(find_docker) {
         Ok(p) => Some(p.clone()),
         Err(why) if ci() => panic!("CI=true but Docker is unusable: {why}"),
         Err(why) => {
-            eprintln!("skipping: no docker ({why})");
+            let test = thread::current().name().unwrap_or("a test").to_string();
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: needs Docker ({why}); it did not run"
+            );
             None
         }
     }
+}
+
+/// A `docker` that must never run: it appends each call's argv to `DIR/calls` and fails. For
+/// checks that bad input is found before Docker is touched; needs no daemon. Returns the
+/// program and the log.
+pub fn untouchable_docker(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("calls");
+    std::fs::write(&log, "").expect("create call log");
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\necho \"untouchable docker was run: $*\" >&2\nexit 1\n",
+        quote(&log)
+    );
+    let path = dir.join("docker");
+    std::fs::write(&path, script).expect("write untouchable docker");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (path, log)
+}
+
+/// The calls an [`untouchable_docker`] recorded.
+pub fn calls(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn find_docker() -> Result<PathBuf, String> {
