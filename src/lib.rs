@@ -13,4 +13,5 @@ pub mod payload;
 pub mod plugin;
 pub mod ports;
 pub mod progress;
+pub mod readiness;
 pub mod run;

@@ -11,5 +11,6 @@ mod logs;
 mod managed;
 mod plugins;
 mod ps;
+mod readiness;
 mod stand_in;
 mod status;
