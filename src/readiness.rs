@@ -4,7 +4,7 @@
 //! that keeps crashing ends the wait at once with the reason. After success, a container this
 //! run started must have stayed up for [`STABLE_FOR`] and still run, unrestarted.
 
-use crate::docker::{Docker, ExecOutcome, ExecSignals, QUICK};
+use crate::docker::{Docker, ExecOutcome, ExecSignals};
 use crate::error::{Error, Result};
 use crate::health::{self, HealthError, Waited};
 use serde_json::Value;
@@ -21,8 +21,9 @@ const EXEC_FIRST_LOOK: Duration = Duration::from_millis(200);
 /// How often supervisord's log is read while waiting (the first read comes this long after the
 /// wait began, so supervisord has written its start line by then).
 const CRASH_LOG_EVERY: Duration = Duration::from_millis(1500);
-/// How often /health is probed while waiting out [`STABLE_FOR`] (HTTP only, no docker call).
-const STABLE_PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Bounds of one docker call's deadline while watching (see `Monitor::call_timeout`).
+const CALL_MIN: Duration = Duration::from_secs(2);
+const CALL_MAX: Duration = Duration::from_secs(10);
 /// supervisord's own log in the Fractalic image.
 pub const SUPERVISORD_LOG: &str = "/tmp/supervisord.log";
 /// Longest cause line quoted from a service's error log.
@@ -167,6 +168,15 @@ pub fn last_line(text: &str) -> Option<String> {
     Some(cut)
 }
 
+/// Whether a look at the container also reads supervisord's log.
+#[derive(Clone, Copy)]
+enum Log {
+    Never,
+    /// When [`CRASH_LOG_EVERY`] has passed since the last read.
+    IfDue,
+    Now,
+}
+
 /// Watches one container while it becomes ready; every look at it goes through here.
 struct Monitor<'a> {
     d: &'a Docker,
@@ -177,12 +187,14 @@ struct Monitor<'a> {
     /// `State.StartedAt` first seen: a restart changes it.
     started_at: Option<String>,
     began: Instant,
+    /// The wait's deadline: docker calls made while watching end by then (give or take).
+    deadline: Instant,
     last_inspect: Option<Instant>,
     last_log: Option<Instant>,
 }
 
 impl<'a> Monitor<'a> {
-    fn new(d: &'a Docker, container: &'a str, started: Option<Started>) -> Self {
+    fn new(d: &'a Docker, container: &'a str, started: Option<Started>, deadline: Instant) -> Self {
         Monitor {
             d,
             container,
@@ -190,9 +202,19 @@ impl<'a> Monitor<'a> {
             restarts: started.map(|_| 0),
             started_at: None,
             began: Instant::now(),
+            deadline,
             last_inspect: None,
             last_log: None,
         }
+    }
+
+    /// The deadline of one docker call made while watching: what is left of the wait, but at
+    /// least [`CALL_MIN`] (so the look at the deadline can finish) and at most [`CALL_MAX`] (a
+    /// hung docker does not stall readiness for long).
+    fn call_timeout(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(CALL_MIN, CALL_MAX)
     }
 
     fn inspect_due(&self) -> bool {
@@ -207,14 +229,17 @@ impl<'a> Monitor<'a> {
                 .is_none_or(|at| at.elapsed() >= CRASH_LOG_EVERY)
     }
 
-    /// Inspects the container (and reads supervisord's log when that is due or `force_log`):
+    /// Inspects the container (and reads supervisord's log as `log` says):
     /// an error when it is not running, was restarted, or a program in it keeps crashing.
     /// `phase` says in the message how far readiness had come. A docker call that fails is
     /// not held against the container, except an unreachable daemon and a failing `strict`
     /// look.
-    fn check(&mut self, phase: &str, force_log: bool, strict: bool) -> Result<()> {
+    fn check(&mut self, phase: &str, log: Log, strict: bool) -> Result<()> {
         self.last_inspect = Some(Instant::now());
-        match self.d.container_inspect(self.container) {
+        match self
+            .d
+            .container_inspect_within(self.container, self.call_timeout())
+        {
             Ok(Some(v)) => self.judge(&v, phase)?,
             Ok(None) => {
                 return Err(Error::failed(format!(
@@ -226,7 +251,12 @@ impl<'a> Monitor<'a> {
             Err(e) if strict => return Err(e),
             Err(_) => {}
         }
-        if force_log || self.log_due() {
+        let read = match log {
+            Log::Never => false,
+            Log::IfDue => self.log_due(),
+            Log::Now => true,
+        };
+        if read {
             self.last_log = Some(Instant::now());
             self.crash_check(strict)?;
         }
@@ -301,13 +331,17 @@ impl<'a> Monitor<'a> {
     /// Reads supervisord's log; a crash-looping program is an error naming it and quoting the
     /// last line of its error log.
     fn crash_check(&self, strict: bool) -> Result<()> {
-        let text = match self.d.read_file(self.container, SUPERVISORD_LOG) {
-            Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
-            Ok(None) => return Ok(()),
-            Err(e @ Error::DaemonDown { .. }) => return Err(e),
-            Err(e) if strict => return Err(e),
-            Err(_) => return Ok(()),
-        };
+        let text =
+            match self
+                .d
+                .read_file_within(self.container, SUPERVISORD_LOG, self.call_timeout())
+            {
+                Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                Ok(None) => return Ok(()),
+                Err(e @ Error::DaemonDown { .. }) => return Err(e),
+                Err(e) if strict => return Err(e),
+                Err(_) => return Ok(()),
+            };
         let Some(c) = crash_loop(&text) else {
             return Ok(());
         };
@@ -337,7 +371,10 @@ impl<'a> Monitor<'a> {
             format!("/tmp/{program}_error.log"),
             format!("/tmp/{program}.log"),
         ] {
-            if let Ok(Some(bytes)) = self.d.read_file(self.container, &file) {
+            if let Ok(Some(bytes)) =
+                self.d
+                    .read_file_within(self.container, &file, self.call_timeout())
+            {
                 if let Some(line) = last_line(&String::from_utf8_lossy(&bytes)) {
                     return format!("last line of {file}: {line}");
                 }
@@ -350,7 +387,7 @@ impl<'a> Monitor<'a> {
 /// `its last log lines: a | b` from `docker logs --tail 10`, or that it printed nothing.
 fn last_log_lines(d: &Docker, container: &str) -> String {
     let text = d
-        .run_unchecked(&["logs", "--tail", "10", container], None, QUICK)
+        .run_unchecked(&["logs", "--tail", "10", container], None, CALL_MAX)
         .map(|(_, o)| format!("{}{}", o.stdout, o.stderr))
         .unwrap_or_default();
     let lines: Vec<&str> = text
@@ -419,7 +456,7 @@ pub fn wait(
     timeout: Duration,
 ) -> std::result::Result<Ready, NotReady> {
     let deadline = Instant::now() + timeout;
-    let mut mon = Monitor::new(d, container, started);
+    let mut mon = Monitor::new(d, container, started, deadline);
     let fail = |health: Option<&Waited>, error: Error| NotReady {
         health: health.cloned(),
         error,
@@ -427,7 +464,8 @@ pub fn wait(
     if started.is_none() {
         // The baseline a restart is measured against.
         let phase = format!("before {url} was probed");
-        mon.check(&phase, false, true).map_err(|e| fail(None, e))?;
+        mon.check(&phase, Log::Never, true)
+            .map_err(|e| fail(None, e))?;
     }
     let signals = ExecSignals::default();
     thread::scope(|scope| {
@@ -447,7 +485,7 @@ pub fn wait(
         let before = format!("before {url} answered");
         let mut failure: Option<Error> = None;
         let waited = {
-            let mut watch = || match mon.check(&before, false, false) {
+            let mut watch = || match mon.check(&before, Log::IfDue, false) {
                 Ok(()) => None,
                 Err(e) => {
                     failure = Some(e);
@@ -471,7 +509,7 @@ pub fn wait(
                     // One more look with supervisord's log: a crashing service explains a
                     // silent URL better than the timeout does.
                     (None, e @ HealthError::Timeout { .. }) => {
-                        match mon.check(&before, true, false) {
+                        match mon.check(&before, Log::Now, false) {
                             Err(f) => f,
                             Ok(()) => Error::failed(e.to_string()),
                         }
@@ -496,7 +534,7 @@ pub fn wait(
                 let first_look = Instant::now() + EXEC_FIRST_LOOK;
                 while !h.is_finished() {
                     if Instant::now() >= first_look && mon.inspect_due() {
-                        if let Err(e) = mon.check(&phase, false, false) {
+                        if let Err(e) = mon.check(&phase, Log::IfDue, false) {
                             stop_exec(Some(h));
                             return Err(fail(Some(&health), e));
                         }
@@ -516,7 +554,7 @@ pub fn wait(
                 if !o.ok {
                     // The caller says what the command stands for, unless the container or a
                     // crashing program explains it.
-                    mon.check(&phase, true, false)
+                    mon.check(&phase, Log::Now, false)
                         .map_err(|e| fail(Some(&health), e))?;
                     return Ok(Ready {
                         health,
@@ -527,7 +565,7 @@ pub fn wait(
             }
         };
 
-        prove_stable(&mut mon, url).map_err(|e| fail(Some(&health), e))?;
+        prove_stable(&mut mon).map_err(|e| fail(Some(&health), e))?;
         Ok(Ready {
             health,
             exec: outcome,
@@ -535,32 +573,15 @@ pub fn wait(
     })
 }
 
-/// Waits out [`STABLE_FOR`] since our start (probing `url`, and looking at the container as
-/// soon as a probe fails), then inspects it once more.
-fn prove_stable(mon: &mut Monitor<'_>, url: &str) -> Result<()> {
-    let phase = "after its services had answered";
+/// Waits out [`STABLE_FOR`] since our start, then inspects the container once more: still
+/// running, with the restart count and start time it had.
+fn prove_stable(mon: &mut Monitor<'_>) -> Result<()> {
     if let Some(s) = mon.started {
-        let until = s.at + STABLE_FOR;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            thread::sleep(left.min(STABLE_PROBE_EVERY));
-            let answered = matches!(
-                health::probe(url, Duration::from_millis(300)),
-                Ok((status, _)) if (200..300).contains(&status)
-            );
-            if !answered
-                && mon
-                    .last_inspect
-                    .is_none_or(|at| at.elapsed() >= STABLE_PROBE_EVERY * 2)
-            {
-                mon.check(phase, false, false)?;
-            }
-        }
+        // Nothing to poll meanwhile: probes would only fill the service's log, and the one
+        // look at the end sees any exit or restart before it.
+        thread::sleep((s.at + STABLE_FOR).saturating_duration_since(Instant::now()));
     }
-    mon.check(phase, false, true)
+    mon.check("after its services had answered", Log::Never, true)
 }
 
 #[cfg(test)]
