@@ -8,6 +8,7 @@ use crate::docker::{Docker, ExecOutcome, ExecSignals};
 use crate::error::{Error, Result};
 use crate::health::{self, HealthError, Waited};
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -191,10 +192,19 @@ struct Monitor<'a> {
     deadline: Instant,
     last_inspect: Option<Instant>,
     last_log: Option<Instant>,
+    /// Set as soon as a failure is seen, before its details are gathered, so a command
+    /// retried beside the wait stops at once.
+    stop: &'a AtomicBool,
 }
 
 impl<'a> Monitor<'a> {
-    fn new(d: &'a Docker, container: &'a str, started: Option<Started>, deadline: Instant) -> Self {
+    fn new(
+        d: &'a Docker,
+        container: &'a str,
+        started: Option<Started>,
+        deadline: Instant,
+        stop: &'a AtomicBool,
+    ) -> Self {
         Monitor {
             d,
             container,
@@ -205,6 +215,7 @@ impl<'a> Monitor<'a> {
             deadline,
             last_inspect: None,
             last_log: None,
+            stop,
         }
     }
 
@@ -242,10 +253,11 @@ impl<'a> Monitor<'a> {
         {
             Ok(Some(v)) => self.judge(&v, phase)?,
             Ok(None) => {
+                self.stop.store(true, Ordering::Relaxed);
                 return Err(Error::failed(format!(
                     "container {} disappeared {phase}",
                     self.container
-                )))
+                )));
             }
             Err(e @ Error::DaemonDown { .. }) => return Err(e),
             Err(e) if strict => return Err(e),
@@ -276,6 +288,9 @@ impl<'a> Monitor<'a> {
         let restarted = status == "restarting"
             || count > expected
             || (status == "running" && started_at != first);
+        if restarted || status != "running" {
+            self.stop.store(true, Ordering::Relaxed);
+        }
         if restarted {
             let since = self.events_since(v, &first);
             let code = first_die_code(self.d, self.container, &since)
@@ -309,7 +324,7 @@ impl<'a> Monitor<'a> {
         let code = code.map_or("unknown".to_string(), |c| c.to_string());
         let when = self.started.map_or(String::new(), |s| {
             format!(
-                " ({:.1}s after it was started)",
+                " (noticed {:.1}s after it was started)",
                 s.at.elapsed().as_secs_f64()
             )
         });
@@ -345,6 +360,7 @@ impl<'a> Monitor<'a> {
         let Some(c) = crash_loop(&text) else {
             return Ok(());
         };
+        self.stop.store(true, Ordering::Relaxed);
         let role = program_role(&c.program).map_or(String::new(), |r| format!(" ({r})"));
         let times = match c.exits {
             0 => String::new(),
@@ -456,7 +472,8 @@ pub fn wait(
     timeout: Duration,
 ) -> std::result::Result<Ready, NotReady> {
     let deadline = Instant::now() + timeout;
-    let mut mon = Monitor::new(d, container, started, deadline);
+    let signals = ExecSignals::default();
+    let mut mon = Monitor::new(d, container, started, deadline, &signals.stop);
     let fail = |health: Option<&Waited>, error: Error| NotReady {
         health: health.cloned(),
         error,
@@ -467,16 +484,13 @@ pub fn wait(
         mon.check(&phase, Log::Never, true)
             .map_err(|e| fail(None, e))?;
     }
-    let signals = ExecSignals::default();
     thread::scope(|scope| {
         let exec_thread = exec.map(|argv| {
             let signals = &signals;
             scope.spawn(move || d.exec_until_ok(container, argv, timeout, signals))
         });
         let stop_exec = |h: Option<thread::ScopedJoinHandle<'_, Result<ExecOutcome>>>| {
-            signals
-                .stop
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            signals.stop.store(true, Ordering::Relaxed);
             if let Some(h) = h {
                 let _ = h.join();
             }
@@ -519,9 +533,7 @@ pub fn wait(
                 return Err(fail(None, error));
             }
         };
-        signals
-            .wake
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        signals.wake.store(true, Ordering::Relaxed);
 
         let outcome = match exec_thread {
             None => None,
