@@ -372,12 +372,17 @@ impl Docker {
 
     /// `docker image inspect IMAGE`: None when the image is not in the local cache.
     pub fn image_inspect(&self, image: &str) -> Result<Option<Value>> {
-        inspect_one(self, &["image", "inspect", image])
+        inspect_one(self, &["image", "inspect", image], QUICK)
     }
 
     /// `docker container inspect NAME`: None when no such container exists.
     pub fn container_inspect(&self, name: &str) -> Result<Option<Value>> {
-        inspect_one(self, &["container", "inspect", name])
+        self.container_inspect_within(name, QUICK)
+    }
+
+    /// [`Docker::container_inspect`] with its own deadline.
+    pub fn container_inspect_within(&self, name: &str, timeout: Duration) -> Result<Option<Value>> {
+        inspect_one(self, &["container", "inspect", name], timeout)
     }
 
     /// `docker exec CONTAINER ARGV...`: exit status and output, without failing on non-zero.
@@ -409,6 +414,16 @@ impl Docker {
 
     /// Reads one regular file out of a container (`docker cp NAME:PATH -`): None if missing.
     pub fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        self.read_file_within(container, path, QUICK)
+    }
+
+    /// [`Docker::read_file`] with its own deadline.
+    pub fn read_file_within(
+        &self,
+        container: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>> {
         let src = format!("{container}:{path}");
         let args = ["cp", src.as_str(), "-"];
         // Binary-safe: the raw bytes of the tar stream, not a lossy string.
@@ -417,7 +432,7 @@ impl Docker {
             .stderr_capture()
             .stdin_null()
             .unchecked();
-        let out = self.finish(&args, &expr, Some(QUICK))?;
+        let out = self.finish(&args, &expr, Some(timeout))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             if stderr.contains("No such container") || stderr.contains("Could not find the file") {
@@ -538,8 +553,8 @@ impl Docker {
     }
 }
 
-fn inspect_one(docker: &Docker, args: &[&str]) -> Result<Option<Value>> {
-    let (status, out) = docker.run_unchecked(args, None, QUICK)?;
+fn inspect_one(docker: &Docker, args: &[&str], timeout: Duration) -> Result<Option<Value>> {
+    let (status, out) = docker.run_unchecked(args, None, timeout)?;
     if status != Some(0) {
         let err = out.stderr.to_ascii_lowercase();
         if err.contains("no such") {

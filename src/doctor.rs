@@ -3,17 +3,17 @@
 //! failure. The throwaway container is removed at the end, and by the Ctrl-C handler if the
 //! run is interrupted.
 
-use crate::docker::{Docker, ExecSignals, QUICK};
+use crate::docker::{Docker, QUICK};
 use crate::error::{Error, Result};
-use crate::health;
 use crate::journal::{Journal, Resource};
 use crate::ports::{self, PortRequest};
+use crate::readiness::{self, Started};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Label on the throwaway container (not the managed label: `ps` never shows it).
 pub const LABEL_DOCTOR: &str = "fractalic-publisher.doctor";
@@ -245,6 +245,7 @@ fn throwaway(
     let first = port;
     let mut port = port;
     let mut tries = 0;
+    let mut wall = SystemTime::now();
     let started = loop {
         tries += 1;
         let publish = format!("127.0.0.1:{port}:8001");
@@ -279,7 +280,10 @@ fn throwaway(
             }
             Err(_) => {}
         }
-        let started = created.and_then(|_| docker.run(&["start", name], None, QUICK));
+        let started = created.and_then(|_| {
+            wall = SystemTime::now();
+            docker.run(&["start", name], None, QUICK)
+        });
         // The port was free when chosen, but another deploy may take it before `docker start`:
         // like deploy, try the next free port (a few times).
         let clash = matches!(&started, Err(Error::Docker { stderr, .. }) if stderr.contains("port is already allocated"));
@@ -315,56 +319,62 @@ fn throwaway(
         t0.elapsed().as_millis()
     ));
 
+    let started = Started::since(wall);
     let url = format!("http://127.0.0.1:{port}/health");
-    let mut exited = || -> Option<Option<i64>> {
-        let v = docker.container_inspect(name).ok()??;
-        let status = v["State"]["Status"].as_str().unwrap_or("");
-        matches!(status, "exited" | "dead" | "restarting").then(|| v["State"]["ExitCode"].as_i64())
-    };
-    let waited = health::wait_http_ok(
-        &url,
-        Instant::now() + timeout,
-        Duration::from_millis(100),
-        Duration::from_millis(500),
-        &mut exited,
-    );
-    match waited {
-        Ok(w) => r.pass(format!(
-            "{url} answered 2xx after {} ms",
-            w.elapsed.as_millis()
-        )),
-        Err(e) => {
+    let argv = ["curl", "-fsS", "http://localhost:5859/status"];
+    let mcp_hint = "the MCP manager runs inside the image on port 5859; read its log with `docker exec CONTAINER cat /tmp/mcp_manager_error.log` on a deployment, or `fractalic-publisher logs NAME --service mcp_manager`";
+    // The same proof as a deploy's: an exit, a restart or a service that keeps crashing fails
+    // at once with the reason, and the container must stay up for a second.
+    let (health, error) =
+        match readiness::wait(docker, name, Some(started), &url, Some(&argv), timeout) {
+            Ok(ready) => (
+                Some(ready.health),
+                ready.exec.filter(|o| !o.ok).map(|o| {
+                    Error::failed(format!(
+                        "http://localhost:5859/status did not answer within {}s ({})",
+                        timeout.as_secs(),
+                        o.error
+                    ))
+                }),
+            ),
+            Err(not) => (not.health, Some(not.error)),
+        };
+    let Some(health) = health else {
+        let error = error.map_or_else(String::new, |e| e.to_string());
+        // A death's message has the logs already; a timeout's does not.
+        let logs = if error.contains("its last log lines") || error.contains("printed nothing") {
+            String::new()
+        } else {
             let logs = docker
                 .run_unchecked(&["logs", "--tail", "10", name], None, QUICK)
                 .map(|(_, o)| one_line(&format!("{}{}", o.stdout, o.stderr)))
                 .unwrap_or_default();
-            let logs = if logs.is_empty() {
-                "it printed nothing".to_string()
+            if logs.is_empty() {
+                "; it printed nothing".to_string()
             } else {
-                format!("its last log lines: {logs}")
-            };
-            r.fail(
-                e.to_string(),
-                format!("the AI server in the image did not come up; {logs}; a slow host may need a longer --timeout"),
-            );
-            return false;
+                format!("; its last log lines: {logs}")
+            }
+        };
+        r.fail(
+            error,
+            format!("the AI server in the image did not come up{logs}; a slow host may need a longer --timeout"),
+        );
+        return false;
+    };
+    r.pass(format!(
+        "{url} answered 2xx after {} ms",
+        health.elapsed.as_millis()
+    ));
+    match error {
+        None => {
+            r.pass("http://localhost:5859/status answered inside the container, and the container stayed up");
+            true
+        }
+        Some(e) => {
+            r.fail(e.to_string(), mcp_hint);
+            false
         }
     }
-
-    let argv = ["curl", "-fsS", "http://localhost:5859/status"];
-    let last = match docker.exec_until_ok(name, &argv, timeout, &ExecSignals::default()) {
-        Ok(o) if o.ok => {
-            r.pass("http://localhost:5859/status answered inside the container");
-            return true;
-        }
-        Ok(o) => o.error,
-        Err(e) => e.to_string(),
-    };
-    r.fail(
-        format!("http://localhost:5859/status did not answer within {}s ({last})", timeout.as_secs()),
-        "the MCP manager runs inside the image on port 5859; read its log with `docker exec CONTAINER cat /tmp/mcp_manager.log` on a deployment, or `fractalic-publisher logs NAME --service mcp_manager`",
-    );
-    false
 }
 
 /// Plain text: one line per check, `[ ok ]`, `[FAIL]` or `[skip]`, the hint under a failure.

@@ -16,5 +16,6 @@ pub mod payload;
 pub mod plugin;
 pub mod ports;
 pub mod progress;
+pub mod readiness;
 pub mod run;
 pub mod server;

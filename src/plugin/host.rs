@@ -5,19 +5,18 @@
 use crate::config::DeployConfig;
 use crate::docker::{self, Docker, ExecOutcome, ExecSignals, QUICK};
 use crate::error::{Error, Result};
-use crate::health;
 use crate::journal::{Journal, Resource};
 use crate::payload;
 use crate::plugin::user_cache;
 use crate::ports::{self, PortRequest};
 use crate::progress::Progress;
+use crate::readiness::{self, Started};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 /// Label set on every container this tool creates; `ps` finds deployments by it.
 pub const LABEL_MANAGED: &str = "fractalic-publisher.managed";
@@ -53,6 +52,8 @@ pub struct Host {
     /// thread once `start_container` has started the container (so it runs beside the
     /// readiness wait and costs no wall time), and finished at the end of the deploy.
     main_check: Mutex<Option<MainCheck>>,
+    /// Containers `start_container` started in this run, for readiness's stability proof.
+    started: Mutex<HashMap<String, Started>>,
 }
 
 impl Host {
@@ -75,6 +76,7 @@ impl Host {
             port_lock: Mutex::new(None),
             port_generation: Mutex::new(None),
             main_check: Mutex::new(None),
+            started: Mutex::new(HashMap::new()),
         }
     }
 
@@ -511,7 +513,11 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     engine.register_fn("start_container", move |name: &str| -> RhaiResult<Map> {
         let d = h.docker_or_raise()?;
         let args = ["start", name];
+        let wall = SystemTime::now();
         let (status, out) = h.check(d.run_unchecked(&args, None, QUICK))?;
+        if status == Some(0) {
+            lock(&h.started).insert(name.to_string(), Started::since(wall));
+        }
         if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
             return Err(h.raise(Error::DaemonDown { detail: out.stderr }));
         }
@@ -677,14 +683,17 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     );
 
     // wait_http(container, url, timeout_secs): polls GET url (about every 50 ms) until it
-    // answers 2xx. Fails fast (within about a second) if the container stops, with its exit
-    // code and last log lines. Returns {elapsed_ms, attempts}.
+    // answers 2xx, then proves the container stably up (see README, "Readiness"): not
+    // restarted, still running, and up for a second when this run started it. Fails fast
+    // (within about a second) if the container exits or is restarted, with its exit code and
+    // last log lines, and when a supervisord program in it keeps crashing, naming it and
+    // quoting its error log. Returns {elapsed_ms, attempts}.
     let h = Arc::clone(host);
     engine.register_fn(
         "wait_http",
         move |container: &str, url: &str, secs: i64| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
-            h.check(wait_http(&d, container, url, secs))
+            h.check(wait_ready(&h, &d, container, url, None, secs))
         },
     );
 
@@ -699,65 +708,34 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
         move |container: &str, url: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
             let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            h.check(wait_ready(&d, container, url, &argv, secs))
+            h.check(wait_ready(&h, &d, container, url, Some(&argv), secs))
         },
     );
 }
 
-/// The exit code of the container's first `die` event since `since` (RFC 3339), if any.
-fn first_die_code(d: &Docker, container: &str, since: &str) -> Option<i64> {
-    if since.is_empty() {
-        return None;
+/// [`readiness::wait`] for a plugin: `{elapsed_ms, attempts[, exec]}`.
+fn wait_ready(
+    host: &Host,
+    d: &Docker,
+    container: &str,
+    url: &str,
+    argv: Option<&[String]>,
+    secs: i64,
+) -> Result<Map> {
+    let started = lock(&host.started).get(container).copied();
+    let argv: Option<Vec<&str>> = argv.map(|a| a.iter().map(String::as_str).collect());
+    let ready = readiness::wait(d, container, started, url, argv.as_deref(), secs_arg(secs))
+        .map_err(|e| e.error)?;
+    let mut m = Map::new();
+    m.insert(
+        "elapsed_ms".into(),
+        (ready.health.elapsed.as_millis() as i64).into(),
+    );
+    m.insert("attempts".into(), i64::from(ready.health.attempts).into());
+    if let Some(o) = ready.exec {
+        m.insert("exec".into(), exec_map(o).into());
     }
-    // Now, to the nanosecond (docker accepts fractional Unix times): RFC 3339 seconds would
-    // cut off a death in the current second, and a future time would make `events` wait.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
-    let name_filter = format!("container={container}");
-    let out = d
-        .run(
-            &[
-                "events",
-                "--since",
-                since,
-                "--until",
-                &until,
-                "--filter",
-                &name_filter,
-                "--filter",
-                "event=die",
-                "--format",
-                "{{index .Actor.Attributes \"exitCode\"}}",
-            ],
-            None,
-            Duration::from_secs(10),
-        )
-        .ok()?;
-    out.stdout.lines().find_map(|l| l.trim().parse().ok())
-}
-
-/// Waits for `url` and for `argv` to succeed inside the container, concurrently.
-fn wait_ready(d: &Docker, container: &str, url: &str, argv: &[String], secs: i64) -> Result<Map> {
-    let signals = ExecSignals::default();
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    std::thread::scope(|scope| {
-        let exec = scope.spawn(|| d.exec_until_ok(container, &argv, secs_arg(secs), &signals));
-        let health = wait_http(d, container, url, secs);
-        let flag = if health.is_ok() {
-            &signals.wake
-        } else {
-            &signals.stop
-        };
-        flag.store(true, Ordering::Relaxed);
-        let exec = exec
-            .join()
-            .unwrap_or_else(|_| Err(Error::failed("the readiness exec thread panicked")));
-        let mut m = health?;
-        m.insert("exec".into(), exec_map(exec?).into());
-        Ok(m)
-    })
+    Ok(m)
 }
 
 /// A plugin's timeout in seconds, kept within 1 s - 1 h.
@@ -1145,58 +1123,6 @@ fn pull_image(host: &Host, d: &Docker, image: &str, platform: &str, policy: &str
             format!("bad pull policy {other:?}"),
             "use always, missing or never",
         )),
-    }
-}
-
-fn wait_http(d: &Docker, container: &str, url: &str, secs: i64) -> Result<Map> {
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs.clamp(1, 3600) as u64);
-    let mut exited = || -> Option<Option<i64>> {
-        let v = d.container_inspect(container).ok()??;
-        let state = &v["State"];
-        let status = state["Status"].as_str().unwrap_or("");
-        let restarts = v["RestartCount"].as_i64().unwrap_or(0);
-        if matches!(status, "exited" | "dead") && restarts == 0 {
-            Some(state["ExitCode"].as_i64())
-        } else if status == "restarting" || restarts > 0 {
-            // The restart policy brought it back, which resets State.ExitCode; the daemon's
-            // event log still has the exit code of the first death.
-            let since = v["Created"].as_str().unwrap_or("");
-            Some(first_die_code(d, container, since).or(state["ExitCode"].as_i64()))
-        } else {
-            None
-        }
-    };
-    match health::wait_http_ok(
-        url,
-        deadline,
-        Duration::from_millis(50),
-        Duration::from_millis(500),
-        &mut exited,
-    ) {
-        Ok(w) => {
-            let mut m = Map::new();
-            m.insert("elapsed_ms".into(), (w.elapsed.as_millis() as i64).into());
-            m.insert("attempts".into(), i64::from(w.attempts).into());
-            Ok(m)
-        }
-        Err(health::HealthError::Exited { code, .. }) => {
-            let logs = logs_tail(d, container, 10).unwrap_or_default();
-            let code = code.map_or("unknown".to_string(), |c| c.to_string());
-            let logs = logs.trim();
-            let tail = if logs.is_empty() {
-                "it printed nothing".to_string()
-            } else {
-                format!(
-                    "its last log lines: {}",
-                    logs.lines().collect::<Vec<_>>().join(" | ")
-                )
-            };
-            Err(Error::failed(format!(
-                "container {container} exited with code {code} before {url} answered; {tail}"
-            )))
-        }
-        Err(e) => Err(Error::failed(format!("{e}"))),
     }
 }
 

@@ -159,3 +159,101 @@ fn doctor_retries_when_its_port_is_taken_before_the_container_starts() {
         "it should have moved past port {chosen}: {started}"
     );
 }
+
+/// A local image: the stand-in with `env` (`K=V`) baked in, for doctor's throwaway container
+/// (which gets no environment of ours). Removed when dropped.
+struct SwitchedImage {
+    docker: std::path::PathBuf,
+    tag: String,
+}
+
+impl SwitchedImage {
+    fn new(docker: &std::path::Path, prefix: &str, env: &str) -> Self {
+        let base = support::pull_stand_in(docker);
+        let name = support::unique_name(prefix);
+        let _g = support::ContainerGuard::new(&name);
+        support::docker_ok(docker, &["create", "--name", &name, &base]);
+        let tag = format!("fractalic-{name}:latest-production");
+        let change = format!("ENV {env}");
+        support::docker_ok(docker, &["commit", "--change", &change, &name, &tag]);
+        SwitchedImage {
+            docker: docker.to_path_buf(),
+            tag,
+        }
+    }
+}
+
+impl Drop for SwitchedImage {
+    fn drop(&mut self) {
+        let _ = support::run_docker(&self.docker, &["rmi", "-f", &self.tag]);
+    }
+}
+
+/// Runs doctor on `image`, expects it to fail at "/health answers" (index 5) or "MCP manager
+/// answers" (6), the checks before passing, those after skipped, and nothing left behind;
+/// returns the failed check's index and detail.
+fn doctor_fails_after_the_start(docker: &std::path::Path, image: &str) -> (usize, String) {
+    let o = publisher(docker, &["doctor", "--image", image, "--json"]);
+    assert_code(&o, 1);
+    let v = json(&o);
+    let got = outcomes(&v);
+    let failed = got
+        .iter()
+        .position(|o| o == "fail")
+        .expect("a failed check");
+    assert!(failed == 5 || failed == 6, "{v:#}");
+    let mut want = vec!["pass"; 8];
+    want[failed] = "fail";
+    for w in want.iter_mut().take(7).skip(failed + 1) {
+        *w = "skip";
+    }
+    assert_eq!(got, want, "{v:#}");
+    let throwaway = v["checks"][4]["detail"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(managed::state(docker, &throwaway), None, "left behind");
+    (
+        failed,
+        v["checks"][failed]["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn doctor_names_a_crash_looping_service_and_its_cause() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = SwitchedImage::new(&docker, "fp-doctor-crash", "STAND_IN_CRASHLOOP=mcp_manager");
+    let (failed, detail) = doctor_fails_after_the_start(&docker, &image.tag);
+    assert_eq!(failed, 6, "the AI server answers: {detail}");
+    assert!(
+        detail.contains("mcp_manager (the MCP manager) keeps crashing inside container"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("last line of /tmp/mcp_manager_error.log: ")
+            && detail.contains("Failed to start server: [Errno 99]"),
+        "{detail}"
+    );
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn doctor_fails_a_container_that_dies_after_its_services_answered() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = SwitchedImage::new(&docker, "fp-doctor-dies", "STAND_IN_EXIT_AFTER_MS=300");
+    // Usually after /health answered (step 6); on a slow host it may die before (step 5).
+    let (_, detail) = doctor_fails_after_the_start(&docker, &image.tag);
+    assert!(detail.contains("exited with code 3"), "{detail}");
+    assert!(
+        detail.contains("stand-in: STAND_IN_EXIT_AFTER_MS=300 elapsed"),
+        "{detail}"
+    );
+}

@@ -167,3 +167,74 @@ fn stop_and_start_quiet_print_only_the_result() {
         out(&o).1
     );
 }
+
+/// Stops the deployment and gives the stand-in `switches` for its next start.
+fn stop_and_switch(docker: &std::path::Path, name: &str, switches: &str) {
+    assert_code(&publisher(docker, &["stop", name]), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let switch = dir.path().join("stand-in.env");
+    std::fs::write(&switch, switches).unwrap();
+    let dest = format!("{name}:/fractalic/stand-in.env");
+    support::docker_ok(docker, &["cp", switch.to_str().unwrap(), &dest]);
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn start_of_a_deployment_that_dies_and_is_restarted_fails_and_stays_stopped() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let d = deploy(&docker, "fp-life-dies", &[]);
+    // It answers, then dies; its restart policy brings it back: not stably up.
+    stop_and_switch(&docker, &d.name, "STAND_IN_EXIT_AFTER_MS=300\n");
+    let o = publisher(&docker, &["start", &d.name, "--timeout", "60"]);
+    assert_code(&o, 1);
+    let (_, err) = out(&o);
+    assert!(
+        err.contains(&format!("container {} exited with code 3", d.name)),
+        "{err}"
+    );
+    assert!(
+        err.contains("stand-in: STAND_IN_EXIT_AFTER_MS=300 elapsed"),
+        "{err}"
+    );
+    assert!(err.contains("was stopped again, as it was before"), "{err}");
+    assert_eq!(managed::state(&docker, &d.name).as_deref(), Some("exited"));
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn start_with_a_crash_looping_service_fails_naming_it_and_a_fixed_one_starts_again() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let d = deploy(&docker, "fp-life-crashloop", &[]);
+    stop_and_switch(&docker, &d.name, "STAND_IN_CRASHLOOP=mcp_manager\n");
+    let o = publisher(&docker, &["start", &d.name, "--timeout", "60"]);
+    assert_code(&o, 1);
+    let (_, err) = out(&o);
+    assert!(
+        err.contains("mcp_manager (the MCP manager) keeps crashing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("last line of /tmp/mcp_manager_error.log: ")
+            && err.contains("Failed to start server: [Errno 99]"),
+        "{err}"
+    );
+    assert!(err.contains("was stopped again, as it was before"), "{err}");
+    assert_eq!(managed::state(&docker, &d.name).as_deref(), Some("exited"));
+
+    // Fixed: the crashes of the earlier run stay in /tmp/supervisord.log, but only this run
+    // counts.
+    stop_and_switch(&docker, &d.name, "# fixed\n");
+    let o = publisher(&docker, &["start", &d.name, "--json"]);
+    assert_code(&o, 0);
+    assert_eq!(json(&o)["services"]["mcp_manager"], "healthy");
+    let log = support::exec(&docker, &d.name, &["cat", "/tmp/supervisord.log"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains("exited: mcp_manager (exit status 1; not expected)"),
+        "{log}"
+    );
+}

@@ -14,6 +14,7 @@ mod managed;
 mod parallel;
 mod plugins;
 mod ps;
+mod readiness;
 mod serve;
 mod shell;
 mod stand_in;

@@ -581,3 +581,125 @@ fn switch_file_read_at_start_overrides_the_environment() {
     let (code, _, _) = s.curl(&["-fs", "http://localhost:5859/status"]);
     assert_eq!(code, Some(7));
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn crashloop_switch_plays_a_program_that_supervisord_gives_up_on() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let s = StandIn::ready(
+        &docker,
+        "fp-si-crashloop",
+        &["STAND_IN_CRASHLOOP=mcp_manager"],
+        &[],
+    );
+    let (code, _, _) = s.curl(&["-fs", "http://localhost:5859/status"]);
+    assert_eq!(code, Some(7));
+    // Four attempts with 1 + 2 + 3 s of back-off, then FATAL.
+    let read = |path: &str| String::from_utf8_lossy(&s.exec(&["cat", path]).stdout).into_owned();
+    let deadline = Instant::now() + READY;
+    let mut log = read("/tmp/supervisord.log");
+    while !log.contains("gave up: mcp_manager entered FATAL state") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        log = read("/tmp/supervisord.log");
+    }
+    assert!(
+        log.contains(
+            "INFO gave up: mcp_manager entered FATAL state, too many start retries too quickly"
+        ),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("WARN exited: mcp_manager (exit status 1; not expected)")
+            .count(),
+        4,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("INFO spawned: 'mcp_manager'").count(),
+        4,
+        "{log}"
+    );
+    assert!(!log.contains("success: mcp_manager"), "{log}");
+    assert!(
+        log.contains("success: ai_server entered RUNNING state"),
+        "{log}"
+    );
+    // The same lines reach `docker logs`, as supervisord's do.
+    assert!(
+        s.docker_logs()
+            .contains("gave up: mcp_manager entered FATAL state"),
+        "{}",
+        s.docker_logs()
+    );
+    // The cause is the error log's last non-empty line.
+    let err = read("/tmp/mcp_manager_error.log");
+    assert!(err.ends_with("\n\n"), "{err:?}");
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap();
+    assert!(
+        last.ends_with(" - __main__ - ERROR - Failed to start server: [Errno 99] error while attempting to bind on address ('::1', 5859, 0, 0): cannot assign requested address"),
+        "{last}"
+    );
+    // The other programs are unaffected.
+    let (code, _, _) = s.curl(&["-fs", "http://localhost:8000/health"]);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn every_program_has_a_log_and_an_error_log() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let s = StandIn::ready(&docker, "fp-si-errlogs", &[], &[]);
+    let (code, _, _) = s.curl(&["-fs", "http://localhost:5859/status"]);
+    assert_eq!(code, Some(0));
+    for (program, addr) in [
+        ("ai_server", "0.0.0.0:8001"),
+        ("backend", "127.0.0.1:8000"),
+        ("mcp_manager", "127.0.0.1:5859"),
+    ] {
+        let err = s.exec(&["cat", &format!("/tmp/{program}_error.log")]);
+        let err = String::from_utf8_lossy(&err.stdout);
+        assert!(
+            err.contains(&format!("INFO:     Uvicorn running on http://{addr}")),
+            "{program}: {err}"
+        );
+        assert!(!err.contains("HTTP/1.1"), "{program}: {err}");
+    }
+    let log = s.exec(&["cat", "/tmp/supervisord.log"]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("INFO supervisord started with pid 1"), "{log}");
+    assert!(
+        log.contains("success: backend entered RUNNING state"),
+        "{log}"
+    );
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn crashloop_switch_rejects_an_unknown_program() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = support::pull_stand_in(&docker);
+    let guard = ContainerGuard::new(&support::unique_name("fp-si-crashloop-bad"));
+    let args = [
+        "run",
+        "--name",
+        guard.name(),
+        "-e",
+        "STAND_IN_CRASHLOOP=frontend",
+        &image,
+    ];
+    let o = support::run_docker(&docker, &args);
+    assert_eq!(o.status.code(), Some(2), "{}", support::describe(&args, &o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "STAND_IN_CRASHLOOP=\"frontend\": \"frontend\" is not ai_server, backend or mcp_manager"
+        ),
+        "{err}"
+    );
+}

@@ -7,13 +7,17 @@
 //! - `STAND_IN_START_DELAY_MS=N`: listen only after N ms;
 //! - `STAND_IN_HEALTH=unhealthy`: `/health` answers 503;
 //! - `STAND_IN_EXIT_AFTER_MS=N`: exit with code 3 after N ms;
-//! - `STAND_IN_MCP=down`: nothing listens on 5859.
+//! - `STAND_IN_MCP=down`: nothing listens on 5859;
+//! - `STAND_IN_CRASHLOOP=NAME[,NAME]` (ai_server, backend, mcp_manager): that program never
+//!   listens but "crashes" as supervisord would show it: four start attempts with 1, 2, 3 s
+//!   back-off, each ending in an unexpected exit and a cause line in its error log, then FATAL.
 //!
 //! The same `K=V` lines in `/fractalic/stand-in.env` (read at start) win over the environment,
 //! so a stopped container can be switched with `docker cp` before it starts again.
 //!
-//! Service logs go to `$STAND_IN_LOG_DIR` (default `/tmp`): ai_server.log, backend.log,
-//! mcp_manager.log.
+//! Logs go to `$STAND_IN_LOG_DIR` (default `/tmp`), as the image's supervisord config puts
+//! them: supervisord.log (the lines also printed on stdout), and per program NAME.log (request
+//! lines) and NAME_error.log (start-up lines and errors).
 
 mod clock;
 mod curl;
@@ -23,9 +27,10 @@ mod json;
 mod server;
 
 use server::{Kind, Service};
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +41,7 @@ struct Switches {
     unhealthy: bool,
     exit_after: Option<Duration>,
     mcp_down: bool,
+    crashloop: Vec<Kind>,
 }
 
 impl Switches {
@@ -61,11 +67,24 @@ impl Switches {
                 )),
             }
         };
+        let programs = |name: &str| -> Result<Vec<Kind>, String> {
+            let v = get(name).unwrap_or_default();
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    Kind::from_name(p).ok_or_else(|| {
+                        format!("{name}={v:?}: {p:?} is not ai_server, backend or mcp_manager")
+                    })
+                })
+                .collect()
+        };
         Ok(Switches {
             start_delay: millis("STAND_IN_START_DELAY_MS")?,
             unhealthy: word("STAND_IN_HEALTH", "unhealthy")?,
             exit_after: millis("STAND_IN_EXIT_AFTER_MS")?,
             mcp_down: word("STAND_IN_MCP", "down")?,
+            crashloop: programs("STAND_IN_CRASHLOOP")?,
         })
     }
 }
@@ -114,18 +133,74 @@ fn file_switch(text: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-/// A supervisord-style line on stdout, which is what `docker logs` shows of the real image.
-fn supervisord(msg: &str) {
+/// supervisord's own log file, once `run_server` has opened it.
+static SUPERVISORD_LOG: OnceLock<Option<Mutex<File>>> = OnceLock::new();
+
+/// `2024-05-01 12:00:00,123`, now.
+fn timestamp() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    println!("{} {msg}", clock::supervisord(now));
+    clock::supervisord(now)
+}
+
+/// A supervisord-style line on stdout (what `docker logs` shows of the real image) and in
+/// supervisord.log (where the real image's supervisord also writes it).
+fn supervisord(msg: &str) {
+    let line = format!("{} {msg}", timestamp());
+    println!("{line}");
+    if let Some(log) = SUPERVISORD_LOG.get() {
+        server::append(log, &format!("{line}\n"));
+    }
+}
+
+/// Plays a program that dies at every start, as supervisord reports it (startretries 3,
+/// back-off growing by a second): each attempt writes its cause to NAME_error.log and ends in
+/// an unexpected exit; after the fourth, supervisord gives up (FATAL).
+fn crash_loop(kind: Kind, log_dir: &Path, pid: u32) {
+    let name = kind.name();
+    let error_log = server::open_log(&log_dir.join(format!("{name}_error.log")));
+    let port = match kind {
+        Kind::AiServer => 8001,
+        Kind::Backend => 8000,
+        Kind::McpManager => 5859,
+    };
+    for attempt in 1..=4u32 {
+        if attempt > 1 {
+            supervisord(&format!(
+                "INFO spawned: '{name}' with pid {}",
+                pid + attempt
+            ));
+        }
+        // The program runs briefly, says why it cannot go on (with a blank line after it, as
+        // a traceback ends) and dies.
+        thread::sleep(Duration::from_millis(100));
+        let ts = timestamp();
+        server::append(
+            &error_log,
+            &format!(
+                "{ts} - __main__ - INFO - Starting {name} (stand-in: STAND_IN_CRASHLOOP, attempt {attempt})\n\
+                 {ts} - __main__ - ERROR - Failed to start server: [Errno 99] error while attempting to bind on address ('::1', {port}, 0, 0): cannot assign requested address\n\n"
+            ),
+        );
+        supervisord(&format!(
+            "WARN exited: {name} (exit status 1; not expected)"
+        ));
+        if attempt == 4 {
+            supervisord(&format!(
+                "INFO gave up: {name} entered FATAL state, too many start retries too quickly"
+            ));
+            return;
+        }
+        thread::sleep(Duration::from_secs(u64::from(attempt)));
+    }
 }
 
 fn run_server(switches: &Switches) -> ! {
     install_signal_handlers();
     let log_dir =
         PathBuf::from(std::env::var("STAND_IN_LOG_DIR").unwrap_or_else(|_| "/tmp".into()));
+    let _ = SUPERVISORD_LOG.set(server::open_log(&log_dir.join("supervisord.log")));
     let pid = std::process::id();
     supervisord(&format!("INFO supervisord started with pid {pid}"));
     let programs = [
@@ -157,9 +232,15 @@ fn run_server(switches: &Switches) -> ! {
     }
 
     let mut handles = Vec::new();
-    for (kind, addr) in programs {
+    for (i, (kind, addr)) in programs.into_iter().enumerate() {
+        if switches.crashloop.contains(&kind) {
+            let dir = log_dir.clone();
+            let first_pid = pid + 1 + i as u32;
+            thread::spawn(move || crash_loop(kind, &dir, first_pid));
+            continue;
+        }
         if kind == Kind::McpManager && switches.mcp_down {
-            supervisord("INFO exited: mcp_manager (exit status 1; not expected)");
+            supervisord("WARN exited: mcp_manager (exit status 1; not expected)");
             supervisord(
                 "INFO gave up: mcp_manager entered FATAL state, too many start retries too quickly",
             );
@@ -178,8 +259,14 @@ fn run_server(switches: &Switches) -> ! {
             PathBuf::from("/fractalic"),
             &log_dir,
         ));
-        service.log("INFO:     Started server process");
-        service.log(&format!(
+        // uvicorn writes its start-up lines to stderr, which supervisord puts in NAME_error.log.
+        service.error_log(&format!(
+            "INFO:     Started server process [{}]",
+            pid + 1 + i as u32
+        ));
+        service.error_log("INFO:     Waiting for application startup.");
+        service.error_log("INFO:     Application startup complete.");
+        service.error_log(&format!(
             "INFO:     Uvicorn running on http://{addr} (Press CTRL+C to quit)"
         ));
         handles.push(thread::spawn(move || server::serve(listener, service)));
@@ -187,6 +274,12 @@ fn run_server(switches: &Switches) -> ! {
             "INFO success: {} entered RUNNING state, process has stayed up for > than 1 seconds (startsecs)",
             kind.name()
         ));
+    }
+    if handles.is_empty() {
+        // Every program crash-loops: supervisord itself stays up, and so do we.
+        loop {
+            thread::park();
+        }
     }
     for h in handles {
         let _ = h.join();
@@ -239,6 +332,7 @@ mod tests {
             ("STAND_IN_HEALTH", "unhealthy"),
             ("STAND_IN_EXIT_AFTER_MS", "20"),
             ("STAND_IN_MCP", "down"),
+            ("STAND_IN_CRASHLOOP", "mcp_manager, backend"),
         ]))
         .unwrap();
         assert_eq!(
@@ -247,9 +341,12 @@ mod tests {
                 start_delay: Some(Duration::from_millis(1500)),
                 unhealthy: true,
                 exit_after: Some(Duration::from_millis(20)),
-                mcp_down: true
+                mcp_down: true,
+                crashloop: vec![Kind::McpManager, Kind::Backend],
             }
         );
+        let e = Switches::from_lookup(env(&[("STAND_IN_CRASHLOOP", "frontend")])).unwrap_err();
+        assert!(e.contains("\"frontend\" is not ai_server"), "{e}");
         assert!(Switches::from_lookup(env(&[("STAND_IN_MCP", "up")])).is_err());
         let file = "# switches\nSTAND_IN_HEALTH = unhealthy\n";
         assert_eq!(

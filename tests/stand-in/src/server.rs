@@ -20,7 +20,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The supervisord program name, also the log file's stem (`/tmp/<name>.log`).
+    /// The supervisord program name, also the log files' stem (`/tmp/<name>.log`,
+    /// `/tmp/<name>_error.log`).
     pub fn name(self) -> &'static str {
         match self {
             Kind::AiServer => "ai_server",
@@ -28,42 +29,67 @@ impl Kind {
             Kind::McpManager => "mcp_manager",
         }
     }
+
+    /// Every program, in supervisord's start order.
+    pub const ALL: [Kind; 3] = [Kind::AiServer, Kind::Backend, Kind::McpManager];
+
+    /// The program called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
-/// One running service: its routes' settings and its log file.
+/// Opens `path` for appending; None (after saying why on stderr) when it cannot be.
+pub fn open_log(path: &Path) -> Option<Mutex<File>> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| eprintln!("stand-in: cannot open {}: {e}", path.display()))
+        .ok()
+        .map(Mutex::new)
+}
+
+/// Appends `text` to an opened log, if there is one.
+pub fn append(log: &Option<Mutex<File>>, text: &str) {
+    if let Some(log) = log {
+        if let Ok(mut f) = log.lock() {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+}
+
+/// One running service: its routes' settings and its two log files.
 pub struct Service {
     pub kind: Kind,
     pub healthy: bool,
     pub fractalic_dir: PathBuf,
     log: Option<Mutex<File>>,
+    error_log: Option<Mutex<File>>,
 }
 
 impl Service {
-    /// Opens (appending) `<log_dir>/<name>.log`; a service without a writable log still serves.
+    /// Opens (appending) `<log_dir>/<name>.log` (stdout: request lines) and
+    /// `<log_dir>/<name>_error.log` (stderr: uvicorn's start-up lines), as the image's
+    /// supervisord config does; a service without writable logs still serves.
     pub fn new(kind: Kind, healthy: bool, fractalic_dir: PathBuf, log_dir: &Path) -> Self {
-        let path = log_dir.join(format!("{}.log", kind.name()));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| eprintln!("stand-in: cannot open {}: {e}", path.display()))
-            .ok()
-            .map(Mutex::new);
         Service {
             kind,
             healthy,
             fractalic_dir,
-            log,
+            log: open_log(&log_dir.join(format!("{}.log", kind.name()))),
+            error_log: open_log(&log_dir.join(format!("{}_error.log", kind.name()))),
         }
     }
 
-    /// Appends one line to the service's log file.
+    /// Appends one line to the service's log file (its stdout).
     pub fn log(&self, line: &str) {
-        if let Some(log) = &self.log {
-            if let Ok(mut f) = log.lock() {
-                let _ = writeln!(f, "{line}");
-            }
-        }
+        append(&self.log, &format!("{line}\n"));
+    }
+
+    /// Appends one line to the service's error log file (its stderr).
+    pub fn error_log(&self, line: &str) {
+        append(&self.error_log, &format!("{line}\n"));
     }
 
     /// Routes a request to its response.
@@ -192,6 +218,7 @@ mod tests {
             healthy,
             fractalic_dir: PathBuf::from("/nonexistent"),
             log: None,
+            error_log: None,
         }
     }
 
@@ -246,5 +273,8 @@ mod tests {
             log.contains("\"GET /health HTTP/1.1\" 503 Service Unavailable"),
             "{log}"
         );
+        // The error log exists (uvicorn's start-up lines go there) and has no request lines.
+        let err = std::fs::read_to_string(dir.join("ai_server_error.log")).unwrap();
+        assert!(!err.contains("GET /health"), "{err}");
     }
 }
