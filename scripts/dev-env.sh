@@ -181,17 +181,25 @@ ensure_image() {
 			die "docker build failed"
 		fi
 	fi
-	log "pushing $IMAGE"
-	timeout 300 docker push "$IMAGE" >"$STATE/push.log" 2>&1 || {
-		tail -n 20 "$STATE/push.log" >&2
-		die "docker push failed"
-	}
+	# Also under a tag named after the content, which is what the tests use: another checkout
+	# (a second work tree, a CI run beside a session) that pushes its own stand-in to the
+	# shared :latest-production tag cannot change the image this checkout tests against.
+	PINNED="$REGISTRY/$REPO:src-${hash:0:16}"
+	docker tag "$IMAGE" "$PINNED" || die "docker tag $IMAGE $PINNED failed"
+	local tag
+	for tag in "$IMAGE" "$PINNED"; do
+		log "pushing $tag"
+		timeout 300 docker push "$tag" >"$STATE/push.log" 2>&1 || {
+			tail -n 20 "$STATE/push.log" >&2
+			die "docker push failed"
+		}
+	done
 	# The tests pull it: make sure that works now rather than in every test.
-	timeout 300 docker pull "$IMAGE" >"$STATE/pull.log" 2>&1 || {
+	timeout 300 docker pull "$PINNED" >"$STATE/pull.log" 2>&1 || {
 		tail -n 20 "$STATE/pull.log" >&2
-		die "docker pull $IMAGE failed"
+		die "docker pull $PINNED failed"
 	}
-	log "image $IMAGE is in the registry and pullable"
+	log "image $PINNED is in the registry and pullable"
 }
 
 cmd_up() {
@@ -211,7 +219,7 @@ cmd_up() {
 	fi
 	build_stand_in
 	ensure_image
-	echo "STAND_IN_IMAGE=$IMAGE"
+	echo "STAND_IN_IMAGE=$PINNED"
 }
 
 # stop NAME: stop the process from $STATE/NAME.pid if it is still the one we started.

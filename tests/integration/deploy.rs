@@ -1172,7 +1172,7 @@ fn payload_losses_are_warned_and_symlinks_follow_the_policy() {
     let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
 
     let v = deploy_ok(&docker, folder, name, &[]);
-    let warnings: Vec<String> = v["metadata"]["deployment"]["warnings"]
+    let warnings: Vec<String> = v["warnings"]
         .as_array()
         .unwrap()
         .iter()
