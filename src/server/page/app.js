@@ -34,6 +34,7 @@
 
   // ---- Token: asked once when the server answers 401, kept for this tab. ----
   let tokenAsk = null;
+  let tokenDeclined = false;
   function askToken(why) {
     if (tokenAsk) return tokenAsk;
     tokenAsk = new Promise((resolve, reject) => {
@@ -47,7 +48,8 @@
         dlg.removeEventListener('cancel', onCancel);
         if (dlg.open) dlg.close();
         tokenAsk = null;
-        ok ? resolve() : reject(new Error('no token given: the server refuses requests without one'));
+        if (!ok) tokenDeclined = true;
+        ok ? resolve() : reject(new Error('this server needs a token; reload the page to enter it'));
       };
       const onSubmit = (ev) => {
         ev.preventDefault();
@@ -74,6 +76,8 @@
       if (token) headers.set('Authorization', 'Bearer ' + token);
       const r = await fetch(path, { ...opts, headers });
       if (r.status !== 401 || attempt >= 3) return r;
+      // Cancelled once: do not ask again on every refresh (a reload asks again).
+      if (tokenDeclined) throw new Error('this server needs a token; reload the page to enter it');
       if (token) sessionStorage.removeItem(TOKEN_KEY);
       await askToken(token
         ? 'The server refused that token. Enter the token from its --token-file.'
@@ -223,11 +227,19 @@
     $('dep-table').hidden = rows.size === 0;
   }
 
-  let refreshing = false;
+  let refreshing = null;
+  let refreshAgain = false;
+  /** Reloads the table; a call during a reload waits for it and then reloads once more. */
   async function refresh() {
     clearTimeout(refreshTimer);
-    if (refreshing) return;
-    refreshing = true;
+    if (refreshing) {
+      refreshAgain = true;
+      return refreshing;
+    }
+    refreshing = doRefresh();
+    await refreshing;
+  }
+  async function doRefresh() {
     try {
       const r = await api('/api/deployments?all=' + ($('show-all').checked ? 'true' : 'false'));
       if (!r.ok) throw new Error((await errorOf(r)).detail);
@@ -237,9 +249,14 @@
     } catch (e) {
       $('dep-error').textContent = 'Could not list the deployments: ' + e.message;
     } finally {
-      refreshing = false;
-      refreshTimer = setTimeout(refresh, REFRESH_MS);
+      refreshing = null;
       health();
+      if (refreshAgain) {
+        refreshAgain = false;
+        refresh();
+      } else {
+        refreshTimer = setTimeout(refresh, REFRESH_MS);
+      }
     }
   }
 
@@ -312,7 +329,7 @@
     if (v) {
       toast(`Removed ${name}`);
       if (selected === name) closeDetail();
-      $('dep-h').focus?.();
+      $('dep-h').focus();
     }
   }
 
@@ -685,7 +702,6 @@
         const e = await errorOf(r);
         $('run').hidden = true;
         const input = showFieldError(fieldOf(e.field, e.detail), e.detail);
-        (input || $('e-form')).focus?.();
         if (input) input.focus();
         return;
       }
