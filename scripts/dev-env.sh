@@ -7,6 +7,9 @@
 #   scripts/dev-env.sh down    stop only what `up` started (by PID), nothing else
 #   scripts/dev-env.sh status  what is running and who started it (exit 0 when daemon and
 #                              registry answer)
+#   scripts/dev-env.sh browser the headless browser the page test drives: Debian's chromium and
+#                              chromium-driver, installed as root with apt-get only when missing
+#                              (never downloaded from elsewhere); prints CHROMIUM=... CHROMEDRIVER=...
 #
 # State (pid files, logs, registry config and storage) lives in target/dev-env/.
 set -euo pipefail
@@ -279,12 +282,34 @@ cmd_status() {
 	return $ok
 }
 
+browser_path() { command -v chromium 2>/dev/null || command -v chromium-browser 2>/dev/null; }
+
+cmd_browser() {
+	if ! browser_path >/dev/null || ! have chromedriver; then
+		if [[ $(id -u) != 0 ]] || ! have apt-get; then
+			die "missing: chromium chromium-driver. This script installs them only as root with apt-get.
+  Install them yourself (Debian: sudo apt-get install chromium chromium-driver), then run this again."
+		fi
+		log "installing chromium chromium-driver with apt-get"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq >&2 || die "apt-get update failed"
+		apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2 ||
+			die "apt-get install chromium chromium-driver failed"
+	fi
+	local chromium
+	chromium=$(browser_path) || die "chromium is not on PATH after the install"
+	have chromedriver || die "chromedriver is not on PATH after the install"
+	log "browser: $(timeout 30 "$chromium" --version 2>/dev/null || echo "$chromium"), $(timeout 30 chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+	echo "CHROMIUM=$chromium"
+	echo "CHROMEDRIVER=$(command -v chromedriver)"
+}
+
 main() {
 	local cmd=${1:-}
 	case $cmd in
-	up | down | status) ;;
+	up | down | status | browser) ;;
 	*)
-		echo "usage: $0 up|down|status" >&2
+		echo "usage: $0 up|down|status|browser" >&2
 		exit 2
 		;;
 	esac

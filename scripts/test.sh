@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real Docker engine and the local registry:
 #   scripts/test.sh [cargo test args...]
-# Starts the test bed (scripts/dev-env.sh up), runs `cargo test --workspace`, and stops again
+# Starts the test bed (scripts/dev-env.sh up), makes sure the headless browser for the page
+# test is installed (scripts/dev-env.sh browser), runs `cargo test --workspace`, and stops again
 # what it started (unless the test bed was already up, or KEEP_DEV_ENV=1).
 # If `up` fails: with CI=true that is a failure; otherwise the Docker tests are reported as
-# ignored (FRACTALIC_TEST_NO_DOCKER=1, see build.rs).
+# ignored (FRACTALIC_TEST_NO_DOCKER=1, see build.rs). If `browser` fails: with CI=true that is a
+# failure; otherwise the browser test skips.
+# Screenshots of the page test land in target/webpage/ (keep them as CI artifacts).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +38,14 @@ elif [[ ${CI:-} == true ]]; then
 else
 	echo "test.sh: dev-env.sh up failed; running the tests anyway, Docker tests will be listed as ignored" >&2
 	export FRACTALIC_TEST_NO_DOCKER=1
+fi
+
+if ! scripts/dev-env.sh browser >/dev/null; then
+	if [[ ${CI:-} == true ]]; then
+		echo "test.sh: dev-env.sh browser failed and CI=true" >&2
+		exit 1
+	fi
+	echo "test.sh: no headless browser; the page test will skip" >&2
 fi
 
 status=0

@@ -468,6 +468,98 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// Runs `docker ARGS` (a command that runs until stopped, such as `docker logs --follow`)
+    /// and hands what it prints, stdout and stderr, to `sink` a line at a time (a line longer
+    /// than 64 KiB in pieces). Ends when docker exits, when `sink` returns false, or when
+    /// `stop` is set (docker is killed then; `stop` is polled every 100 ms, so a caller ends
+    /// the follow from another thread). Returns docker's exit status (None: killed).
+    pub fn follow(
+        &self,
+        args: &[&str],
+        stop: &AtomicBool,
+        sink: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Option<i32>> {
+        use std::process::{Command, Stdio};
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let bin = self.bin.clone();
+        let (child, _tracked) = track(Call::Ordinary, &self.argv(args), || {
+            let c = Command::new(&bin)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()?;
+            let c = Arc::new(Mutex::new(c));
+            Ok((Arc::clone(&c), Killer::Std(c)))
+        })
+        .map_err(|e| self.spawn_error(e))?;
+        let (out, err) = {
+            let mut c = lock(&child);
+            (c.stdout.take(), c.stderr.take())
+        };
+        let done = AtomicBool::new(false);
+        let status = std::thread::scope(|scope| {
+            let pump = |r: Option<Box<dyn std::io::Read + Send>>| {
+                let done = &done;
+                scope.spawn(move || {
+                    if let Some(r) = r {
+                        if !pump_lines(r, sink) {
+                            done.store(true, Ordering::SeqCst);
+                        }
+                    }
+                })
+            };
+            let a = pump(out.map(|o| Box::new(o) as Box<dyn std::io::Read + Send>));
+            let b = pump(err.map(|e| Box::new(e) as Box<dyn std::io::Read + Send>));
+            let status = loop {
+                if stop.load(Ordering::SeqCst) || done.load(Ordering::SeqCst) {
+                    let mut c = lock(&child);
+                    let _ = c.kill();
+                    break c.wait().ok().and_then(|s| s.code());
+                }
+                match lock(&child).try_wait() {
+                    Ok(Some(s)) => break s.code(),
+                    Ok(None) => {}
+                    Err(_) => break None,
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let _ = a.join();
+            let _ = b.join();
+            status
+        });
+        Ok(status)
+    }
+}
+
+/// Reads `r` to its end, calling `sink` with each line (newline kept); false when `sink`
+/// asked to stop.
+fn pump_lines(mut r: impl std::io::Read, sink: &(dyn Fn(&str) -> bool + Sync)) -> bool {
+    const MAX_LINE: usize = 64 * 1024;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(i) = buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .or_else(|| (buf.len() >= MAX_LINE).then_some(MAX_LINE - 1))
+        {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            if !sink(&String::from_utf8_lossy(&line)) {
+                return false;
+            }
+        }
+    }
+    buf.is_empty() || sink(&String::from_utf8_lossy(&buf))
+}
+
 /// What [`Docker::exec_until_ok`] saw.
 #[derive(Debug)]
 pub struct ExecOutcome {

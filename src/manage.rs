@@ -35,6 +35,7 @@ pub struct Manager {
     dirs: Vec<PathBuf>,
     progress: Progress,
     capture: bool,
+    follow: std::sync::Mutex<Option<host::Follow>>,
 }
 
 /// A container this tool created, as `docker container inspect` showed it.
@@ -59,12 +60,21 @@ impl Manager {
             dirs: plugin::search_dirs(plugins_dir),
             progress: Progress::stderr(quiet),
             capture: false,
+            follow: std::sync::Mutex::new(None),
         })
     }
 
     /// Logs are returned as text instead of streamed to stdout (the REST API).
     pub fn capturing(mut self) -> Self {
         self.capture = true;
+        self
+    }
+
+    /// A followed log goes line by line to `follow` (the REST API's log stream); implies
+    /// [`Manager::capturing`] for everything else.
+    pub fn following(mut self, follow: host::Follow) -> Self {
+        self.capture = true;
+        self.follow = std::sync::Mutex::new(Some(follow));
         self
     }
 
@@ -83,6 +93,10 @@ impl Manager {
         let mut host = Host::new(self.progress.clone(), Some(Arc::clone(&self.docker)));
         if self.capture {
             host = host.with_capture();
+        }
+        let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(f) = follow {
+            host = host.with_follow(f);
         }
         let host = Arc::new(host);
         host.set_plugin(name);

@@ -33,6 +33,13 @@ const PORT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
+/// Where a followed log goes when there is no terminal (the REST API): each line to `sink`
+/// until it returns false or `stop` is set (from another thread, e.g. when the client left).
+pub struct Follow {
+    pub sink: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// State shared by the host functions during one command.
 pub struct Host {
     /// Where progress, `print` and warnings go.
@@ -44,6 +51,8 @@ pub struct Host {
     failure: Mutex<Option<Error>>,
     /// When set, output that would stream to the terminal (logs) is collected here instead.
     capture: Option<Mutex<String>>,
+    /// When set, a followed log goes here line by line (the REST API's log stream).
+    follow: Option<Follow>,
     /// Held from choose_port/next_port until the container recording the port is created.
     port_lock: Mutex<Option<ports::PortLock>>,
     /// The port-lock generation up to which the plugin's reservations are known complete.
@@ -73,6 +82,7 @@ impl Host {
             journal,
             failure: Mutex::new(None),
             capture: None,
+            follow: None,
             port_lock: Mutex::new(None),
             port_generation: Mutex::new(None),
             main_check: Mutex::new(None),
@@ -84,6 +94,17 @@ impl Host {
     pub fn with_capture(mut self) -> Host {
         self.capture = Some(Mutex::new(String::new()));
         self
+    }
+
+    /// Sends a followed log (`logs --follow`) to `follow` instead of stdout (the REST API).
+    pub fn with_follow(mut self, follow: Follow) -> Host {
+        self.follow = Some(follow);
+        self
+    }
+
+    /// Where a followed log goes, when not to stdout.
+    pub fn follower(&self) -> Option<&Follow> {
+        self.follow.as_ref()
     }
 
     /// Appends to the capture buffer; false when this host does not capture.

@@ -161,10 +161,30 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 /// follow cannot be captured: it would never end.
 fn capture_run(h: &Host, d: &crate::docker::Docker, args: &[&str], follow: bool) -> RhaiResult<()> {
     if follow {
-        return Err(h.raise(Error::input(
-            "follow",
-            "following a log is not available here; ask for the tail again instead",
-        )));
+        let Some(f) = h.follower() else {
+            return Err(h.raise(Error::input(
+                "follow",
+                "following a log is not available here; ask for the tail again instead",
+            )));
+        };
+        // Killing a `docker exec` client leaves its command running in the container, so
+        // only `docker logs --follow` (which ends with its client) is streamed this way.
+        if args.first() == Some(&"exec") {
+            return Err(h.raise(Error::input(
+                "following this log",
+                "it is read by a command inside the container, which would outlive the stream; follow the container log (no service) or use `fractalic-publisher logs --follow` in a terminal",
+            )));
+        }
+        let status = h.check(d.follow(args, &f.stop, &*f.sink))?;
+        let stopped = f.stop.load(std::sync::atomic::Ordering::SeqCst);
+        if status != Some(0) && !stopped && status.is_some() {
+            return Err(h.raise(Error::Docker {
+                argv: d.argv(args),
+                status,
+                stderr: "see the lines above".into(),
+            }));
+        }
+        return Ok(());
     }
     let (status, out) = h.check(d.run_unchecked(args, None, LOGS_TIMEOUT))?;
     if status != Some(0) {

@@ -24,6 +24,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Every route: method and path pattern (`{x}` is one path segment).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/app.js"),
+    ("GET", "/app.css"),
     ("GET", "/health"),
     ("GET", "/openapi.json"),
     ("GET", "/api/plugins"),
@@ -83,7 +86,7 @@ pub fn with_cors(server: &Server, req: &Request, resp: Response) -> Response {
     }
 }
 
-fn cors_headers(server: &Server, req: &Request) -> Vec<(String, String)> {
+pub(crate) fn cors_headers(server: &Server, req: &Request) -> Vec<(String, String)> {
     match req.header("origin") {
         Some(o) if server.cors_origins.iter().any(|a| a == o) => vec![
             ("Access-Control-Allow-Origin".into(), o.into()),
@@ -176,6 +179,7 @@ pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Opt
     }
     let p = |i: usize| params.get(i).map(String::as_str).unwrap_or("");
     match pattern {
+        "/" | "/app.js" | "/app.css" => super::page::asset(pattern),
         "/health" => Some(Response::json(
             200,
             &json!({
@@ -190,12 +194,12 @@ pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Opt
             OPENAPI.as_bytes().to_vec(),
         )),
         "/api/plugins" => Some(plugins(server)),
-        "/api/deploy/{plugin}" => deploy(server, req, p(0), false, stream),
-        "/api/deploy/{plugin}/stream" => deploy(server, req, p(0), true, stream),
+        "/api/deploy/{plugin}" => deploy(server, req, p(0), false, stream).map(with_field),
+        "/api/deploy/{plugin}/stream" => deploy(server, req, p(0), true, stream).map(with_field),
         "/api/deployments" => Some(list(server, req)),
         "/api/deployments/{name}" if req.method == "GET" => Some(status(server, p(0))),
         "/api/deployments/{name}" => Some(remove(server, req, p(0))),
-        "/api/deployments/{name}/logs" => Some(logs(server, req, p(0))),
+        "/api/deployments/{name}/logs" => logs(server, req, p(0), stream),
         "/api/deployments/{name}/stop" => Some(stop(server, p(0))),
         "/api/deployments/{name}/start" => Some(start(server, req, p(0))),
         "/api/deployments/{deployment_id}/events" => events(server, req, p(0), stream),
@@ -298,35 +302,37 @@ fn status(server: &Server, name: &str) -> Response {
     }
 }
 
-fn logs(server: &Server, req: &Request, name: &str) -> Response {
+fn logs(server: &Server, req: &Request, name: &str, stream: &mut TcpStream) -> Option<Response> {
     let tail = match num_param(req, "tail", 0..=100_000) {
         Ok(t) => t.map(|t| t as u32),
-        Err(r) => return r,
+        Err(r) => return Some(r),
+    };
+    let follow = match bool_param(req, "follow") {
+        Ok(f) => f,
+        Err(r) => return Some(r),
     };
     let service = match req.param("service") {
         None | Some("") => None,
         Some(s @ ("ai_server" | "mcp_manager" | "backend")) => Some(s),
         Some(s) => {
-            return Response::error(
+            return Some(Response::error(
                 400,
                 format!("bad service {s:?}: use ai_server, mcp_manager or backend"),
-            )
+            ))
         }
     };
-    if req.param("follow").is_some() {
-        return Response::error(
-            400,
-            "follow is not available over REST; ask for the tail again",
-        );
-    }
     let m = match manager(server) {
-        Ok(m) => m.capturing(),
-        Err(r) => return r,
+        Ok(m) => m,
+        Err(r) => return Some(r),
     };
-    match m.logs(name, tail, false, service) {
+    if follow {
+        let extra = cors_headers(server, req);
+        return super::logstream::follow(m, name, tail, service, &extra, stream);
+    }
+    Some(match m.capturing().logs(name, tail, false, service) {
         Ok(text) => Response::bytes(200, "text/plain; charset=utf-8", text.into_bytes()),
         Err(e) => error_response(&e),
-    }
+    })
 }
 
 fn in_flight(server: &Server, name: &str) -> Option<Response> {
@@ -396,6 +402,63 @@ fn remove(server: &Server, req: &Request, name: &str) -> Response {
         Ok(v) => Response::json(200, &v),
         Err(e) => error_response(&e),
     }
+}
+
+/// The deploy field a 4xx detail is about, if it names one: the JSON field name (`"port"`,
+/// `script_folder ...`, `env_vars.K`) or the CLI flag the shared validation names
+/// (`--script-name`, `--port`, `bad env name`). Clients put the message next to that field.
+pub fn field_of(detail: &str) -> Option<&'static str> {
+    let d = detail;
+    // The JSON field names first, the one the detail is about before any it mentions
+    // (`field "image_tag" needs "image_name"` is about image_tag).
+    let named: [&dyn Fn(&str) -> bool; 3] = [
+        &|f| d.contains(&format!("field \"{f}\"")),
+        &|f| d.starts_with(f),
+        &|f| d.contains(&format!("\"{f}\"")),
+    ];
+    for test in named {
+        if let Some((f, _)) = DEPLOY_FIELDS.iter().find(|(f, _)| test(f)) {
+            return Some(f);
+        }
+    }
+    const FLAGS: &[(&str, &str)] = &[
+        ("--script-name", "script_name"),
+        ("no main script", "script_name"),
+        ("main script", "script_name"),
+        ("--script-folder", "script_folder"),
+        ("settings.toml", "script_folder"),
+        ("--image", "image_name"),
+        ("--port", "port"),
+        ("port ", "port"),
+        ("env ", "env_vars"),
+        ("container name", "container_name"),
+        ("--name", "container_name"),
+        ("--platform", "platform"),
+        ("--timeout", "timeout"),
+        ("--exclude", "exclude"),
+    ];
+    FLAGS
+        .iter()
+        .find(|(needle, _)| d.contains(needle))
+        .map(|(_, f)| *f)
+}
+
+/// Adds `"field"` to a deploy route's 4xx JSON error when its detail names a field.
+fn with_field(mut r: Response) -> Response {
+    if !(400..500).contains(&r.status) {
+        return r;
+    }
+    let Ok(mut v) = serde_json::from_slice::<Value>(&r.body) else {
+        return r;
+    };
+    let field = v["detail"].as_str().and_then(field_of);
+    if let (Some(f), Some(obj)) = (field, v.as_object_mut()) {
+        obj.insert("field".into(), json!(f));
+        if let Ok(body) = serde_json::to_vec_pretty(&v) {
+            r.body = body;
+        }
+    }
+    r
 }
 
 fn bad(detail: impl Into<String>) -> Response {
@@ -801,6 +864,56 @@ mod tests {
     }
 
     #[test]
+    fn details_name_the_field_they_are_about() {
+        for (detail, want) in [
+            ("field \"port\" must be integer 1-65535", Some("port")),
+            (
+                "field \"image_tag\" needs \"image_name\" (e.g. x)",
+                Some("image_tag"),
+            ),
+            (
+                "script_folder /x is outside the folders this server may deploy from",
+                Some("script_folder"),
+            ),
+            (
+                "script_folder nope cannot be used: No such file or directory",
+                Some("script_folder"),
+            ),
+            ("env_vars.K must be a string", Some("env_vars")),
+            (
+                "bad --script-name \"a/b\": use letters",
+                Some("script_name"),
+            ),
+            (
+                "no main script \"x\" in /srv/s: add x.md",
+                Some("script_name"),
+            ),
+            (
+                "bad container name \"-x\": use letters",
+                Some("container_name"),
+            ),
+            (
+                "bad env name \"1A\" (env_vars): names use letters",
+                Some("env_vars"),
+            ),
+            (
+                "bad --image \"::\": give an image reference",
+                Some("image_name"),
+            ),
+            ("unknown field \"nope\"; the fields are ...", None),
+            ("the body is not valid JSON (line 1, column 2)", None),
+        ] {
+            assert_eq!(field_of(detail), want, "{detail}");
+        }
+        let r = with_field(bad("field \"port\" must be integer 1-65535"));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["field"], "port");
+        let r = with_field(Response::error(409, "a deploy of x is already in flight"));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(v.get("field").is_none());
+    }
+
+    #[test]
     fn openapi_describes_every_route() {
         let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
         assert_eq!(doc["openapi"], "3.1.0");
@@ -828,6 +941,15 @@ mod tests {
             assert!(fields.contains(&f.to_string()), "DeployRequest lacks {f}");
         }
         assert_eq!(fields.len(), DEPLOY_FIELDS.len());
+        let named: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["field"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        for (f, _) in DEPLOY_FIELDS {
+            assert!(named.contains(f), "Error.field lacks {f}");
+        }
         let stages: Vec<String> = doc["components"]["schemas"]["Event"]["properties"]["stage"]
             ["enum"]
             .as_array()

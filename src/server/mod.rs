@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod http;
+pub mod logstream;
+pub mod page;
 pub mod runs;
 
 use crate::cli::{Cli, ServeArgs};
@@ -140,6 +142,11 @@ impl Server {
 
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
+/// Has a shutdown begun? (Open log streams end then.)
+pub fn shutting_down() -> bool {
+    SHUTDOWN.load(Ordering::SeqCst)
+}
+
 /// Runs the server until SIGINT/SIGTERM; then stops accepting, waits (at most
 /// [`SHUTDOWN_WAIT`]) for running deploys, rolls back any still running, and returns 0.
 pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
@@ -208,6 +215,11 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
             SHUTDOWN_WAIT.as_secs(),
             report.summary()
         );
+    }
+    // Open log streams see the shutdown within a moment and kill their `docker logs`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while logstream::OPEN.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("stopped");
     Ok(crate::error::exit::OK)

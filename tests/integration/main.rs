@@ -19,3 +19,4 @@ mod serve;
 mod shell;
 mod stand_in;
 mod status;
+mod webpage;

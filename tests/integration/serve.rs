@@ -27,19 +27,23 @@ const UI_STAGES: &[&str] = &[
 ];
 
 /// A running `serve`; SIGTERM and wait on drop.
-struct Served {
+pub struct Served {
     child: Child,
-    url: String,
-    root: tempfile::TempDir,
+    pub url: String,
+    pub root: tempfile::TempDir,
     _stderr: tempfile::NamedTempFile,
 }
 
 impl Served {
-    fn start(docker: &Path, extra: &[&str]) -> Served {
+    pub fn start(docker: &Path, extra: &[&str]) -> Served {
         Self::try_start(docker, extra, &[]).expect("serve starts")
     }
 
-    fn try_start(docker: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Served, String> {
+    pub fn try_start(
+        docker: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Served, String> {
         let root = tempfile::tempdir().unwrap();
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = managed::command(docker, &["serve", "--listen", "127.0.0.1:0", "--root"]);
