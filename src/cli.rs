@@ -55,6 +55,10 @@ pub enum Command {
     Start(StartArgs),
     /// Remove a deployment's container (--force for a running one).
     Rm(RmArgs),
+    /// Go back to the previous release of a deployment (or the one given with --to).
+    Rollback(RollbackArgs),
+    /// List a deployment's releases: time, payload hash, image digest, changes, outcome.
+    History(NameArgs),
     /// Check step by step that this host can run deployments, with a hint for each failure.
     Doctor(DoctorArgs),
     /// Serve the REST API (and live deploy progress as Server-Sent Events) over HTTP.
@@ -186,6 +190,27 @@ pub struct RmArgs {
     pub force: bool,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+/// `rollback` flags.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The deployment's container name.
+    pub name: String,
+    /// The release to go back to (e.g. r3 or 3; see `fractalic-publisher history NAME`).
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<String>,
+    /// Seconds to wait for the services to become healthy.
+    #[arg(long, default_value = "60", value_name = "SECS")]
+    pub timeout: String,
+    /// Seconds to wait for another command holding this deployment's lock (0: fail at once).
+    #[arg(long, default_value = "0", value_name = "SECS")]
+    pub lock_wait: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+    /// No progress output (the result still goes to stdout).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `doctor` flags.
@@ -321,6 +346,11 @@ pub struct DeployFlags {
     /// object per line, the REST API's event type) or none.
     #[arg(long, value_enum, default_value_t = crate::progress::Style::Auto, value_name = "STYLE")]
     pub progress: crate::progress::Style,
+
+    /// Seconds to wait for another command holding this deployment's lock (0: fail at once,
+    /// exit 2, naming the holder) [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub lock_wait: Option<String>,
 }
 
 /// A complete deploy request: the command line merged with the deployment file
@@ -361,6 +391,8 @@ pub struct DeployArgs {
     pub json: bool,
     /// No progress output.
     pub quiet: bool,
+    /// Seconds to wait for the deployment's lock (`--lock-wait`; "0": fail at once).
+    pub lock_wait: String,
 }
 
 impl Default for DeployArgs {
@@ -384,6 +416,7 @@ impl Default for DeployArgs {
             timeout: DEFAULT_TIMEOUT.to_string(),
             json: false,
             quiet: false,
+            lock_wait: "0".to_string(),
         }
     }
 }

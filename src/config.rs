@@ -767,6 +767,16 @@ const SKIP_WARNINGS_MAX: usize = 20;
 /// Validates deploy flags into a [`DeployConfig`]. Any problem is [`Error::Input`] (exit 2).
 /// Docker is not run here: everything a user can get wrong is found before it is.
 pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
+    deploy_config_with(args, true)
+}
+
+/// [`deploy_config`] without the check that `--port` is free now: for an update of a
+/// deployment that already holds that port.
+pub fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> {
+    deploy_config_with(args, false)
+}
+
+fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfig> {
     check_script_name(&args.script_name)?;
     let name = args
         .name
@@ -833,8 +843,10 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
             let p = parse_port(p, "--port")?;
             // A port another process holds is known now, before Docker is touched; one that
             // another deployment has recorded is found later, from the containers' labels.
-            crate::ports::choose(PortRequest::Exact(p), bind, &Default::default())
-                .map_err(|e| Error::input(format!("--port {p}"), e.to_string()))?;
+            if check_port {
+                crate::ports::choose(PortRequest::Exact(p), bind, &Default::default())
+                    .map_err(|e| Error::input(format!("--port {p}"), e.to_string()))?;
+            }
             PortRequest::Exact(p)
         }
         None => PortRequest::Preferred(DEFAULT_PORT),

@@ -74,6 +74,10 @@ pub struct Prepared {
     plugin: Plugin,
     docker: Arc<Docker>,
     progress: Progress,
+    /// How long to wait for the deployment's lock.
+    lock_wait: std::time::Duration,
+    /// `--port P` is busy now: fine only if it is this deployment's own port (an update).
+    port_busy: Option<(u16, Error)>,
 }
 
 impl Prepared {
@@ -90,7 +94,19 @@ pub fn prepare(
     args: &DeployArgs,
     progress: Progress,
 ) -> Result<Prepared> {
-    let cfg = config::deploy_config(args)?;
+    let lock_wait = crate::lock::parse_wait(&args.lock_wait)?;
+    let (cfg, port_busy) = match config::deploy_config(args) {
+        Ok(c) => (c, None),
+        // Busy may mean: held by this very deployment, which the deploy then updates.
+        Err(e @ Error::Input { .. }) if e.to_string().starts_with("--port ") => {
+            let c = config::deploy_config_own_port(args)?;
+            let p = match c.port {
+                PortRequest::Exact(p) | PortRequest::Preferred(p) => p,
+            };
+            (c, Some((p, e)))
+        }
+        Err(e) => return Err(e),
+    };
     progress.step(1, format!("Validated the deploy of {}", cfg.name));
     let source = plugin::find(&cfg.plugin, &plugin::search_dirs(plugins_dir))?;
     let plugin_source = source.label();
@@ -105,7 +121,11 @@ pub fn prepare(
     let script_name = cfg.script_name.clone();
     let script_path = cfg.script_path();
     let plugin_name = cfg.plugin.clone();
-    let map = config_map(&cfg);
+    let mut map = config_map(&cfg);
+    if let Some(mut m) = map.clone().try_cast::<rhai::Map>() {
+        m.insert("port_given".into(), args.port.is_some().into());
+        map = m.into();
+    }
     let host = Arc::new(Host::new(progress.clone(), None).with_deploy(cfg));
     host.set_plugin(&plugin_name);
     // A broken plugin is bad input (exit 2) whether or not Docker is there.
@@ -136,6 +156,8 @@ pub fn prepare(
         plugin,
         docker,
         progress,
+        lock_wait,
+        port_busy,
     })
 }
 
@@ -153,10 +175,15 @@ pub fn run(p: Prepared) -> Result<Report> {
         plugin,
         docker,
         progress,
+        lock_wait,
+        port_busy,
     } = p;
+    // One deploy (or rollback, stop, start, rm) of a name at a time, CLI and REST alike.
+    let _lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
+    let entry = entry_point(&docker, &plugin, &plugin_name, &name, port_busy)?;
     // The main-script check copy_payload started must have passed, whatever the plugin did.
     let published = plugin
-        .call("publish", (map,))
+        .call(entry, (map,))
         .and_then(|v| host.finish_main_check().map(|()| v));
     host.release_port_lock();
     match published {
@@ -186,6 +213,43 @@ pub fn run(p: Prepared) -> Result<Report> {
             Err(with_cleanup(e, &undo, &progress))
         }
     }
+}
+
+/// `publish` for a new deployment; `update` when a deployment of this name exists that this
+/// tool made with this plugin (and the plugin can update). Another plugin's deployment of that
+/// name is refused (exit 2); a foreign container is refused by `publish` as before.
+fn entry_point(
+    docker: &Docker,
+    plugin: &Plugin,
+    plugin_name: &str,
+    name: &str,
+    port_busy: Option<(u16, Error)>,
+) -> Result<&'static str> {
+    let existing = docker.container_inspect(name)?;
+    let labels = existing.as_ref().map(|v| v["Config"]["Labels"].clone());
+    let label = |k: &str| {
+        labels
+            .as_ref()
+            .and_then(|l| l[k].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let ours = label(crate::plugin::host::LABEL_MANAGED) == "true";
+    let owner = label(crate::plugin::host::LABEL_PLUGIN);
+    if existing.is_some() && ours && owner != plugin_name {
+        return Err(Error::input(
+            format!("deployment {name} was made by plugin {owner}, not {plugin_name}"),
+            format!("nothing was changed; deploy with {owner}, or choose another --name, or remove it first: fractalic-publisher rm --force {name}"),
+        ));
+    }
+    let update = existing.is_some() && ours && plugin.has_fn("update");
+    if let Some((p, e)) = port_busy {
+        // --port P is busy: fine only when this deployment holds it.
+        if !update || label(crate::plugin::host::LABEL_PORT) != p.to_string() {
+            return Err(e);
+        }
+    }
+    Ok(if update { "update" } else { "publish" })
 }
 
 /// Runs a deploy: [`prepare`] then [`run`].
@@ -238,6 +302,42 @@ pub fn render_text(r: &Report) -> String {
         container
     };
     let mut o = String::new();
+    let u = &r.result["update"];
+    if u.is_object() {
+        let rel = s(u, "release");
+        match s(u, "kind") {
+            "none" => {
+                o.push_str(&format!(
+                    "✅ No changes: {} already serves this folder and configuration (release {}); nothing was touched.\n\n",
+                    r.name,
+                    s(u, "from")
+                ));
+            }
+            kind => {
+                let how = if kind == "in-place" {
+                    "in place, no restart".to_string()
+                } else {
+                    format!(
+                        "in a new container; the old one is kept as {}",
+                        s(u, "kept")
+                    )
+                };
+                o.push_str(&format!(
+                    "🔄 Updated {} to release {rel} (from {}; {how}) in {} ms.\n",
+                    r.name,
+                    s(u, "from"),
+                    u["elapsed_ms"].as_u64().unwrap_or(0)
+                ));
+                for line in u["lines"].as_array().into_iter().flatten() {
+                    o.push_str(&format!("   • {}\n", line.as_str().unwrap_or("")));
+                }
+                o.push_str(&format!(
+                    "   • Undo: fractalic-publisher rollback {} (history: fractalic-publisher history {})\n\n",
+                    r.name, r.name
+                ));
+            }
+        }
+    }
     o.push_str("🎉 Fractalic AI Server deployed successfully!\n\n");
     o.push_str("📋 AI Server Access:\n");
     o.push_str(&format!("   • Host: {url}\n"));

@@ -465,6 +465,7 @@ pub fn merge(flags: &DeployFlags) -> Result<Merged> {
     };
 
     let args = DeployArgs {
+        lock_wait: flags.lock_wait.clone().unwrap_or(d.lock_wait.clone()),
         plugin,
         script_name,
         script_folder,

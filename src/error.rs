@@ -27,6 +27,8 @@ pub enum Error {
     NotFound { what: String, hint: String },
     /// The named thing exists but this tool did not make it, so it is left alone (exit 2; HTTP 403).
     NotManaged { what: String, hint: String },
+    /// Another command holds the deployment's lock (exit 2; HTTP 409); `what` names the holder.
+    Locked { what: String, hint: String },
     /// No docker binary could be found or started.
     DockerMissing { detail: String },
     /// The docker binary ran but does not behave like docker (e.g. `--docker /bin/false`).
@@ -78,6 +80,7 @@ impl Error {
             Error::Input { .. }
             | Error::NotFound { .. }
             | Error::NotManaged { .. }
+            | Error::Locked { .. }
             | Error::PluginInvalid { .. } => exit::BAD_INPUT,
             Error::DockerMissing { .. }
             | Error::DockerUnusable { .. }
@@ -96,6 +99,7 @@ impl Error {
         match self {
             // Not found / not ours are bad input to a script; the REST API tells them apart.
             Error::Input { .. } | Error::NotFound { .. } | Error::NotManaged { .. } => "bad_input",
+            Error::Locked { .. } => "locked",
             Error::DockerMissing { .. } => "docker_missing",
             Error::DockerUnusable { .. } => "docker_unusable",
             Error::DaemonDown { .. } => "daemon_down",
@@ -137,7 +141,8 @@ impl fmt::Display for Error {
         match self {
             Error::Input { what, hint }
             | Error::NotFound { what, hint }
-            | Error::NotManaged { what, hint } => write!(f, "{what}: {hint}"),
+            | Error::NotManaged { what, hint }
+            | Error::Locked { what, hint } => write!(f, "{what}: {hint}"),
             Error::DockerMissing { detail } => write!(
                 f,
                 "docker not found: {detail} (install Docker, or pass --docker PATH / set FRACTALIC_PUBLISHER_DOCKER)"

@@ -25,6 +25,7 @@ pub const PS_LABELS: &[&str] = &[
     "fractalic-publisher.bind",
     "fractalic-publisher.image",
     "fractalic-publisher.image-digest",
+    crate::update::LABEL_DEPLOYMENT,
 ];
 
 const SEE_PS: &str = "`fractalic-publisher ps --all` lists the deployments this tool manages";
@@ -233,9 +234,38 @@ impl Manager {
         Ok(out)
     }
 
+    /// `rollback NAME [--to R]`: the plugin's `rollback(name, opts)`, under the lock.
+    pub fn rollback(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        timeout: Duration,
+        lock_wait: Duration,
+    ) -> Result<Value> {
+        let o = self.owned(name)?;
+        let _lock = crate::lock::DeployLock::acquire(&o.name, "rollback", lock_wait)?;
+        let p = self.plugin(&o.plugin, "rollback")?;
+        let mut opts = rhai::Map::new();
+        opts.insert("to".into(), to.unwrap_or("").into());
+        opts.insert("timeout".into(), (timeout.as_secs() as i64).into());
+        let r = p.call("rollback", (o.name.clone(), opts));
+        self.progress.finish();
+        let v = r?;
+        p.host().journal().commit()?;
+        to_value(&p, "rollback", v)
+    }
+
+    /// `history NAME`: the plugin's `history(name)`.
+    pub fn history(&self, name: &str) -> Result<Value> {
+        let o = self.owned(name)?;
+        let p = self.plugin(&o.plugin, "history")?;
+        to_value(&p, "history", p.call("history", (o.name.clone(),))?)
+    }
+
     /// `stop NAME`: the plugin's `stop(name)`.
     pub fn stop(&self, name: &str) -> Result<Value> {
         let o = self.owned(name)?;
+        let _lock = crate::lock::DeployLock::acquire(&o.name, "stop", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "stop")?;
         to_value(&p, "stop", p.call("stop", (o.name.clone(),))?)
     }
@@ -244,6 +274,7 @@ impl Manager {
     /// not become healthy (or an interrupt) leaves it stopped again, as it was.
     pub fn start(&self, name: &str, timeout: Duration) -> Result<Value> {
         let o = self.owned(name)?;
+        let _lock = crate::lock::DeployLock::acquire(&o.name, "start", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "start")?;
         let mut opts = rhai::Map::new();
         opts.insert("timeout".into(), (timeout.as_secs() as i64).into());
@@ -293,6 +324,7 @@ impl Manager {
     /// `rm NAME [--force]`: the plugin's `delete(name, opts)`.
     pub fn rm(&self, name: &str, force: bool) -> Result<Value> {
         let o = self.owned(name)?;
+        let _lock = crate::lock::DeployLock::acquire(&o.name, "rm", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "delete")?;
         let mut opts = rhai::Map::new();
         opts.insert("force".into(), force.into());

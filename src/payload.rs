@@ -33,6 +33,8 @@ pub const SECRET_NAMES: &[&str] = &["settings.toml", "mcp_servers.json", ".env"]
 
 /// Tar path of the script folders' parent inside the container root (`/payload`).
 const PAYLOAD_DIR: &str = "payload";
+/// Releases of the payload under /payload (see [`PayloadSpec::release_dir`]).
+const RELEASES_DIR: &str = ".releases";
 
 /// Compiled payload filters: `include_files` globs (default `["*"]`, everything) and
 /// [`DEFAULT_EXCLUDES`] plus the user's `--exclude` patterns. A file is taken when an include
@@ -246,6 +248,12 @@ pub struct PayloadSpec<'a> {
     pub extra_files: Vec<ExtraFile>,
     /// Add the symlink /fractalic/payload -> /payload.
     pub link_fractalic_payload: bool,
+    /// Stage the folder as the release `/payload/.releases/DIR/` instead of
+    /// `/payload/<script>/` (see README, "Updates"); with `link_script`, also the symlink
+    /// `/payload/<script> -> .releases/DIR` that makes it the live release.
+    pub release_dir: Option<&'a str>,
+    /// With `release_dir`: add the `/payload/<script>` symlink.
+    pub link_script: bool,
     /// The main script's file name at the top of the folder: staged as a regular file even
     /// when it is a symlink to a file inside the folder (the server must be able to open it).
     pub main_script: Option<&'a str>,
@@ -442,7 +450,23 @@ pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>
     let plan = plan(root, spec.excludes, spec.main_script, false)?;
 
     let mut stager = Stager::new(spec, out);
-    let top = Path::new(PAYLOAD_DIR).join(spec.script_name);
+    let top = match spec.release_dir {
+        Some(dir) => {
+            let releases = Path::new(PAYLOAD_DIR).join(RELEASES_DIR);
+            stager.dir(&releases, mtime(&meta), root)?;
+            if spec.link_script {
+                let now = stager.now;
+                stager.symlink(
+                    &Path::new(PAYLOAD_DIR).join(spec.script_name),
+                    &Path::new(RELEASES_DIR).join(dir),
+                    now,
+                    root,
+                )?;
+            }
+            releases.join(dir)
+        }
+        None => Path::new(PAYLOAD_DIR).join(spec.script_name),
+    };
     stager.dir(&top, mtime(&meta), root)?;
     let mut main_script_staged = false;
     for item in &plan.items {
@@ -1026,6 +1050,8 @@ mod tests {
             extra_files: Vec::new(),
             link_fractalic_payload: false,
             main_script: None,
+            release_dir: None,
+            link_script: false,
         }
     }
 

@@ -114,6 +114,8 @@ fn is_management(c: &Command) -> bool {
             | Command::Stop(_)
             | Command::Start(_)
             | Command::Rm(_)
+            | Command::Rollback(_)
+            | Command::History(_)
     )
 }
 
@@ -135,7 +137,8 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
 fn manage(cli: &Cli) -> Result<()> {
     let quiet = wants_json(&cli.command)
         || matches!(&cli.command, Command::Start(a) if a.quiet)
-        || matches!(&cli.command, Command::Stop(a) if a.quiet);
+        || matches!(&cli.command, Command::Stop(a) if a.quiet)
+        || matches!(&cli.command, Command::Rollback(a) if a.quiet);
     let m = Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)?;
     // Each command's result is printed only if no interrupt has taken the last word.
     let claim = crate::cleanup::claim_or_park;
@@ -201,6 +204,32 @@ fn manage(cli: &Cli) -> Result<()> {
                 println!("Removed {}.", a.name);
             }
         }
+        Command::Rollback(a) => {
+            let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
+            let wait = crate::lock::parse_wait(&a.lock_wait)?;
+            let v = m.rollback(&a.name, a.to.as_deref(), timeout, wait)?;
+            claim();
+            if a.json.json {
+                println!("{}", to_json(&v)?);
+            } else {
+                println!(
+                    "Rolled {} back to {} ({}, now release {}).",
+                    a.name,
+                    v["of"].as_str().unwrap_or("?"),
+                    v["kind"].as_str().unwrap_or("?"),
+                    v["release"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::History(a) => {
+            let v = m.history(&a.name)?;
+            claim();
+            if a.json.json {
+                println!("{}", to_json(&v)?);
+            } else {
+                print!("{}", crate::update::render_history(&v));
+            }
+        }
         _ => unreachable!("not a management command"),
     }
     Ok(())
@@ -218,6 +247,8 @@ fn wants_json(c: &Command) -> bool {
         Command::Logs(_) => false,
         Command::Start(a) => a.json.json,
         Command::Rm(a) => a.json.json,
+        Command::Rollback(a) => a.json.json,
+        Command::History(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
         Command::Serve(_) => false,
         Command::Completions { .. } => false,

@@ -63,6 +63,8 @@ pub struct Host {
     main_check: Mutex<Option<MainCheck>>,
     /// Containers `start_container` started in this run, for readiness's stability proof.
     started: Mutex<HashMap<String, Started>>,
+    /// The release staged by `copy_payload` and the plan of an update (src/update.rs).
+    pub(crate) updates: Mutex<crate::update::UpdateState>,
 }
 
 impl Host {
@@ -87,6 +89,7 @@ impl Host {
             port_generation: Mutex::new(None),
             main_check: Mutex::new(None),
             started: Mutex::new(HashMap::new()),
+            updates: Mutex::new(crate::update::UpdateState::default()),
         }
     }
 
@@ -165,6 +168,11 @@ impl Host {
     /// This run's undo journal: what the plugin created so far, undone on failure or interrupt.
     pub fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// Remembers that this run started container `name` at `wall` (for the readiness proof).
+    pub(crate) fn mark_started(&self, name: &str, wall: SystemTime) {
+        lock(&self.started).insert(name.to_string(), Started::since(wall));
     }
 
     /// Lets go of the host-wide port lock (a run that ends holding it, e.g. on failure).
@@ -735,7 +743,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
 }
 
 /// [`readiness::wait`] for a plugin: `{elapsed_ms, attempts[, exec]}`.
-fn wait_ready(
+pub(crate) fn wait_ready(
     host: &Host,
     d: &Docker,
     container: &str,
@@ -791,7 +799,7 @@ fn port_set(a: &Array) -> BTreeSet<u16> {
         .collect()
 }
 
-fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
+pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
     let need = |k: &str| {
         map_str(spec, k).ok_or_else(|| Error::failed(format!("create_container: spec needs `{k}`")))
     };
@@ -997,7 +1005,7 @@ fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i6
         uid: u64::try_from(uid).unwrap_or(0),
         gid: u64::try_from(gid).unwrap_or(0),
     };
-    let extra_files = cfg
+    let mut extra_files: Vec<payload::ExtraFile> = cfg
         .config_files
         .iter()
         .flat_map(|c| {
@@ -1008,6 +1016,10 @@ fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i6
             })
         })
         .collect();
+    // The first release of the deployment (README, "Updates"): the folder in
+    // /payload/.releases/DIR, /payload/<script> a link to it, its config files beside it.
+    let dir = crate::release::dir_name(1);
+    extra_files.extend(crate::update::config_copies(cfg, &dir));
     let spec = payload::PayloadSpec {
         script_name: &cfg.script_name,
         script_folder: &cfg.script_folder,
@@ -1016,13 +1028,25 @@ fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i6
         extra_files,
         link_fractalic_payload: true,
         main_script: Some(&cfg.main_script),
+        release_dir: Some(&dir),
+        link_script: true,
     };
     let dest = format!("{container}:/");
     let args = ["cp", "-", dest.as_str()];
     // The tar stream goes straight into `docker cp` as it is built: nothing is held in
     // memory, and docker starts extracting while we still read files.
     let (status, out, built) = d.run_with_stdin_stream(&args, QUICK, |w| {
-        payload::build_into(&spec, w).map(|p| (p.files, p.dirs, p.bytes, p.main_script_staged))
+        // A copy of the stream is kept to hash the release (its manifest).
+        let tee = crate::update::Tee::new(w);
+        payload::build_into(&spec, tee).map(|p| {
+            (
+                p.files,
+                p.dirs,
+                p.bytes,
+                p.main_script_staged,
+                p.tar.into_copy(),
+            )
+        })
     })?;
     if status != Some(0) {
         // Docker's own words explain a broken pipe on our side better than the pipe does.
@@ -1035,8 +1059,9 @@ fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i6
             stderr: out.stderr,
         });
     }
-    let (files, dirs, bytes, staged) =
+    let (files, dirs, bytes, staged, copy) =
         built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    crate::update::staged(host, &dir, &copy, owner)?;
     let script_path = cfg.script_path();
     if !staged {
         return Err(Error::failed(format!(

@@ -3,6 +3,7 @@
 
 pub mod host;
 pub mod host_manage;
+pub mod host_update;
 pub mod user_cache;
 
 use crate::error::{Error, Result};
@@ -153,6 +154,7 @@ pub fn engine(host: &Arc<Host>) -> Engine {
     engine.on_debug(move |s, _, pos| p.info(format!("debug {pos}: {s}")));
     host::register(&mut engine, host);
     host_manage::register(&mut engine, host);
+    host_update::register(&mut engine, host);
     engine
 }
 

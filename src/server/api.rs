@@ -212,6 +212,7 @@ pub fn status_of(e: &Error) -> u16 {
     match e {
         Error::NotFound { .. } => 404,
         Error::NotManaged { .. } => 403,
+        Error::Locked { .. } => 409,
         Error::Input { .. } | Error::PluginInvalid { .. } => 400,
         Error::DockerMissing { .. } | Error::DaemonDown { .. } => 503,
         _ => 500,

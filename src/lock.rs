@@ -1,0 +1,176 @@
+//! One lock per deployment name, taken by every command that changes a deployment (deploy,
+//! update, rollback, stop, start, rm) in the CLI and the REST server alike, so two of them never
+//! interleave on one name. An flock on `NAME.lock` in the user's cache directory: the kernel
+//! drops it when the holder dies (even by SIGKILL), so a dead holder's lock is simply free.
+//! The file also says who holds it (pid, command, since) for the message of the one refused.
+
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A held deployment lock; dropping it lets go.
+#[derive(Debug)]
+pub struct DeployLock {
+    file: File,
+    name: String,
+}
+
+impl DeployLock {
+    /// The directory holding the lock files: next to the port lock.
+    pub fn dir() -> PathBuf {
+        crate::ports::PortLock::path()
+            .parent()
+            .map_or_else(std::env::temp_dir, Path::to_path_buf)
+            .join("locks")
+    }
+
+    /// Takes the lock of deployment `name` for `command` (e.g. "deploy"), waiting up to
+    /// `wait` (zero: fail at once). Refused: [`Error::Locked`] (exit 2) naming the holder.
+    pub fn acquire(name: &str, command: &str, wait: Duration) -> Result<DeployLock> {
+        Self::acquire_in(&Self::dir(), name, command, wait)
+    }
+
+    /// [`DeployLock::acquire`] with the lock files in `dir`.
+    pub fn acquire_in(dir: &Path, name: &str, command: &str, wait: Duration) -> Result<Self> {
+        crate::config::check_container_name(name)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+        let end = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::Io { path, source: e });
+                }
+            }
+            if Instant::now() >= end {
+                let holder = holder_of(&path);
+                let waited = if wait.is_zero() {
+                    "nothing was changed; wait for it to finish, or pass --lock-wait SECS to wait for it".to_string()
+                } else {
+                    format!(
+                        "waited {}s (--lock-wait); nothing was changed; try again later",
+                        wait.as_secs()
+                    )
+                };
+                return Err(Error::Locked {
+                    what: format!("deployment {name} is locked by {holder}"),
+                    hint: waited,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut lock = DeployLock {
+            file,
+            name: name.to_string(),
+        };
+        lock.write_holder(command);
+        Ok(lock)
+    }
+
+    /// The deployment this lock is for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write_holder(&mut self, command: &str) {
+        let text = serde_json::json!({
+            "pid": std::process::id(),
+            "command": command,
+            "since": crate::plugin::host::now_utc(),
+        })
+        .to_string();
+        let f = &mut self.file;
+        let _ = f
+            .rewind()
+            .and_then(|()| f.set_len(0))
+            .and_then(|()| f.write_all(text.as_bytes()))
+            .and_then(|()| f.flush());
+    }
+}
+
+impl Drop for DeployLock {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+/// "pid 123 (deploy, since 2026-11-27T10:00:00Z)" from the lock file, or a plain "another
+/// command" when it cannot be read (it is being written).
+fn holder_of(path: &Path) -> String {
+    let mut s = String::new();
+    let read = File::open(path).and_then(|mut f| f.read_to_string(&mut s));
+    match read
+        .ok()
+        .and_then(|_| serde_json::from_str::<serde_json::Value>(&s).ok())
+    {
+        Some(v) => format!(
+            "pid {} ({}, since {})",
+            v["pid"],
+            v["command"].as_str().unwrap_or("?"),
+            v["since"].as_str().unwrap_or("?")
+        ),
+        None => "another command".to_string(),
+    }
+}
+
+/// Parses `--lock-wait SECS`: a whole number of seconds from 0 (fail at once) to 3600.
+pub fn parse_wait(s: &str) -> Result<Duration> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n <= 3600 => Ok(Duration::from_secs(n)),
+        _ => Err(Error::input(
+            format!("bad --lock-wait {s:?}"),
+            "give a whole number of seconds from 0 (fail at once) to 3600",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_with_the_first_named_then_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DeployLock::acquire_in(dir.path(), "fp-x", "deploy", Duration::ZERO).unwrap();
+        let e = DeployLock::acquire_in(dir.path(), "fp-x", "rollback", Duration::ZERO).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let s = e.to_string();
+        assert!(s.contains(&format!("pid {}", std::process::id())), "{s}");
+        assert!(s.contains("(deploy, since "), "{s}");
+        // Another name is independent.
+        let _b = DeployLock::acquire_in(dir.path(), "fp-y", "deploy", Duration::ZERO).unwrap();
+        // A waiter gets it once the holder lets go.
+        let d = dir.path().to_path_buf();
+        let t = std::thread::spawn(move || {
+            DeployLock::acquire_in(&d, "fp-x", "deploy", Duration::from_secs(10)).map(|_| ())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(a);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = DeployLock::acquire_in(dir.path(), "../x", "deploy", Duration::ZERO).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+}

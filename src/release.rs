@@ -1,0 +1,537 @@
+//! Releases of a deployment: what one is made of (a manifest of payload file hashes, config
+//! file and environment hashes, image, port, bind), what changed between two, and the history
+//! kept inside the container at `/payload/.releases/history.json` (Docker holds all state).
+//! Values of secrets never appear here: only SHA-256 hashes, in a 0600 file.
+
+use crate::config::DeployConfig;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// Where releases live inside the container.
+pub const RELEASES: &str = "/payload/.releases";
+/// The history file inside the container.
+pub const HISTORY: &str = "/payload/.releases/history.json";
+/// How many payload releases are kept in the container (the live one included).
+pub const KEEP: usize = 5;
+/// Config files the AI server reads on every request (changed in place, no restart).
+pub const READ_PER_REQUEST: &[&str] = &["settings.toml"];
+
+/// `sha256:HEX` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// What a release is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Payload files relative to the script folder: `sha256:HEX mode` or `link -> TARGET`.
+    pub files: BTreeMap<String, String>,
+    /// One hash over `files`.
+    pub payload_hash: String,
+    /// Config file name -> hash of its contents.
+    pub config: BTreeMap<String, String>,
+    /// Environment key -> hash of `KEY=VALUE`.
+    pub env: BTreeMap<String, String>,
+    pub image: String,
+    /// The image's id (what a container runs); compared for "image changed".
+    pub image_id: String,
+    pub image_digest: String,
+    pub port: u16,
+    pub bind: String,
+    pub script_name: String,
+    pub main_script: String,
+}
+
+/// One release in the history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    /// `r<seq>`.
+    pub id: String,
+    pub seq: u64,
+    /// Its folder under [`RELEASES`].
+    pub dir: String,
+    /// When it was made (UTC, RFC 3339).
+    pub time: String,
+    /// initial, in-place, container, rollback.
+    pub kind: String,
+    /// For a rollback: the release it went back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+    /// ok, rolled back (the update failed and the previous release was put back), or
+    /// replaced-by-rollback (a later `rollback` left it).
+    pub outcome: String,
+    /// Why, when it was rolled back.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    pub changes: Changes,
+    pub state: State,
+}
+
+/// All releases of a deployment, oldest first, and which one is live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct History {
+    pub current: String,
+    pub releases: Vec<Release>,
+}
+
+impl History {
+    /// The live release.
+    pub fn current(&self) -> Option<&Release> {
+        self.releases.iter().find(|r| r.id == self.current)
+    }
+
+    /// The next sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.releases.iter().map(|r| r.seq).max().unwrap_or(0) + 1
+    }
+
+    /// A release by id (`r3`) or number (`3`).
+    pub fn find(&self, want: &str) -> Option<&Release> {
+        let want = want.trim();
+        let id = if want.starts_with('r') {
+            want.to_string()
+        } else {
+            format!("r{want}")
+        };
+        self.releases.iter().find(|r| r.id == id)
+    }
+
+    /// The release a plain `rollback` goes back to: the newest good one before the live one
+    /// whose payload differs from it (or whose container differs).
+    pub fn previous(&self) -> Option<&Release> {
+        let cur = self.current()?;
+        self.releases
+            .iter()
+            .rev()
+            .filter(|r| r.seq < cur.seq && r.outcome != "rolled back")
+            .find(|r| r.dir != cur.dir || r.state != cur.state)
+    }
+
+    /// Release dirs to keep in the container: the live one and the newest good ones, [`KEEP`]
+    /// in all.
+    pub fn keep_dirs(&self) -> Vec<String> {
+        let mut keep: Vec<String> = Vec::new();
+        if let Some(c) = self.current() {
+            keep.push(c.dir.clone());
+        }
+        for r in self.releases.iter().rev() {
+            if keep.len() >= KEEP {
+                break;
+            }
+            if r.outcome != "rolled back" && !keep.contains(&r.dir) {
+                keep.push(r.dir.clone());
+            }
+        }
+        keep
+    }
+
+    /// Parses the history file's bytes.
+    pub fn parse(bytes: &[u8]) -> Result<History> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::failed(format!(
+                "{HISTORY} in the container is not a release history ({e}); move it aside to let the next deploy start a new one"
+            ))
+        })
+    }
+}
+
+/// A changed value (image, port, bind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromTo {
+    pub from: String,
+    pub to: String,
+}
+
+/// What differs between two releases. Names and keys only, never values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    #[serde(default)]
+    pub files_added: Vec<String>,
+    #[serde(default)]
+    pub files_changed: Vec<String>,
+    #[serde(default)]
+    pub files_removed: Vec<String>,
+    /// "settings.toml changed", "mcp_servers.json added" ...
+    #[serde(default)]
+    pub config: Vec<String>,
+    #[serde(default)]
+    pub env_added: Vec<String>,
+    #[serde(default)]
+    pub env_changed: Vec<String>,
+    #[serde(default)]
+    pub env_removed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<FromTo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<FromTo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<FromTo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<FromTo>,
+    /// Set when the old release is not known (a deployment made before releases existed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unknown: String,
+}
+
+impl Changes {
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+
+    /// Why this change needs a new container (empty: it can go in place).
+    pub fn restart_reasons(&self) -> Vec<String> {
+        let mut r = Vec::new();
+        if !self.unknown.is_empty() {
+            r.push(self.unknown.clone());
+        }
+        if let Some(i) = &self.image {
+            r.push(format!("image {} -> {}", short(&i.from), short(&i.to)));
+        }
+        if !self.env_added.is_empty()
+            || !self.env_changed.is_empty()
+            || !self.env_removed.is_empty()
+        {
+            r.push("the environment is fixed when a container is created".into());
+        }
+        if let Some(p) = &self.port {
+            r.push(format!("port {} -> {}", p.from, p.to));
+        }
+        if let Some(b) = &self.bind {
+            r.push(format!("bind {} -> {}", b.from, b.to));
+        }
+        if let Some(s) = &self.script {
+            r.push(format!("script name {} -> {}", s.from, s.to));
+        }
+        for c in &self.config {
+            let name = c.split(' ').next().unwrap_or("");
+            if !READ_PER_REQUEST.contains(&name) {
+                r.push(format!("{c}: read only when the services start"));
+            }
+        }
+        r
+    }
+
+    /// One line per kind of change, for progress and text output.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let list = |label: &str, v: &[String], out: &mut Vec<String>| {
+            if !v.is_empty() {
+                out.push(format!("{label}: {}", v.join(", ")));
+            }
+        };
+        list("files added", &self.files_added, &mut out);
+        list("files changed", &self.files_changed, &mut out);
+        list("files removed", &self.files_removed, &mut out);
+        list("config", &self.config, &mut out);
+        list("environment added", &self.env_added, &mut out);
+        list("environment changed", &self.env_changed, &mut out);
+        list("environment removed", &self.env_removed, &mut out);
+        if let Some(i) = &self.image {
+            out.push(format!("image: {} -> {}", short(&i.from), short(&i.to)));
+        }
+        if let Some(p) = &self.port {
+            out.push(format!("port: {} -> {}", p.from, p.to));
+        }
+        if let Some(b) = &self.bind {
+            out.push(format!("bind: {} -> {}", b.from, b.to));
+        }
+        if let Some(s) = &self.script {
+            out.push(format!("script: {} -> {}", s.from, s.to));
+        }
+        if !self.unknown.is_empty() {
+            out.push(self.unknown.clone());
+        }
+        out
+    }
+}
+
+fn short(id: &str) -> String {
+    let s = id.strip_prefix("sha256:").unwrap_or(id);
+    s.chars().take(12).collect()
+}
+
+/// The differences from `old` to `new`.
+pub fn diff(old: &State, new: &State) -> Changes {
+    let mut c = Changes::default();
+    keyed(&old.files, &new.files, |k, kind| match kind {
+        Diff::Added => c.files_added.push(k.into()),
+        Diff::Changed => c.files_changed.push(k.into()),
+        Diff::Removed => c.files_removed.push(k.into()),
+    });
+    keyed(&old.config, &new.config, |k, kind| {
+        c.config.push(format!("{k} {}", kind.word()));
+    });
+    keyed(&old.env, &new.env, |k, kind| match kind {
+        Diff::Added => c.env_added.push(k.into()),
+        Diff::Changed => c.env_changed.push(k.into()),
+        Diff::Removed => c.env_removed.push(k.into()),
+    });
+    let from_to = |a: &str, b: &str| {
+        (a != b).then(|| FromTo {
+            from: a.to_string(),
+            to: b.to_string(),
+        })
+    };
+    c.image = if old.image_id != new.image_id {
+        let name = |s: &State| {
+            if s.image_digest.is_empty() {
+                s.image_id.clone()
+            } else {
+                s.image_digest.clone()
+            }
+        };
+        from_to(&name(old), &name(new)).or_else(|| from_to(&old.image_id, &new.image_id))
+    } else {
+        None
+    };
+    c.port = from_to(&old.port.to_string(), &new.port.to_string());
+    c.bind = from_to(&old.bind, &new.bind);
+    c.script = from_to(&old.script_name, &new.script_name)
+        .or_else(|| from_to(&old.main_script, &new.main_script));
+    c
+}
+
+enum Diff {
+    Added,
+    Changed,
+    Removed,
+}
+
+impl Diff {
+    fn word(&self) -> &'static str {
+        match self {
+            Diff::Added => "added",
+            Diff::Changed => "changed",
+            Diff::Removed => "removed",
+        }
+    }
+}
+
+fn keyed(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    mut f: impl FnMut(&str, Diff),
+) {
+    for (k, v) in new {
+        match old.get(k) {
+            None => f(k, Diff::Added),
+            Some(o) if o != v => f(k, Diff::Changed),
+            _ => {}
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            f(k, Diff::Removed);
+        }
+    }
+}
+
+/// The manifest of the files under `top/` in a tar archive (paths relative to `top`).
+pub fn manifest_of_tar(tar: &[u8], top: &str) -> Result<BTreeMap<String, String>> {
+    let bad = |e: std::io::Error| Error::failed(format!("reading back the staged payload: {e}"));
+    let mut out = BTreeMap::new();
+    let prefix = format!("{}/", top.trim_end_matches('/'));
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let Some(rel) = path.strip_prefix(&prefix) else {
+            continue;
+        };
+        let rel = rel.trim_end_matches('/').to_string();
+        if rel.is_empty() {
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .map_err(bad)?
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.insert(rel, format!("link -> {target}"));
+        } else if kind.is_file() {
+            let mode = entry.header().mode().map_err(bad)?;
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(bad)?;
+            out.insert(rel, format!("{} {:o}", sha256(&bytes), mode & 0o777));
+        }
+    }
+    Ok(out)
+}
+
+/// One hash over a manifest.
+pub fn payload_hash(files: &BTreeMap<String, String>) -> String {
+    let mut text = String::new();
+    for (k, v) in files {
+        text.push_str(k);
+        text.push('\0');
+        text.push_str(v);
+        text.push('\n');
+    }
+    sha256(text.as_bytes())
+}
+
+/// The config and environment hashes of a deploy.
+pub fn config_hashes(cfg: &DeployConfig) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let config = cfg
+        .config_files
+        .iter()
+        .map(|c| (c.name.to_string(), sha256(&c.contents)))
+        .collect();
+    let env = cfg
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), sha256(format!("{k}={v}").as_bytes())))
+        .collect();
+    (config, env)
+}
+
+/// A release folder name: `r<seq>-<6 hex>` (unique, so a copy cut short never collides).
+pub fn dir_name(seq: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mix = u64::from(nanos) ^ (u64::from(std::process::id()) << 20) ^ seq;
+    format!("r{seq}-{:06x}", mix & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let mut s = State {
+            image_id: "sha256:aaa".into(),
+            port: 8001,
+            bind: "127.0.0.1".into(),
+            script_name: "demo".into(),
+            main_script: "demo.md".into(),
+            ..State::default()
+        };
+        s.files.insert("demo.md".into(), "sha256:1 644".into());
+        s.files.insert("lib/x.md".into(), "sha256:2 644".into());
+        s.config.insert("settings.toml".into(), "sha256:s".into());
+        s.env.insert("API_KEY".into(), "sha256:k".into());
+        s
+    }
+
+    #[test]
+    fn nothing_changed_is_empty() {
+        assert!(diff(&state(), &state()).is_empty());
+    }
+
+    #[test]
+    fn payload_and_settings_go_in_place_the_rest_needs_a_container() {
+        let old = state();
+        let mut new = state();
+        new.files.insert("demo.md".into(), "sha256:9 644".into());
+        new.files.remove("lib/x.md");
+        new.files.insert("new.md".into(), "sha256:3 644".into());
+        new.config.insert("settings.toml".into(), "sha256:t".into());
+        let c = diff(&old, &new);
+        assert_eq!(c.files_changed, vec!["demo.md"]);
+        assert_eq!(c.files_removed, vec!["lib/x.md"]);
+        assert_eq!(c.files_added, vec!["new.md"]);
+        assert_eq!(c.config, vec!["settings.toml changed"]);
+        assert!(c.restart_reasons().is_empty(), "{:?}", c.restart_reasons());
+
+        for change in [
+            |s: &mut State| s.image_id = "sha256:bbb".into(),
+            |s: &mut State| {
+                s.env.insert("API_KEY".into(), "sha256:other".into());
+            },
+            |s: &mut State| s.port = 8002,
+            |s: &mut State| s.bind = "0.0.0.0".into(),
+            |s: &mut State| {
+                s.config
+                    .insert("mcp_servers.json".into(), "sha256:m".into());
+            },
+            |s: &mut State| {
+                s.config.insert(".env".into(), "sha256:e".into());
+            },
+        ] {
+            let mut new = state();
+            change(&mut new);
+            let c = diff(&old, &new);
+            assert!(!c.is_empty());
+            assert_eq!(c.restart_reasons().len(), 1, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn env_changes_name_keys_never_values() {
+        let old = state();
+        let mut new = state();
+        new.env.insert("API_KEY".into(), sha256(b"API_KEY=s3cret"));
+        new.env.insert("NEW".into(), sha256(b"NEW=x"));
+        let c = diff(&old, &new);
+        let text = format!(
+            "{}{}",
+            serde_json::to_string(&c).unwrap(),
+            c.lines().join("\n")
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(c.env_changed, vec!["API_KEY"]);
+        assert_eq!(c.env_added, vec!["NEW"]);
+    }
+
+    #[test]
+    fn history_keeps_five_and_finds_the_previous() {
+        let mut h = History::default();
+        for seq in 1..=7 {
+            let mut s = state();
+            s.payload_hash = format!("h{seq}");
+            h.releases.push(Release {
+                id: format!("r{seq}"),
+                seq,
+                dir: format!("r{seq}-x"),
+                time: String::new(),
+                kind: "in-place".into(),
+                of: None,
+                outcome: if seq == 6 { "rolled back" } else { "ok" }.into(),
+                error: String::new(),
+                changes: Changes::default(),
+                state: s,
+            });
+        }
+        h.current = "r7".into();
+        assert_eq!(h.previous().unwrap().id, "r5");
+        assert_eq!(h.keep_dirs(), vec!["r7-x", "r5-x", "r4-x", "r3-x", "r2-x"]);
+        assert_eq!(h.find("3").unwrap().id, "r3");
+        assert_eq!(h.find("r4").unwrap().id, "r4");
+        assert!(h.find("r99").is_none());
+        assert_eq!(h.next_seq(), 8);
+    }
+
+    #[test]
+    fn tar_manifest_hashes_files_under_the_top() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8], mode: u32| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        add("payload/.releases/r1-a/demo.md", b"hello", 0o644);
+        add("payload/.releases/r1-a/sub/x.sh", b"echo", 0o755);
+        add("fractalic/settings.toml", b"secret", 0o600);
+        let tar = b.into_inner().unwrap();
+        let m = manifest_of_tar(&tar, "payload/.releases/r1-a").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["demo.md"], format!("{} 644", sha256(b"hello")));
+        assert_eq!(m["sub/x.sh"], format!("{} 755", sha256(b"echo")));
+        assert_ne!(payload_hash(&m), payload_hash(&BTreeMap::new()));
+    }
+}

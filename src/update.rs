@@ -1,0 +1,1269 @@
+//! Updates of a docker-registry deployment in place or by a new container, rollback, history.
+//! The plugin's `update`, `rollback` and `history` entry points call these through host
+//! functions (src/plugin/host_update.rs); a Swarm plugin maps the same entry points onto Swarm's
+//! own verbs instead. Every step that changes something is recorded in the run's undo journal
+//! first, so a failure or Ctrl-C at any point puts the old release back (README, "Updates").
+
+use crate::config::DeployConfig;
+use crate::docker::{Docker, QUICK};
+use crate::error::{Error, Result};
+use crate::journal::Resource;
+use crate::payload::{self, ExtraFile, Owner, PayloadSpec};
+use crate::plugin::host::{self, Host};
+use crate::release::{self, Changes, History, Release, State, HISTORY};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Label naming the deployment a container belongs to (a kept old container keeps it).
+pub const LABEL_DEPLOYMENT: &str = "fractalic-publisher.deployment";
+/// How many stopped old containers of a deployment are kept for `rollback`.
+pub const KEEP_CONTAINERS: usize = 2;
+/// Seconds an old container gets to finish requests when it is replaced.
+const STOP_GRACE: &str = "3";
+
+/// Switches `/payload/<script>` to release `$1` with one rename, copies that release's
+/// settings.toml over the live ones (each with one rename), proves the script is there and the
+/// MCP manager answers, then makes the staged history the live one and prunes old releases.
+/// Args: DIR SCRIPT MAIN KEEP-DIRS...
+const SWITCH_IN: &str = r#"set -e
+rel=$1; script=$2; main=$3; shift 3
+cd /payload
+[ -d ".releases/$rel" ] || { echo "release folder /payload/.releases/$rel is missing" >&2; exit 3; }
+h=.releases/history.json
+rm -f "$h.prev"
+ln -sfn ".releases/$rel" ".$script.next"
+mv -T ".$script.next" "$script"
+if [ -f ".releases/$rel.config/settings.toml" ]; then
+  for d in /fractalic ""; do
+    cp -p ".releases/$rel.config/settings.toml" "$d/.settings.toml.next"
+    mv -f "$d/.settings.toml.next" "$d/settings.toml"
+  done
+fi
+[ -f "$script/$main" ] || { echo "after the switch /payload/$script/$main is not a file" >&2; exit 4; }
+curl -fsS http://localhost:5859/status >/dev/null || { echo "the MCP manager does not answer after the switch" >&2; exit 5; }
+if [ -f "$h.next" ]; then
+  if [ -f "$h" ]; then cp -p "$h" "$h.prev"; fi
+  mv -f "$h.next" "$h"
+fi
+cd .releases
+for d in r*; do
+  keep=
+  for k in "$@"; do if [ "$d" = "$k" ] || [ "$d" = "$k.config" ]; then keep=1; fi; done
+  [ -n "$keep" ] || rm -rf "$d"
+done
+"#;
+
+/// Puts release `$1` back (the undo of [`SWITCH_IN`]), with the history as it was.
+/// Args: DIR SCRIPT.
+const SWITCH_BACK: &str = r#"set -e
+rel=$1; script=$2
+cd /payload
+ln -sfn ".releases/$rel" ".$script.back"
+mv -T ".$script.back" "$script"
+if [ -f ".releases/$rel.config/settings.toml" ]; then
+  for d in /fractalic ""; do
+    cp -p ".releases/$rel.config/settings.toml" "$d/.settings.toml.back"
+    mv -f "$d/.settings.toml.back" "$d/settings.toml"
+  done
+fi
+h=.releases/history.json
+if [ -f "$h.prev" ]; then mv -f "$h.prev" "$h"; fi
+rm -f "$h.next"
+"#;
+
+/// What an update found: the live release, the new one, and what differs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub history: History,
+    /// The new release (outcome filled in when it is applied).
+    pub release: Release,
+    /// Why a new container is needed (empty: in place).
+    pub reasons: Vec<String>,
+    /// The staged release folder and config copies (no link, no history yet).
+    tar: Vec<u8>,
+    owner: Owner,
+    running: bool,
+    /// The live release folder, if the deployment has the release layout.
+    live_dir: Option<String>,
+}
+
+impl Plan {
+    /// none, in-place or container.
+    pub fn kind(&self) -> &'static str {
+        if self.release.changes.is_empty() {
+            "none"
+        } else if self.reasons.is_empty() {
+            "in-place"
+        } else {
+            "container"
+        }
+    }
+
+    /// `{kind, release, changes, lines, reasons, from}` for the plugin and `--json`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": self.kind(),
+            "release": self.release.id,
+            "from": self.history.current,
+            "changes": self.release.changes,
+            "lines": self.release.changes.lines(),
+            "reasons": self.reasons,
+            "payload_hash": self.release.state.payload_hash,
+        })
+    }
+}
+
+fn cfg_of(host: &Host) -> Result<&DeployConfig> {
+    host.deploy()
+        .ok_or_else(|| Error::failed("only a deploy can update a deployment"))
+}
+
+fn url(bind: &str, port: u16) -> String {
+    let host = match bind {
+        "" | "0.0.0.0" | "127.0.0.1" | "::" | "::1" => "localhost".to_string(),
+        b if b.contains(':') => format!("[{b}]"),
+        b => b.to_string(),
+    };
+    format!("http://{host}:{port}")
+}
+
+/// One `docker exec` that reads the history, the payload owner and the live link.
+fn read_live(
+    d: &Docker,
+    name: &str,
+    script: &str,
+) -> Result<(Option<History>, Owner, Option<String>)> {
+    let (status, out) = d.exec(
+        name,
+        &[
+            "sh",
+            "-c",
+            "stat -c '%u %g' /payload; readlink \"/payload/$1\" || echo; echo ===; cat /payload/.releases/history.json 2>/dev/null || true",
+            "sh",
+            script,
+        ],
+        QUICK,
+    )?;
+    if status != Some(0) {
+        return Err(Error::failed(format!(
+            "cannot read the live release of {name}: {}",
+            crate::error::one_line(&out.stderr)
+        )));
+    }
+    let (head, hist) = out.stdout.split_once("===\n").unwrap_or((&out.stdout, ""));
+    let mut lines = head.lines();
+    let ids: Vec<u64> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let owner = Owner {
+        uid: ids.first().copied().unwrap_or(0),
+        gid: ids.get(1).copied().unwrap_or(0),
+    };
+    let link = lines
+        .next()
+        .map(str::trim)
+        .and_then(|l| l.strip_prefix(".releases/"))
+        .map(str::to_string);
+    let history = if hist.trim().is_empty() {
+        None
+    } else {
+        Some(History::parse(hist.as_bytes())?)
+    };
+    Ok((history, owner, link))
+}
+
+pub fn config_copies(cfg: &DeployConfig, dir: &str) -> Vec<ExtraFile> {
+    cfg.config_files
+        .iter()
+        .map(|c| ExtraFile {
+            path: format!("{}/{dir}.config/{}", release::RELEASES, c.name),
+            contents: c.contents.clone(),
+            mode: 0o600,
+        })
+        .collect()
+}
+
+fn config_dests(cfg: &DeployConfig) -> Vec<ExtraFile> {
+    cfg.config_files
+        .iter()
+        .flat_map(|c| {
+            c.dests.iter().map(|dest| ExtraFile {
+                path: (*dest).to_string(),
+                contents: c.contents.clone(),
+                mode: 0o600,
+            })
+        })
+        .collect()
+}
+
+/// Builds the tar of release `dir`; `full` adds what a new container needs (the live link,
+/// the config files at their places, /fractalic/payload).
+fn build_tar(cfg: &DeployConfig, dir: &str, owner: Owner, full: bool) -> Result<Vec<u8>> {
+    let mut extra = config_copies(cfg, dir);
+    if full {
+        extra.extend(config_dests(cfg));
+    }
+    let spec = PayloadSpec {
+        script_name: &cfg.script_name,
+        script_folder: &cfg.script_folder,
+        excludes: &cfg.excludes,
+        owner,
+        extra_files: extra,
+        link_fractalic_payload: full,
+        main_script: Some(&cfg.main_script),
+        release_dir: Some(dir),
+        link_script: full,
+    };
+    let p =
+        payload::build(&spec).map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    if !p.main_script_staged {
+        return Err(Error::failed(format!(
+            "the main script {} was not in the payload (it changed or disappeared while the folder was read)",
+            cfg.script_folder.join(&cfg.main_script).display()
+        )));
+    }
+    Ok(p.tar)
+}
+
+/// `tar` with one more file appended (the archive's end marker moved after it).
+fn append_file(mut tar: Vec<u8>, path: &str, contents: &[u8], owner: Owner) -> Result<Vec<u8>> {
+    let end = tar.len().saturating_sub(1024);
+    if tar.len() < 1024 || tar[end..].iter().any(|b| *b != 0) {
+        return Err(Error::failed(
+            "the staged payload archive has no end marker",
+        ));
+    }
+    tar.truncate(end);
+    let mut b = tar::Builder::new(tar);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o600);
+    h.set_size(contents.len() as u64);
+    h.set_uid(owner.uid);
+    h.set_gid(owner.gid);
+    h.set_mtime(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    b.append_data(&mut h, path.trim_start_matches('/'), contents)
+        .and_then(|()| b.into_inner())
+        .map_err(|e| Error::failed(format!("staging {path}: {e}")))
+}
+
+/// Works out what an update of the deployment `host.deploy()` names would change.
+/// `port_given`: the user asked for a port (else the deployment keeps its own).
+pub fn plan(
+    host: &Host,
+    d: &Docker,
+    port_given: bool,
+    image_id: &str,
+    image_digest: &str,
+) -> Result<Plan> {
+    let cfg = cfg_of(host)?;
+    let name = cfg.name.clone();
+    let v = d
+        .container_inspect(&name)?
+        .ok_or_else(|| Error::failed(format!("{name} disappeared while it was being updated")))?;
+    let labels = v["Config"]["Labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let label = |k: &str| {
+        labels
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let running = v["State"]["Running"].as_bool().unwrap_or(false);
+    let live_port: u16 = label(host::LABEL_PORT).parse().unwrap_or(0);
+    let (history, owner, live_dir) = if running {
+        read_live(d, &name, &cfg.script_name)?
+    } else {
+        let h = d.read_file(&name, HISTORY)?;
+        let h = h.map(|b| History::parse(&b)).transpose()?;
+        (
+            h,
+            Owner {
+                uid: 1000,
+                gid: 1000,
+            },
+            None,
+        )
+    };
+    let (mut history, old_state, unknown) = match history {
+        Some(h) => {
+            let s = h.current().map(|r| r.state.clone()).unwrap_or_default();
+            (h, s, String::new())
+        }
+        None => (
+            History::default(),
+            State::default(),
+            "deployed by a version without releases, so what it holds is unknown".to_string(),
+        ),
+    };
+    let seq = history.next_seq();
+    let dir = release::dir_name(seq);
+    let port = match (port_given, cfg.port) {
+        (true, crate::ports::PortRequest::Exact(p) | crate::ports::PortRequest::Preferred(p)) => p,
+        _ => live_port,
+    };
+    let tar = build_tar(cfg, &dir, owner, false)?;
+    let files = release::manifest_of_tar(&tar, &format!("payload/.releases/{dir}"))?;
+    let (config, env) = release::config_hashes(cfg);
+    let state = State {
+        payload_hash: release::payload_hash(&files),
+        files,
+        config,
+        env,
+        image: cfg.image.clone(),
+        image_id: image_id.to_string(),
+        image_digest: image_digest.to_string(),
+        port,
+        bind: cfg.bind.to_string(),
+        script_name: cfg.script_name.clone(),
+        main_script: cfg.main_script.clone(),
+    };
+    let mut changes = release::diff(&old_state, &state);
+    changes.unknown = unknown;
+    if !changes.unknown.is_empty() {
+        // Only what can be read from the container itself is compared.
+        changes.files_added.clear();
+        changes.config.clear();
+        changes.env_added.clear();
+        let live_image = v["Image"].as_str().unwrap_or("").to_string();
+        changes.image = (live_image != image_id).then(|| release::FromTo {
+            from: live_image,
+            to: image_id.to_string(),
+        });
+        changes.port = (live_port != port).then(|| release::FromTo {
+            from: live_port.to_string(),
+            to: port.to_string(),
+        });
+        changes.bind = None;
+        changes.script = None;
+    }
+    let mut reasons = changes.restart_reasons();
+    if !running && !changes.is_empty() {
+        reasons.push("the deployment is stopped".into());
+    }
+    let in_layout = live_dir
+        .as_deref()
+        .is_some_and(|l| history.current().is_some_and(|c| c.dir == l));
+    if reasons.is_empty() && !changes.is_empty() && !in_layout {
+        reasons.push("its payload is not in the release layout (or was switched by a run that did not finish)".into());
+    }
+    if history.releases.is_empty() && !changes.unknown.is_empty() {
+        history.current.clear();
+    }
+    let release = Release {
+        id: format!("r{seq}"),
+        seq,
+        dir,
+        time: host::now_utc(),
+        kind: if reasons.is_empty() {
+            "in-place"
+        } else {
+            "container"
+        }
+        .into(),
+        of: None,
+        outcome: "ok".into(),
+        error: String::new(),
+        changes,
+        state,
+    };
+    Ok(Plan {
+        name,
+        history,
+        release,
+        reasons,
+        tar,
+        owner,
+        running,
+        live_dir,
+    })
+}
+
+fn history_bytes(h: &History) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(h).map_err(|e| Error::failed(format!("encoding the history: {e}")))
+}
+
+/// Records a failed attempt in the live container's history (best effort: a warning).
+fn record_failure(host: &Host, d: &Docker, plan: &Plan, error: &Error) {
+    let mut h = plan.history.clone();
+    let mut r = plan.release.clone();
+    r.outcome = "rolled back".into();
+    r.error = crate::error::one_line(&error.to_string());
+    h.releases.push(r);
+    let written = history_bytes(&h).and_then(|b| write_history(d, &plan.name, &b, plan.owner));
+    if let Err(e) = written {
+        host.progress.warn(format!(
+            "could not record the failed update in the history: {e}"
+        ));
+    }
+}
+
+/// Writes the history file into `container` with one `docker cp`.
+pub fn write_history(d: &Docker, container: &str, bytes: &[u8], owner: Owner) -> Result<()> {
+    // An empty archive is its end marker alone.
+    let tar = append_file(vec![0u8; 1024], HISTORY, bytes, owner)?;
+    let dest = format!("{container}:/");
+    d.run(&["cp", "-", &dest], Some(tar), QUICK)?;
+    Ok(())
+}
+
+/// Polls GET `url` until it answers 2xx or `timeout` passes.
+fn health_within(url: &str, timeout: Duration) -> Result<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        let last = match crate::health::probe(url, Duration::from_secs(2)) {
+            Ok((s, _)) if (200..300).contains(&s) => return Ok(()),
+            Ok((s, body)) => format!("HTTP {s}: {}", crate::error::one_line(&body)),
+            Err(e) => e,
+        };
+        if Instant::now() >= end {
+            return Err(Error::failed(format!(
+                "{url} did not answer healthy: {last}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Applies an in-place plan: copy the release beside the live one, switch with one rename,
+/// verify; any failure switches back. Returns `{release, kind, elapsed_ms, ...}`.
+pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
+    let cfg = cfg_of(host)?;
+    let name = plan.name.as_str();
+    let t0 = Instant::now();
+    let old_dir = plan
+        .live_dir
+        .clone()
+        .ok_or_else(|| Error::failed("no live release to switch from"))?;
+    let mut h = plan.history.clone();
+    h.releases.push(plan.release.clone());
+    h.current = plan.release.id.clone();
+    let keep = h.keep_dirs();
+    let tar = append_file(
+        plan.tar.clone(),
+        &format!("{HISTORY}.next"),
+        &history_bytes(&h)?,
+        plan.owner,
+    )?;
+    let dir = plan.release.dir.clone();
+    let steps = || -> Result<()> {
+        let j = host.journal();
+        j.record(Resource::DockerObject {
+            what: format!("release folder {dir} in {name}"),
+            remove_args: [
+                "exec",
+                "-u",
+                "0",
+                name,
+                "rm",
+                "-rf",
+                &format!("{}/{dir}", release::RELEASES),
+                &format!("{}/{dir}.config", release::RELEASES),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        })?;
+        host.progress.step(
+            60,
+            format!("Copying release {} beside {old_dir}", plan.release.id),
+        );
+        let dest = format!("{name}:/");
+        d.run(&["cp", "-", &dest], Some(tar), QUICK)?;
+        j.record(Resource::DockerObject {
+            what: format!("{name} switched back to {old_dir}"),
+            remove_args: [
+                "exec",
+                "-u",
+                "0",
+                name,
+                "sh",
+                "-c",
+                SWITCH_BACK,
+                "sh",
+                &old_dir,
+                &cfg.script_name,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        })?;
+        host.progress
+            .step(75, "Switching to the new release (one rename)");
+        let mut argv = vec![
+            "-u",
+            "0",
+            name,
+            "sh",
+            "-c",
+            SWITCH_IN,
+            "sh",
+            &dir,
+            &cfg.script_name,
+            &cfg.main_script,
+        ];
+        argv.extend(keep.iter().map(String::as_str));
+        let mut args = vec!["exec"];
+        args.extend(argv);
+        let (status, out) = d.run_unchecked(&args, None, QUICK)?;
+        if status != Some(0) {
+            return Err(Error::failed(format!(
+                "switching {name} to release {} failed: {}",
+                plan.release.id,
+                crate::error::one_line(&out.stderr)
+            )));
+        }
+        host.progress.step(90, "Checking /health after the switch");
+        let port = plan.release.state.port;
+        health_within(
+            &format!("{}/health", url(&cfg.bind.to_string(), port)),
+            cfg.timeout.min(Duration::from_secs(10)),
+        )
+    };
+    match steps() {
+        Ok(()) => {
+            host.progress
+                .step(100, format!("Release {} is live", plan.release.id));
+            Ok(json!({
+                "release": plan.release.id,
+                "kind": "in-place",
+                "restarted": false,
+                "elapsed_ms": t0.elapsed().as_millis() as u64,
+            }))
+        }
+        Err(e) => {
+            let undo = host.journal().undo();
+            if !matches!(e, Error::Interrupted) {
+                record_failure(host, d, plan, &e);
+            }
+            let note = if undo.is_clean() {
+                format!(
+                    "{name} is back on release {} ({old_dir})",
+                    plan.history.current
+                )
+            } else {
+                format!("putting the old release back failed: {}", undo.summary())
+            };
+            Err(Error::failed(format!("{e}; {note}")))
+        }
+    }
+}
+
+fn free_port(bind: std::net::IpAddr) -> Result<u16> {
+    std::net::TcpListener::bind((bind, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::failed(format!("no spare port on {bind}: {e}")))
+}
+
+fn short_suffix() -> String {
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:04x}", (n ^ std::process::id()) & 0xffff)
+}
+
+fn spec(plan: &Plan, cfg: &DeployConfig, name: &str, port: u16) -> rhai::Map {
+    let mut labels = rhai::Map::new();
+    let mut put = |k: &str, v: String| {
+        labels.insert(k.into(), v.into());
+    };
+    put("fractalic-publisher.script", cfg.script_name.clone());
+    put("fractalic-publisher.script-path", cfg.script_path());
+    put(host::LABEL_PORT, port.to_string());
+    put("fractalic-publisher.bind", cfg.bind.to_string());
+    put("fractalic-publisher.image", cfg.image.clone());
+    put(
+        "fractalic-publisher.image-digest",
+        plan.release.state.image_digest.clone(),
+    );
+    put(LABEL_DEPLOYMENT, plan.name.clone());
+    put("fractalic-deploy", "true".into());
+    let mut m = rhai::Map::new();
+    m.insert("name".into(), name.to_string().into());
+    m.insert("image".into(), cfg.image.clone().into());
+    m.insert("platform".into(), cfg.platform.clone().into());
+    m.insert("port".into(), i64::from(port).into());
+    m.insert("bind".into(), cfg.bind.to_string().into());
+    m.insert("container_port".into(), 8001_i64.into());
+    m.insert("restart".into(), "unless-stopped".into());
+    m.insert("labels".into(), labels.into());
+    m
+}
+
+/// Creates `name` on `port`, copies `tar` into it and starts it; Ok(false) on a port clash.
+fn create_and_start(
+    host: &Host,
+    d: &Docker,
+    plan: &Plan,
+    name: &str,
+    port: u16,
+    tar: &[u8],
+) -> Result<bool> {
+    let cfg = cfg_of(host)?;
+    host::create_container(host, d, &spec(plan, cfg, name, port))?;
+    d.run(
+        &["cp", "-", &format!("{name}:/")],
+        Some(tar.to_vec()),
+        QUICK,
+    )?;
+    let wall = SystemTime::now();
+    let (status, out) = d.run_unchecked(&["start", name], None, QUICK)?;
+    if status == Some(0) {
+        host.mark_started(name, wall);
+        return Ok(true);
+    }
+    if out.stderr.contains("port is already allocated")
+        || out.stderr.contains("address already in use")
+    {
+        return Ok(false);
+    }
+    Err(Error::Docker {
+        argv: d.argv(&["start", name]),
+        status,
+        stderr: out.stderr,
+    })
+}
+
+fn ready(host: &Host, d: &Docker, name: &str, bind: &str, port: u16, secs: i64) -> Result<()> {
+    let argv = vec![
+        "curl".to_string(),
+        "-fsS".into(),
+        "http://localhost:5859/status".into(),
+    ];
+    let m = host::wait_ready(
+        host,
+        d,
+        name,
+        &format!("{}/health", url(bind, port)),
+        Some(&argv),
+        secs,
+    )?;
+    let exec_ok = m
+        .get("exec")
+        .and_then(|e| {
+            e.read_lock::<rhai::Map>()
+                .and_then(|e| e.get("ok").and_then(|o| o.as_bool().ok()))
+        })
+        .unwrap_or(false);
+    if !exec_ok {
+        return Err(Error::failed(format!(
+            "the AI server of {name} answers but its MCP manager did not answer within {secs}s"
+        )));
+    }
+    Ok(())
+}
+
+/// Applies a plan that needs a new container: the new one is proven on a spare port first,
+/// then the old one is renamed aside and stopped, a second new one takes the deployment's
+/// port, and is proven again. Any failure (or Ctrl-C) puts the old one back, running.
+pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
+    let cfg = cfg_of(host)?;
+    let name = plan.name.clone();
+    let t0 = Instant::now();
+    let secs = cfg.timeout.as_secs() as i64;
+    let bind = cfg.bind.to_string();
+    let port = plan.release.state.port;
+    let owner = plan.owner;
+    let mut h = plan.history.clone();
+    h.releases.push(plan.release.clone());
+    h.current = plan.release.id.clone();
+    let full = build_tar(cfg, &plan.release.dir, owner, true)?;
+    let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
+    let suffix = short_suffix();
+    let next = format!("{name}.next-{suffix}");
+    let from = if plan.history.current.is_empty() {
+        "r0".to_string()
+    } else {
+        plan.history.current.clone()
+    };
+    let aside = format!("{name}.{from}-{suffix}");
+    let steps = || -> Result<Duration> {
+        let j = host.journal();
+        // 1. The new container on a spare port, proven.
+        let mut spare = free_port(cfg.bind)?;
+        host.progress.step(
+            50,
+            format!("Starting the new container {next} on spare port {spare}"),
+        );
+        if !create_and_start(host, d, plan, &next, spare, &full)? {
+            if let Some(t) = j.container(&next) {
+                j.undo_now(t);
+            }
+            spare = free_port(cfg.bind)?;
+            if !create_and_start(host, d, plan, &next, spare, &full)? {
+                return Err(Error::failed(format!(
+                    "spare port {spare} was taken twice while starting {next}"
+                )));
+            }
+        }
+        host.progress
+            .step(60, format!("Waiting for {next} on port {spare}"));
+        ready(host, d, &next, &bind, spare, secs)?;
+        // 2. The old one aside (still serving), then the final one created on the real port.
+        j.record(Resource::DockerObject {
+            what: format!("{name} renamed to {aside}"),
+            remove_args: vec!["rename".into(), aside.clone(), name.clone()],
+        })?;
+        d.run(&["rename", &name, &aside], None, QUICK)?;
+        if plan.running {
+            j.record(Resource::DockerObject {
+                what: format!("{aside} stopped"),
+                remove_args: vec!["start".into(), aside.clone()],
+            })?;
+        }
+        host.progress
+            .step(70, format!("Creating the new {name} on port {port}"));
+        host::create_container(host, d, &spec(plan, cfg, &name, port))?;
+        d.run(
+            &["cp", "-", &format!("{name}:/")],
+            Some(full.clone()),
+            QUICK,
+        )?;
+        // 3. The switch: the only downtime is from here until the new one answers.
+        host.progress
+            .step(75, format!("Stopping the old container (now {aside})"));
+        let down = Instant::now();
+        if plan.running {
+            d.run(
+                &["stop", "-t", STOP_GRACE, &aside],
+                None,
+                QUICK + Duration::from_secs(5),
+            )?;
+        }
+        let wall = SystemTime::now();
+        let (status, out) = d.run_unchecked(&["start", &name], None, QUICK)?;
+        if status != Some(0) {
+            return Err(Error::failed(format!(
+                "the new {name} could not start on port {port}: {}",
+                crate::error::one_line(&out.stderr)
+            )));
+        }
+        host.mark_started(&name, wall);
+        host.progress
+            .step(85, format!("Waiting for the new {name} on port {port}"));
+        ready(host, d, &name, &bind, port, secs)?;
+        let downtime = down.elapsed();
+        // 4. The proof container has served its purpose.
+        if let Some(t) = j.container(&next) {
+            j.undo_now(t);
+        }
+        Ok(downtime)
+    };
+    match steps() {
+        Ok(downtime) => {
+            prune_containers(host, d, &name);
+            host.progress.step(
+                100,
+                format!(
+                    "Release {} is live in a new container; the old one is kept as {aside}",
+                    plan.release.id
+                ),
+            );
+            Ok(json!({
+                "release": plan.release.id,
+                "kind": "container",
+                "restarted": true,
+                "kept": aside,
+                "downtime_ms": downtime.as_millis() as u64,
+                "elapsed_ms": t0.elapsed().as_millis() as u64,
+            }))
+        }
+        Err(e) => {
+            let undo = host.journal().undo();
+            if !matches!(e, Error::Interrupted) && undo.is_clean() {
+                record_failure(host, d, plan, &e);
+            }
+            let note = if undo.is_clean() {
+                format!("the old {name} is back on port {port}")
+            } else {
+                format!("putting the old container back failed: {}", undo.summary())
+            };
+            Err(Error::failed(format!("{e}; {note}")))
+        }
+    }
+}
+
+/// Kept (stopped, renamed) old containers of `name`, newest first.
+fn kept_containers(d: &Docker, name: &str) -> Result<Vec<String>> {
+    let filter = format!("label={LABEL_DEPLOYMENT}={name}");
+    let out = d.run(
+        &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+        None,
+        QUICK,
+    )?;
+    // docker ps lists newest first.
+    Ok(out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != name && !n.contains(".next-"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Removes kept containers beyond [`KEEP_CONTAINERS`] (a failure is a warning).
+fn prune_containers(host: &Host, d: &Docker, name: &str) {
+    match kept_containers(d, name) {
+        Ok(kept) => {
+            for old in kept.iter().skip(KEEP_CONTAINERS) {
+                if let Err(e) = d.remove(old) {
+                    host.progress
+                        .warn(format!("could not remove the old container {old}: {e}"));
+                }
+            }
+        }
+        Err(e) => host
+            .progress
+            .warn(format!("could not list the kept containers of {name}: {e}")),
+    }
+}
+
+/// `history NAME`: the live container's release history.
+pub fn history(d: &Docker, name: &str) -> Result<History> {
+    match d.read_file(name, HISTORY)? {
+        Some(b) => History::parse(&b),
+        None => Err(Error::NotFound {
+            what: format!("deployment {name} has no release history"),
+            hint: "it was deployed by a version without releases; the next `deploy` starts one"
+                .into(),
+        }),
+    }
+}
+
+/// `rollback NAME [--to R]`: back to the previous (or the given) release: in place when the
+/// release folder is still in the container and nothing else differs, else by swapping in the
+/// kept container that ran it.
+pub fn rollback(
+    host: &Host,
+    d: &Arc<Docker>,
+    name: &str,
+    to: Option<&str>,
+    secs: i64,
+) -> Result<Value> {
+    let h = history(d, name)?;
+    let cur = h
+        .current()
+        .cloned()
+        .ok_or_else(|| Error::failed(format!("the history of {name} names no live release")))?;
+    let target = match to {
+        Some(t) => h.find(t).cloned().ok_or_else(|| {
+            Error::input(
+                format!("--to {t}: {name} has no release {t}"),
+                format!("see `fractalic-publisher history {name}` for its releases"),
+            )
+        })?,
+        None => h.previous().cloned().ok_or_else(|| {
+            Error::input(
+                format!("{name} has no earlier release to go back to"),
+                format!("see `fractalic-publisher history {name}`"),
+            )
+        })?,
+    };
+    if target.outcome == "rolled back" {
+        return Err(Error::input(
+            format!(
+                "release {} never went live (its update was rolled back)",
+                target.id
+            ),
+            "choose another release with --to",
+        ));
+    }
+    let same_container = {
+        let (a, b) = (&cur.state, &target.state);
+        let starts = |s: &State| {
+            s.config
+                .iter()
+                .filter(|(k, _)| !release::READ_PER_REQUEST.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        a.image_id == b.image_id
+            && a.env == b.env
+            && a.port == b.port
+            && a.bind == b.bind
+            && a.script_name == b.script_name
+            && starts(a) == starts(b)
+    };
+    let mut new_h = h.clone();
+    let seq = h.next_seq();
+    let entry = Release {
+        id: format!("r{seq}"),
+        seq,
+        dir: target.dir.clone(),
+        time: host::now_utc(),
+        kind: "rollback".into(),
+        of: Some(target.id.clone()),
+        outcome: "ok".into(),
+        error: String::new(),
+        changes: release::diff(&cur.state, &target.state),
+        state: target.state.clone(),
+    };
+    new_h.releases.push(entry.clone());
+    new_h.current = entry.id.clone();
+    let bytes = history_bytes(&new_h)?;
+    let v = d.container_inspect(name)?.unwrap_or(Value::Null);
+    let running = v["State"]["Running"].as_bool().unwrap_or(false);
+    let dir_there = running
+        && d.exec(
+            name,
+            &[
+                "test",
+                "-d",
+                &format!("{}/{}", release::RELEASES, target.dir),
+            ],
+            QUICK,
+        )?
+        .0 == Some(0);
+    let bind = cur.state.bind.clone();
+    if same_container && dir_there {
+        host.progress.step(
+            30,
+            format!("Switching {name} back to {} in place", target.id),
+        );
+        let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
+        let ids: Vec<u64> = owner_out
+            .stdout
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let owner = Owner {
+            uid: ids.first().copied().unwrap_or(0),
+            gid: ids.get(1).copied().unwrap_or(0),
+        };
+        let mut empty = Vec::new();
+        empty.extend_from_slice(&[0u8; 1024]);
+        let tar = append_file(empty, &format!("{HISTORY}.next"), &bytes, owner)?;
+        let j = host.journal();
+        j.record(Resource::DockerObject {
+            what: format!("{name} switched back to {}", cur.dir),
+            remove_args: [
+                "exec",
+                "-u",
+                "0",
+                name,
+                "sh",
+                "-c",
+                SWITCH_BACK,
+                "sh",
+                &cur.dir,
+                &cur.state.script_name,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        })?;
+        let steps = || -> Result<()> {
+            d.run(&["cp", "-", &format!("{name}:/")], Some(tar), QUICK)?;
+            let keep = new_h.keep_dirs();
+            let mut args = vec![
+                "exec",
+                "-u",
+                "0",
+                name,
+                "sh",
+                "-c",
+                SWITCH_IN,
+                "sh",
+                &target.dir,
+                &target.state.script_name,
+                &target.state.main_script,
+            ];
+            args.extend(keep.iter().map(String::as_str));
+            let (status, out) = d.run_unchecked(&args, None, QUICK)?;
+            if status != Some(0) {
+                return Err(Error::failed(format!(
+                    "switching {name} to {} failed: {}",
+                    target.dir,
+                    crate::error::one_line(&out.stderr)
+                )));
+            }
+            health_within(
+                &format!("{}/health", url(&bind, cur.state.port)),
+                Duration::from_secs(secs.clamp(1, 60) as u64),
+            )
+        };
+        return match steps() {
+            Ok(()) => Ok(
+                json!({"name": name, "release": entry.id, "of": target.id, "kind": "in-place", "restarted": false}),
+            ),
+            Err(e) => {
+                let undo = j.undo();
+                Err(Error::failed(format!(
+                    "{e}; {}",
+                    if undo.is_clean() {
+                        format!("{name} stays on {}", cur.id)
+                    } else {
+                        undo.summary()
+                    }
+                )))
+            }
+        };
+    }
+    // A kept container that ran the target release.
+    let mut found = None;
+    for k in kept_containers(d, name)? {
+        if let Some(b) = d.read_file(&k, HISTORY)? {
+            if let Ok(kh) = History::parse(&b) {
+                if kh
+                    .current()
+                    .is_some_and(|c| c.dir == target.dir && c.state == target.state)
+                {
+                    found = Some(k);
+                    break;
+                }
+            }
+        }
+    }
+    let Some(kept) = found else {
+        return Err(Error::input(
+            format!("release {} of {name} is no longer kept", target.id),
+            format!("its folder is gone from the container and no kept container ran it; deploy that version again, or choose another with --to (see `fractalic-publisher history {name}`)"),
+        ));
+    };
+    host.progress.step(
+        30,
+        format!(
+            "Swapping in the kept container {kept} (release {})",
+            target.id
+        ),
+    );
+    let aside = format!("{name}.{}-{}", cur.id, short_suffix());
+    let j = host.journal();
+    let port: u16 = target.state.port;
+    let steps = || -> Result<()> {
+        j.record(Resource::DockerObject {
+            what: format!("{name} renamed to {aside}"),
+            remove_args: vec!["rename".into(), aside.clone(), name.to_string()],
+        })?;
+        d.run(&["rename", name, &aside], None, QUICK)?;
+        if running {
+            j.record(Resource::DockerObject {
+                what: format!("{aside} stopped"),
+                remove_args: vec!["start".into(), aside.clone()],
+            })?;
+        }
+        j.record(Resource::DockerObject {
+            what: format!("{kept} renamed to {name}"),
+            remove_args: vec!["rename".into(), name.to_string(), kept.clone()],
+        })?;
+        d.run(&["rename", &kept, name], None, QUICK)?;
+        j.record(Resource::DockerObject {
+            what: format!("{name} ({kept}) started"),
+            remove_args: vec!["stop".into(), "-t".into(), "1".into(), name.to_string()],
+        })?;
+        if running {
+            d.run(
+                &["stop", "-t", STOP_GRACE, &aside],
+                None,
+                QUICK + Duration::from_secs(5),
+            )?;
+        }
+        let wall = SystemTime::now();
+        d.run(&["start", name], None, QUICK)?;
+        host.mark_started(name, wall);
+        ready(host, d, name, &target.state.bind, port, secs)?;
+        let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
+        let ids: Vec<u64> = owner_out
+            .stdout
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let owner = Owner {
+            uid: ids.first().copied().unwrap_or(0),
+            gid: ids.get(1).copied().unwrap_or(0),
+        };
+        write_history(d, name, &bytes, owner)
+    };
+    match steps() {
+        Ok(()) => Ok(
+            json!({"name": name, "release": entry.id, "of": target.id, "kind": "container", "restarted": true, "kept": aside}),
+        ),
+        Err(e) => {
+            let undo = j.undo();
+            Err(Error::failed(format!(
+                "{e}; {}",
+                if undo.is_clean() {
+                    format!("{name} stays on {}", cur.id)
+                } else {
+                    undo.summary()
+                }
+            )))
+        }
+    }
+}
+
+/// A writer that passes everything on and keeps a copy (to hash what was streamed).
+pub struct Tee<W> {
+    inner: W,
+    copy: Vec<u8>,
+}
+
+impl<W: std::io::Write> Tee<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Tee {
+            inner,
+            copy: Vec::new(),
+        }
+    }
+
+    /// What went through.
+    pub fn into_copy(self) -> Vec<u8> {
+        self.copy
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.copy.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Per-run update state kept by the host: the first release `copy_payload` staged, and the
+/// plan an update works from.
+#[derive(Debug, Default)]
+pub struct UpdateState {
+    staged: Option<(String, std::collections::BTreeMap<String, String>, Owner)>,
+    plan: Option<Plan>,
+}
+
+/// Remembers the first release `copy_payload` staged (its folder, manifest and owner).
+pub fn staged(host: &Host, dir: &str, tar: &[u8], owner: Owner) -> Result<()> {
+    let files = release::manifest_of_tar(tar, &format!("payload/.releases/{dir}"))?;
+    lock(&host.updates).staged = Some((dir.to_string(), files, owner));
+    Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes the history of a first deploy (release r1) into `container`.
+pub fn record_first(
+    host: &Host,
+    d: &Docker,
+    container: &str,
+    image_id: &str,
+    image_digest: &str,
+    port: u16,
+) -> Result<String> {
+    let cfg = cfg_of(host)?;
+    let Some((dir, files, owner)) = lock(&host.updates).staged.clone() else {
+        return Err(Error::failed(
+            "record_release: copy_payload has not staged a release",
+        ));
+    };
+    let (config, env) = release::config_hashes(cfg);
+    let state = State {
+        payload_hash: release::payload_hash(&files),
+        files,
+        config,
+        env,
+        image: cfg.image.clone(),
+        image_id: image_id.to_string(),
+        image_digest: image_digest.to_string(),
+        port,
+        bind: cfg.bind.to_string(),
+        script_name: cfg.script_name.clone(),
+        main_script: cfg.main_script.clone(),
+    };
+    let r = Release {
+        id: "r1".into(),
+        seq: 1,
+        dir,
+        time: host::now_utc(),
+        kind: "initial".into(),
+        of: None,
+        outcome: "ok".into(),
+        error: String::new(),
+        changes: Changes::default(),
+        state,
+    };
+    let h = History {
+        current: r.id.clone(),
+        releases: vec![r],
+    };
+    write_history(d, container, &history_bytes(&h)?, owner)?;
+    Ok(h.current)
+}
+
+/// Stores the plan of this run's update.
+pub fn set_plan(host: &Host, plan: Plan) {
+    lock(&host.updates).plan = Some(plan);
+}
+
+/// The plan of this run's update.
+pub fn the_plan(host: &Host) -> Result<Plan> {
+    lock(&host.updates)
+        .plan
+        .clone()
+        .ok_or_else(|| Error::failed("update_plan must run before the update is applied"))
+}
+
+/// `history NAME` as text: one line per release, newest last.
+pub fn render_history(v: &Value) -> String {
+    let mut o = format!(
+        "{:<5} {:<20} {:<10} {:<14} {:<14} {:<12} CHANGES\n",
+        "", "TIME", "KIND", "PAYLOAD", "IMAGE", "OUTCOME"
+    );
+    let current = v["current"].as_str().unwrap_or("");
+    for r in v["releases"].as_array().into_iter().flatten() {
+        let id = r["id"].as_str().unwrap_or("");
+        let mark = if id == current { "*" } else { " " };
+        let short = |s: &str| {
+            s.strip_prefix("sha256:")
+                .unwrap_or(s)
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        let changes: Changes = serde_json::from_value(r["changes"].clone()).unwrap_or_default();
+        let mut what = changes.lines().join("; ");
+        if let Some(of) = r["of"].as_str() {
+            what = format!("back to {of}; {what}");
+        }
+        if what.is_empty() {
+            what = "-".into();
+        }
+        let mut outcome = r["outcome"].as_str().unwrap_or("").to_string();
+        if let Some(e) = r["error"].as_str().filter(|e| !e.is_empty()) {
+            what = format!("{what} (error: {e})");
+        }
+        if outcome.is_empty() {
+            outcome = "?".into();
+        }
+        let image = r["state"]["image_digest"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .or_else(|| r["state"]["image_id"].as_str())
+            .unwrap_or("");
+        o.push_str(&format!(
+            "{mark}{id:<4} {:<20} {:<10} {:<14} {:<14} {:<12} {what}\n",
+            r["time"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            short(r["state"]["payload_hash"].as_str().unwrap_or("")),
+            short(image),
+            outcome,
+        ));
+    }
+    o
+}
