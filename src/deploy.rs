@@ -180,7 +180,7 @@ pub fn run(p: Prepared) -> Result<Report> {
     } = p;
     // One deploy (or rollback, stop, start, rm) of a name at a time, CLI and REST alike.
     let _lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
-    let entry = entry_point(&docker, &plugin, &plugin_name, &name, port_busy)?;
+    let entry = entry_point(&docker, &plugin, &plugin_name, &name, port_busy, &progress)?;
     // The main-script check copy_payload started must have passed, whatever the plugin did.
     let published = plugin
         .call(entry, (map,))
@@ -224,8 +224,20 @@ fn entry_point(
     plugin_name: &str,
     name: &str,
     port_busy: Option<(u16, Error)>,
+    progress: &Progress,
 ) -> Result<&'static str> {
-    let existing = docker.container_inspect(name)?;
+    let mut existing = docker.container_inspect(name)?;
+    if existing
+        .as_ref()
+        .is_none_or(|v| v["State"]["Running"].as_bool() != Some(true))
+    {
+        // An update killed half-way (SIGKILL) left the live container renamed aside.
+        let fixed = crate::update::recover(docker, name)?;
+        if !fixed.is_empty() {
+            progress.warn(format!("recovered {name}: {}", fixed.join("; ")));
+            existing = docker.container_inspect(name)?;
+        }
+    }
     let labels = existing.as_ref().map(|v| v["Config"]["Labels"].clone());
     let label = |k: &str| {
         labels

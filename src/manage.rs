@@ -242,8 +242,12 @@ impl Manager {
         timeout: Duration,
         lock_wait: Duration,
     ) -> Result<Value> {
+        crate::config::check_container_name(name)?;
+        let _lock = crate::lock::DeployLock::acquire(name, "rollback", lock_wait)?;
+        for fixed in crate::update::recover(&self.docker, name)? {
+            self.progress.warn(format!("recovered {name}: {fixed}"));
+        }
         let o = self.owned(name)?;
-        let _lock = crate::lock::DeployLock::acquire(&o.name, "rollback", lock_wait)?;
         let p = self.plugin(&o.plugin, "rollback")?;
         let mut opts = rhai::Map::new();
         opts.insert("to".into(), to.unwrap_or("").into());

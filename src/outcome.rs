@@ -84,7 +84,13 @@ pub fn success(r: &Report) -> Value {
             "health_ms": res["health_ms"],
             "mcp_ms": res["mcp_ms"],
             "services": res["services"],
+            // The release now live, and for a deploy onto an existing deployment what it
+            // did: {kind: none | in-place | container, release, from, changes, ...}.
+            "release": res["release"],
+            "update": res["update"],
         },
+        // What changed (names and keys only), when the deploy updated a deployment.
+        "changes": res["update"]["changes"],
     })
 }
 

@@ -353,9 +353,9 @@ pub fn plan(
     if !running && !changes.is_empty() {
         reasons.push("the deployment is stopped".into());
     }
-    let in_layout = live_dir
-        .as_deref()
-        .is_some_and(|l| history.current().is_some_and(|c| c.dir == l));
+    // A live link that is not the history's current release means a run was cut short after
+    // its switch: switching again from wherever the link points converges all the same.
+    let in_layout = live_dir.as_deref().is_some_and(|l| !l.is_empty());
     if reasons.is_empty() && !changes.is_empty() && !in_layout {
         reasons.push("its payload is not in the release layout (or was switched by a run that did not finish)".into());
     }
@@ -794,6 +794,82 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
             Err(Error::failed(format!("{e}; {note}")))
         }
     }
+}
+
+/// Puts a deployment back together after an update or rollback that was killed (SIGKILL)
+/// half-way: proof containers (`NAME.next-*`) are removed, and when `name` is missing or not
+/// running while one of its renamed old containers runs (the live one, renamed aside by the
+/// cut-short run), an unstarted `name` is removed and that one renamed back. Returns what it
+/// did (nothing, normally: one `docker ps`).
+pub fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
+    let filter = format!("label={LABEL_DEPLOYMENT}={name}");
+    let out = d.run(
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}}\t{{.State}}",
+        ],
+        None,
+        QUICK,
+    )?;
+    let rows: Vec<(String, String)> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, st)| (n.trim().to_string(), st.trim().to_string()))
+        .collect();
+    let mut done = Vec::new();
+    for (n, _) in rows
+        .iter()
+        .filter(|(n, _)| n.starts_with(&format!("{name}.next-")))
+    {
+        d.remove(n)?;
+        done.push(format!(
+            "removed the proof container {n} of an update that was cut short"
+        ));
+    }
+    let live = rows.iter().find(|(n, _)| n == name);
+    let live_running = live.is_some_and(|(_, st)| st == "running");
+    let aside_running = rows
+        .iter()
+        .find(|(n, st)| n != name && !n.contains(".next-") && st == "running");
+    if let (false, Some((aside, _))) = (live_running, aside_running) {
+        if live.is_some() {
+            d.remove(name)?;
+            done.push(format!(
+                "removed the unproven new {name} of an update that was cut short"
+            ));
+        }
+        d.run(&["rename", aside, name], None, QUICK)?;
+        done.push(format!("renamed {aside} (still serving) back to {name}"));
+    } else if live.is_some_and(|(_, st)| st == "created") {
+        // Created but never started: the new container of an update killed between stopping
+        // the old one and starting it. The old one is the aside stopped last.
+        let mut last: Option<(String, String)> = None;
+        for (n, _) in rows
+            .iter()
+            .filter(|(n, _)| n != name && !n.contains(".next-"))
+        {
+            if let Some(v) = d.container_inspect(n)? {
+                let at = v["State"]["FinishedAt"].as_str().unwrap_or("").to_string();
+                if last.as_ref().is_none_or(|(_, t)| at > *t) {
+                    last = Some((n.clone(), at));
+                }
+            }
+        }
+        if let Some((aside, _)) = last {
+            d.remove(name)?;
+            d.run(&["rename", &aside, name], None, QUICK)?;
+            d.run(&["start", name], None, QUICK)?;
+            done.push(format!(
+                "removed the never-started new {name} of an update that was cut short, renamed {aside} back to {name} and started it"
+            ));
+        }
+    }
+    Ok(done)
 }
 
 /// Kept (stopped, renamed) old containers of `name`, newest first.
