@@ -219,7 +219,7 @@ pub fn run(p: Prepared) -> Result<Report> {
 /// tool made with this plugin (and the plugin can update). Another plugin's deployment of that
 /// name is refused (exit 2); a foreign container is refused by `publish` as before.
 fn entry_point(
-    docker: &Docker,
+    docker: &Arc<Docker>,
     plugin: &Plugin,
     plugin_name: &str,
     name: &str,
@@ -255,6 +255,11 @@ fn entry_point(
         ));
     }
     let update = existing.is_some() && ours && plugin.has_fn("update");
+    if update {
+        if let Some(v) = &existing {
+            crate::update::prefetch(plugin.host(), docker, name, v.clone());
+        }
+    }
     if let Some((p, e)) = port_busy {
         // --port P is busy: fine only when this deployment holds it.
         if !update || label(crate::plugin::host::LABEL_PORT) != p.to_string() {

@@ -22,16 +22,20 @@ pub const KEEP_CONTAINERS: usize = 2;
 /// Seconds an old container gets to finish requests when it is replaced.
 const STOP_GRACE: &str = "3";
 
-/// Switches `/payload/<script>` to release `$1` with one rename, copies that release's
+/// With `FP_STDIN_TAR=1`, first unpacks the release from stdin (so copy, switch and checks
+/// are one `docker exec`). Then switches `/payload/<script>` to release `$1` with one rename, copies that release's
 /// settings.toml over the live ones (each with one rename), proves the script is there and the
 /// MCP manager answers, then makes the staged history the live one and prunes old releases.
 /// Args: DIR SCRIPT MAIN KEEP-DIRS...
 const SWITCH_IN: &str = r#"set -e
 rel=$1; script=$2; main=$3; shift 3
+rm -f /payload/.releases/history.json.prev
+if [ -n "${FP_STDIN_TAR:-}" ]; then
+  tar -xf - -C / || { echo "copying release $rel into the container failed" >&2; exit 6; }
+fi
 cd /payload
 [ -d ".releases/$rel" ] || { echo "release folder /payload/.releases/$rel is missing" >&2; exit 3; }
 h=.releases/history.json
-rm -f "$h.prev"
 ln -sfn ".releases/$rel" ".$script.next"
 mv -T ".$script.next" "$script"
 if [ -f ".releases/$rel.config/settings.toml" ]; then
@@ -89,6 +93,15 @@ pub struct Plan {
     live_dir: Option<String>,
 }
 
+impl std::fmt::Debug for UpdateState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateState")
+            .field("staged", &self.staged.as_ref().map(|s| &s.0))
+            .field("plan", &self.plan.as_ref().map(|p| &p.release.id))
+            .finish()
+    }
+}
+
 impl Plan {
     /// none, in-place or container.
     pub fn kind(&self) -> &'static str {
@@ -111,6 +124,7 @@ impl Plan {
             "lines": self.release.changes.lines(),
             "reasons": self.reasons,
             "payload_hash": self.release.state.payload_hash,
+            "port": self.release.state.port,
         })
     }
 }
@@ -267,9 +281,22 @@ pub fn plan(
 ) -> Result<Plan> {
     let cfg = cfg_of(host)?;
     let name = cfg.name.clone();
-    let v = d
-        .container_inspect(&name)?
-        .ok_or_else(|| Error::failed(format!("{name} disappeared while it was being updated")))?;
+    let prefetched = lock(&host.updates).prefetch.take();
+    let (v, live) = match prefetched {
+        Some((v, job)) => (
+            v,
+            Some(
+                job.join()
+                    .unwrap_or_else(|_| Err(Error::failed("reading the live release panicked"))),
+            ),
+        ),
+        None => (
+            d.container_inspect(&name)?.ok_or_else(|| {
+                Error::failed(format!("{name} disappeared while it was being updated"))
+            })?,
+            None,
+        ),
+    };
     let labels = v["Config"]["Labels"]
         .as_object()
         .cloned()
@@ -284,7 +311,10 @@ pub fn plan(
     let running = v["State"]["Running"].as_bool().unwrap_or(false);
     let live_port: u16 = label(host::LABEL_PORT).parse().unwrap_or(0);
     let (history, owner, live_dir) = if running {
-        read_live(d, &name, &cfg.script_name)?
+        match live {
+            Some(r) => r?,
+            None => read_live(d, &name, &cfg.script_name)?,
+        }
     } else {
         let h = d.read_file(&name, HISTORY)?;
         let h = h.map(|b| History::parse(&b)).transpose()?;
@@ -476,12 +506,6 @@ pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value
             .map(|s| s.to_string())
             .collect(),
         })?;
-        host.progress.step(
-            60,
-            format!("Copying release {} beside {old_dir}", plan.release.id),
-        );
-        let dest = format!("{name}:/");
-        d.run(&["cp", "-", &dest], Some(tar), QUICK)?;
         j.record(Resource::DockerObject {
             what: format!("{name} switched back to {old_dir}"),
             remove_args: [
@@ -500,11 +524,20 @@ pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value
             .map(|s| s.to_string())
             .collect(),
         })?;
-        host.progress
-            .step(75, "Switching to the new release (one rename)");
+        host.progress.step(
+            70,
+            format!(
+                "Copying release {} beside {old_dir} and switching to it (one rename)",
+                plan.release.id
+            ),
+        );
+        // One `docker exec -i`: unpack from stdin, switch, check; no `docker cp` beside it.
         let mut argv = vec![
+            "-i",
             "-u",
             "0",
+            "-e",
+            "FP_STDIN_TAR=1",
             name,
             "sh",
             "-c",
@@ -517,7 +550,7 @@ pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value
         argv.extend(keep.iter().map(String::as_str));
         let mut args = vec!["exec"];
         args.extend(argv);
-        let (status, out) = d.run_unchecked(&args, None, QUICK)?;
+        let (status, out) = d.run_unchecked(&args, Some(tar), QUICK)?;
         if status != Some(0) {
             return Err(Error::failed(format!(
                 "switching {name} to release {} failed: {}",
@@ -1216,10 +1249,27 @@ impl<W: std::io::Write> std::io::Write for Tee<W> {
 
 /// Per-run update state kept by the host: the first release `copy_payload` staged, and the
 /// plan an update works from.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct UpdateState {
     staged: Option<(String, std::collections::BTreeMap<String, String>, Owner)>,
     plan: Option<Plan>,
+    /// The deployment's `docker inspect` and the read of its live release, begun as soon as
+    /// the deploy knew it would update (beside the plugin's image pull).
+    prefetch: Option<(Value, std::thread::JoinHandle<LiveRead>)>,
+}
+
+type LiveRead = Result<(Option<History>, Owner, Option<String>)>;
+
+/// Begins reading the live release of `name` (one `docker exec`) on its own thread, and keeps
+/// `inspect` for the plan: called by the deploy when it knows it will update.
+pub fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value) {
+    let Some(cfg) = host.deploy() else { return };
+    if inspect["State"]["Running"].as_bool() != Some(true) {
+        return;
+    }
+    let (d, name, script) = (Arc::clone(d), name.to_string(), cfg.script_name.clone());
+    let job = std::thread::spawn(move || read_live(&d, &name, &script));
+    lock(&host.updates).prefetch = Some((inspect, job));
 }
 
 /// Remembers the first release `copy_payload` staged (its folder, manifest and owner).

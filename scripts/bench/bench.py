@@ -12,6 +12,9 @@
                                           "total_ns first_event_ns final_stage"
   bench.py get-ns URL                     one GET; prints "ns status"
   bench.py health-burst URL N             N concurrent GETs of URL; prints how many got 200
+  bench.py poll URL SCRIPT OUT STOP       GET /health and POST /execute of SCRIPT every 20 ms
+                                          until the file STOP exists; one line per round in OUT:
+                                          "ns ok|error marker" (marker: the script's last line)
 """
 import http.client
 import json
@@ -291,6 +294,37 @@ def breakdown(logs):
     print(f"| **whole deploy** | {total:.0f} | 100% |")
 
 
+def poll(url, script, out, stop):
+    rest = url.split("://", 1)[1]
+    host, port = rest.split("/", 1)[0].split(":")
+    body = json.dumps({"filename": script})
+    with open(out, "w") as f:
+        while not os.path.exists(stop):
+            t = time.time_ns()
+            status, marker = "ok", "-"
+            try:
+                c = http.client.HTTPConnection(host, int(port), timeout=5)
+                c.request("GET", "/health")
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    status = f"health-{r.status}"
+                c.request("POST", "/execute", body, {"Content-Type": "application/json"})
+                r = c.getresponse()
+                v = json.loads(r.read())
+                c.close()
+                if not v.get("success"):
+                    status = "execute-failed"
+                else:
+                    lines = (v.get("return_content") or "").strip().splitlines()
+                    marker = lines[-1].replace(" ", "_") if lines else "-"
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                status = "error-" + type(e).__name__
+            f.write(f"{t} {status} {marker}\n")
+            f.flush()
+            time.sleep(0.02)
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -304,6 +338,7 @@ def main():
         "rest-deploy": rest_deploy,
         "get-ns": get_ns,
         "health-burst": lambda url, n: health_burst(url, int(n)),
+        "poll": poll,
     }[cmd](*args)
 
 

@@ -411,7 +411,8 @@ fn in_place_failures_at_each_step_leave_it_as_before() {
     };
     let steps: &[(&str, &str)] = &[
         // The copy of the new release fails (once: the failure is then recorded).
-        ("copy fails", "if [ \"$1\" = cp ] && [ \"$2\" = - ] && [ ! -e \"$D/once\" ]; then : > \"$D/once\"; echo 'no space left on device' >&2; exit 1; fi"),
+        // The copy of the new release fails inside the container (its stdin is cut off).
+        ("copy fails", "case \"$*\" in *'shift 3'*) exec \"$REAL\" \"$@\" </dev/null;; esac"),
         // The switch runs, then its verification fails (the exec exits non-zero).
         ("switch fails", "case \"$*\" in *'shift 3'*) \"$REAL\" \"$@\" >/dev/null 2>&1; echo 'exec failed' >&2; exit 4;; esac"),
     ];
@@ -603,12 +604,12 @@ fn concurrent_deploys_of_one_name_never_interleave() {
     dep.write("v2");
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("copying");
-    // The first update stalls in its copy, holding the lock.
+    // The first update stalls before its copy-and-switch, holding the lock.
     let w = wrapper(
         dir.path(),
         &docker,
         &format!(
-            "if [ \"$1\" = cp ] && [ \"$2\" = - ]; then : > '{}'; sleep 4; fi",
+            "case \"$*\" in *'shift 3'*) : > '{}'; sleep 4;; esac",
             marker.display()
         ),
     );
@@ -647,7 +648,7 @@ fn concurrent_deploys_of_one_name_never_interleave() {
         dir.path(),
         &docker,
         &format!(
-            "if [ \"$1\" = cp ] && [ \"$2\" = - ]; then : > '{}'; sleep 30; exit 1; fi",
+            "case \"$*\" in *'shift 3'*) : > '{}'; sleep 30; exit 1;; esac",
             marker2.display()
         ),
     );
