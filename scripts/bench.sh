@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (issue 5): deploy vs the floor Docker itself sets, docker calls per deploy, `ps`
-# scaling, start-up, readiness overhead. Prints markdown on stdout and saves it to
+# scaling, start-up, readiness overhead; updates in place and by a new container (issue 11,
+# scripts/bench/updates.sh, also runnable alone). Prints markdown on stdout and saves it to
 # target/bench/latest.md; progress goes to stderr.
 #
 #   scripts/bench.sh            full run (brings up the dev environment itself; ~2-3 minutes)
@@ -485,5 +486,6 @@ $PS_NOTE
 | REST \`POST /api/deploy/docker-registry/stream\` (request to final event) | $(ms "$WORK/rest.ns") |
 | of which: request to first SSE event | $(ms "$WORK/rest.first") |
 EOF
+	"$HELP/updates.sh" "$BIN" "$IMAGE" "$RUNS"
 } | tee "$OUT_DIR/latest.md"
 log "done in $((SECONDS - BENCH_START)) s; saved to $OUT_DIR/latest.md"

@@ -179,12 +179,24 @@ pub fn run(p: Prepared) -> Result<Report> {
         port_busy,
     } = p;
     // One deploy (or rollback, stop, start, rm) of a name at a time, CLI and REST alike.
-    let _lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
-    let entry = entry_point(&docker, &plugin, &plugin_name, &name, port_busy, &progress)?;
+    let lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
+    if plugin.has_fn("update") && lock.seen_before() && port_busy.is_none() {
+        crate::update::read_early(&host, &docker);
+    }
+    let entry = entry_point(
+        &docker,
+        &plugin,
+        &plugin_name,
+        &name,
+        port_busy,
+        &progress,
+        &lock,
+    )?;
     // The main-script check copy_payload started must have passed, whatever the plugin did.
     let published = plugin
         .call(entry, (map,))
-        .and_then(|v| host.finish_main_check().map(|()| v));
+        .and_then(|v| host.finish_main_check().map(|()| v))
+        .and_then(|v| crate::update::finish_record(&host).map(|()| v));
     host.release_port_lock();
     match published {
         Ok(v) => {
@@ -225,13 +237,19 @@ fn entry_point(
     name: &str,
     port_busy: Option<(u16, Error)>,
     progress: &Progress,
+    lock: &crate::lock::DeployLock,
 ) -> Result<&'static str> {
-    let mut existing = docker.container_inspect(name)?;
-    if existing
-        .as_ref()
-        .is_none_or(|v| v["State"]["Running"].as_bool() != Some(true))
-    {
-        // An update killed half-way (SIGKILL) left the live container renamed aside.
+    let mut existing = match docker.container_inspect(name) {
+        Ok(v) => v,
+        // A busy --port stays the answer when Docker cannot say whose it is.
+        Err(_) if port_busy.is_some() => return Err(port_busy.map(|(_, e)| e).unwrap()),
+        Err(e) => return Err(e),
+    };
+    if let Some(holder) = lock.died_holding() {
+        // A command killed half-way (SIGKILL) may have left the live container renamed aside.
+        progress.info(format!(
+            "the last holder of {name}'s lock died holding it ({holder}); checking what it left"
+        ));
         let fixed = crate::update::recover(docker, name)?;
         if !fixed.is_empty() {
             progress.warn(format!("recovered {name}: {}", fixed.join("; ")));

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct DeployLock {
     file: File,
     name: String,
+    existed: bool,
+    stale: Option<String>,
 }
 
 impl DeployLock {
@@ -40,6 +42,7 @@ impl DeployLock {
             source: e,
         })?;
         let path = dir.join(format!("{name}.lock"));
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -76,9 +79,14 @@ impl DeployLock {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // A holder that finished empties the file; one that still names a holder died holding
+        // it (SIGKILL): what it was doing may need repair (see update::recover).
+        let stale = Some(holder_of(&path)).filter(|h| h != "another command");
         let mut lock = DeployLock {
             file,
             name: name.to_string(),
+            existed,
+            stale,
         };
         lock.write_holder(command);
         Ok(lock)
@@ -87,6 +95,17 @@ impl DeployLock {
     /// The deployment this lock is for.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Some command of this tool took this name's lock before on this host (so the name is
+    /// likely deployed: worth reading its live release early).
+    pub fn seen_before(&self) -> bool {
+        self.existed
+    }
+
+    /// The holder that died holding the lock (its pid, command and time), if one did.
+    pub fn died_holding(&self) -> Option<&str> {
+        self.stale.as_deref()
     }
 
     fn write_holder(&mut self, command: &str) {
@@ -155,6 +174,7 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains(&format!("pid {}", std::process::id())), "{s}");
         assert!(s.contains("(deploy, since "), "{s}");
+        assert!(a.died_holding().is_none() && !a.seen_before());
         // Another name is independent.
         let _b = DeployLock::acquire_in(dir.path(), "fp-y", "deploy", Duration::ZERO).unwrap();
         // A waiter gets it once the holder lets go.
@@ -165,6 +185,29 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         drop(a);
         t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_died_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a holder killed with SIGKILL leaves: its line in a file nobody locks.
+        std::fs::write(
+            dir.path().join("fp-x.lock"),
+            r#"{"pid":99999,"command":"deploy","since":"2026-11-27T10:00:00Z"}"#,
+        )
+        .unwrap();
+        let l = DeployLock::acquire_in(dir.path(), "fp-x", "deploy", Duration::ZERO).unwrap();
+        assert!(l.seen_before());
+        assert_eq!(
+            l.died_holding(),
+            Some("pid 99999 (deploy, since 2026-11-27T10:00:00Z)")
+        );
+        drop(l);
+        let l = DeployLock::acquire_in(dir.path(), "fp-x", "deploy", Duration::ZERO).unwrap();
+        assert!(
+            l.died_holding().is_none(),
+            "a clean release leaves nothing stale"
+        );
     }
 
     #[test]

@@ -243,9 +243,12 @@ impl Manager {
         lock_wait: Duration,
     ) -> Result<Value> {
         crate::config::check_container_name(name)?;
-        let _lock = crate::lock::DeployLock::acquire(name, "rollback", lock_wait)?;
-        for fixed in crate::update::recover(&self.docker, name)? {
-            self.progress.warn(format!("recovered {name}: {fixed}"));
+        let lock = crate::lock::DeployLock::acquire(name, "rollback", lock_wait)?;
+        if lock.died_holding().is_some() {
+            // A command killed half-way may have left the live container renamed aside.
+            for fixed in crate::update::recover(&self.docker, name)? {
+                self.progress.warn(format!("recovered {name}: {fixed}"));
+            }
         }
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "rollback")?;

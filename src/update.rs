@@ -318,11 +318,15 @@ pub fn plan(
     } else {
         let h = d.read_file(&name, HISTORY)?;
         let h = h.map(|b| History::parse(&b)).transpose()?;
+        // Stopped: the payload's owner is the image's user, from the container's /etc/passwd.
+        let user = v["Config"]["User"].as_str().unwrap_or("");
+        let ids = host::user_ids(d, &name, user, None)?;
+        let id = |k: &str| ids.get(k).and_then(|v| v.as_int().ok()).unwrap_or(0) as u64;
         (
             h,
             Owner {
-                uid: 1000,
-                gid: 1000,
+                uid: id("uid"),
+                gid: id("gid"),
             },
             None,
         )
@@ -1256,6 +1260,10 @@ pub struct UpdateState {
     /// The deployment's `docker inspect` and the read of its live release, begun as soon as
     /// the deploy knew it would update (beside the plugin's image pull).
     prefetch: Option<(Value, std::thread::JoinHandle<LiveRead>)>,
+    /// The history write of a first deploy, running beside the readiness wait.
+    recording: Option<std::thread::JoinHandle<Result<()>>>,
+    /// The read of the live release begun beside the deploy's `docker inspect`.
+    early: Option<std::thread::JoinHandle<LiveRead>>,
 }
 
 type LiveRead = Result<(Option<History>, Owner, Option<String>)>;
@@ -1264,12 +1272,25 @@ type LiveRead = Result<(Option<History>, Owner, Option<String>)>;
 /// `inspect` for the plan: called by the deploy when it knows it will update.
 pub fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value) {
     let Some(cfg) = host.deploy() else { return };
+    let early = lock(&host.updates).early.take();
     if inspect["State"]["Running"].as_bool() != Some(true) {
         return;
     }
-    let (d, name, script) = (Arc::clone(d), name.to_string(), cfg.script_name.clone());
-    let job = std::thread::spawn(move || read_live(&d, &name, &script));
+    let job = early.unwrap_or_else(|| {
+        let (d, name, script) = (Arc::clone(d), name.to_string(), cfg.script_name.clone());
+        std::thread::spawn(move || read_live(&d, &name, &script))
+    });
     lock(&host.updates).prefetch = Some((inspect, job));
+}
+
+/// Begins reading the live release of the deploy's name before it is known to exist (beside
+/// the deploy's `docker inspect`, so an update does not wait for one and then the other); a
+/// fresh deploy's read fails at once and is dropped.
+pub fn read_early(host: &Host, d: &Arc<Docker>) {
+    let Some(cfg) = host.deploy() else { return };
+    let (d, name, script) = (Arc::clone(d), cfg.name.clone(), cfg.script_name.clone());
+    let job = std::thread::spawn(move || read_live(&d, &name, &script));
+    lock(&host.updates).early = Some(job);
 }
 
 /// Remembers the first release `copy_payload` staged (its folder, manifest and owner).
@@ -1286,7 +1307,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Writes the history of a first deploy (release r1) into `container`.
 pub fn record_first(
     host: &Host,
-    d: &Docker,
+    d: &Arc<Docker>,
     container: &str,
     image_id: &str,
     image_digest: &str,
@@ -1328,8 +1349,23 @@ pub fn record_first(
         current: r.id.clone(),
         releases: vec![r],
     };
-    write_history(d, container, &history_bytes(&h)?, owner)?;
+    // Written beside the readiness wait (its own thread); the deploy waits for it at its end.
+    let bytes = history_bytes(&h)?;
+    let (d, c) = (Arc::clone(d), container.to_string());
+    let job = std::thread::spawn(move || write_history(&d, &c, &bytes, owner));
+    lock(&host.updates).recording = Some(job);
     Ok(h.current)
+}
+
+/// Waits for the history write `record_release` began (if any): an error when it failed.
+pub fn finish_record(host: &Host) -> Result<()> {
+    let job = lock(&host.updates).recording.take();
+    match job {
+        None => Ok(()),
+        Some(j) => j
+            .join()
+            .unwrap_or_else(|_| Err(Error::failed("writing the release history panicked"))),
+    }
 }
 
 /// Stores the plan of this run's update.

@@ -927,7 +927,12 @@ pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<St
 
 /// `{uid, gid}` of `user` in the container, through the per-image cache when `image_id` is
 /// given.
-fn user_ids(d: &Docker, container: &str, user: &str, image_id: Option<&str>) -> Result<Map> {
+pub(crate) fn user_ids(
+    d: &Docker,
+    container: &str,
+    user: &str,
+    image_id: Option<&str>,
+) -> Result<Map> {
     let cache = image_id.and_then(|id| Some((id, user_cache::UserCache::default_location()?)));
     let cached = cache.as_ref().and_then(|(id, c)| c.get(id, user));
     let (uid, gid) = match cached {

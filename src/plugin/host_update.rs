@@ -19,9 +19,11 @@ fn get_str(m: &Map, k: &str) -> String {
 
 /// Registers the update host functions on `engine`.
 pub fn register(engine: &mut Engine, host: &Arc<Host>) {
-    // record_release(container, info): after a first deploy, writes the release history
-    // (release r1: the payload manifest copy_payload staged, config and environment hashes,
-    // image, port) into the container. info: {image_id, image_digest, port}. Returns "r1".
+    // record_release(container, info): after a first deploy's start, writes the release
+    // history (release r1: the payload manifest copy_payload staged, config and environment
+    // hashes, image, port) into the container, on its own thread beside the readiness wait;
+    // the deploy fails if that write failed. info: {image_id, image_digest, port}. Returns
+    // "r1".
     let h = Arc::clone(host);
     engine.register_fn(
         "record_release",
