@@ -609,7 +609,7 @@ fn concurrent_deploys_of_one_name_never_interleave() {
         dir.path(),
         &docker,
         &format!(
-            "case \"$*\" in *'shift 3'*) : > '{}'; sleep 4;; esac",
+            "case \"$*\" in *'shift 3'*) : > '{}'; sleep 8;; esac",
             marker.display()
         ),
     );
@@ -627,8 +627,18 @@ fn concurrent_deploys_of_one_name_never_interleave() {
         err.contains(&format!("pid {}", first.id())) && err.contains("deploy"),
         "{err}"
     );
-    // Other commands that change it are refused too.
+    // Other commands that change it are refused too, by the CLI and the REST server alike.
     assert_code(&publisher(&docker, &["stop", &dep.name]), 2);
+    let served = crate::serve::Served::start(&docker, &[]);
+    let r = ureq::post(&format!("{}/api/deployments/{}/stop", served.url, dep.name)).call();
+    match r {
+        Err(ureq::Error::Status(409, body)) => {
+            let body = body.into_string().unwrap();
+            assert!(body.contains("is locked by pid"), "{body}");
+        }
+        other => panic!("REST stop during a deploy: {other:?}"),
+    }
+    drop(served);
     // Waits with --lock-wait, then finds nothing left to do.
     let o = dep.deploy_with(&docker, &["--lock-wait", "60"]);
     assert_code(&o, 0);
