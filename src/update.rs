@@ -944,6 +944,22 @@ fn prune_containers(host: &Host, d: &Docker, name: &str) {
     }
 }
 
+/// The history as `history` shows it: config files and environment keys are listed, but not
+/// the hashes of their contents (a hash of a short secret can be guessed back).
+pub fn history_public(h: &History) -> Value {
+    let mut v = serde_json::to_value(h).unwrap_or_default();
+    for r in v["releases"].as_array_mut().into_iter().flatten() {
+        for k in ["env", "config"] {
+            if let Some(m) = r["state"][k].as_object_mut() {
+                for val in m.values_mut() {
+                    *val = Value::String("set".into());
+                }
+            }
+        }
+    }
+    v
+}
+
 /// `history NAME`: the live container's release history.
 pub fn history(d: &Docker, name: &str) -> Result<History> {
     match d.read_file(name, HISTORY)? {

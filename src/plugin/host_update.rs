@@ -110,15 +110,15 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     );
 
     // release_history(name): {current, releases: [{id, time, kind, of, outcome, error,
-    // changes, state: {payload_hash, image_digest, port, ...}}]} from the container.
+    // changes, state: {payload_hash, image_digest, port, ...}}]} from the container. The
+    // hashes of secrets (environment values, config files) are left out: keys only.
     let h = Arc::clone(host);
     engine.register_fn(
         "release_history",
         move |name: &str| -> RhaiResult<Dynamic> {
             let d = h.docker_or_raise()?;
             let hist = h.check(update::history(&d, name))?;
-            let v = serde_json::to_value(&hist).unwrap_or_default();
-            Ok(to_dynamic(&v))
+            Ok(to_dynamic(&update::history_public(&hist)))
         },
     );
 }

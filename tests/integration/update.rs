@@ -359,6 +359,9 @@ fn container_update_proves_the_new_one_first_and_keeps_the_old_for_rollback() {
     assert_ne!(dep.container_id(), id);
     assert_eq!(dep.url(), port, "the deployment keeps its port");
     assert_eq!(dep.serves(), "v2");
+    let h = dep.history();
+    assert_eq!(h["releases"][1]["state"]["env"]["FEATURE"], "set", "{h}");
+    assert!(!h.to_string().contains("=on"), "{h}");
     let env = support::docker_ok(
         &docker,
         &["inspect", "-f", "{{json .Config.Env}}", &dep.name],
