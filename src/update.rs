@@ -29,6 +29,11 @@ const STOP_GRACE: &str = "3";
 /// Args: DIR SCRIPT MAIN KEEP-DIRS...
 const SWITCH_IN: &str = r#"set -e
 rel=$1; script=$2; main=$3; shift 3
+# Marks a switch in progress: a switch-back (an interrupted run's undo) waits for it to end,
+# so it cannot be overtaken by a switch whose docker client was killed but which runs on.
+# Only one run holds the deployment's lock, so one left behind is stale.
+busy=/payload/.releases/.switching
+rm -rf "$busy"; mkdir -p "$busy"; trap 'rmdir "$busy" 2>/dev/null || true' EXIT
 rm -f /payload/.releases/history.json.prev
 if [ -n "${FP_STDIN_TAR:-}" ]; then
   tar -xf - -C / || { echo "copying release $rel into the container failed" >&2; exit 6; }
@@ -62,6 +67,8 @@ done
 /// Args: DIR SCRIPT.
 const SWITCH_BACK: &str = r#"set -e
 rel=$1; script=$2
+i=0
+while [ -d /payload/.releases/.switching ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 cd /payload
 ln -sfn ".releases/$rel" ".$script.back"
 mv -T ".$script.back" "$script"
