@@ -779,7 +779,8 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         // 3. The switch: the only downtime is from here until the new one answers.
         host.progress
             .step(75, format!("Stopping the old container (now {aside})"));
-        let down = Instant::now();
+        // The old one answers until its stop returns (the image ignores SIGTERM, so through
+        // the grace period); the gap is from then until the new one answers.
         if plan.running {
             d.run(
                 &["stop", "-t", STOP_GRACE, &aside],
@@ -787,6 +788,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
                 QUICK + Duration::from_secs(5),
             )?;
         }
+        let down = Instant::now();
         let wall = SystemTime::now();
         let (status, out) = d.run_unchecked(&["start", &name], None, QUICK)?;
         if status != Some(0) {
