@@ -111,7 +111,9 @@ impl Manager {
             }
             return Err(Error::NotFound {
                 what: format!("no deployment named {name:?}"),
-                hint: format!("there is no container with that name; {SEE_PS}"),
+                hint: format!(
+                    "there is no container with that name, and no plugin knows a deployment by it; {SEE_PS}"
+                ),
             });
         };
         let labels = &v["Config"]["Labels"];

@@ -17,3 +17,4 @@ mod serve;
 mod shell;
 mod stand_in;
 mod status;
+mod swarm;
