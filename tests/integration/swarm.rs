@@ -47,6 +47,18 @@ struct ServiceGuard {
 impl Drop for ServiceGuard {
     fn drop(&mut self) {
         let d = &self.docker;
+        // The baked image is a content-addressed cache that `rm` keeps; tests drop theirs.
+        let image = Command::new(d)
+            .args([
+                "service",
+                "inspect",
+                "--format",
+                "{{index .Spec.Labels \"fractalic-publisher.image\"}}",
+                &self.name,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
         let _ = Command::new(d).args(["service", "rm", &self.name]).output();
         let filter = format!("label=com.docker.swarm.service.name={}", self.name);
         managed::eventually(30, || task_containers(d, &filter, true).is_empty());
@@ -54,6 +66,9 @@ impl Drop for ServiceGuard {
             for n in objects(d, kind, &self.name) {
                 let _ = Command::new(d).args([kind, "rm", &n]).output();
             }
+        }
+        if !image.is_empty() {
+            let _ = Command::new(d).args(["image", "rm", &image]).output();
         }
     }
 }
@@ -817,5 +832,59 @@ fn delete(name, opts) {
     assert!(
         managed::state(&docker, &name).is_none(),
         "{name} is still there"
+    );
+}
+
+#[test]
+fn ctrl_c_during_an_update_rolls_it_back() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swintup");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "20"]);
+    assert_code(&publisher(&docker, &args), 0);
+    let label = |d: &Path| {
+        support::docker_ok(
+            d,
+            &["service", "inspect", "--format", "{{index .Spec.Labels \"fractalic-publisher.image\"}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", &name],
+        )
+    };
+    let before = label(&docker);
+    std::fs::write(folder.path().join("hello.md"), "# changed\n").unwrap();
+    args.extend(["--env", "STAND_IN_START_DELAY_MS=5000"]);
+    let child = managed::command(&docker, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = managed::KillOnDrop(child);
+    assert!(
+        managed::eventually(30, || label(&docker).ends_with("|updating")),
+        "the update never started: {}",
+        label(&docker)
+    );
+    managed::sigint(pid);
+    assert_eq!(managed::wait_exit(&mut child.0, 60).code(), Some(130));
+    assert!(
+        managed::eventually(60, || label(&docker).ends_with("|rollback_completed")),
+        "not rolled back: {}",
+        label(&docker)
+    );
+    let (img_before, _) = before.split_once('|').unwrap();
+    assert!(
+        label(&docker).starts_with(&format!("{img_before}|")),
+        "{}",
+        label(&docker)
+    );
+    assert_eq!(
+        objects(&docker, "secret", &name).len(),
+        2,
+        "the secrets (same content, reused) are still the two the service uses"
     );
 }
