@@ -631,6 +631,11 @@ fn bad_swarm_flags_are_bad_input_before_docker() {
             ],
             "each node one task",
         ),
+        (vec!["--name", "a.b"], "DNS name"),
+        (
+            vec!["--name", "x-123456789-123456789-123456789-123456789"],
+            "too long",
+        ),
     ] {
         let mut args: Vec<&str> = base.to_vec();
         args.extend(extra.iter());
@@ -887,4 +892,32 @@ fn ctrl_c_during_an_update_rolls_it_back() {
         2,
         "the secrets (same content, reused) are still the two the service uses"
     );
+}
+
+#[test]
+fn dying_tasks_fail_fast_quoting_swarm_and_leave_nothing() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swdie");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    // A generous deadline: failing fast must not mean waiting for it.
+    args.extend(["--timeout", "300", "--env", "STAND_IN_EXIT_AFTER_MS=300"]);
+    let t0 = Instant::now();
+    let o = publisher(&docker, &args);
+    assert_code(&o, 1);
+    assert!(t0.elapsed() < Duration::from_secs(120), "did not fail fast");
+    let e = json(&o);
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("keep failing") && msg.contains("non-zero exit (3)"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing of this run is left"), "{msg}");
+    assert!(!service_exists(&docker, &name));
+    assert!(objects(&docker, "secret", &name).is_empty());
 }
