@@ -905,12 +905,11 @@ fn dying_tasks_fail_fast_quoting_swarm_and_leave_nothing() {
         name: name.clone(),
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
-    // A generous deadline: failing fast must not mean waiting for it.
+    // A generous deadline: "keep failing" comes only from the fail-fast path (the deadline's
+    // message is "not healthy within").
     args.extend(["--timeout", "300", "--env", "STAND_IN_EXIT_AFTER_MS=300"]);
-    let t0 = Instant::now();
     let o = publisher(&docker, &args);
     assert_code(&o, 1);
-    assert!(t0.elapsed() < Duration::from_secs(120), "did not fail fast");
     let e = json(&o);
     let msg = e["error"].as_str().unwrap();
     assert!(
