@@ -48,6 +48,12 @@ pub struct DeployConfig {
     pub project_root: PathBuf,
     pub config_files: Vec<ConfigFile>,
     pub warnings: Vec<String>,
+    /// Tasks to run (`--replicas`, 1 to 100).
+    pub replicas: u32,
+    /// Registry `HOST:PORT` a baked image is pushed to (`--registry`).
+    pub registry: String,
+    /// `ingress` or `host` (`--publish-mode`).
+    pub publish_mode: String,
 }
 
 impl DeployConfig {
@@ -351,6 +357,51 @@ fn parse_timeout(s: &str) -> Result<Duration> {
         _ => Err(Error::input(
             format!("bad --timeout {s:?}"),
             "use a whole number of seconds from 1 to 3600",
+        )),
+    }
+}
+
+/// `--replicas`: a whole number from 1 to 100.
+pub fn parse_replicas(s: &str) -> Result<u32> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(Error::input(
+            format!("bad --replicas {s:?}"),
+            "use a whole number of tasks from 1 to 100",
+        )),
+    }
+}
+
+/// `--registry`: `HOST:PORT` (a host name or IPv4 address, no scheme or path).
+pub fn check_registry(s: &str) -> Result<()> {
+    let bad = || {
+        Error::input(
+            format!("bad --registry {s:?}"),
+            "give the registry as HOST:PORT, e.g. 127.0.0.1:5000 or registry.example.com:443 (no http://, no path)",
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// `--publish-mode`: `ingress` or `host`.
+pub fn check_publish_mode(s: &str) -> Result<()> {
+    match s {
+        "ingress" | "host" => Ok(()),
+        _ => Err(Error::input(
+            format!("bad --publish-mode {s:?}"),
+            "use ingress (Swarm's routing mesh, the production default) or host (each task on its node's own port)",
         )),
     }
 }
@@ -840,6 +891,9 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
         None => PortRequest::Preferred(DEFAULT_PORT),
     };
     let timeout = parse_timeout(&args.timeout)?;
+    let replicas = parse_replicas(&args.replicas)?;
+    check_registry(&args.registry)?;
+    check_publish_mode(&args.publish_mode)?;
 
     let mut env_at = Vec::new();
     if let Some(f) = &args.env_file {
@@ -903,6 +957,9 @@ pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
         project_root,
         config_files,
         warnings,
+        replicas,
+        registry: args.registry.clone(),
+        publish_mode: args.publish_mode.clone(),
     })
 }
 
@@ -984,6 +1041,37 @@ mod tests {
         std::fs::write(&f, "GOOD=1\nbad line with hunter2\n").unwrap();
         let e = parse_env_file(&f).unwrap_err();
         assert!(e.to_string().contains(":2"), "{e}");
+    }
+
+    #[test]
+    fn swarm_flags() {
+        assert_eq!(parse_replicas("3").unwrap(), 3);
+        for bad in ["0", "101", "-1", "x", ""] {
+            assert_eq!(parse_replicas(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        for good in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "registry.example.com:443",
+        ] {
+            assert!(check_registry(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://x:5000",
+            "x",
+            "x:0",
+            "x:99999",
+            ":5000",
+            "a/b:1",
+            "-x:1",
+        ] {
+            let e = check_registry(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("HOST:PORT"), "{e}");
+        }
+        assert!(check_publish_mode("ingress").is_ok() && check_publish_mode("host").is_ok());
+        let e = check_publish_mode("mesh").unwrap_err();
+        assert!(e.to_string().contains("ingress"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub fn config_map(cfg: &DeployConfig) -> rhai::Dynamic {
         })).collect::<Vec<_>>(),
         "warnings": cfg.warnings,
         "project_root": cfg.project_root.display().to_string(),
+        "replicas": cfg.replicas,
+        "registry": cfg.registry,
+        "publish_mode": cfg.publish_mode,
     });
     rhai::serde::to_dynamic(&v).unwrap_or(rhai::Dynamic::UNIT)
 }

@@ -81,10 +81,25 @@ impl Docker {
         stdin: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(Option<i32>, Output)> {
+        self.run_unchecked_env(args, stdin, &[], timeout)
+    }
+
+    /// Like [`Docker::run_unchecked`], with `env` added to the docker process's environment
+    /// (values the CLI reads itself, e.g. `--env-add KEY` without a value, stay off argv).
+    pub fn run_unchecked_env(
+        &self,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Output)> {
         let mut expr = duct::cmd(&self.bin, args)
             .stdout_capture()
             .stderr_capture()
             .unchecked();
+        for (k, v) in env {
+            expr = expr.env(k, v);
+        }
         expr = match stdin {
             Some(bytes) => expr.stdin_bytes(bytes),
             None => expr.stdin_null(),
@@ -708,6 +723,8 @@ impl Call {
             ["create" | "run", ..] => Call::Creates,
             ["container", "create" | "run", ..] => Call::Creates,
             ["service" | "secret" | "config" | "network" | "volume", "create", ..] => Call::Creates,
+            // A commit or tag cut short could still make the image after the undo ran.
+            ["commit" | "tag", ..] | ["image", "tag", ..] => Call::Creates,
             _ => Call::Ordinary,
         }
     }

@@ -46,6 +46,9 @@ pub struct Owned {
     pub plugin: String,
     /// Whether it was running when looked up.
     pub running: bool,
+    /// How to stop it again when a `start` fails (docker argv; None: `docker stop NAME`).
+    /// A plugin's `lookup(name)` gives it for deployments that are not one container.
+    pub stop_args: Option<Vec<String>>,
 }
 
 impl Manager {
@@ -116,9 +119,15 @@ impl Manager {
     pub fn owned(&self, name: &str) -> Result<Owned> {
         config::check_container_name(name)?;
         let Some(v) = self.docker.container_inspect(name)? else {
+            // Not a container: maybe a deployment of a platform that knows it by other means.
+            if let Some(o) = self.lookup_in_plugins(name)? {
+                return Ok(o);
+            }
             return Err(Error::NotFound {
                 what: format!("no deployment named {name:?}"),
-                hint: format!("there is no container with that name; {SEE_PS}"),
+                hint: format!(
+                    "there is no container with that name, and no plugin knows a deployment by it; {SEE_PS}"
+                ),
             });
         };
         let labels = &v["Config"]["Labels"];
@@ -146,7 +155,68 @@ impl Manager {
             name: real,
             plugin,
             running: v["State"]["Running"].as_bool().unwrap_or(false),
+            stop_args: None,
         })
+    }
+
+    /// Every available plugin that defines entry point `entry`, loaded (those that cannot be
+    /// loaded are skipped with a warning).
+    fn plugins_with(&self, entry: &str) -> Vec<Plugin> {
+        let mut out = Vec::new();
+        for source in plugin::available(&self.dirs) {
+            if !source.code.contains(&format!("fn {entry}(")) {
+                continue;
+            }
+            let name = source.name.clone();
+            match self.plugin(&name, entry) {
+                Ok(p) => out.push(p),
+                Err(e) => self
+                    .progress
+                    .warn(format!("plugin {name:?} is skipped: {e}")),
+            }
+        }
+        out
+    }
+
+    /// Asks each plugin that defines `lookup(name)`, in turn, whether `name` is one of its
+    /// deployments. A plugin answers () (not mine) or a map {name, plugin, managed, running,
+    /// kind, stop_args}; `managed: false` means the object exists but this tool did not make it.
+    fn lookup_in_plugins(&self, name: &str) -> Result<Option<Owned>> {
+        for p in self.plugins_with("lookup") {
+            let v = p.call("lookup", (name.to_string(),))?;
+            if v.is_unit() {
+                continue;
+            }
+            let v = to_value(&p, "lookup", v)?;
+            let kind = v["kind"].as_str().unwrap_or("object").to_string();
+            let real = v["name"].as_str().unwrap_or(name).to_string();
+            if v["managed"].as_bool() != Some(true) {
+                return Err(Error::NotManaged {
+                    what: format!("{kind} {real:?} was not created by fractalic-publisher"),
+                    hint: format!(
+                        "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
+                    ),
+                });
+            }
+            let plugin = v["plugin"].as_str().unwrap_or("").to_string();
+            if plugin.is_empty() {
+                return Err(Error::failed(format!(
+                    "{kind} {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it"
+                )));
+            }
+            let stop_args = v["stop_args"].as_array().map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or("").to_string())
+                    .collect()
+            });
+            return Ok(Some(Owned {
+                name: real,
+                plugin,
+                running: v["running"].as_bool().unwrap_or(false),
+                stop_args,
+            }));
+        }
+        Ok(None)
     }
 
     /// `ps`: one `docker ps` call; each plugin's `list(rows)` turns its rows into entries.
@@ -192,6 +262,25 @@ impl Manager {
                     ));
                     entries.extend(rows.iter().map(|r| plain_entry(r, &name)));
                 }
+            }
+        }
+        // Platforms whose deployments are not containers list their own (one call each).
+        for p in self.plugins_with("list_all") {
+            let listed = p.call("list_all", ()).and_then(|v| {
+                rhai::serde::from_dynamic::<Vec<Value>>(&v).map_err(|e| Error::Plugin {
+                    location: p.source.label(),
+                    message: format!("list_all() must return an array of maps: {e}"),
+                })
+            });
+            match listed {
+                Ok(v) => entries.extend(
+                    v.into_iter()
+                        .filter(|e| all || e["state"].as_str() == Some("running")),
+                ),
+                Err(e) => self.progress.warn(format!(
+                    "plugin {:?} could not list its deployments ({e})",
+                    p.source.name
+                )),
             }
         }
         entries.sort_by(|a, b| {
@@ -251,8 +340,14 @@ impl Manager {
         let journal = crate::journal::Journal::new();
         journal.set_docker(Arc::clone(&self.docker));
         if !o.running {
-            journal.record(crate::journal::Resource::StartedContainer {
-                name: o.name.clone(),
+            journal.record(match &o.stop_args {
+                Some(args) => crate::journal::Resource::DockerObject {
+                    what: format!("{} (started)", o.name),
+                    remove_args: args.clone(),
+                },
+                None => crate::journal::Resource::StartedContainer {
+                    name: o.name.clone(),
+                },
             })?;
         }
         let r = p.call("start", (o.name.clone(), opts));

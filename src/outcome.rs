@@ -84,6 +84,9 @@ pub fn success(r: &Report) -> Value {
             "health_ms": res["health_ms"],
             "mcp_ms": res["mcp_ms"],
             "services": res["services"],
+            // Everything the plugin reported, including what only its platform has (e.g.
+            // docker-swarm's urls, replicas, committed/pushed).
+            "plugin_result": res,
         },
     })
 }

@@ -146,6 +146,11 @@ impl Host {
         *lock(&self.plugin) = name.to_string();
     }
 
+    /// The plugin on whose behalf this host works ("" before [`Host::set_plugin`]).
+    pub fn plugin_name(&self) -> String {
+        lock(&self.plugin).clone()
+    }
+
     /// The staged deploy, if any.
     pub fn deploy(&self) -> Option<&DeployConfig> {
         self.deploy.as_ref()
@@ -919,7 +924,12 @@ fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
 
 /// `{uid, gid}` of `user` in the container, through the per-image cache when `image_id` is
 /// given.
-fn user_ids(d: &Docker, container: &str, user: &str, image_id: Option<&str>) -> Result<Map> {
+pub(crate) fn user_ids(
+    d: &Docker,
+    container: &str,
+    user: &str,
+    image_id: Option<&str>,
+) -> Result<Map> {
     let cache = image_id.and_then(|id| Some((id, user_cache::UserCache::default_location()?)));
     let cached = cache.as_ref().and_then(|(id, c)| c.get(id, user));
     let (uid, gid) = match cached {

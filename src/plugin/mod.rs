@@ -2,6 +2,7 @@
 //! hardened Rhai engine, compilation, and calls into a plugin's named entry points.
 
 pub mod host;
+pub mod host_generic;
 pub mod host_manage;
 pub mod user_cache;
 
@@ -13,10 +14,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Plugins compiled into the binary: (name, source).
-pub const BUILTIN: &[(&str, &str)] = &[(
-    "docker-registry",
-    include_str!("../../plugins/docker-registry.rhai"),
-)];
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "docker-registry",
+        include_str!("../../plugins/docker-registry.rhai"),
+    ),
+    (
+        "docker-swarm",
+        include_str!("../../plugins/docker-swarm.rhai"),
+    ),
+];
 
 /// Entry points every plugin must define.
 pub const REQUIRED_FNS: &[&str] = &["info", "validate", "publish"];
@@ -153,6 +160,7 @@ pub fn engine(host: &Arc<Host>) -> Engine {
     engine.on_debug(move |s, _, pos| p.info(format!("debug {pos}: {s}")));
     host::register(&mut engine, host);
     host_manage::register(&mut engine, host);
+    host_generic::register(&mut engine, host);
     engine
 }
 
@@ -383,6 +391,18 @@ mod tests {
         assert_eq!(find("../x", &[]).unwrap_err().exit_code(), 2);
         let e = find("nope", &[]).unwrap_err();
         assert!(e.to_string().contains("docker-registry"), "{e}");
+    }
+
+    #[test]
+    fn builtin_docker_swarm_compiles_and_has_its_entry_points() {
+        let s = find("docker-swarm", &[]).unwrap();
+        let p = Plugin::load(s, host()).unwrap();
+        assert_eq!(p.info().unwrap().name, "docker-swarm");
+        for f in [
+            "list_all", "lookup", "status", "logs", "stop", "start", "delete",
+        ] {
+            assert!(p.has_fn(f), "{f}");
+        }
     }
 
     #[test]

@@ -19,4 +19,5 @@ mod serve;
 mod shell;
 mod stand_in;
 mod status;
+mod swarm;
 mod webpage;
