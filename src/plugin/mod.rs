@@ -423,6 +423,7 @@ mod tests {
         let validate = |image: &str| {
             let mut m = rhai::Map::new();
             m.insert("image".into(), Dynamic::from(image.to_string()));
+            m.insert("replicas".into(), Dynamic::from(1_i64));
             let problems = p.call("validate", (m,)).unwrap();
             assert_eq!(problems.into_array().unwrap().len(), 0, "{image}");
         };
