@@ -54,6 +54,9 @@ pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("pull", "\"always\", \"missing\" or \"never\""),
     ("timeout", "integer seconds 1-3600"),
     ("exclude", "array of strings"),
+    ("replicas", "integer 1-100 (docker-swarm)"),
+    ("registry", "string HOST:PORT (docker-swarm)"),
+    ("publish_mode", "\"ingress\" or \"host\" (docker-swarm)"),
 ];
 
 fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
@@ -436,6 +439,9 @@ pub fn field_of(detail: &str) -> Option<&'static str> {
         ("--platform", "platform"),
         ("--timeout", "timeout"),
         ("--exclude", "exclude"),
+        ("--replicas", "replicas"),
+        ("--registry", "registry"),
+        ("--publish-mode", "publish_mode"),
     ];
     FLAGS
         .iter()
@@ -576,6 +582,14 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
         exclude,
         pull,
         timeout: int("timeout", 1, 3600)?.unwrap_or(60).to_string(),
+        replicas: int("replicas", 1, 100)?
+            .map_or_else(|| DeployArgs::default().replicas, |n| n.to_string()),
+        registry: string("registry")?.unwrap_or_else(|| DeployArgs::default().registry),
+        publish_mode: match string("publish_mode")?.as_deref() {
+            None => DeployArgs::default().publish_mode,
+            Some(m @ ("ingress" | "host")) => m.to_string(),
+            Some(_) => return Err(wrong("publish_mode")),
+        },
         quiet: true,
         ..DeployArgs::default()
     })
@@ -818,6 +832,31 @@ mod tests {
         assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/"), None);
         assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/a/b"), None);
         assert_eq!(matches("/health", "/health"), Some(vec![]));
+    }
+
+    #[test]
+    fn swarm_fields_reach_the_deploy_flags() {
+        let a = deploy_args(
+            "docker-swarm",
+            &json!({"script_name": "s", "script_folder": "/x", "replicas": 3, "registry": "127.0.0.1:5000", "publish_mode": "host"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (a.replicas.as_str(), a.publish_mode.as_str()),
+            ("3", "host")
+        );
+        let d = deploy_args(
+            "p",
+            &json!({"script_name": "s", "script_folder": "/x", "publish_mode": "mesh"}),
+        )
+        .unwrap_err();
+        assert_eq!(d.status, 400);
+        assert_eq!(
+            field_of("bad --replicas \"0\": use 1-100"),
+            Some("replicas")
+        );
+        let plain = deploy_args("p", &json!({"script_name": "s", "script_folder": "/x"})).unwrap();
+        assert_eq!(plain.replicas, DeployArgs::default().replicas);
     }
 
     #[test]
