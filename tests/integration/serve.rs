@@ -932,3 +932,52 @@ fn cli_progress_json_prints_the_same_events_as_the_stream() {
     assert_eq!(printed["success"], false);
     assert_eq!(last["error"], printed["error"]);
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_quiet_stream_sends_keep_alive_comments() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("f");
+    let name = support::unique_name("fp-rest-quiet");
+    let _g = ContainerGuard::new(&name);
+    // The AI server starts listening only after 17 s: no event for longer than 15 s.
+    let body = deploy_body(
+        folder.to_str().unwrap(),
+        &name,
+        json!({"env_vars": {"STAND_IN_START_DELAY_MS": "17000"}, "timeout": 60}),
+    );
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    let b = body.to_string();
+    write!(
+        c,
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    let mut keep_alive_before_end = false;
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended early");
+        if line.starts_with(": keep-alive") {
+            keep_alive_before_end = true;
+        }
+        if let Some(d) = line.strip_prefix("data: ") {
+            let e: Value = serde_json::from_str(d.trim()).unwrap();
+            if e["stage"] == "completed" || e["stage"] == "error" {
+                assert_eq!(e["stage"], "completed", "{e}");
+                break;
+            }
+        }
+    }
+    assert!(
+        keep_alive_before_end,
+        "no `: keep-alive` during 17 s of silence"
+    );
+}
