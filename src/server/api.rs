@@ -124,10 +124,12 @@ fn authorised(server: &Server, req: &Request) -> bool {
     let Some(token) = &server.token else {
         return true;
     };
+    // The scheme is case-insensitive (RFC 7235).
     let given = req
         .header("authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, t)| t);
     super::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
@@ -135,6 +137,16 @@ fn authorised(server: &Server, req: &Request) -> bool {
 pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Option<Response> {
     if req.method == "OPTIONS" {
         return Some(preflight(server, req));
+    }
+    // Every /api request needs the token, also one for a route that does not exist.
+    if (req.path == "/api" || req.path.starts_with("/api/")) && !authorised(server, req) {
+        return Some(
+            Response::error(
+                401,
+                "this server needs `Authorization: Bearer <token>` (the token of its --token-file)",
+            )
+            .with("WWW-Authenticate", "Bearer"),
+        );
     }
     let mut allowed = Vec::new();
     let mut found = None;
@@ -542,8 +554,20 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
+                // A key with '=' would set another variable ("K=x": "v" is K=x=v).
+                if !crate::config::valid_env_key(k) {
+                    let shown: String = k.chars().take(64).collect();
+                    return Err(bad(format!(
+                        "env_vars key {shown:?} is not a variable name: use letters, digits and '_', not starting with a digit"
+                    )));
+                }
                 match v {
                     // The value is a secret: the message names the key only.
+                    Value::String(s) if s.contains(['\n', '\r', '\0']) => {
+                        return Err(bad(format!(
+                            "env_vars.{k} has a newline or NUL byte: put the value on one line"
+                        )))
+                    }
                     Value::String(s) => env.push(format!("{k}={s}")),
                     _ => return Err(bad(format!("env_vars.{k} must be a string"))),
                 }
@@ -658,6 +682,12 @@ fn deploy(
     streaming: bool,
     stream: &mut TcpStream,
 ) -> Option<Response> {
+    if super::shutting_down() {
+        return Some(Response::error(
+            503,
+            "the server is shutting down and starts no new deploys",
+        ));
+    }
     let dirs = plugin::search_dirs(server.plugins_dir.as_deref());
     if let Err(e) = plugin::find(plugin_name, &dirs) {
         return Some(Response::error(404, e.to_string()));
@@ -712,6 +742,12 @@ fn deploy(
             return Some(Response::error(
                 409,
                 format!("a deploy of {name} is already in flight (run {other}); wait for it or re-attach at /api/deployments/{other}/events"),
+            ))
+        }
+        Err(Refused::Closed) => {
+            return Some(Response::error(
+                503,
+                "the server is shutting down and starts no new deploys",
             ))
         }
         Err(Refused::Full(n)) => {

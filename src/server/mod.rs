@@ -196,6 +196,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         }
     }
     drop(listener);
+    server.runs.close();
     let active = server.runs.active();
     if active > 0 {
         eprintln!(
@@ -210,11 +211,20 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         let stop = AtomicBool::new(false);
         crate::docker::settle_children(std::time::Instant::now() + Duration::from_secs(30), &stop);
         let report = crate::journal::Journal::undo_all_live();
-        eprintln!(
-            "shutting down: deploys still running after {}s were rolled back: {}",
+        let why = format!(
+            "the server shut down and the deploy was still running after {}s; rolled back: {}",
             SHUTDOWN_WAIT.as_secs(),
             report.summary()
         );
+        eprintln!("shutting down: {why}");
+        // Every client still attached gets the outcome, not a cut-off stream.
+        server.runs.fail_unfinished(&why);
+    }
+    // The deploys are over; their final events may still be on their way to the clients
+    // (streams and blocking requests): let the connection threads finish writing them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.connections.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
     // Open log streams see the shutdown within a moment and kill their `docker logs`.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -981,3 +981,56 @@ fn a_quiet_stream_sends_keep_alive_comments() {
         "no `: keep-alive` during 17 s of silence"
     );
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn sigterm_lets_attached_clients_read_the_outcome_and_starts_nothing_new() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let mut s = Served::start(&docker, &[]);
+    let folder = s.folder("f");
+    let name = support::unique_name("fp-rest-drain");
+    let late = support::unique_name("fp-rest-late");
+    let _g = ContainerGuard::new(&name);
+    let _g2 = ContainerGuard::new(&late);
+    let body = deploy_body(
+        folder.to_str().unwrap(),
+        &name,
+        json!({"env_vars": {"STAND_IN_START_DELAY_MS": "2000"}}),
+    );
+    let url = s.url.clone();
+    let streaming = std::thread::spawn(move || ui_stream(&url, &body));
+    // A second client has sent its head but not yet its body when the signal comes.
+    let late_body = deploy_body(folder.to_str().unwrap(), &late, json!({})).to_string();
+    let mut half = TcpStream::connect(s.addr()).unwrap();
+    write!(
+        half,
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        late_body.len(),
+        &late_body[..late_body.len() - 5]
+    )
+    .unwrap();
+    assert!(eventually(30, || state(&docker, &name).as_deref() == Some("running")));
+    managed::sigterm(s.child.id());
+    // The signal has landed once the listener is gone; only then the rest of the body.
+    let addr = s.addr();
+    assert!(eventually(10, || TcpStream::connect(&addr).is_err()));
+    half.write_all(&late_body.as_bytes()[late_body.len() - 5..])
+        .unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = half.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+    let events = streaming.join().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        last["stage"], "completed",
+        "the attached client saw the outcome: {last}"
+    );
+    assert_eq!(managed::wait_exit(&mut s.child, 90).code(), Some(0));
+    assert_eq!(state(&docker, &late), None, "nothing new was started");
+}
