@@ -135,21 +135,27 @@ pub fn locate(flags: &DeployFlags) -> Result<Option<PathBuf>> {
         start.join(FILE_NAME),
         config::project_root(&start).join(FILE_NAME),
     ];
-    Ok(candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .map(|p| p.canonicalize().unwrap_or(p)))
+    // A name that exists but is no regular file (a FIFO would block) is bad input, not
+    // silently passed over.
+    for p in candidates {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => return Ok(Some(p.canonicalize().unwrap_or(p))),
+            Ok(_) => {
+                return Err(Error::input(
+                    format!("deployment file {} is not a regular file", p.display()),
+                    "make it a regular TOML file, or remove it",
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Reads and parses a deployment file. Unknown keys, wrong types and bad TOML are bad input
 /// naming `file:line:col` and the key, on one line, without the value.
 fn load(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::input(
-            format!("cannot read deployment file {}", path.display()),
-            format!("{e}; give a readable TOML file"),
-        )
-    })?;
+    let bytes = config::read_small(path, "deployment file")?;
     let text = String::from_utf8(bytes).map_err(|_| {
         Error::input(
             format!("deployment file {} is not UTF-8 text", path.display()),

@@ -70,12 +70,21 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> i32 {
         return e.exit_code();
     }
     let rendered = e.render().to_string();
-    let first = rendered
+    // clap's message can span lines ("...not provided:\n  <NAME>"): keep all of it up to the
+    // usage, on one line, so it names what is missing.
+    let message: Vec<&str> = rendered
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("bad command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let joined = message.join(" ");
+    let joined = joined.strip_prefix("error: ").unwrap_or(&joined);
+    let first = if joined.is_empty() {
+        "bad command line"
+    } else {
+        joined.trim_end_matches(':')
+    };
     let sub = subcommand_of(args);
     let help = match &sub {
         Some(s) => format!("see `fractalic-publisher {s} --help`"),

@@ -53,10 +53,11 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
 fn read_token(a: &ServeArgs) -> Result<Option<String>> {
     let (token, from) = match &a.token_file {
         Some(f) => {
-            let t = std::fs::read_to_string(f).map_err(|e| {
+            let bytes = crate::config::read_small(f, "--token-file")?;
+            let t = String::from_utf8(bytes).map_err(|_| {
                 Error::input(
-                    format!("cannot read --token-file {}", f.display()),
-                    format!("{e}; give a readable file holding the token"),
+                    format!("--token-file {} is not UTF-8 text", f.display()),
+                    "give a file holding the token",
                 )
             })?;
             (t, format!("--token-file {}", f.display()))
