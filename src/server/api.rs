@@ -133,10 +133,70 @@ fn authorised(server: &Server, req: &Request) -> bool {
     super::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
+/// The host name of a `Host` header value (`name:port`, `[v6]:port`, or bare).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// On a loopback listener, only requests addressed to a loopback name are answered: a site
+/// that makes its own name resolve to 127.0.0.1 (DNS rebinding) is refused.
+fn host_allowed(server: &Server, req: &Request) -> bool {
+    if !server.loopback {
+        return true;
+    }
+    match req.header("host") {
+        None => true,
+        Some(h) => {
+            let name = host_name(h).to_ascii_lowercase();
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// A request that changes something, sent by a browser page of another origin (a "simple"
+/// cross-site request needs no preflight): refused unless that origin was allowed with
+/// --cors-origin. Same-origin pages (the server's own page) and clients that send no Origin
+/// (curl, scripts) pass.
+fn cross_site_write(server: &Server, req: &Request) -> Option<String> {
+    if !matches!(req.method.as_str(), "POST" | "DELETE" | "PUT" | "PATCH") {
+        return None;
+    }
+    let origin = req.header("origin")?;
+    if server.cors_origins.iter().any(|a| a == origin) {
+        return None;
+    }
+    let same = req
+        .header("host")
+        .is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
+    (!same).then(|| origin.to_string())
+}
+
 /// Answers `req`; `None` when the handler already wrote a streamed response.
 pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Option<Response> {
+    if !host_allowed(server, req) {
+        return Some(Response::error(
+            403,
+            format!(
+                "Host {:?} is not a loopback name; this server listens on loopback and answers only requests addressed to localhost or 127.0.0.1",
+                req.header("host").unwrap_or("")
+            ),
+        ));
+    }
     if req.method == "OPTIONS" {
         return Some(preflight(server, req));
+    }
+    if let Some(origin) = cross_site_write(server, req) {
+        return Some(Response::error(
+            403,
+            format!("a page of origin {origin:?} may not change anything here; start the server with --cors-origin {origin} to allow it"),
+        ));
     }
     // Every /api request needs the token, also one for a route that does not exist.
     if (req.path == "/api" || req.path.starts_with("/api/")) && !authorised(server, req) {
@@ -858,6 +918,14 @@ pub fn keys(v: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("localhost:8090"), "localhost");
+        assert_eq!(host_name("[::1]:8090"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("evil.example:80"), "evil.example");
+    }
 
     #[test]
     fn routes_match_segments() {

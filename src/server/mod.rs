@@ -32,6 +32,9 @@ pub struct Server {
     pub token: Option<String>,
     pub cors_origins: Vec<String>,
     pub runs: runs::Runs,
+    /// Listening on a loopback address: then only loopback `Host` names are answered (a page
+    /// elsewhere cannot reach the API through DNS rebinding).
+    pub loopback: bool,
     connections: AtomicUsize,
 }
 
@@ -136,6 +139,7 @@ impl Server {
             token,
             cors_origins,
             runs: runs::Runs::new(usize::from(a.max_deploys)),
+            loopback: listen.ip().is_loopback(),
             connections: AtomicUsize::new(0),
         })
     }

@@ -522,7 +522,7 @@ fn first_event_then_disconnect(addr: &str, body: &Value) -> Value {
     let b = body.to_string();
     write!(
         c,
-        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{b}",
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{b}",
         b.len()
     )
     .unwrap();
@@ -807,6 +807,22 @@ fn bad_http_input_is_a_clear_error_and_creates_nothing() {
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     assert!(r.contains("docker-registry"), "names the plugins: {r}");
 
+    // Cross-site writes and DNS rebinding: a page elsewhere cannot drive the API.
+    let r = raw("POST /api/deployments/x/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("evil.example"),
+        "{r}"
+    );
+    let r = raw("DELETE /api/deployments/x?force=true HTTP/1.1\r\nOrigin: null\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = raw("GET /api/deployments HTTP/1.1\r\nHost: attacker.example:8090\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("loopback"),
+        "{r}"
+    );
+    let r = raw("GET /health HTTP/1.1\r\nHost: localhost:1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
     // A half-sent request times out on its own while other clients are served.
     let mut slow = TcpStream::connect(s.addr()).unwrap();
     slow.write_all(b"POST /api/deploy/docker-registry HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"scr").unwrap();
@@ -954,7 +970,7 @@ fn a_quiet_stream_sends_keep_alive_comments() {
     let b = body.to_string();
     write!(
         c,
-        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
         b.len()
     )
     .unwrap();
@@ -1007,7 +1023,7 @@ fn sigterm_lets_attached_clients_read_the_outcome_and_starts_nothing_new() {
     let mut half = TcpStream::connect(s.addr()).unwrap();
     write!(
         half,
-        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
         late_body.len(),
         &late_body[..late_body.len() - 5]
     )
