@@ -205,9 +205,13 @@ swarm_section() {
 			--secret "source=$svc.settings,target=/fractalic/settings.toml,uid=1000,gid=1000,mode=0400" \
 			--secret "source=$svc.settings,target=/settings.toml,uid=1000,gid=1000,mode=0400" \
 			"$tag" >/dev/null
-		port=""
-		until [[ -n $port ]] && curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/health" 2>/dev/null; do
-			port=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}|{{.Ports}}' "$svc" | sed -n 's/^Running.*\*:\([0-9]*\)->.*/\1/p' | head -n 1)
+		# A host-mode task may publish one host port per address family; any that answers counts.
+		up=no
+		until [[ $up == yes ]]; do
+			for port in $(docker service ps --filter desired-state=running --format '{{.CurrentState}}|{{.Ports}}' "$svc" |
+				sed -n 's/^Running[^|]*|//p' | grep -o '\*:[0-9]*' | cut -c3-); do
+				curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/health" 2>/dev/null && up=yes && break
+			done
 			(($(now) - t0 < 120000000000)) || die "floor: $svc never became healthy"
 		done
 		t1=$(now)
