@@ -3,6 +3,7 @@
 pub mod cleanup;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod deploy;
 pub mod deploy_file;
 pub mod docker;

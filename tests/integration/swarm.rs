@@ -776,10 +776,16 @@ fn publish(c) {
     }
     #{ deployment_id: c.name, url: url, image: img.image }
 }
-fn list(rows) {
+fn lookup(n) {
+    let c = container_inspect(n);
+    if c == () { return (); }
+    let l = c.Config.Labels;
+    #{ name: n, kind: "container", plugin: l["fractalic-publisher.plugin"] ?? "", managed: l["fractalic-publisher.managed"] == "true", running: c.State.Running }
+}
+fn list_all() {
     let out = [];
-    for r in rows {
-        out.push(#{ name: r.name, plugin: "tiny", script: r.labels["fractalic-publisher.script"], state: r.state, health: "-", url: "", age: "" });
+    for r in docker_ps(true, ["label=fractalic-publisher.plugin=tiny"], ["fractalic-publisher.script"]) {
+        out.push(#{ name: r.name, plugin: "tiny", script: r.labels["fractalic-publisher.script"], state: r.state });
     }
     out
 }
