@@ -5,6 +5,7 @@
 mod support;
 
 mod config_file;
+mod contract;
 mod deploy;
 mod doctor;
 mod interrupt;
