@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub docker: Option<PathBuf>,
 
+    /// The docker context every docker call uses (`docker --context NAME ...`; default: the
+    /// CLI's own choice: DOCKER_HOST, DOCKER_CONTEXT or `docker context use`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
     /// Extra directory searched first for plugin files (NAME.rhai).
     #[arg(
         long,

@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod deploy_file;
 pub mod docker;
 pub mod doctor;
+pub mod engine;
 pub mod error;
 pub mod health;
 pub mod journal;

@@ -166,17 +166,37 @@ impl Manager {
     /// deployments only with `all`, sorted by name. A plugin that cannot list is a warning.
     pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
         let mut entries = Vec::new();
+        let (mut listed_any, mut first_error) = (false, None);
         for p in self.plugins_with("list_all") {
             let listed = p
                 .call("list_all", ())
                 .and_then(|v| contract::list_result(&p.source.label(), &v));
             match listed {
-                Ok(v) => entries.extend(v.into_iter().filter(|e| all || e.state == "running")),
-                Err(e) => self.progress.warn(format!(
-                    "plugin {:?} could not list its deployments ({e})",
-                    p.source.name
-                )),
+                Ok(v) => {
+                    listed_any = true;
+                    entries.extend(v.into_iter().filter(|e| all || e.state == "running"));
+                }
+                // No engine to ask (or an interrupt): no platform can answer.
+                Err(e)
+                    if matches!(
+                        e.exit_code(),
+                        crate::error::exit::DOCKER_UNAVAILABLE | crate::error::exit::INTERRUPTED
+                    ) =>
+                {
+                    return Err(e)
+                }
+                Err(e) => {
+                    self.progress.warn(format!(
+                        "plugin {:?} could not list its deployments ({e})",
+                        p.source.name
+                    ));
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        // Not one platform could list: that is a failure, not an empty list.
+        if let (false, Some(e)) = (listed_any, first_error) {
+            return Err(e);
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries

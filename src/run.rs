@@ -13,6 +13,14 @@ use std::sync::Arc;
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     use crate::cleanup::{self, Output};
+    if let Err(e) = crate::docker::set_context(cli.context.as_deref()) {
+        if wants_json(&cli.command) {
+            println!("{}", manage::render_json_error(&e));
+        } else {
+            eprintln!("error: {}", crate::error::one_line(&e.to_string()));
+        }
+        return e.exit_code();
+    }
     if let Command::Serve(a) = &cli.command {
         // The server has its own signal handling: stop accepting, let deploys finish.
         return match crate::server::serve(&cli, a) {

@@ -444,6 +444,19 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
     // now_utc(): the current UTC time, RFC 3339.
     engine.register_fn("now_utc", now_utc);
 
+    // engine_info(): where the Docker engine is (from --context, DOCKER_HOST, DOCKER_CONTEXT or
+    // the CLI's current context): {remote, host ("localhost" or the engine host's address),
+    // url_host (host as a URL needs it: "localhost", "10.1.2.3", "[fd00::7]"), context,
+    // endpoint}. Build deployment URLs with url_host, so probes reach a remote engine's ports.
+    let h = Arc::clone(host);
+    engine.register_fn("engine_info", move || -> Map {
+        match h.docker() {
+            Some(d) => engine_map(d),
+            // No docker handle (a plugin checked without Docker): as the environment says.
+            None => engine_map(&Docker::with_binary("docker".into())),
+        }
+    });
+
     // --- containers ---------------------------------------------------------------------
 
     // docker_ps(all, filters, label_keys): containers (one `docker ps` call) as maps
@@ -676,7 +689,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             };
             let mut reserved = port_set(&reserved);
             reserved.extend(h.check(h.lock_ports())?);
-            let choice = ports::choose(req, bind_ip, &reserved).map_err(|e| {
+            let d = h.docker_or_raise()?;
+            let published = h.check(engine_ports(&d))?;
+            let at = vantage(bind_ip, published.as_ref());
+            let choice = ports::choose(req, at, &reserved).map_err(|e| {
                 let err = match e {
                     ports::PortError::Busy { .. } => {
                         Error::input(format!("--port {p}"), e.to_string())
@@ -703,7 +719,10 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             let after = h.check(port_arg(after))?;
             let mut reserved = port_set(&reserved);
             reserved.extend(h.check(h.lock_ports())?);
-            Ok(ports::next_free(first, after, bind_ip, &reserved)
+            let d = h.docker_or_raise()?;
+            let published = h.check(engine_ports(&d))?;
+            let at = vantage(bind_ip, published.as_ref());
+            Ok(ports::next_free(first, after, at, &reserved)
                 .map_or(Dynamic::UNIT, |p| i64::from(p).into()))
         },
     );
@@ -737,6 +756,46 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) {
             h.check(wait_ready(&h, &d, container, url, Some(&argv), secs))
         },
     );
+}
+
+/// Where ports are judged: this machine, or the ports a remote engine's containers publish.
+fn vantage(bind: IpAddr, published: Option<&BTreeSet<u16>>) -> ports::Vantage<'_> {
+    match published {
+        Some(p) => ports::Vantage::Engine(p),
+        None => ports::Vantage::Local(bind),
+    }
+}
+
+/// The host ports a remote engine's containers publish (one `docker ps`); None for a local
+/// engine, whose ports are judged by binding them here.
+pub(crate) fn engine_ports(d: &Docker) -> Result<Option<BTreeSet<u16>>> {
+    if d.endpoint().remote_host().is_none() {
+        return Ok(None);
+    }
+    let out = d.run(&["ps", "--format", "{{.Ports}}"], None, QUICK)?;
+    Ok(Some(crate::engine::published_ports(&out.stdout)))
+}
+
+/// `engine_info()`: {remote, host, url_host, context, endpoint}.
+pub(crate) fn engine_map(d: &Docker) -> Map {
+    let e = d.endpoint();
+    let mut m = Map::new();
+    m.insert("remote".into(), e.remote_host().is_some().into());
+    m.insert(
+        "host".into(),
+        e.remote_host().unwrap_or("localhost").to_string().into(),
+    );
+    m.insert("url_host".into(), e.url_host().into());
+    m.insert(
+        "context".into(),
+        d.context().unwrap_or("").to_string().into(),
+    );
+    let endpoint = match e {
+        crate::engine::Endpoint::Local => String::new(),
+        crate::engine::Endpoint::Remote { endpoint, .. } => endpoint.clone(),
+    };
+    m.insert("endpoint".into(), endpoint.into());
+    m
 }
 
 /// [`readiness::wait`] for a plugin: `{elapsed_ms, attempts[, exec]}`.

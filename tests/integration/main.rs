@@ -8,6 +8,7 @@ mod config_file;
 mod contract;
 mod deploy;
 mod doctor;
+mod engine;
 mod interrupt;
 mod lifecycle;
 mod logs;
