@@ -94,6 +94,42 @@ impl Prepared {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The host the plugin calls (what its readiness wait saw, its journal).
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// The plugin that will publish.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+}
+
+/// Runs a prepared deploy and then undoes it, whether it succeeded or not: a deployment made
+/// only to prove that deploys work (doctor's throwaway), removed by the same journal that
+/// removes a failed deploy's leftovers (and, on Ctrl-C, by the interrupt handler).
+pub fn run_and_undo(p: Prepared) -> (Result<Report>, UndoReport) {
+    let published = p
+        .plugin
+        .call("publish", (p.map.clone(),))
+        .and_then(|v| p.host.finish_main_check().map(|()| v))
+        .and_then(|v| crate::contract::publish_result(&p.plugin_source, &v));
+    p.host.release_port_lock();
+    let undo = p.host.journal().undo();
+    p.progress.finish();
+    let report = published.map(|result| Report {
+        name: p.name.clone(),
+        script_name: p.script_name.clone(),
+        plugin: p.plugin_name.clone(),
+        plugin_source: p.plugin_source.clone(),
+        script_path: p.script_path.clone(),
+        result,
+        warnings: p.progress.warnings(),
+        docker_calls: p.docker.calls(),
+        run_id: p.progress.run_id(),
+    });
+    (report, undo)
 }
 
 /// Validates a deploy: bad input fails here, before Docker is touched.
@@ -104,6 +140,16 @@ pub fn prepare(
     progress: Progress,
 ) -> Result<Prepared> {
     let cfg = config::deploy_config(args)?;
+    prepare_config(docker_flag, plugins_dir, cfg, progress)
+}
+
+/// [`prepare`] for a config built in code (doctor's throwaway deployment).
+pub fn prepare_config(
+    docker_flag: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    cfg: DeployConfig,
+    progress: Progress,
+) -> Result<Prepared> {
     progress.step(1, format!("Validated the deploy of {}", cfg.name));
     let source = plugin::find(&cfg.plugin, &plugin::search_dirs(plugins_dir))?;
     let plugin_source = source.label();

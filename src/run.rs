@@ -104,7 +104,7 @@ fn subcommand_of(args: &[std::ffi::OsString]) -> Option<String> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let a = a.to_string_lossy();
-        if a == "--docker" || a == "--plugins-dir" {
+        if a == "--docker" || a == "--plugins-dir" || a == "--context" {
             it.next();
         } else if !a.starts_with('-') {
             return Some(a.into_owned());
@@ -129,7 +129,12 @@ fn is_management(c: &Command) -> bool {
 fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
     let image = config::production_tag(a.image.as_deref().unwrap_or(config::DEFAULT_IMAGE));
-    let report = crate::doctor::run(cli.docker.as_deref(), &image, timeout);
+    let report = crate::doctor::run(
+        cli.docker.as_deref(),
+        cli.plugins_dir.as_deref(),
+        &image,
+        timeout,
+    );
     crate::cleanup::claim_or_park();
     if a.json.json {
         println!("{}", to_json(&report)?);

@@ -63,6 +63,24 @@ pub struct Host {
     main_check: Mutex<Option<MainCheck>>,
     /// Containers `start_container` started in this run, for readiness's stability proof.
     started: Mutex<HashMap<String, Started>>,
+    /// What the last `wait_http`/`wait_ready` saw (doctor reports its steps from it).
+    readiness: Mutex<Option<ReadinessSeen>>,
+}
+
+/// What a plugin's last readiness wait (`wait_http`, `wait_ready`) saw, success or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadinessSeen {
+    /// The container waited for.
+    pub container: String,
+    /// The health URL polled.
+    pub url: String,
+    /// When the wait began.
+    pub began: std::time::SystemTime,
+    /// Milliseconds until the URL answered 2xx (None: it never did).
+    pub health_ms: Option<u64>,
+    /// Whether the in-container command answered (None: none was asked for, or the wait
+    /// failed before it was judged).
+    pub exec_ok: Option<bool>,
 }
 
 impl Host {
@@ -87,7 +105,13 @@ impl Host {
             port_generation: Mutex::new(None),
             main_check: Mutex::new(None),
             started: Mutex::new(HashMap::new()),
+            readiness: Mutex::new(None),
         }
+    }
+
+    /// What the plugin's last readiness wait saw (None: it never waited).
+    pub fn readiness_seen(&self) -> Option<ReadinessSeen> {
+        lock(&self.readiness).clone()
     }
 
     /// Collects streamed output (logs) instead of writing it to stdout (the REST API).
@@ -809,8 +833,23 @@ fn wait_ready(
 ) -> Result<Map> {
     let started = lock(&host.started).get(container).copied();
     let argv: Option<Vec<&str>> = argv.map(|a| a.iter().map(String::as_str).collect());
-    let ready = readiness::wait(d, container, started, url, argv.as_deref(), secs_arg(secs))
-        .map_err(|e| e.error)?;
+    let began = std::time::SystemTime::now();
+    let waited = readiness::wait(d, container, started, url, argv.as_deref(), secs_arg(secs));
+    let ms = |w: &crate::health::Waited| w.elapsed.as_millis() as u64;
+    *lock(&host.readiness) = Some(ReadinessSeen {
+        container: container.to_string(),
+        url: url.to_string(),
+        began,
+        health_ms: match &waited {
+            Ok(r) => Some(ms(&r.health)),
+            Err(n) => n.health.as_ref().map(ms),
+        },
+        exec_ok: waited
+            .as_ref()
+            .ok()
+            .and_then(|r| r.exec.as_ref().map(|o| o.ok)),
+    });
+    let ready = waited.map_err(|e| e.error)?;
     let mut m = Map::new();
     m.insert(
         "elapsed_ms".into(),
