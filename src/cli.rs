@@ -43,6 +43,12 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// About writing plugins: `plugin api` prints the plugin API reference (entry points and
+    /// host functions), generated from the host functions' registration.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Print README deploy badges (markdown) for the plugins.
     Badges {
         /// Only this plugin's badge.
@@ -70,6 +76,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `plugin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
+    Api(JsonFlag),
 }
 
 /// `serve` flags.

@@ -7,6 +7,48 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// The plugin contract as README's "Plugin API" section states it (printed by `plugin api`
+/// ahead of the host functions): entry points, what each must return, and `config`. Kept
+/// beside the types and checks it describes.
+pub const ENTRY_POINTS_MD: &str = r#"A plugin is a Rhai script `NAME.rhai`. It is looked up, first match wins, in `--plugins-dir` /
+`FRACTALIC_PUBLISHER_PLUGINS`, then `./plugins`, then `$XDG_CONFIG_HOME/fractalic-publisher/plugins`
+(`~/.config/...`), then the plugins built into the binary. Files are re-read on every run; the
+deploy says which file it used. The engine is hardened: operation, call-depth, expression-depth,
+string/array/map size limits, strict variables, no `eval`; `print` goes to the progress output.
+Syntax errors are reported as `file:line:col: message` (exit 2); errors thrown while running as
+`file:line:col: message` (exit 1).
+
+### Entry points
+
+The binary knows no platform: what a deployment is (a container, a Swarm service ...) is the
+plugin's business, and every command goes through these functions. Results are checked field by
+field: a missing or wrong field fails with `FILE: ENTRY() result: field "F" must be ...` (exit 1),
+never as an empty cell in the output. Fields not listed are kept and shown (`--json`, `status`).
+
+| function | called by | returns (required fields in bold) |
+| --- | --- | --- |
+| `info()` | `list`, `info`, `badges` | map: **`name`**, `display_name`, `description`, `version`, `capabilities` (array), `difficulty`, `deploy_time`, `homepage` |
+| `validate(config)` | `deploy`, before anything is created | array of problems (strings); non-empty means exit 2 |
+| `publish(config)` | `deploy`, `doctor` (docker-registry's, for its throwaway) | map: **`url`** (string, not empty), `deployment_id`, `container`, `container_id`, `port` (int), `bind`, `image`, `image_digest`, `image_cached` (bool), `files`, `bytes`, `health_ms`, `mcp_ms` (ints), `services` (map of service -> state string) |
+| `lookup(name)` | every management command: each plugin that defines it is asked in turn (by plugin name) until one knows the name | `()` (not mine) or **`{name, managed, running}`**, `plugin`, `kind` ("container", "Swarm service"), `stop_args` (array of strings: the docker argv that stops it again when a `start` fails; recorded in the undo journal). `managed: false` is refused (exit 2, REST 403); no plugin knowing it: exit 2, REST 404 |
+| `list_all()` | `ps`, once per plugin that defines it (one docker call, or a fixed few) | array of **`{name, plugin, state}`** maps with `script`, `health`, `url`, `age` (strings) and any extras (`--json`); `ps` leaves out entries whose `state` is not `running` unless `--all`. A plugin that cannot list is a warning; when none can, `ps` fails |
+| `status(name)` | `status` | **`{name, state}`**; known keys are shown in order (`name, plugin, state, health, url, image, image_digest, created, started_at, restart_count, port, bind, script, script_path`), others after them |
+| `logs(name, opts)` | `logs` | text to print, or `""` after streaming. `opts`: `{tail (-1 = all), follow, service ("" or ai_server / mcp_manager / backend)}` |
+| `stop(name)` | `stop` | **`{name, state}`** |
+| `start(name, opts)` | `start` | **`{name, state}`**, `url`, `health_ms`; throw when it does not become healthy (the binary then runs `lookup`'s `stop_args` if it was stopped). `opts`: `{timeout}` (seconds) |
+| `delete(name, opts)` | `rm` | **`{name, removed}`** (`removed`: array of strings). `opts`: `{force}`; a running one without force: `bad_input(...)` |
+
+`info`, `validate` and `publish` are required; a plugin without one of the others gets
+"plugin X does not define `fn status(...)`" (exit 1) for that command.
+
+### `config`
+
+What `validate(config)` and `publish(config)` get (no secret values in it): `plugin`, `name`,
+`script_name`, `script_folder`, `main_script`, `script_path`, `image`, `platform`, `port`,
+`port_exact`, `bind`, `pull`, `timeout` (seconds), `env_keys` (names only), `config_files`
+(`name`, `source`, `dests`), `warnings`, `project_root`, `replicas`, `registry`, `publish_mode`.
+"#;
+
 /// One configuration file of a deploy, as plugins see it (never its content).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConfigFileRef {

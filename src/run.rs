@@ -225,6 +225,9 @@ fn wants_json(c: &Command) -> bool {
         Command::List(j) => j.json,
         Command::Info { json, .. } => json.json,
         Command::Badges { .. } => false,
+        Command::Plugin {
+            command: crate::cli::PluginCommand::Api(j),
+        } => j.json,
         Command::Ps(a) => a.json.json,
         Command::Status(a) => a.json.json,
         Command::Stop(a) => a.json.json,
@@ -296,6 +299,17 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 println!("{outcome}");
             } else {
                 print!("{}", deploy::render_text(&report));
+            }
+            Ok(())
+        }
+        Command::Plugin {
+            command: crate::cli::PluginCommand::Api(j),
+        } => {
+            let docs = crate::plugin::api::reference();
+            if j.json {
+                println!("{}", to_json(&crate::plugin::api::render_json(&docs))?);
+            } else {
+                print!("{}", crate::plugin::api::render_text(&docs));
             }
             Ok(())
         }

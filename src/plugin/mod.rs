@@ -1,6 +1,7 @@
 //! Plugins: discovery (files on disk override the built-ins embedded in the binary), the
 //! hardened Rhai engine, compilation, and calls into a plugin's named entry points.
 
+pub mod api;
 pub mod host;
 pub mod host_generic;
 pub mod host_manage;
@@ -158,9 +159,7 @@ pub fn engine(host: &Arc<Host>) -> Engine {
     engine.on_print(move |s| p.info(s));
     let p: Progress = host.progress.clone();
     engine.on_debug(move |s, _, pos| p.info(format!("debug {pos}: {s}")));
-    host::register(&mut engine, host);
-    host_manage::register(&mut engine, host);
-    host_generic::register(&mut engine, host);
+    api::register(&mut engine, host);
     engine
 }
 
