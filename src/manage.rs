@@ -87,9 +87,12 @@ impl Manager {
         if self.capture {
             host = host.with_capture();
         }
-        let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(f) = follow {
-            host = host.with_follow(f);
+        // Only the plugin that streams the log gets the follower (lookups load plugins too).
+        if entry == "logs" {
+            let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(f) = follow {
+                host = host.with_follow(f);
+            }
         }
         let host = Arc::new(host);
         host.set_plugin(name);
