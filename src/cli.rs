@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub docker: Option<PathBuf>,
 
+    /// The docker context every docker call uses (`docker --context NAME ...`; default: the
+    /// CLI's own choice: DOCKER_HOST, DOCKER_CONTEXT or `docker context use`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
     /// Extra directory searched first for plugin files (NAME.rhai).
     #[arg(
         long,
@@ -37,6 +42,12 @@ pub enum Command {
         plugin: String,
         #[command(flatten)]
         json: JsonFlag,
+    },
+    /// About writing plugins: `plugin api` prints the plugin API reference (entry points and
+    /// host functions), generated from the host functions' registration.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
     },
     /// Print README deploy badges (markdown) for the plugins.
     Badges {
@@ -65,6 +76,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `plugin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
+    Api(JsonFlag),
 }
 
 /// `serve` flags.

@@ -1,31 +1,20 @@
-//! The management commands (`ps`, `status`, `logs`, `stop`, `start`, `rm`): find the
-//! deployment in Docker by its labels, check it is ours, and hand it to the entry point of the
-//! plugin that made it. Also renders their results. Docker's labels are all the state there is.
+//! The management commands (`ps`, `status`, `logs`, `stop`, `start`, `rm`): ask every plugin's
+//! `lookup(name)` which deployment a name is, check it is ours, and hand it to the entry point of
+//! the plugin that made it; `ps` asks every plugin's `list_all()`. The core knows no platform:
+//! what a deployment is (a container, a Swarm service ...) is the plugin's business. Also renders
+//! the results.
 
 use crate::config;
-use crate::docker::{Docker, QUICK};
+use crate::contract;
+use crate::docker::Docker;
 use crate::error::{Error, Result};
-use crate::plugin::host::{self, Host, LABEL_CREATED, LABEL_MANAGED, LABEL_PLUGIN};
+use crate::plugin::host::{self, Host, LABEL_MANAGED, LABEL_PLUGIN};
 use crate::plugin::{self, Plugin};
 use crate::progress::Progress;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The labels `ps` reads in its one `docker ps` call (plugins find them in `row.labels`).
-pub const PS_LABELS: &[&str] = &[
-    LABEL_MANAGED,
-    LABEL_PLUGIN,
-    LABEL_CREATED,
-    "fractalic-publisher.script",
-    "fractalic-publisher.script-path",
-    "fractalic-publisher.port",
-    "fractalic-publisher.bind",
-    "fractalic-publisher.image",
-    "fractalic-publisher.image-digest",
-];
 
 const SEE_PS: &str = "`fractalic-publisher ps --all` lists the deployments this tool manages";
 
@@ -38,16 +27,17 @@ pub struct Manager {
     follow: std::sync::Mutex<Option<host::Follow>>,
 }
 
-/// A container this tool created, as `docker container inspect` showed it.
+/// A deployment this tool created, as its plugin's `lookup(name)` described it.
 pub struct Owned {
-    /// The container's name (without docker's leading `/`).
+    /// Its real name.
     pub name: String,
+    /// What it is ("container", "Swarm service"), for messages.
+    pub kind: String,
     /// The plugin that created it (its `fractalic-publisher.plugin` label).
     pub plugin: String,
     /// Whether it was running when looked up.
     pub running: bool,
-    /// How to stop it again when a `start` fails (docker argv; None: `docker stop NAME`).
-    /// A plugin's `lookup(name)` gives it for deployments that are not one container.
+    /// The docker argv that stops it again when a `start` fails (None: the plugin gave none).
     pub stop_args: Option<Vec<String>>,
 }
 
@@ -97,9 +87,12 @@ impl Manager {
         if self.capture {
             host = host.with_capture();
         }
-        let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(f) = follow {
-            host = host.with_follow(f);
+        // Only the plugin that streams the log gets the follower (lookups load plugins too).
+        if entry == "logs" {
+            let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(f) = follow {
+                host = host.with_follow(f);
+            }
         }
         let host = Arc::new(host);
         host.set_plugin(name);
@@ -115,47 +108,41 @@ impl Manager {
         Ok(p)
     }
 
-    /// Looks `name` up: exit 2 when there is no such container or it is not ours.
+    /// Looks `name` up in every plugin that defines `lookup(name)` (by plugin name, the first
+    /// that knows it wins): exit 2 when none knows it ([`Error::NotFound`]) or it is not ours
+    /// ([`Error::NotManaged`]).
     pub fn owned(&self, name: &str) -> Result<Owned> {
         config::check_container_name(name)?;
-        let Some(v) = self.docker.container_inspect(name)? else {
-            // Not a container: maybe a deployment of a platform that knows it by other means.
-            if let Some(o) = self.lookup_in_plugins(name)? {
-                return Ok(o);
+        for p in self.plugins_with("lookup") {
+            let v = p.call("lookup", (name.to_string(),))?;
+            let Some(l) = contract::lookup_result(&p.source.label(), &v)? else {
+                continue;
+            };
+            let (kind, real) = (l.kind, l.name);
+            if !l.managed {
+                return Err(Error::NotManaged {
+                    what: format!("{kind} {real:?} was not created by fractalic-publisher"),
+                    hint: format!(
+                        "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
+                    ),
+                });
             }
-            return Err(Error::NotFound {
-                what: format!("no deployment named {name:?}"),
-                hint: format!(
-                    "there is no container with that name, and no plugin knows a deployment by it; {SEE_PS}"
-                ),
-            });
-        };
-        let labels = &v["Config"]["Labels"];
-        let label = |k: &str| labels[k].as_str().unwrap_or("").to_string();
-        let real = v["Name"]
-            .as_str()
-            .unwrap_or(name)
-            .trim_start_matches('/')
-            .to_string();
-        if label(LABEL_MANAGED) != "true" {
-            return Err(Error::NotManaged {
-                what: format!("container {real:?} was not created by fractalic-publisher"),
-                hint: format!(
-                    "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
-                ),
+            if l.plugin.is_empty() {
+                return Err(Error::failed(format!(
+                    "{kind} {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it; remove it with docker itself"
+                )));
+            }
+            return Ok(Owned {
+                name: real,
+                kind,
+                plugin: l.plugin,
+                running: l.running,
+                stop_args: l.stop_args,
             });
         }
-        let plugin = label(LABEL_PLUGIN);
-        if plugin.is_empty() {
-            return Err(Error::failed(format!(
-                "container {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it; remove it with `fractalic-publisher rm {real}`"
-            )));
-        }
-        Ok(Owned {
-            name: real,
-            plugin,
-            running: v["State"]["Running"].as_bool().unwrap_or(false),
-            stop_args: None,
+        Err(Error::NotFound {
+            what: format!("no deployment named {name:?}"),
+            hint: format!("no plugin knows a deployment by that name; {SEE_PS}"),
         })
     }
 
@@ -178,125 +165,55 @@ impl Manager {
         out
     }
 
-    /// Asks each plugin that defines `lookup(name)`, in turn, whether `name` is one of its
-    /// deployments. A plugin answers () (not mine) or a map {name, plugin, managed, running,
-    /// kind, stop_args}; `managed: false` means the object exists but this tool did not make it.
-    fn lookup_in_plugins(&self, name: &str) -> Result<Option<Owned>> {
-        for p in self.plugins_with("lookup") {
-            let v = p.call("lookup", (name.to_string(),))?;
-            if v.is_unit() {
-                continue;
-            }
-            let v = to_value(&p, "lookup", v)?;
-            let kind = v["kind"].as_str().unwrap_or("object").to_string();
-            let real = v["name"].as_str().unwrap_or(name).to_string();
-            if v["managed"].as_bool() != Some(true) {
-                return Err(Error::NotManaged {
-                    what: format!("{kind} {real:?} was not created by fractalic-publisher"),
-                    hint: format!(
-                        "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
-                    ),
-                });
-            }
-            let plugin = v["plugin"].as_str().unwrap_or("").to_string();
-            if plugin.is_empty() {
-                return Err(Error::failed(format!(
-                    "{kind} {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it"
-                )));
-            }
-            let stop_args = v["stop_args"].as_array().map(|a| {
-                a.iter()
-                    .map(|x| x.as_str().unwrap_or("").to_string())
-                    .collect()
-            });
-            return Ok(Some(Owned {
-                name: real,
-                plugin,
-                running: v["running"].as_bool().unwrap_or(false),
-                stop_args,
-            }));
-        }
-        Ok(None)
-    }
-
-    /// `ps`: one `docker ps` call; each plugin's `list(rows)` turns its rows into entries.
+    /// `ps`: every plugin's `list_all()` (each makes one docker call, or a fixed few), stopped
+    /// deployments only with `all`, sorted by name. A plugin that cannot list is a warning.
     pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
-        let keys: Vec<String> = PS_LABELS.iter().map(|k| k.to_string()).collect();
-        let format = host::ps_format(&keys);
-        let filter = format!("label={LABEL_MANAGED}=true");
-        let mut args = vec!["ps", "--no-trunc", "--filter", &filter, "--format", &format];
-        if all {
-            args.push("--all");
-        }
-        let out = self.docker.run(&args, None, QUICK)?;
-        let mut by_plugin: BTreeMap<String, rhai::Array> = BTreeMap::new();
-        for row in host::parse_ps(&out.stdout, &keys)? {
-            let plugin = row
-                .read_lock::<rhai::Map>()
-                .and_then(|m| m.get("labels").cloned())
-                .and_then(|l| {
-                    l.read_lock::<rhai::Map>()
-                        .map(|l| l.get(LABEL_PLUGIN).cloned())
-                })
-                .flatten()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            by_plugin.entry(plugin).or_default().push(row);
-        }
         let mut entries = Vec::new();
-        for (name, rows) in by_plugin {
-            let listed = self
-                .plugin(&name, "list")
-                .and_then(|p| p.call("list", (rows.clone(),)).map(|v| (p, v)))
-                .and_then(|(p, v)| {
-                    rhai::serde::from_dynamic::<Vec<Value>>(&v).map_err(|e| Error::Plugin {
-                        location: p.source.label(),
-                        message: format!("list() must return an array of maps: {e}"),
-                    })
-                });
+        let (mut listed_any, mut first_error) = (false, None);
+        for p in self.plugins_with("list_all") {
+            let listed = p
+                .call("list_all", ())
+                .and_then(|v| contract::list_result(&p.source.label(), &v));
             match listed {
-                Ok(v) => entries.extend(v),
+                Ok(v) => {
+                    listed_any = true;
+                    entries.extend(v.into_iter().filter(|e| all || e.state == "running"));
+                }
+                // No engine to ask (or an interrupt): no platform can answer.
+                Err(e)
+                    if matches!(
+                        e.exit_code(),
+                        crate::error::exit::DOCKER_UNAVAILABLE | crate::error::exit::INTERRUPTED
+                    ) =>
+                {
+                    return Err(e)
+                }
                 Err(e) => {
                     self.progress.warn(format!(
-                        "plugin {name:?} could not list its deployments ({e}); showing what Docker knows"
+                        "plugin {:?} could not list its deployments ({e})",
+                        p.source.name
                     ));
-                    entries.extend(rows.iter().map(|r| plain_entry(r, &name)));
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        // Platforms whose deployments are not containers list their own (one call each).
-        for p in self.plugins_with("list_all") {
-            let listed = p.call("list_all", ()).and_then(|v| {
-                rhai::serde::from_dynamic::<Vec<Value>>(&v).map_err(|e| Error::Plugin {
-                    location: p.source.label(),
-                    message: format!("list_all() must return an array of maps: {e}"),
-                })
-            });
-            match listed {
-                Ok(v) => entries.extend(
-                    v.into_iter()
-                        .filter(|e| all || e["state"].as_str() == Some("running")),
-                ),
-                Err(e) => self.progress.warn(format!(
-                    "plugin {:?} could not list its deployments ({e})",
-                    p.source.name
-                )),
-            }
+        // Not one platform could list: that is a failure, not an empty list.
+        if let (false, Some(e)) = (listed_any, first_error) {
+            return Err(e);
         }
-        entries.sort_by(|a, b| {
-            a["name"]
-                .as_str()
-                .unwrap_or("")
-                .cmp(b["name"].as_str().unwrap_or(""))
-        });
-        Ok(entries)
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect())
     }
 
     /// `status NAME`: the plugin's `status(name)`.
     pub fn status(&self, name: &str) -> Result<Value> {
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "status")?;
-        to_value(&p, "status", p.call("status", (o.name.clone(),))?)
+        let v = p.call("status", (o.name.clone(),))?;
+        to_value::<contract::StatusResult>(&p, "status", v)
     }
 
     /// `logs NAME`: the plugin's `logs(name, opts)`; returns what is left to print (a streamed
@@ -326,7 +243,8 @@ impl Manager {
     pub fn stop(&self, name: &str) -> Result<Value> {
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "stop")?;
-        to_value(&p, "stop", p.call("stop", (o.name.clone(),))?)
+        let v = p.call("stop", (o.name.clone(),))?;
+        to_value::<contract::StopResult>(&p, "stop", v)
     }
 
     /// `start NAME`: the plugin's `start(name, opts)`. A deployment that was stopped and does
@@ -339,15 +257,10 @@ impl Manager {
         // Stopping it again is the undo of this start: an interrupt or a failure does it.
         let journal = crate::journal::Journal::new();
         journal.set_docker(Arc::clone(&self.docker));
-        if !o.running {
-            journal.record(match &o.stop_args {
-                Some(args) => crate::journal::Resource::DockerObject {
-                    what: format!("{} (started)", o.name),
-                    remove_args: args.clone(),
-                },
-                None => crate::journal::Resource::StartedContainer {
-                    name: o.name.clone(),
-                },
+        if let (false, Some(args)) = (o.running, &o.stop_args) {
+            journal.record(crate::journal::Resource::DockerObject {
+                what: format!("{} {} (started)", o.kind, o.name),
+                remove_args: args.clone(),
             })?;
         }
         let r = p.call("start", (o.name.clone(), opts));
@@ -355,7 +268,7 @@ impl Manager {
         match r {
             Ok(v) => {
                 journal.commit()?;
-                to_value(&p, "start", v)
+                to_value::<contract::StartResult>(&p, "start", v)
             }
             Err(e) if o.running || e.exit_code() == crate::error::exit::DOCKER_UNAVAILABLE => {
                 let _ = journal.commit();
@@ -364,6 +277,10 @@ impl Manager {
             Err(e) => {
                 let undo = journal.undo();
                 let note = match undo.left.first() {
+                    None if o.stop_args.is_none() => format!(
+                        "plugin {} gives no way to stop {} again, so it may be left running; stop it with: fractalic-publisher stop {}",
+                        o.plugin, o.name, o.name
+                    ),
                     None => format!("{} was stopped again, as it was before", o.name),
                     Some(l) => format!(
                         "stopping {} again failed too ({}); stop it with: {}",
@@ -391,30 +308,19 @@ impl Manager {
         let p = self.plugin(&o.plugin, "delete")?;
         let mut opts = rhai::Map::new();
         opts.insert("force".into(), force.into());
-        to_value(&p, "delete", p.call("delete", (o.name.clone(), opts))?)
+        let v = p.call("delete", (o.name.clone(), opts))?;
+        to_value::<contract::DeleteResult>(&p, "delete", v)
     }
 }
 
-fn to_value(p: &Plugin, entry: &str, v: rhai::Dynamic) -> Result<Value> {
-    rhai::serde::from_dynamic(&v).map_err(|e| Error::Plugin {
-        location: p.source.label(),
-        message: format!("{entry}() must return a map: {e}"),
-    })
-}
-
-/// A `ps` entry from the docker row alone (when the owning plugin cannot list).
-fn plain_entry(row: &rhai::Dynamic, plugin: &str) -> Value {
-    let v: Value = rhai::serde::from_dynamic(row).unwrap_or(Value::Null);
-    let label = |k: &str| v["labels"][k].as_str().unwrap_or("").to_string();
-    json!({
-        "name": v["name"],
-        "plugin": plugin,
-        "script": label("fractalic-publisher.script"),
-        "state": v["state"],
-        "health": "-",
-        "url": "",
-        "age": "",
-    })
+/// Checks an entry point's result against its contract type and returns it as JSON.
+fn to_value<T: serde::de::DeserializeOwned + serde::Serialize>(
+    p: &Plugin,
+    entry: &str,
+    v: rhai::Dynamic,
+) -> Result<Value> {
+    let typed: T = contract::entry_result(&p.source.label(), entry, &v)?;
+    serde_json::to_value(typed).map_err(|e| Error::failed(format!("{entry}() result: {e}")))
 }
 
 fn cell(v: &Value) -> String {

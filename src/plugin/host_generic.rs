@@ -1,4 +1,5 @@
-//! Generic host functions a platform plugin builds on, whatever the platform: run any docker
+//! Implementations behind the generic host functions (registered, with their documentation, in
+//! `plugin::api`) a platform plugin builds on, whatever the platform: run any docker
 //! subcommand (argv and stdin in, `{ok, code, stdout, stderr}` out, optionally recorded in the
 //! undo journal), Docker secrets and configs made from the deploy's config files on stdin, the
 //! deploy's environment as a journal-owned env file, an image baked from the payload
@@ -14,14 +15,11 @@ use super::host::{Host, LABEL_CREATED, LABEL_MANAGED, LABEL_PLUGIN};
 use crate::config::DeployConfig;
 use crate::docker::{self, Docker, QUICK};
 use crate::error::{Error, Result};
-use crate::journal::{Resource, Token, LABEL_RUN};
+use crate::journal::{Resource, LABEL_RUN};
 use crate::payload;
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use rhai::{Array, Dynamic, Map};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 /// Label on the stopped container an image is baked in (besides the run label).
 pub const LABEL_BUILD: &str = "fractalic-publisher.build";
@@ -34,10 +32,10 @@ pub const LABEL_UID: &str = "fractalic-publisher.uid";
 pub const LABEL_GID: &str = "fractalic-publisher.gid";
 
 /// How long a `docker push` of a baked image may take.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const PUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Environment variable names the docker CLI itself reads: never handed to it from a deploy.
-fn steers_the_cli(key: &str) -> bool {
+pub(crate) fn steers_the_cli(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
     k.starts_with("DOCKER_")
         || k.starts_with("XDG_")
@@ -47,16 +45,16 @@ fn steers_the_cli(key: &str) -> bool {
         )
 }
 
-fn map_string(m: &Map, key: &str) -> Option<String> {
+pub(crate) fn map_string(m: &Map, key: &str) -> Option<String> {
     m.get(key).filter(|v| !v.is_unit()).map(|v| v.to_string())
 }
 
-fn strings(a: &Array) -> Vec<String> {
+pub(crate) fn strings(a: &Array) -> Vec<String> {
     a.iter().map(|v| v.to_string()).collect()
 }
 
 /// Hex SHA-256 of `parts`, each followed by a newline.
-fn sha256_hex(parts: &[&[u8]]) -> String {
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);
@@ -66,7 +64,7 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
 }
 
 /// The labels every object a plugin creates carries: managed, plugin, created, run.
-fn standard_labels(host: &Host) -> Vec<(String, String)> {
+pub(crate) fn standard_labels(host: &Host) -> Vec<(String, String)> {
     vec![
         (LABEL_MANAGED.into(), "true".into()),
         (LABEL_PLUGIN.into(), host.plugin_name()),
@@ -75,182 +73,17 @@ fn standard_labels(host: &Host) -> Vec<(String, String)> {
     ]
 }
 
-fn deploy_of<'a>(host: &'a Host, f: &str) -> Result<&'a DeployConfig> {
+pub(crate) fn deploy_of<'a>(host: &'a Host, f: &str) -> Result<&'a DeployConfig> {
     host.deploy()
         .ok_or_else(|| Error::failed(format!("{f}: only a deploy has config files and a payload")))
 }
 
-/// Registers the generic host API on `engine`.
-pub fn register(engine: &mut Engine, host: &Arc<Host>) {
-    // docker_run(argv: array of strings, opts: map) -> {ok, code, stdout, stderr, undo_id}
-    //   Runs `docker ARGV...` once. opts (all optional):
-    //     stdin: string fed to docker's stdin (default: none);
-    //     timeout_ms: deadline, 100 ms - 1 h (default 30000);
-    //     undo: argv that removes what this call creates (e.g. ["service", "rm", NAME]),
-    //       recorded in the run's undo journal BEFORE the call runs, forgotten again when the
-    //       call exits non-zero (nothing was created); a failure or Ctrl-C later runs it;
-    //     what: how messages name that object (default "docker UNDO...");
-    //     deploy_env: true hands the deploy's environment to the docker process itself (for
-    //       `--env-add KEY`, whose value the CLI then reads from its own environment, so values
-    //       stay off argv); refused for names the CLI reads itself (DOCKER_*, PATH, HOME ...).
-    //   Result: ok = exit code 0; code = exit code (-1 when killed); undo_id = the journal
-    //   record (-1 without `undo`), for undo_now / forget_undo.
-    //   Throws: docker not runnable, daemon unreachable, timeout, interrupted.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "docker_run",
-        move |argv: Array, opts: Map| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            h.check(docker_run(&h, &d, &strings(&argv), &opts))
-        },
-    );
-
-    // docker_stream(argv: array of strings, timeout_ms: int) -> ()
-    //   Runs `docker ARGV...` with its output written straight to the user's terminal (or
-    //   collected, where the command's output is captured: the REST API). timeout_ms 0 means
-    //   no deadline (`service logs --follow` runs until the user interrupts it).
-    //   Throws: non-zero exit, docker not runnable, timeout; no deadline while capturing.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "docker_stream",
-        move |argv: Array, timeout_ms: i64| -> RhaiResult<()> {
-            let d = h.docker_or_raise()?;
-            h.check(docker_stream(&h, &d, &strings(&argv), timeout_ms))
-        },
-    );
-
-    // undo_now(undo_id: int) -> ()
-    //   Runs a recorded undo now (e.g. a temporary object that has served its purpose) and
-    //   drops the record. Throws when the undo fails (the record stays for the final undo).
-    let h = Arc::clone(host);
-    engine.register_fn("undo_now", move |id: i64| -> RhaiResult<()> {
-        let r = h.journal().undo_now(Token::from_id(id.max(0) as u64));
-        match r.left.first() {
-            None => Ok(()),
-            Some(l) => Err(h.raise(Error::failed(format!(
-                "could not remove {} ({}); remove it with: {}",
-                l.what, l.error, l.remove_with
-            )))),
-        }
-    });
-
-    // forget_undo(undo_id: int) -> ()
-    //   Drops a record without running it: the object is no longer this run's to remove (e.g.
-    //   Swarm already rolled an update back). Never throws.
-    let h = Arc::clone(host);
-    engine.register_fn("forget_undo", move |id: i64| {
-        h.journal().forget(Token::from_id(id.max(0) as u64));
-    });
-
-    // deploy_labels() -> map {label: value}
-    //   The labels everything a deploy creates carries: fractalic-publisher.managed=true,
-    //   .plugin, .created (RFC 3339 UTC) and .run (this run's id). Never throws.
-    let h = Arc::clone(host);
-    engine.register_fn("deploy_labels", move || -> Map {
-        standard_labels(&h)
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect()
-    });
-
-    // deploy_file_object(kind: "secret"|"config", file: string, prefix: string, labels: map)
-    //   -> {name, hash, created} or () when the deploy has no such file
-    //   Creates a Docker secret or config named PREFIX + the first 12 hex digits of the
-    //   SHA-256 of the deploy's config file `file` (settings.toml, mcp_servers.json or .env),
-    //   with the contents on stdin (never on argv) and the deploy labels plus `labels`. An
-    //   object of that name already exists (same content): reused, created = false. A created
-    //   one is in the undo journal. Throws: bad kind or name, any other docker failure.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "deploy_file_object",
-        move |kind: &str, file: &str, prefix: &str, labels: Map| -> RhaiResult<Dynamic> {
-            let d = h.docker_or_raise()?;
-            h.check(deploy_file_object(&h, &d, kind, file, prefix, &labels))
-        },
-    );
-
-    // deploy_env_file() -> string
-    //   The path of a 0600 temp file holding the deploy's environment as K=V lines (for
-    //   `--env-file`), "" when it has none. The journal deletes it when the run ends, however
-    //   it ends. Throws: the file cannot be written, interrupted.
-    let h = Arc::clone(host);
-    engine.register_fn("deploy_env_file", move || -> RhaiResult<String> {
-        h.check(deploy_env_file(&h))
-    });
-
-    // deploy_env_hash() -> string
-    //   16 hex digits of the SHA-256 of the deploy's environment ("" when it has none), so a
-    //   plugin can tell whether it changed without seeing a value. Never throws.
-    let h = Arc::clone(host);
-    engine.register_fn("deploy_env_hash", move || -> String {
-        match h.deploy() {
-            Some(cfg) if !cfg.env.is_empty() => env_hash(&cfg.env),
-            _ => String::new(),
-        }
-    });
-
-    // payload_image(spec: map) -> {image, tag, hash, committed, pushed, digest, uid, gid,
-    //   files, bytes}
-    //   Bakes the deploy's payload into an image without a Dockerfile. spec: base (image
-    //   reference), base_id (its image id), user (the image's USER: the payload's owner),
-    //   repo ("HOST:PORT/fractalic-app/SCRIPT"), push (bool), image_files (config file names to bake in, e.g.
-    //   ["mcp_servers.json"]; default none). Files named settings.toml, .env or
-    //   mcp_servers.json inside the script folder never enter the image.
-    //   The tag is 24 hex digits of the SHA-256 of base_id, user and the payload tar stream. When
-    //   REPO:TAG exists here and was pushed to REPO: nothing is done (committed = pushed =
-    //   false). Otherwise: a stopped container from `base` (run label, in the journal), the
-    //   payload as one tar stream into `docker cp`, `docker commit` (the tag is in the journal:
-    //   a failed run removes it), the container removed, and `docker push` when push is true.
-    //   digest is the pushed repo digest ("" when not pushed); uid and gid own the payload.
-    //   Throws: any docker failure, the image's user missing from its /etc/passwd.
-    let h = Arc::clone(host);
-    engine.register_fn("payload_image", move |spec: Map| -> RhaiResult<Map> {
-        let d = h.docker_or_raise()?;
-        h.check(payload_image(&h, &d, &spec))
-    });
-
-    // http_request(method: string, url: string, opts: map) -> {ok, status, body, error,
-    //   elapsed_ms}
-    //   One HTTP request. opts: body (string), headers (map), timeout_ms (default 5000, 50 ms -
-    //   10 min; connecting takes at most 2000 of it). ok = a 2xx status; status 0 = no answer
-    //   (error says why). Throws only for a method other than GET, HEAD, POST, PUT, PATCH,
-    //   DELETE.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "http_request",
-        move |method: &str, url: &str, opts: Map| -> RhaiResult<Map> {
-            h.check(http_request(method, url, &opts))
-        },
-    );
-
-    // clock_ms() -> int
-    //   Milliseconds since this plugin's engine was built (monotonic), for deadlines.
-    let t0 = Instant::now();
-    engine.register_fn("clock_ms", move || -> i64 {
-        t0.elapsed().as_millis() as i64
-    });
-
-    // pause_ms(ms: int) -> ()
-    //   Waits `ms` milliseconds (1 - 5000): the interval of a poll loop that has a deadline.
-    engine.register_fn("pause_ms", |ms: i64| {
-        std::thread::sleep(Duration::from_millis(ms.clamp(1, 5000) as u64));
-    });
-
-    // sha256_hex(text: string) -> string
-    //   The 64 hex digits of the SHA-256 of `text` (e.g. to name objects by content).
-    engine.register_fn("sha256_hex", |text: &str| -> String {
-        let mut h = Sha256::new();
-        h.update(text.as_bytes());
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-    });
-}
-
-fn env_hash(env: &[(String, String)]) -> String {
+pub(crate) fn env_hash(env: &[(String, String)]) -> String {
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     sha256_hex(&[text.as_bytes()])[..16].to_string()
 }
 
-fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -> Result<Map> {
+pub(crate) fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -> Result<Map> {
     if argv.is_empty() {
         return Err(Error::failed("docker_run: argv is empty"));
     }
@@ -310,7 +143,12 @@ fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -> Result<Ma
     Ok(m)
 }
 
-fn docker_stream(host: &Host, d: &Docker, argv: &[String], timeout_ms: i64) -> Result<()> {
+pub(crate) fn docker_stream(
+    host: &Host,
+    d: &Docker,
+    argv: &[String],
+    timeout_ms: i64,
+) -> Result<()> {
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms.min(3_600_000) as u64));
     if host.capturing() {
@@ -343,7 +181,7 @@ fn docker_stream(host: &Host, d: &Docker, argv: &[String], timeout_ms: i64) -> R
     Ok(())
 }
 
-fn valid_object_name(n: &str) -> bool {
+pub(crate) fn valid_object_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -351,7 +189,7 @@ fn valid_object_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
-fn deploy_file_object(
+pub(crate) fn deploy_file_object(
     host: &Host,
     d: &Docker,
     kind: &str,
@@ -418,7 +256,7 @@ fn deploy_file_object(
     Ok(m.into())
 }
 
-fn deploy_env_file(host: &Host) -> Result<String> {
+pub(crate) fn deploy_env_file(host: &Host) -> Result<String> {
     let cfg = deploy_of(host, "deploy_env_file")?;
     if cfg.env.is_empty() {
         return Ok(String::new());
@@ -443,7 +281,7 @@ impl std::io::Write for HashWriter {
     }
 }
 
-fn payload_image(host: &Host, d: &Docker, spec: &Map) -> Result<Map> {
+pub(crate) fn payload_image(host: &Host, d: &Docker, spec: &Map) -> Result<Map> {
     let cfg = deploy_of(host, "payload_image")?;
     let need = |k: &str| {
         map_string(spec, k)
@@ -586,7 +424,7 @@ fn payload_image(host: &Host, d: &Docker, spec: &Map) -> Result<Map> {
 /// The stopped container, the tar stream, the commit; the container is removed again.
 /// Returns the uid and gid that own the payload.
 #[allow(clippy::too_many_arguments)]
-fn bake(
+pub(crate) fn bake(
     host: &Host,
     d: &Docker,
     cfg: &DeployConfig,
@@ -709,7 +547,7 @@ fn bake(
     Ok((pspec.owner.uid, pspec.owner.gid))
 }
 
-fn http_request(method: &str, url: &str, opts: &Map) -> Result<Map> {
+pub(crate) fn http_request(method: &str, url: &str, opts: &Map) -> Result<Map> {
     let method = method.to_ascii_uppercase();
     if !matches!(
         method.as_str(),

@@ -5,8 +5,10 @@
 mod support;
 
 mod config_file;
+mod contract;
 mod deploy;
 mod doctor;
+mod engine;
 mod interrupt;
 mod lifecycle;
 mod logs;

@@ -776,10 +776,16 @@ fn publish(c) {
     }
     #{ deployment_id: c.name, url: url, image: img.image }
 }
-fn list(rows) {
+fn lookup(n) {
+    let c = container_inspect(n);
+    if c == () { return (); }
+    let l = c.Config.Labels;
+    #{ name: n, kind: "container", plugin: l["fractalic-publisher.plugin"] ?? "", managed: l["fractalic-publisher.managed"] == "true", running: c.State.Running }
+}
+fn list_all() {
     let out = [];
-    for r in rows {
-        out.push(#{ name: r.name, plugin: "tiny", script: r.labels["fractalic-publisher.script"], state: r.state, health: "-", url: "", age: "" });
+    for r in docker_ps(true, ["label=fractalic-publisher.plugin=tiny"], ["fractalic-publisher.script"]) {
+        out.push(#{ name: r.name, plugin: "tiny", script: r.labels["fractalic-publisher.script"], state: r.state });
     }
     out
 }
@@ -921,4 +927,53 @@ fn dying_tasks_fail_fast_quoting_swarm_and_leave_nothing() {
     assert!(msg.contains("nothing of this run is left"), "{msg}");
     assert!(!service_exists(&docker, &name));
     assert!(objects(&docker, "secret", &name).is_empty());
+}
+
+#[test]
+fn context_flag_reaches_every_docker_call_of_a_swarm_deployment() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let config = tempfile::tempdir().unwrap();
+    let ctx = "fp-test-swarm-ctx";
+    crate::engine::local_context(&docker, config.path(), ctx);
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("calls.log");
+    let counting = support::counting_docker(logdir.path(), &docker, &log);
+    let name = support::unique_name("fp-swctx");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let run = |args: &[&str]| {
+        managed::command(&counting, &[&["--context", ctx], args].concat())
+            .env("DOCKER_CONFIG", config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .unwrap()
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "30"]);
+    let o = run(&args);
+    assert_code(&o, 0);
+    assert!(health_ok(&urls(&json(&o))[0]));
+    for (cmd, code) in [
+        (vec!["ps", "--json"], 0),
+        (vec!["status", &name, "--json"], 0),
+        (vec!["stop", &name, "--json"], 0),
+        (vec!["rm", &name, "--json"], 0),
+    ] {
+        let o = run(&cmd);
+        assert_code(&o, code);
+    }
+    assert!(!service_exists(&docker, &name), "{name} is still there");
+    let calls = managed::logged_calls(&log);
+    let want = format!("--context {ctx} ");
+    let stray: Vec<&String> = calls.iter().filter(|c| !c.starts_with(&want)).collect();
+    assert!(stray.is_empty(), "calls without {want:?}: {stray:?}");
+    assert!(
+        calls.iter().any(|c| c.contains(" service create ")),
+        "{calls:?}"
+    );
 }
