@@ -4,7 +4,10 @@
 #
 #   scripts/dev-env.sh up      start what is missing (installs packages as root via apt-get),
 #                              build/push the stand-in image; last stdout line: STAND_IN_IMAGE=...
-#   scripts/dev-env.sh down    stop only what `up` started (by PID), nothing else
+#                              and make the engine a single-node swarm manager (for the
+#                              docker-swarm plugin) unless it is in a swarm already
+#   scripts/dev-env.sh down    stop only what `up` started (by PID), nothing else; leave the
+#                              swarm only if `up` initialised it
 #   scripts/dev-env.sh status  what is running and who started it (exit 0 when daemon and
 #                              registry answer)
 #   scripts/dev-env.sh browser the headless browser the page test drives: Debian's chromium and
@@ -205,6 +208,33 @@ ensure_image() {
 	log "image $PINNED is in the registry and pullable"
 }
 
+swarm_state() { timeout 15 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
+
+# A single-node swarm for the docker-swarm plugin; remembered, so `down` leaves only its own.
+ensure_swarm() {
+	local state
+	state=$(swarm_state) || die "docker info failed"
+	if [[ $state == active ]]; then
+		log "the engine is in a swarm already; reusing it"
+		return 0
+	fi
+	log "initialising a single-node swarm (docker swarm init --advertise-addr 127.0.0.1)"
+	timeout 60 docker swarm init --advertise-addr 127.0.0.1 >"$STATE/swarm.log" 2>&1 || {
+		cat "$STATE/swarm.log" >&2
+		die "docker swarm init failed"
+	}
+	touch "$STATE/swarm-initialised"
+}
+
+leave_swarm() {
+	[[ -f $STATE/swarm-initialised ]] || return 0
+	if daemon_answers && [[ $(swarm_state) == active ]]; then
+		log "leaving the swarm that dev-env.sh up initialised"
+		timeout 60 docker swarm leave --force >&2 || log "docker swarm leave failed"
+	fi
+	rm -f "$STATE/swarm-initialised"
+}
+
 cmd_up() {
 	local need_daemon=no need_registry=no
 	daemon_answers || need_daemon=yes
@@ -220,6 +250,7 @@ cmd_up() {
 	else
 		log "registry on $REGISTRY answers; reusing it"
 	fi
+	ensure_swarm
 	build_stand_in
 	ensure_image
 	echo "STAND_IN_IMAGE=$PINNED"
@@ -246,6 +277,7 @@ stop() {
 }
 
 cmd_down() {
+	leave_swarm
 	if [[ ! -f $STATE/docker-registry.pid && ! -f $STATE/dockerd.pid ]]; then
 		log "nothing was started by dev-env.sh up; nothing to stop"
 		return 0

@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub docker: Option<PathBuf>,
 
+    /// The docker context every docker call uses (`docker --context NAME ...`; default: the
+    /// CLI's own choice: DOCKER_HOST, DOCKER_CONTEXT or `docker context use`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
     /// Extra directory searched first for plugin files (NAME.rhai).
     #[arg(
         long,
@@ -37,6 +42,12 @@ pub enum Command {
         plugin: String,
         #[command(flatten)]
         json: JsonFlag,
+    },
+    /// About writing plugins: `plugin api` prints the plugin API reference (entry points and
+    /// host functions), generated from the host functions' registration.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
     },
     /// Print README deploy badges (markdown) for the plugins.
     Badges {
@@ -69,6 +80,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `plugin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
+    Api(JsonFlag),
 }
 
 /// `serve` flags.
@@ -262,6 +280,13 @@ impl PullPolicy {
 
 /// `--bind` when neither the command line nor the deployment file gives one.
 pub const DEFAULT_BIND: &str = "127.0.0.1";
+/// `--replicas` when neither the command line nor the deployment file gives one.
+pub const DEFAULT_REPLICAS: &str = "1";
+/// `--registry` when neither the command line nor the deployment file gives one.
+pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5000";
+/// `--publish-mode` when neither the command line nor the deployment file gives one.
+pub const DEFAULT_PUBLISH_MODE: &str = "ingress";
+
 /// `--timeout` (seconds) when neither the command line nor the deployment file gives one.
 pub const DEFAULT_TIMEOUT: &str = "60";
 
@@ -334,6 +359,20 @@ pub struct DeployFlags {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<String>,
 
+    /// Tasks to run, 1 to 100 (platforms that run several, e.g. docker-swarm) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<String>,
+
+    /// Registry HOST:PORT a baked image is pushed to (docker-swarm) [default: 127.0.0.1:5000].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry: Option<String>,
+
+    /// How docker-swarm publishes the port: ingress (routing mesh, the production default) or
+    /// host (each task on its node's own port; for engines without the routing mesh)
+    /// [default: ingress].
+    #[arg(long, value_name = "MODE")]
+    pub publish_mode: Option<String>,
+
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -387,6 +426,12 @@ pub struct DeployArgs {
     pub pull: PullPolicy,
     /// Seconds to wait for the services to become healthy.
     pub timeout: String,
+    /// Tasks to run (platforms that run several).
+    pub replicas: String,
+    /// Registry HOST:PORT a baked image is pushed to.
+    pub registry: String,
+    /// `ingress` or `host`.
+    pub publish_mode: String,
     /// Print one JSON object on stdout instead of text.
     pub json: bool,
     /// No progress output.
@@ -414,6 +459,9 @@ impl Default for DeployArgs {
             exclude: Vec::new(),
             pull: PullPolicy::default(),
             timeout: DEFAULT_TIMEOUT.to_string(),
+            replicas: DEFAULT_REPLICAS.to_string(),
+            registry: DEFAULT_REGISTRY.to_string(),
+            publish_mode: DEFAULT_PUBLISH_MODE.to_string(),
             json: false,
             quiet: false,
             lock_wait: "0".to_string(),
@@ -440,6 +488,9 @@ mod tests {
             format!("[default: {}]", d.timeout),
             format!("[default: {}]", d.pull.as_str()),
             format!("[default: {}]", d.include.join(",")),
+            format!("[default: {}]", d.replicas),
+            format!("[default: {}]", d.registry),
+            format!("[default: {}]", d.publish_mode),
         ] {
             assert!(help.contains(&shown), "{shown} missing from:\n{help}");
         }

@@ -48,6 +48,12 @@ pub struct DeployConfig {
     pub project_root: PathBuf,
     pub config_files: Vec<ConfigFile>,
     pub warnings: Vec<String>,
+    /// Tasks to run (`--replicas`, 1 to 100).
+    pub replicas: u32,
+    /// Registry `HOST:PORT` a baked image is pushed to (`--registry`).
+    pub registry: String,
+    /// `ingress` or `host` (`--publish-mode`).
+    pub publish_mode: String,
 }
 
 impl DeployConfig {
@@ -355,6 +361,51 @@ fn parse_timeout(s: &str) -> Result<Duration> {
     }
 }
 
+/// `--replicas`: a whole number from 1 to 100.
+pub fn parse_replicas(s: &str) -> Result<u32> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(Error::input(
+            format!("bad --replicas {s:?}"),
+            "use a whole number of tasks from 1 to 100",
+        )),
+    }
+}
+
+/// `--registry`: `HOST:PORT` (a host name or IPv4 address, no scheme or path).
+pub fn check_registry(s: &str) -> Result<()> {
+    let bad = || {
+        Error::input(
+            format!("bad --registry {s:?}"),
+            "give the registry as HOST:PORT, e.g. 127.0.0.1:5000 or registry.example.com:443 (no http://, no path)",
+        )
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// `--publish-mode`: `ingress` or `host`.
+pub fn check_publish_mode(s: &str) -> Result<()> {
+    match s {
+        "ingress" | "host" => Ok(()),
+        _ => Err(Error::input(
+            format!("bad --publish-mode {s:?}"),
+            "use ingress (Swarm's routing mesh, the production default) or host (each task on its node's own port)",
+        )),
+    }
+}
+
 /// An environment variable name: letters, digits and `_`, not starting with a digit.
 pub fn valid_env_key(k: &str) -> bool {
     let mut c = k.chars();
@@ -445,12 +496,7 @@ pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>> {
 
 /// Like [`parse_env_file`], with each item's `FILE:LINE`.
 fn parse_env_file_at(path: &Path) -> Result<Vec<(String, String, String)>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::input(
-            format!("cannot read --env-file {}", path.display()),
-            format!("{e}; give a readable file of KEY=VALUE lines"),
-        )
-    })?;
+    let bytes = read_small(path, "--env-file")?;
     // Not `read_to_string`: its error would not say where, and the line is not ours to show.
     let text = String::from_utf8(bytes).map_err(|e| {
         let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
@@ -707,17 +753,119 @@ pub fn check_mcp_json(path: &Path, contents: &[u8]) -> Result<()> {
         })
 }
 
+/// Largest config, env or token file read (settings.toml, mcp_servers.json, .env,
+/// --env-file, the deployment file, --token-file).
+pub const MAX_SMALL_FILE: u64 = 1024 * 1024;
+
+/// Reads a small file the user pointed at (`what` names it in messages): it must be a regular
+/// file (a FIFO would block and /dev/zero never ends) of at most [`MAX_SMALL_FILE`] bytes.
+/// Problems are bad input naming the path.
+pub fn read_small(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::input(
+            format!("cannot read {what} {}", path.display()),
+            format!("{e}; give a readable file"),
+        )
+    })?;
+    if !meta.is_file() {
+        return Err(Error::input(
+            format!("{what} {} is not a regular file", path.display()),
+            "give a regular file (not a FIFO, device or directory)",
+        ));
+    }
+    let f = std::fs::File::open(path).map_err(|e| {
+        Error::input(
+            format!("cannot read {what} {}", path.display()),
+            format!("{e}; give a readable file"),
+        )
+    })?;
+    let mut buf = Vec::new();
+    f.take(MAX_SMALL_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| {
+            Error::input(
+                format!("cannot read {what} {}", path.display()),
+                format!("{e}; give a readable file"),
+            )
+        })?;
+    if buf.len() as u64 > MAX_SMALL_FILE {
+        return Err(Error::input(
+            format!(
+                "{what} {} is larger than {MAX_SMALL_FILE} bytes",
+                path.display()
+            ),
+            "give a smaller file",
+        ));
+    }
+    Ok(buf)
+}
+
 fn read_config(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    read_small(path, "config file")
+}
+
+/// Whether a config file candidate may be used: present as a regular file, and, for one in
+/// the script folder, not a symlink that leaves the folder (the payload's symlink rule: such a
+/// link could put any host file into the container). Otherwise a warning says why it is
+/// passed over, or None when there is simply no such file.
+fn usable_config(path: &Path, confine: Option<&Path>) -> std::result::Result<(), Option<String>> {
+    let Ok(lmeta) = std::fs::symlink_metadata(path) else {
+        return Err(None);
+    };
+    if lmeta.file_type().is_symlink() {
+        let target = std::fs::read_link(path)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        match (std::fs::canonicalize(path), confine) {
+            (Err(_), _) => {
+                return Err(Some(format!(
+                    "{} is a symlink to {target:?}, which does not exist; not used",
+                    path.display()
+                )))
+            }
+            (Ok(real), Some(folder)) if !real.starts_with(folder) => {
+                return Err(Some(format!(
+                    "{} is a symlink to {target:?}, which leaves the script folder; not followed and not used (copy the file into the folder)",
+                    path.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(Some(format!(
+            "{} is not a regular file (a FIFO, device or directory); not used",
+            path.display()
+        ))),
+        Err(e) => Err(Some(format!(
+            "{} cannot be read ({e}); not used",
+            path.display()
+        ))),
+    }
 }
 
 /// settings.toml and mcp_servers.json from the project root and the top of the script folder
-/// (which wins), plus the folder's `.env`. Each is parsed; contents stay in memory only.
-pub fn find_config_files(root: &Path, folder: &Path) -> Result<Vec<ConfigFile>> {
+/// (which wins), plus the folder's `.env`. Each is parsed; contents stay in memory only. A
+/// candidate that is not a regular file, or (in the script folder) a symlink leaving the
+/// folder, is passed over with a warning (second element).
+pub fn find_config_files(root: &Path, folder: &Path) -> Result<(Vec<ConfigFile>, Vec<String>)> {
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let canon_folder = folder
+        .canonicalize()
+        .unwrap_or_else(|_| folder.to_path_buf());
+    let mut usable = |path: &Path, confine: Option<&Path>| match usable_config(path, confine) {
+        Ok(()) => true,
+        Err(Some(w)) => {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+            false
+        }
+        Err(None) => false,
+    };
     let specs: [(&'static str, Vec<&'static str>); 2] = [
         (
             "settings.toml",
@@ -729,9 +877,13 @@ pub fn find_config_files(root: &Path, folder: &Path) -> Result<Vec<ConfigFile>> 
         ),
     ];
     for (name, dests) in specs {
-        let source = [folder.join(name), root.join(name)]
-            .into_iter()
-            .find(|p| p.is_file());
+        let in_folder = folder.join(name);
+        let source = if usable(&in_folder, Some(&canon_folder)) {
+            Some(in_folder)
+        } else {
+            let at_root = root.join(name);
+            usable(&at_root, None).then_some(at_root)
+        };
         if let Some(source) = source {
             let contents = read_config(&source)?;
             if name == "settings.toml" {
@@ -748,7 +900,7 @@ pub fn find_config_files(root: &Path, folder: &Path) -> Result<Vec<ConfigFile>> 
         }
     }
     let dotenv = folder.join(".env");
-    if dotenv.is_file() {
+    if usable(&dotenv, Some(&canon_folder)) {
         // Same syntax rules as --env-file, so a broken .env is caught before deploying.
         parse_env_file(&dotenv)?;
         out.push(ConfigFile {
@@ -758,7 +910,7 @@ pub fn find_config_files(root: &Path, folder: &Path) -> Result<Vec<ConfigFile>> 
             dests: vec!["/fractalic/.env"],
         });
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 /// How many skipped payload entries are warned about one by one; the rest are counted.
@@ -852,6 +1004,9 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
         None => PortRequest::Preferred(DEFAULT_PORT),
     };
     let timeout = parse_timeout(&args.timeout)?;
+    let replicas = parse_replicas(&args.replicas)?;
+    check_registry(&args.registry)?;
+    check_publish_mode(&args.publish_mode)?;
 
     let mut env_at = Vec::new();
     if let Some(f) = &args.env_file {
@@ -866,8 +1021,8 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
     let env = env_at.into_iter().map(|(k, v, _)| (k, v)).collect();
 
     let project_root = project_root(&script_folder);
-    let config_files = find_config_files(&project_root, &script_folder)?;
-    let mut warnings = Vec::new();
+    let (config_files, config_warnings) = find_config_files(&project_root, &script_folder)?;
+    let mut warnings = config_warnings;
     if !config_files.iter().any(|c| c.name == "settings.toml") {
         warnings.push(format!(
             "no settings.toml in {} or {}: /execute will answer \"No model specified and no defaultProvider in settings.toml\"",
@@ -915,6 +1070,9 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
         project_root,
         config_files,
         warnings,
+        replicas,
+        registry: args.registry.clone(),
+        publish_mode: args.publish_mode.clone(),
     })
 }
 
@@ -996,6 +1154,37 @@ mod tests {
         std::fs::write(&f, "GOOD=1\nbad line with hunter2\n").unwrap();
         let e = parse_env_file(&f).unwrap_err();
         assert!(e.to_string().contains(":2"), "{e}");
+    }
+
+    #[test]
+    fn swarm_flags() {
+        assert_eq!(parse_replicas("3").unwrap(), 3);
+        for bad in ["0", "101", "-1", "x", ""] {
+            assert_eq!(parse_replicas(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        for good in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "registry.example.com:443",
+        ] {
+            assert!(check_registry(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://x:5000",
+            "x",
+            "x:0",
+            "x:99999",
+            ":5000",
+            "a/b:1",
+            "-x:1",
+        ] {
+            let e = check_registry(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("HOST:PORT"), "{e}");
+        }
+        assert!(check_publish_mode("ingress").is_ok() && check_publish_mode("host").is_ok());
+        let e = check_publish_mode("mesh").unwrap_err();
+        assert!(e.to_string().contains("ingress"), "{e}");
     }
 
     #[test]
@@ -1266,10 +1455,77 @@ mod tests {
         std::fs::write(root.path().join("mcp_servers.json"), "{}").unwrap();
         std::fs::write(folder.join("settings.toml"), "a = 2").unwrap();
         assert_eq!(project_root(&folder), root.path());
-        let files = find_config_files(root.path(), &folder).unwrap();
+        let (files, _) = find_config_files(root.path(), &folder).unwrap();
         let s = files.iter().find(|f| f.name == "settings.toml").unwrap();
         assert_eq!(s.contents, b"a = 2");
         let m = files.iter().find(|f| f.name == "mcp_servers.json").unwrap();
         assert_eq!(m.source, root.path().join("mcp_servers.json"));
+    }
+
+    #[test]
+    fn small_files_must_be_regular_and_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        for (path, needle) in [
+            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "not a regular file"),
+            (dir.path(), "not a regular file"),
+        ] {
+            let e = read_small(path, "env file").unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SMALL_FILE as usize + 1]).unwrap();
+        assert!(read_small(&big, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("larger than"));
+        let e = parse_env_file(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn config_symlinks_leaving_the_folder_and_special_files_are_passed_over_with_a_warning() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let folder = root.path().join("scripts");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(outside.path().join("s.toml"), "leaked = true").unwrap();
+        std::fs::write(outside.path().join("x.env"), "LEAKED=1").unwrap();
+        std::fs::write(root.path().join("settings.toml"), "root = true").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("s.toml"), folder.join("settings.toml"))
+            .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x.env"), folder.join(".env")).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(folder.join("mcp_servers.json"))
+            .status()
+            .unwrap()
+            .success());
+        let (files, warnings) = find_config_files(root.path(), &folder).unwrap();
+        let s = files.iter().find(|f| f.name == "settings.toml").unwrap();
+        assert_eq!(
+            s.contents, b"root = true",
+            "the escaping link is not followed"
+        );
+        assert!(files.iter().all(|f| f.name != ".env"));
+        assert!(files.iter().all(|f| f.name != "mcp_servers.json"));
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings
+            .iter()
+            .any(|w| w.contains("leaves the script folder")));
+        assert!(warnings.iter().any(|w| w.contains("not a regular file")));
+        // A link inside the folder is fine.
+        std::fs::remove_file(folder.join("settings.toml")).unwrap();
+        std::fs::write(folder.join("real.toml"), "inside = true").unwrap();
+        std::os::unix::fs::symlink("real.toml", folder.join("settings.toml")).unwrap();
+        let (files, _) = find_config_files(root.path(), &folder).unwrap();
+        let s = files.iter().find(|f| f.name == "settings.toml").unwrap();
+        assert_eq!(s.contents, b"inside = true");
     }
 }

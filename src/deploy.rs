@@ -3,13 +3,14 @@
 
 use crate::cli::DeployArgs;
 use crate::config::{self, DeployConfig};
+use crate::contract::{ConfigFileRef, PluginConfig, PublishResult};
 use crate::docker::Docker;
 use crate::error::{Error, Result};
 use crate::journal::UndoReport;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::ports::PortRequest;
 use crate::progress::Progress;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,41 +24,53 @@ pub struct Report {
     pub plugin: String,
     pub plugin_source: String,
     pub script_path: String,
-    pub result: Value,
+    /// The plugin's `publish()` result, checked field by field.
+    pub result: PublishResult,
     pub warnings: Vec<String>,
     pub docker_calls: u32,
 }
 
 /// The config as plugins see it: names, paths and flags; never secret values.
-pub fn config_map(cfg: &DeployConfig) -> rhai::Dynamic {
-    let (port, exact) = match cfg.port {
+pub fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
+    let (port, port_exact) = match cfg.port {
         PortRequest::Preferred(p) => (p, false),
         PortRequest::Exact(p) => (p, true),
     };
-    let v = json!({
-        "plugin": cfg.plugin,
-        "name": cfg.name,
-        "script_name": cfg.script_name,
-        "script_folder": cfg.script_folder.display().to_string(),
-        "main_script": cfg.main_script,
-        "script_path": cfg.script_path(),
-        "image": cfg.image,
-        "platform": cfg.platform,
-        "port": port,
-        "port_exact": exact,
-        "bind": cfg.bind.to_string(),
-        "pull": cfg.pull.as_str(),
-        "timeout": cfg.timeout.as_secs(),
-        "env_keys": cfg.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-        "config_files": cfg.config_files.iter().map(|c| json!({
-            "name": c.name,
-            "source": c.source.display().to_string(),
-            "dests": c.dests,
-        })).collect::<Vec<_>>(),
-        "warnings": cfg.warnings,
-        "project_root": cfg.project_root.display().to_string(),
-    });
-    rhai::serde::to_dynamic(&v).unwrap_or(rhai::Dynamic::UNIT)
+    PluginConfig {
+        plugin: cfg.plugin.clone(),
+        name: cfg.name.clone(),
+        script_name: cfg.script_name.clone(),
+        script_folder: cfg.script_folder.display().to_string(),
+        main_script: cfg.main_script.clone(),
+        script_path: cfg.script_path(),
+        image: cfg.image.clone(),
+        platform: cfg.platform.clone(),
+        port,
+        port_exact,
+        bind: cfg.bind.to_string(),
+        pull: cfg.pull.as_str().to_string(),
+        timeout: cfg.timeout.as_secs(),
+        env_keys: cfg.env.iter().map(|(k, _)| k.clone()).collect(),
+        config_files: cfg
+            .config_files
+            .iter()
+            .map(|c| ConfigFileRef {
+                name: c.name.to_string(),
+                source: c.source.display().to_string(),
+                dests: c.dests.iter().map(|d| d.to_string()).collect(),
+            })
+            .collect(),
+        warnings: cfg.warnings.clone(),
+        project_root: cfg.project_root.display().to_string(),
+        replicas: cfg.replicas,
+        registry: cfg.registry.clone(),
+        publish_mode: cfg.publish_mode.clone(),
+    }
+}
+
+/// [`plugin_config`] as the Rhai map handed to `validate` and `publish`.
+pub fn config_map(cfg: &DeployConfig) -> rhai::Dynamic {
+    rhai::serde::to_dynamic(plugin_config(cfg)).unwrap_or(rhai::Dynamic::UNIT)
 }
 
 /// A deploy that passed every check that needs no Docker daemon: flags, files, the plugin's
@@ -85,6 +98,42 @@ impl Prepared {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The host the plugin calls (what its readiness wait saw, its journal).
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// The plugin that will publish.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+}
+
+/// Runs a prepared deploy and then undoes it, whether it succeeded or not: a deployment made
+/// only to prove that deploys work (doctor's throwaway), removed by the same journal that
+/// removes a failed deploy's leftovers (and, on Ctrl-C, by the interrupt handler).
+pub fn run_and_undo(p: Prepared) -> (Result<Report>, UndoReport) {
+    let published = p
+        .plugin
+        .call("publish", (p.map.clone(),))
+        .and_then(|v| p.host.finish_main_check().map(|()| v))
+        .and_then(|v| crate::contract::publish_result(&p.plugin_source, &v));
+    p.host.release_port_lock();
+    let undo = p.host.journal().undo();
+    p.progress.finish();
+    let report = published.map(|result| Report {
+        name: p.name.clone(),
+        script_name: p.script_name.clone(),
+        plugin: p.plugin_name.clone(),
+        plugin_source: p.plugin_source.clone(),
+        script_path: p.script_path.clone(),
+        result,
+        warnings: p.progress.warnings(),
+        docker_calls: p.docker.calls(),
+        run_id: p.progress.run_id(),
+    });
+    (report, undo)
 }
 
 /// Validates a deploy: bad input fails here, before Docker is touched.
@@ -107,6 +156,23 @@ pub fn prepare(
         }
         Err(e) => return Err(e),
     };
+    let mut p = prepare_config(docker_flag, plugins_dir, cfg, progress)?;
+    p.lock_wait = lock_wait;
+    p.port_busy = port_busy;
+    if let Some(mut m) = p.map.clone().try_cast::<rhai::Map>() {
+        m.insert("port_given".into(), args.port.is_some().into());
+        p.map = m.into();
+    }
+    Ok(p)
+}
+
+/// [`prepare`] for a config built in code (doctor's throwaway deployment).
+pub fn prepare_config(
+    docker_flag: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    cfg: DeployConfig,
+    progress: Progress,
+) -> Result<Prepared> {
     progress.step(1, format!("Validated the deploy of {}", cfg.name));
     let source = plugin::find(&cfg.plugin, &plugin::search_dirs(plugins_dir))?;
     let plugin_source = source.label();
@@ -121,11 +187,7 @@ pub fn prepare(
     let script_name = cfg.script_name.clone();
     let script_path = cfg.script_path();
     let plugin_name = cfg.plugin.clone();
-    let mut map = config_map(&cfg);
-    if let Some(mut m) = map.clone().try_cast::<rhai::Map>() {
-        m.insert("port_given".into(), args.port.is_some().into());
-        map = m.into();
-    }
+    let map = config_map(&cfg);
     let host = Arc::new(Host::new(progress.clone(), None).with_deploy(cfg));
     host.set_plugin(&plugin_name);
     // A broken plugin is bad input (exit 2) whether or not Docker is there.
@@ -156,8 +218,8 @@ pub fn prepare(
         plugin,
         docker,
         progress,
-        lock_wait,
-        port_busy,
+        lock_wait: std::time::Duration::ZERO,
+        port_busy: None,
     })
 }
 
@@ -203,10 +265,7 @@ pub fn run(p: Prepared) -> Result<Report> {
             // An interrupt's undo may have got there first: then the handler speaks.
             host.journal().commit()?;
             progress.finish();
-            let result: Value = rhai::serde::from_dynamic(&v).map_err(|e| Error::Plugin {
-                location: plugin_source.clone(),
-                message: format!("publish() must return a map: {e}"),
-            })?;
+            let result = crate::contract::publish_result(&plugin_source, &v)?;
             Ok(Report {
                 name,
                 script_name,
@@ -239,6 +298,14 @@ fn entry_point(
     progress: &Progress,
     lock: &crate::lock::DeployLock,
 ) -> Result<&'static str> {
+    // Only a plugin that can update asks whether the name exists (here, as a container: a
+    // platform with other objects answers in its own `update` and `publish`).
+    if !plugin.has_fn("update") {
+        return match port_busy {
+            Some((_, e)) => Err(e),
+            None => Ok("publish"),
+        };
+    }
     let mut existing = match docker.container_inspect(name) {
         Ok(v) => v,
         // A busy --port stays the answer when Docker cannot say whose it is.
@@ -323,24 +390,16 @@ pub fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
     }
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
-
 /// The seed's "Expected Output", with this tool's management commands.
 pub fn render_text(r: &Report) -> String {
-    let url = s(&r.result, "url");
-    let container = s(&r.result, "container");
-    let container = if container.is_empty() {
-        &r.name
-    } else {
-        container
-    };
+    let url = r.result.url.as_str();
+    let container = r.result.container.as_deref().unwrap_or(&r.name);
     let mut o = String::new();
-    let u = &r.result["update"];
+    let u = &r.result.raw["update"];
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
     if u.is_object() {
         let rel = s(u, "release");
-        match s(u, "kind") {
+        match s(u, "kind").as_str() {
             "none" => {
                 o.push_str(&format!(
                     "✅ No changes: {} already serves this folder and configuration (release {}); nothing was touched.\n\n",

@@ -51,6 +51,12 @@ pub struct FileConfig {
     pub pull: Option<PullPolicy>,
     /// `--timeout`, whole seconds.
     pub timeout: Option<Spanned<i64>>,
+    /// `--replicas`.
+    pub replicas: Option<Spanned<i64>>,
+    /// `--registry`, HOST:PORT.
+    pub registry: Option<Spanned<String>>,
+    /// `--publish-mode`, ingress or host.
+    pub publish_mode: Option<Spanned<String>>,
 }
 
 /// `[ports]`.
@@ -129,21 +135,27 @@ pub fn locate(flags: &DeployFlags) -> Result<Option<PathBuf>> {
         start.join(FILE_NAME),
         config::project_root(&start).join(FILE_NAME),
     ];
-    Ok(candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .map(|p| p.canonicalize().unwrap_or(p)))
+    // A name that exists but is no regular file (a FIFO would block) is bad input, not
+    // silently passed over.
+    for p in candidates {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() => return Ok(Some(p.canonicalize().unwrap_or(p))),
+            Ok(_) => {
+                return Err(Error::input(
+                    format!("deployment file {} is not a regular file", p.display()),
+                    "make it a regular TOML file, or remove it",
+                ))
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Reads and parses a deployment file. Unknown keys, wrong types and bad TOML are bad input
 /// naming `file:line:col` and the key, on one line, without the value.
 fn load(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::input(
-            format!("cannot read deployment file {}", path.display()),
-            format!("{e}; give a readable TOML file"),
-        )
-    })?;
+    let bytes = config::read_small(path, "deployment file")?;
     let text = String::from_utf8(bytes).map_err(|_| {
         Error::input(
             format!("deployment file {} is not UTF-8 text", path.display()),
@@ -180,7 +192,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
             format!("{at}: unknown key {key:?}"),
             "known keys: plugin, script_name, script_folder, container_name, registry_image, \
              platform, [ports] ai_server, bind, [environment], env_file, include_files, \
-             exclude_patterns, pull, timeout (see README, \"Deployment file\")",
+             exclude_patterns, pull, timeout, replicas, registry, publish_mode (see README, \"Deployment file\")",
         );
     }
     for prefix in ["invalid type: ", "invalid value: "] {
@@ -316,6 +328,21 @@ fn check(f: &Loaded) -> Result<()> {
                 "use a whole number of seconds from 1 to 3600",
             ));
         }
+    }
+    if let Some(r) = &c.replicas {
+        if !(1..=100).contains(r.get_ref()) {
+            return Err(f.bad(
+                r.span(),
+                &format!("replicas {}", r.get_ref()),
+                "use a whole number of tasks from 1 to 100",
+            ));
+        }
+    }
+    if let Some(s) = &c.registry {
+        wrap(s, "registry", config::check_registry(s.get_ref()))?;
+    }
+    if let Some(s) = &c.publish_mode {
+        wrap(s, "publish_mode", config::check_publish_mode(s.get_ref()))?;
     }
     if let Some(s) = &c.script_folder {
         let dir = f.resolve(s.get_ref());
@@ -500,6 +527,17 @@ pub fn merge(flags: &DeployFlags) -> Result<Merged> {
                     .map(|t| t.get_ref().to_string())
             })
             .unwrap_or(d.timeout),
+        replicas: flags
+            .replicas
+            .clone()
+            .or_else(|| {
+                file.and_then(|c| c.replicas.as_ref())
+                    .map(|r| r.get_ref().to_string())
+            })
+            .unwrap_or(d.replicas),
+        registry: string(&flags.registry, file.map(|c| &c.registry)).unwrap_or(d.registry),
+        publish_mode: string(&flags.publish_mode, file.map(|c| &c.publish_mode))
+            .unwrap_or(d.publish_mode),
         json: flags.json,
         quiet: flags.quiet,
     };
@@ -554,6 +592,9 @@ pub struct Printed {
     pub bind: String,
     pub pull: PullPolicy,
     pub timeout: u64,
+    pub replicas: u32,
+    pub registry: String,
+    pub publish_mode: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env_file: Option<String>,
     pub include_files: Vec<String>,
@@ -585,6 +626,9 @@ pub fn printed(merged: &Merged, cfg: &DeployConfig) -> Printed {
         bind: cfg.bind.to_string(),
         pull: cfg.pull,
         timeout: cfg.timeout.as_secs(),
+        replicas: cfg.replicas,
+        registry: cfg.registry.clone(),
+        publish_mode: cfg.publish_mode.clone(),
         env_file: a.env_file.as_ref().map(|p| p.display().to_string()),
         include_files: cfg.excludes.include_patterns().to_vec(),
         exclude_patterns: a.exclude.clone(),

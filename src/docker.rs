@@ -1,12 +1,13 @@
 //! The only place that spawns `docker`: one method per verb, argv vectors, a deadline on every
 //! call, and errors that keep the argv, the exit status and docker's stderr.
 
+use crate::engine::Endpoint;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Environment variable naming the docker binary (overridden by `--docker`).
@@ -27,6 +28,28 @@ pub struct Output {
 pub struct Docker {
     bin: PathBuf,
     calls: AtomicU32,
+    /// `--context NAME`, put before every call's arguments.
+    context: Option<String>,
+    /// Where the engine is (resolved on first use, without a docker call).
+    endpoint: OnceLock<Endpoint>,
+}
+
+/// The process's `--context` flag (set once, at startup, before any docker handle is made).
+static CONTEXT: OnceLock<Option<String>> = OnceLock::new();
+
+/// Sets the `--context NAME` every docker call of this process gets; a name docker would not
+/// accept is bad input. Call once, before [`Docker::locate`].
+pub fn set_context(name: Option<&str>) -> Result<()> {
+    if let Some(n) = name {
+        if !crate::engine::valid_context_name(n) {
+            return Err(Error::input(
+                format!("bad --context {n:?}"),
+                "give the name of a docker context (letters, digits, '_', '.', '+', '-'; see `docker context ls`)",
+            ));
+        }
+    }
+    let _ = CONTEXT.set(name.map(str::to_string));
+    Ok(())
 }
 
 impl Docker {
@@ -40,7 +63,9 @@ impl Docker {
                 detail: "no `docker` on PATH".into(),
             })?,
         };
-        Ok(Docker::with_binary(bin))
+        let mut d = Docker::with_binary(bin);
+        d.context = CONTEXT.get().cloned().flatten();
+        Ok(d)
     }
 
     /// A handle on a known binary (tests use this with fake programs).
@@ -48,7 +73,44 @@ impl Docker {
         Docker {
             bin,
             calls: AtomicU32::new(0),
+            context: None,
+            endpoint: OnceLock::new(),
         }
+    }
+
+    /// This handle with `--context NAME` before every call's arguments.
+    pub fn with_context(mut self, name: &str) -> Docker {
+        self.context = Some(name.to_string());
+        self
+    }
+
+    /// This handle with the engine's location fixed (tests: a remote engine behind a fake).
+    pub fn with_endpoint(self, endpoint: Endpoint) -> Docker {
+        let _ = self.endpoint.set(endpoint);
+        self
+    }
+
+    /// The `--context` in use, if any.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
+    /// Where the engine is: from `--context`, `DOCKER_HOST`, `DOCKER_CONTEXT` or the CLI's
+    /// current context (see [`crate::engine::resolve`]); resolved once, without a docker call.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.endpoint.get_or_init(|| {
+            crate::engine::resolve(&crate::engine::Sources::from_env(self.context()))
+        })
+    }
+
+    /// `args` with the global flags (`--context NAME`) in front.
+    fn full<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = Vec::with_capacity(args.len() + 2);
+        if let Some(c) = &self.context {
+            v.extend(["--context", c.as_str()]);
+        }
+        v.extend_from_slice(args);
+        v
     }
 
     /// The binary in use.
@@ -81,10 +143,25 @@ impl Docker {
         stdin: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(Option<i32>, Output)> {
-        let mut expr = duct::cmd(&self.bin, args)
+        self.run_unchecked_env(args, stdin, &[], timeout)
+    }
+
+    /// Like [`Docker::run_unchecked`], with `env` added to the docker process's environment
+    /// (values the CLI reads itself, e.g. `--env-add KEY` without a value, stay off argv).
+    pub fn run_unchecked_env(
+        &self,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Output)> {
+        let mut expr = duct::cmd(&self.bin, self.full(args))
             .stdout_capture()
             .stderr_capture()
             .unchecked();
+        for (k, v) in env {
+            expr = expr.env(k, v);
+        }
         expr = match stdin {
             Some(bytes) => expr.stdin_bytes(bytes),
             None => expr.stdin_null(),
@@ -179,7 +256,7 @@ impl Docker {
         // spawn, so the producer gets a broken pipe, not a hang, if docker exits early.
         let (child, _tracked) = track(Call::of(args), &self.argv(args), || {
             let mut c = Command::new(&self.bin)
-                .args(args)
+                .args(self.full(args))
                 .stdin(Stdio::from(reader))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -290,7 +367,7 @@ impl Docker {
     /// `docker a b c` as shown in messages (never contains secrets: we never pass any on argv).
     pub fn argv(&self, args: &[&str]) -> String {
         let mut s = String::from("docker");
-        for a in args {
+        for a in self.full(args) {
             s.push(' ');
             s.push_str(a);
         }
@@ -312,7 +389,7 @@ impl Docker {
     /// are refused) and waited for, not killed, by the interrupt handler (only a second
     /// interrupt stops it). Returns the exit status and output like [`Docker::run_unchecked`].
     pub fn run_undo(&self, args: &[&str], timeout: Duration) -> Result<(Option<i32>, Output)> {
-        let expr = duct::cmd(&self.bin, args)
+        let expr = duct::cmd(&self.bin, self.full(args))
             .stdout_capture()
             .stderr_capture()
             .stdin_null()
@@ -427,7 +504,7 @@ impl Docker {
         let src = format!("{container}:{path}");
         let args = ["cp", src.as_str(), "-"];
         // Binary-safe: the raw bytes of the tar stream, not a lossy string.
-        let expr = duct::cmd(&self.bin, args)
+        let expr = duct::cmd(&self.bin, self.full(&args))
             .stdout_capture()
             .stderr_capture()
             .stdin_null()
@@ -463,7 +540,9 @@ impl Docker {
     /// Returns the exit status (None: killed by a signal); a non-zero exit whose stderr we
     /// cannot see is left to the caller to explain.
     pub fn stream(&self, args: &[&str], timeout: Option<Duration>) -> Result<Option<i32>> {
-        let expr = duct::cmd(&self.bin, args).stdin_null().unchecked();
+        let expr = duct::cmd(&self.bin, self.full(args))
+            .stdin_null()
+            .unchecked();
         Ok(self.finish(args, &expr, timeout)?.status.code())
     }
 }
@@ -485,7 +564,7 @@ impl Docker {
         let bin = self.bin.clone();
         let (child, _tracked) = track(Call::Ordinary, &self.argv(args), || {
             let c = Command::new(&bin)
-                .args(args)
+                .args(self.full(args))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -685,6 +764,8 @@ pub fn daemon_unreachable(stderr: &str) -> bool {
         || stderr.contains("Is the docker daemon running")
         || stderr.contains("error during connect")
         || (stderr.contains("dial unix") && stderr.contains("connect:"))
+        // A --context or DOCKER_CONTEXT that names no context: no engine to talk to.
+        || stderr.contains("unable to resolve docker endpoint")
 }
 
 // --- docker processes in flight ----------------------------------------------------------------
@@ -708,6 +789,8 @@ impl Call {
             ["create" | "run", ..] => Call::Creates,
             ["container", "create" | "run", ..] => Call::Creates,
             ["service" | "secret" | "config" | "network" | "volume", "create", ..] => Call::Creates,
+            // A commit or tag cut short could still make the image after the undo ran.
+            ["commit" | "tag", ..] | ["image", "tag", ..] => Call::Creates,
             _ => Call::Ordinary,
         }
     }

@@ -1,22 +1,21 @@
 //! `doctor`: checks, step by step, that this host can run a deployment (docker binary, daemon,
-//! image, a free port, a throwaway container that starts and answers), with a hint for every
-//! failure. The throwaway container is removed at the end, and by the Ctrl-C handler if the
-//! run is interrupted.
+//! image, then a throwaway deploy through the docker-registry plugin: a free port, a container
+//! that starts and answers), with a hint for every failure. The throwaway is undone by its
+//! deploy's journal at the end, and by the Ctrl-C handler if the run is interrupted.
 
-use crate::docker::{Docker, QUICK};
+use crate::cli::PullPolicy;
+use crate::config::DeployConfig;
+use crate::deploy;
+use crate::docker::Docker;
 use crate::error::{Error, Result};
-use crate::journal::{Journal, Resource};
-use crate::ports::{self, PortRequest};
-use crate::readiness::{self, Started};
+use crate::plugin::host::ReadinessSeen;
+use crate::ports::PortRequest;
+use crate::progress::{Kind, Progress, Stage};
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-/// Label on the throwaway container (not the managed label: `ps` never shows it).
-pub const LABEL_DOCTOR: &str = "fractalic-publisher.doctor";
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,17 +87,14 @@ impl Run {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
 /// Runs every check against `image` (already production-tagged); `timeout` bounds each wait
 /// for the throwaway container's services.
-pub fn run(docker_flag: Option<&Path>, image: &str, timeout: Duration) -> Report {
+pub fn run(
+    docker_flag: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    image: &str,
+    timeout: Duration,
+) -> Report {
     let mut r = Run { checks: Vec::new() };
     let docker = match Docker::locate(docker_flag) {
         Ok(d) => Arc::new(d),
@@ -147,59 +143,7 @@ pub fn run(docker_flag: Option<&Path>, image: &str, timeout: Duration) -> Report
         }
     }
 
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let port = match ports::choose(PortRequest::Preferred(8001), localhost, &BTreeSet::new()) {
-        Ok(c) => {
-            r.pass(c.explain());
-            c.port
-        }
-        Err(e) => {
-            r.fail(
-                e.to_string(),
-                "stop what listens on 8001 and the ports after it (`ss -ltnp`), or deploy with --port",
-            );
-            r.skip_rest("needs a free port");
-            return finish(image, r);
-        }
-    };
-
-    let name = format!(
-        "fractalic-doctor-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() % 1_000_000)
-    );
-    // The throwaway container is this run's journal's: an interrupt at any point removes it.
-    let journal = Journal::new();
-    journal.set_docker(Arc::clone(&docker));
-    let outcome = throwaway(&docker, &journal, &mut r, image, &name, port, timeout);
-    // Whatever happened above, the container goes.
-    let undo = journal.undo();
-    let removed = match undo.left.first() {
-        Some(l) => Err(Error::failed(format!("{}: {}", l.what, l.error))),
-        None => docker.container_inspect(&name),
-    };
-    if !outcome {
-        while r.checks.len() < STEPS.len() - 1 {
-            r.push(
-                Outcome::Skip,
-                "needs the throwaway container".into(),
-                String::new(),
-            );
-        }
-    }
-    match removed {
-        Ok(None) => r.pass(format!("removed container {name}; nothing is left behind")),
-        Ok(Some(_)) => r.fail(
-            format!("container {name} is still there after `docker rm -f`"),
-            format!("remove it by hand: docker rm -f {name}"),
-        ),
-        Err(e) => r.fail(
-            e.to_string(),
-            format!("remove it by hand: docker rm -f {name}"),
-        ),
-    }
+    throwaway(&mut r, docker_flag, plugins_dir, &docker, image, timeout);
     finish(image, r)
 }
 
@@ -229,151 +173,225 @@ fn image_id(v: &serde_json::Value) -> String {
     id.get(..19).unwrap_or(id).to_string()
 }
 
-/// Steps 5-7 on a throwaway container; false when one failed (the rest are skipped).
-fn throwaway(
-    docker: &Arc<Docker>,
-    journal: &Journal,
-    r: &mut Run,
-    image: &str,
-    name: &str,
-    port: u16,
-    timeout: Duration,
-) -> bool {
-    let label = format!("{LABEL_DOCTOR}=true");
-    let run_label = journal.run_label();
-    let t0 = Instant::now();
-    let first = port;
-    let mut port = port;
-    let mut tries = 0;
-    let mut wall = SystemTime::now();
-    let started = loop {
-        tries += 1;
-        let publish = format!("127.0.0.1:{port}:8001");
-        // Recorded before `docker create` runs, so an interrupt during the call removes it too.
-        let token = match journal.record(Resource::Container {
-            name: name.to_string(),
-        }) {
-            Ok(t) => t,
-            Err(e) => break Err(e),
-        };
-        let created = docker.run(
-            &[
-                "create",
-                "--name",
-                name,
-                "--publish",
-                &publish,
-                "--label",
-                &label,
-                "--label",
-                &run_label,
-                "--",
-                image,
-            ],
-            None,
-            QUICK,
-        );
-        match &created {
-            Ok(_) => journal.confirm(token),
-            Err(Error::Docker { stderr, .. }) if stderr.contains("is already in use") => {
-                journal.forget(token)
-            }
-            Err(_) => {}
-        }
-        let started = created.and_then(|_| {
-            wall = SystemTime::now();
-            docker.run(&["start", name], None, QUICK)
-        });
-        // The port was free when chosen, but another deploy may take it before `docker start`:
-        // like deploy, try the next free port (a few times).
-        let clash = matches!(&started, Err(Error::Docker { stderr, .. }) if stderr.contains("port is already allocated"));
-        let next = if clash && tries < 5 {
-            ports::next_free(
-                first,
-                port,
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                &BTreeSet::new(),
-            )
-        } else {
-            None
-        };
-        match next {
-            Some(p) => {
-                if let Some(t) = journal.container(name) {
-                    journal.undo_now(t);
-                }
-                port = p;
-            }
-            None => break started,
-        }
-    };
-    if let Err(e) = started {
-        r.fail(
-            e.to_string(),
-            "Docker could not create or start a container from the image; read docker's message above (a port clash: run doctor again; a platform mismatch: pull the image for this host's platform)",
-        );
-        return false;
-    }
-    r.pass(format!(
-        "{name} started in {} ms, port 127.0.0.1:{port}",
-        t0.elapsed().as_millis()
-    ));
+/// The plugin that deploys doctor's throwaway.
+pub const PLUGIN: &str = "docker-registry";
 
-    let started = Started::since(wall);
-    let url = format!("http://127.0.0.1:{port}/health");
-    let argv = ["curl", "-fsS", "http://localhost:5859/status"];
-    let mcp_hint = "the MCP manager runs inside the image on port 5859; read its log with `docker exec CONTAINER cat /tmp/mcp_manager_error.log` on a deployment, or `fractalic-publisher logs NAME --service mcp_manager`";
-    // The same proof as a deploy's: an exit, a restart or a service that keeps crashing fails
-    // at once with the reason, and the container must stay up for a second.
-    let (health, error) =
-        match readiness::wait(docker, name, Some(started), &url, Some(&argv), timeout) {
-            Ok(ready) => (
-                Some(ready.health),
-                ready.exec.filter(|o| !o.ok).map(|o| {
-                    Error::failed(format!(
-                        "http://localhost:5859/status did not answer within {}s ({})",
-                        timeout.as_secs(),
-                        o.error
-                    ))
-                }),
-            ),
-            Err(not) => (not.health, Some(not.error)),
-        };
-    let Some(health) = health else {
-        let error = error.map_or_else(String::new, |e| e.to_string());
-        // A death's message has the logs already; a timeout's does not.
-        let logs = if error.contains("its last log lines") || error.contains("printed nothing") {
-            String::new()
-        } else {
-            let logs = docker
-                .run_unchecked(&["logs", "--tail", "10", name], None, QUICK)
-                .map(|(_, o)| one_line(&format!("{}{}", o.stdout, o.stderr)))
-                .unwrap_or_default();
-            if logs.is_empty() {
-                "; it printed nothing".to_string()
-            } else {
-                format!("; its last log lines: {logs}")
-            }
-        };
-        r.fail(
-            error,
-            format!("the AI server in the image did not come up{logs}; a slow host may need a longer --timeout"),
-        );
-        return false;
-    };
-    r.pass(format!(
-        "{url} answered 2xx after {} ms",
-        health.elapsed.as_millis()
-    ));
-    match error {
-        None => {
-            r.pass("http://localhost:5859/status answered inside the container, and the container stayed up");
-            true
+/// What the throwaway deploy's progress showed: how far it got, and when.
+#[derive(Default)]
+struct Trace {
+    stage: Option<Stage>,
+    /// The step message of the port choice (stage preparing_files).
+    port: Option<String>,
+    /// When the creating_container stage began.
+    creating: Option<SystemTime>,
+}
+
+/// Steps 4-8: a real deploy of a one-file script through the docker-registry plugin's
+/// `publish` (port choice, container, payload, start, /health and the MCP manager, exactly
+/// as a deploy), then the undo of that deploy by its journal, checked through the plugin's
+/// `lookup`. Each step's outcome is read from how far the deploy got.
+fn throwaway(
+    r: &mut Run,
+    docker_flag: Option<&Path>,
+    plugins_dir: Option<&Path>,
+    docker: &Docker,
+    image: &str,
+    timeout: Duration,
+) {
+    let name = format!(
+        "fractalic-doctor-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 1_000_000)
+    );
+    let trace = Arc::new(Mutex::new(Trace::default()));
+    let t = Arc::clone(&trace);
+    let progress = Progress::callback(move |e| {
+        if e.kind != Kind::Step {
+            return;
         }
-        Some(e) => {
-            r.fail(e.to_string(), mcp_hint);
+        let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+        if e.stage == Stage::PreparingFiles && t.port.is_none() {
+            t.port = Some(e.message.trim_start_matches("Port: ").to_string());
+        }
+        if e.stage >= Stage::CreatingContainer && t.creating.is_none() {
+            t.creating = Some(SystemTime::now());
+        }
+        t.stage = Some(e.stage);
+    });
+    let prepared = throwaway_config(docker, &name, image, timeout).and_then(|(cfg, folder)| {
+        deploy::prepare_config(docker_flag, plugins_dir, cfg, progress).map(|p| (p, folder))
+    });
+    let (prepared, _folder) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            r.fail(
+                e.to_string(),
+                format!("the {PLUGIN} plugin could not prepare a deploy; check it with `fractalic-publisher info {PLUGIN}`"),
+            );
+            r.skip_rest("needs a deploy");
+            return;
+        }
+    };
+    let host = Arc::clone(prepared.host());
+    let (published, undo) = deploy::run_and_undo(prepared);
+    let seen = host.readiness_seen();
+    let trace = trace.lock().unwrap_or_else(|p| p.into_inner());
+    let error = published.as_ref().err().map(|e| e.to_string());
+    let reached = |s: Stage| trace.stage.is_some_and(|t| t >= s);
+
+    // 4: the port (chosen before the container is created).
+    let steps_done = match (&error, reached(Stage::CreatingContainer)) {
+        (Some(e), false) => {
+            r.fail(
+                e.clone(),
+                "stop what listens on 8001 and the ports after it (`ss -ltnp`), or deploy with --port",
+            );
             false
         }
+        _ => {
+            let port = published.as_ref().ok().and_then(|p| p.result.port);
+            r.pass(match (&trace.port, port) {
+                (Some(m), _) => m.clone(),
+                (None, Some(p)) => format!("using port {p}"),
+                (None, None) => "chosen by the plugin".into(),
+            });
+            true
+        }
+    };
+    // 5: the container starts (the readiness wait begins only once it did).
+    let steps_done = steps_done
+        && match (&seen, &error) {
+            (None, Some(e)) => {
+                r.fail(
+                    e.clone(),
+                    "Docker could not create or start a container from the image; read docker's message above (a port clash: run doctor again; a platform mismatch: pull the image for this host's platform)",
+                );
+                false
+            }
+            _ => {
+                let ms = match (&seen, trace.creating) {
+                    (Some(s), Some(c)) => s.began.duration_since(c).map_or(0, |d| d.as_millis()),
+                    _ => 0,
+                };
+                let at = seen
+                    .as_ref()
+                    .map(|s| s.url.trim_end_matches("/health").to_string())
+                    .unwrap_or_default();
+                let port = at.rsplit(':').next().unwrap_or("").to_string();
+                r.pass(format!("{name} started in {ms} ms, port 127.0.0.1:{port}"));
+                true
+            }
+        };
+    // 6: /health; 7: the MCP manager (and the container stayed up).
+    if steps_done {
+        match (&seen, &error) {
+            (
+                Some(ReadinessSeen {
+                    health_ms: None, ..
+                }),
+                Some(e),
+            )
+            | (None, Some(e)) => {
+                r.fail(
+                    e.clone(),
+                    "the AI server in the image did not come up; a slow host may need a longer --timeout",
+                );
+            }
+            _ => {
+                let (url, ms) = seen.as_ref().map_or((String::new(), 0), |s| {
+                    (s.url.clone(), s.health_ms.unwrap_or(0))
+                });
+                r.pass(format!("{url} answered 2xx after {ms} ms"));
+                match &error {
+                    None => r.pass("http://localhost:5859/status answered inside the container, and the container stayed up"),
+                    Some(e) => r.fail(e.clone(), MCP_HINT),
+                }
+            }
+        }
+    }
+    while r.checks.len() < STEPS.len() - 1 {
+        r.push(
+            Outcome::Skip,
+            "needs the throwaway container".into(),
+            String::new(),
+        );
+    }
+    // 8: the undo removed everything, and the plugin no longer knows the name.
+    let gone = lookup_gone(plugins_dir, docker_flag, &name);
+    match (undo.left.first(), gone) {
+        (None, Ok(true)) => r.pass(format!("removed container {name}; nothing is left behind")),
+        (None, Ok(false)) => r.fail(
+            format!("container {name} is still there after the undo"),
+            format!("remove it by hand: fractalic-publisher rm --force {name}"),
+        ),
+        (Some(l), _) => r.fail(
+            format!("{}: {}", l.what, l.error),
+            format!("remove it by hand: {}", l.remove_with),
+        ),
+        (None, Err(e)) => r.fail(
+            e.to_string(),
+            format!("check by hand: fractalic-publisher status {name}"),
+        ),
+    }
+}
+
+const MCP_HINT: &str = "the MCP manager runs inside the image on port 5859; read its log with `docker exec CONTAINER cat /tmp/mcp_manager_error.log` on a deployment, or `fractalic-publisher logs NAME --service mcp_manager`";
+
+/// The throwaway's deploy: a one-line script, the default port, no config files, no env.
+fn throwaway_config(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    timeout: Duration,
+) -> Result<(DeployConfig, tempfile::TempDir)> {
+    let folder = tempfile::Builder::new()
+        .prefix("fractalic-doctor-")
+        .tempdir()
+        .map_err(|e| Error::failed(format!("cannot make a temporary folder: {e}")))?;
+    std::fs::write(
+        folder.path().join("doctor.md"),
+        "# Doctor {id=doctor}\nHello from doctor.\n",
+    )
+    .map_err(|e| Error::failed(format!("cannot write the doctor script: {e}")))?;
+    // A remote engine's loopback cannot be reached from here.
+    let bind = match docker.endpoint().remote_host() {
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let excludes = crate::payload::Excludes::new(&[]).map_err(|e| Error::failed(e.to_string()))?;
+    let cfg = DeployConfig {
+        plugin: PLUGIN.into(),
+        name: name.into(),
+        script_name: "doctor".into(),
+        script_folder: folder.path().to_path_buf(),
+        main_script: "doctor.md".into(),
+        image: image.into(),
+        platform: String::new(),
+        port: PortRequest::Preferred(crate::config::DEFAULT_PORT),
+        bind,
+        env: Vec::new(),
+        excludes,
+        pull: PullPolicy::Missing,
+        timeout,
+        project_root: folder.path().to_path_buf(),
+        config_files: Vec::new(),
+        warnings: Vec::new(),
+        replicas: 1,
+        registry: crate::cli::DEFAULT_REGISTRY.into(),
+        publish_mode: crate::cli::DEFAULT_PUBLISH_MODE.into(),
+    };
+    Ok((cfg, folder))
+}
+
+/// Whether no plugin knows `name` any more (the throwaway is gone).
+fn lookup_gone(plugins_dir: Option<&Path>, docker_flag: Option<&Path>, name: &str) -> Result<bool> {
+    let m = crate::manage::Manager::new(docker_flag, plugins_dir, true)?;
+    match m.owned(name) {
+        Err(Error::NotFound { .. }) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

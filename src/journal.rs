@@ -51,6 +51,18 @@ impl Resource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token(u64);
 
+impl Token {
+    /// The number plugins hold for this record (see `docker_run` in the host API).
+    pub fn id(self) -> u64 {
+        self.0
+    }
+
+    /// The token of record number `id` (an unknown one is simply not found).
+    pub fn from_id(id: u64) -> Token {
+        Token(id)
+    }
+}
+
 /// Something the undo could not remove.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Left {

@@ -3,10 +3,12 @@
 pub mod cleanup;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod deploy;
 pub mod deploy_file;
 pub mod docker;
 pub mod doctor;
+pub mod engine;
 pub mod error;
 pub mod health;
 pub mod journal;

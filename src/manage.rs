@@ -1,32 +1,20 @@
-//! The management commands (`ps`, `status`, `logs`, `stop`, `start`, `rm`): find the
-//! deployment in Docker by its labels, check it is ours, and hand it to the entry point of the
-//! plugin that made it. Also renders their results. Docker's labels are all the state there is.
+//! The management commands (`ps`, `status`, `logs`, `stop`, `start`, `rm`): ask every plugin's
+//! `lookup(name)` which deployment a name is, check it is ours, and hand it to the entry point of
+//! the plugin that made it; `ps` asks every plugin's `list_all()`. The core knows no platform:
+//! what a deployment is (a container, a Swarm service ...) is the plugin's business. Also renders
+//! the results.
 
 use crate::config;
-use crate::docker::{Docker, QUICK};
+use crate::contract;
+use crate::docker::Docker;
 use crate::error::{Error, Result};
-use crate::plugin::host::{self, Host, LABEL_CREATED, LABEL_MANAGED, LABEL_PLUGIN};
+use crate::plugin::host::{self, Host, LABEL_MANAGED, LABEL_PLUGIN};
 use crate::plugin::{self, Plugin};
 use crate::progress::Progress;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The labels `ps` reads in its one `docker ps` call (plugins find them in `row.labels`).
-pub const PS_LABELS: &[&str] = &[
-    LABEL_MANAGED,
-    LABEL_PLUGIN,
-    LABEL_CREATED,
-    "fractalic-publisher.script",
-    "fractalic-publisher.script-path",
-    "fractalic-publisher.port",
-    "fractalic-publisher.bind",
-    "fractalic-publisher.image",
-    "fractalic-publisher.image-digest",
-    crate::update::LABEL_DEPLOYMENT,
-];
 
 const SEE_PS: &str = "`fractalic-publisher ps --all` lists the deployments this tool manages";
 
@@ -39,14 +27,18 @@ pub struct Manager {
     follow: std::sync::Mutex<Option<host::Follow>>,
 }
 
-/// A container this tool created, as `docker container inspect` showed it.
+/// A deployment this tool created, as its plugin's `lookup(name)` described it.
 pub struct Owned {
-    /// The container's name (without docker's leading `/`).
+    /// Its real name.
     pub name: String,
+    /// What it is ("container", "Swarm service"), for messages.
+    pub kind: String,
     /// The plugin that created it (its `fractalic-publisher.plugin` label).
     pub plugin: String,
     /// Whether it was running when looked up.
     pub running: bool,
+    /// The docker argv that stops it again when a `start` fails (None: the plugin gave none).
+    pub stop_args: Option<Vec<String>>,
 }
 
 impl Manager {
@@ -95,9 +87,12 @@ impl Manager {
         if self.capture {
             host = host.with_capture();
         }
-        let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(f) = follow {
-            host = host.with_follow(f);
+        // Only the plugin that streams the log gets the follower (lookups load plugins too).
+        if entry == "logs" {
+            let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(f) = follow {
+                host = host.with_follow(f);
+            }
         }
         let host = Arc::new(host);
         host.set_plugin(name);
@@ -113,102 +108,112 @@ impl Manager {
         Ok(p)
     }
 
-    /// Looks `name` up: exit 2 when there is no such container or it is not ours.
+    /// Looks `name` up in every plugin that defines `lookup(name)` (by plugin name, the first
+    /// that knows it wins): exit 2 when none knows it ([`Error::NotFound`]) or it is not ours
+    /// ([`Error::NotManaged`]).
     pub fn owned(&self, name: &str) -> Result<Owned> {
         config::check_container_name(name)?;
-        let Some(v) = self.docker.container_inspect(name)? else {
-            return Err(Error::NotFound {
-                what: format!("no deployment named {name:?}"),
-                hint: format!("there is no container with that name; {SEE_PS}"),
-            });
-        };
-        let labels = &v["Config"]["Labels"];
-        let label = |k: &str| labels[k].as_str().unwrap_or("").to_string();
-        let real = v["Name"]
-            .as_str()
-            .unwrap_or(name)
-            .trim_start_matches('/')
-            .to_string();
-        if label(LABEL_MANAGED) != "true" {
-            return Err(Error::NotManaged {
-                what: format!("container {real:?} was not created by fractalic-publisher"),
-                hint: format!(
-                    "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
-                ),
+        for p in self.plugins_with("lookup") {
+            let v = p.call("lookup", (name.to_string(),))?;
+            let Some(l) = contract::lookup_result(&p.source.label(), &v)? else {
+                continue;
+            };
+            let (kind, real) = (l.kind, l.name);
+            if !l.managed {
+                return Err(Error::NotManaged {
+                    what: format!("{kind} {real:?} was not created by fractalic-publisher"),
+                    hint: format!(
+                        "it exists but has no {LABEL_MANAGED}=true label, so this tool leaves it alone (use docker itself); {SEE_PS}"
+                    ),
+                });
+            }
+            if l.plugin.is_empty() {
+                return Err(Error::failed(format!(
+                    "{kind} {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it; remove it with docker itself"
+                )));
+            }
+            return Ok(Owned {
+                name: real,
+                kind,
+                plugin: l.plugin,
+                running: l.running,
+                stop_args: l.stop_args,
             });
         }
-        let plugin = label(LABEL_PLUGIN);
-        if plugin.is_empty() {
-            return Err(Error::failed(format!(
-                "container {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it; remove it with `fractalic-publisher rm {real}`"
-            )));
-        }
-        Ok(Owned {
-            name: real,
-            plugin,
-            running: v["State"]["Running"].as_bool().unwrap_or(false),
+        Err(Error::NotFound {
+            what: format!("no deployment named {name:?}"),
+            hint: format!("no plugin knows a deployment by that name; {SEE_PS}"),
         })
     }
 
-    /// `ps`: one `docker ps` call; each plugin's `list(rows)` turns its rows into entries.
+    /// Every available plugin that defines entry point `entry`, loaded (those that cannot be
+    /// loaded are skipped with a warning).
+    fn plugins_with(&self, entry: &str) -> Vec<Plugin> {
+        let mut out = Vec::new();
+        for source in plugin::available(&self.dirs) {
+            if !source.code.contains(&format!("fn {entry}(")) {
+                continue;
+            }
+            let name = source.name.clone();
+            match self.plugin(&name, entry) {
+                Ok(p) => out.push(p),
+                Err(e) => self
+                    .progress
+                    .warn(format!("plugin {name:?} is skipped: {e}")),
+            }
+        }
+        out
+    }
+
+    /// `ps`: every plugin's `list_all()` (each makes one docker call, or a fixed few), stopped
+    /// deployments only with `all`, sorted by name. A plugin that cannot list is a warning.
     pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
-        let keys: Vec<String> = PS_LABELS.iter().map(|k| k.to_string()).collect();
-        let format = host::ps_format(&keys);
-        let filter = format!("label={LABEL_MANAGED}=true");
-        let mut args = vec!["ps", "--no-trunc", "--filter", &filter, "--format", &format];
-        if all {
-            args.push("--all");
-        }
-        let out = self.docker.run(&args, None, QUICK)?;
-        let mut by_plugin: BTreeMap<String, rhai::Array> = BTreeMap::new();
-        for row in host::parse_ps(&out.stdout, &keys)? {
-            let plugin = row
-                .read_lock::<rhai::Map>()
-                .and_then(|m| m.get("labels").cloned())
-                .and_then(|l| {
-                    l.read_lock::<rhai::Map>()
-                        .map(|l| l.get(LABEL_PLUGIN).cloned())
-                })
-                .flatten()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            by_plugin.entry(plugin).or_default().push(row);
-        }
         let mut entries = Vec::new();
-        for (name, rows) in by_plugin {
-            let listed = self
-                .plugin(&name, "list")
-                .and_then(|p| p.call("list", (rows.clone(),)).map(|v| (p, v)))
-                .and_then(|(p, v)| {
-                    rhai::serde::from_dynamic::<Vec<Value>>(&v).map_err(|e| Error::Plugin {
-                        location: p.source.label(),
-                        message: format!("list() must return an array of maps: {e}"),
-                    })
-                });
+        let (mut listed_any, mut first_error) = (false, None);
+        for p in self.plugins_with("list_all") {
+            let listed = p
+                .call("list_all", ())
+                .and_then(|v| contract::list_result(&p.source.label(), &v));
             match listed {
-                Ok(v) => entries.extend(v),
+                Ok(v) => {
+                    listed_any = true;
+                    entries.extend(v.into_iter().filter(|e| all || e.state == "running"));
+                }
+                // No engine to ask (or an interrupt): no platform can answer.
+                Err(e)
+                    if matches!(
+                        e.exit_code(),
+                        crate::error::exit::DOCKER_UNAVAILABLE | crate::error::exit::INTERRUPTED
+                    ) =>
+                {
+                    return Err(e)
+                }
                 Err(e) => {
                     self.progress.warn(format!(
-                        "plugin {name:?} could not list its deployments ({e}); showing what Docker knows"
+                        "plugin {:?} could not list its deployments ({e})",
+                        p.source.name
                     ));
-                    entries.extend(rows.iter().map(|r| plain_entry(r, &name)));
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        entries.sort_by(|a, b| {
-            a["name"]
-                .as_str()
-                .unwrap_or("")
-                .cmp(b["name"].as_str().unwrap_or(""))
-        });
-        Ok(entries)
+        // Not one platform could list: that is a failure, not an empty list.
+        if let (false, Some(e)) = (listed_any, first_error) {
+            return Err(e);
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect())
     }
 
     /// `status NAME`: the plugin's `status(name)`.
     pub fn status(&self, name: &str) -> Result<Value> {
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "status")?;
-        to_value(&p, "status", p.call("status", (o.name.clone(),))?)
+        let v = p.call("status", (o.name.clone(),))?;
+        to_value::<contract::StatusResult>(&p, "status", v)
     }
 
     /// `logs NAME`: the plugin's `logs(name, opts)`; returns what is left to print (a streamed
@@ -259,14 +264,14 @@ impl Manager {
         self.progress.finish();
         let v = r?;
         p.host().journal().commit()?;
-        to_value(&p, "rollback", v)
+        to_value::<Value>(&p, "rollback", v)
     }
 
     /// `history NAME`: the plugin's `history(name)`.
     pub fn history(&self, name: &str) -> Result<Value> {
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "history")?;
-        to_value(&p, "history", p.call("history", (o.name.clone(),))?)
+        to_value::<Value>(&p, "history", p.call("history", (o.name.clone(),))?)
     }
 
     /// `stop NAME`: the plugin's `stop(name)`.
@@ -274,7 +279,8 @@ impl Manager {
         let o = self.owned(name)?;
         let _lock = crate::lock::DeployLock::acquire(&o.name, "stop", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "stop")?;
-        to_value(&p, "stop", p.call("stop", (o.name.clone(),))?)
+        let v = p.call("stop", (o.name.clone(),))?;
+        to_value::<contract::StopResult>(&p, "stop", v)
     }
 
     /// `start NAME`: the plugin's `start(name, opts)`. A deployment that was stopped and does
@@ -288,9 +294,10 @@ impl Manager {
         // Stopping it again is the undo of this start: an interrupt or a failure does it.
         let journal = crate::journal::Journal::new();
         journal.set_docker(Arc::clone(&self.docker));
-        if !o.running {
-            journal.record(crate::journal::Resource::StartedContainer {
-                name: o.name.clone(),
+        if let (false, Some(args)) = (o.running, &o.stop_args) {
+            journal.record(crate::journal::Resource::DockerObject {
+                what: format!("{} {} (started)", o.kind, o.name),
+                remove_args: args.clone(),
             })?;
         }
         let r = p.call("start", (o.name.clone(), opts));
@@ -298,7 +305,7 @@ impl Manager {
         match r {
             Ok(v) => {
                 journal.commit()?;
-                to_value(&p, "start", v)
+                to_value::<contract::StartResult>(&p, "start", v)
             }
             Err(e) if o.running || e.exit_code() == crate::error::exit::DOCKER_UNAVAILABLE => {
                 let _ = journal.commit();
@@ -307,6 +314,10 @@ impl Manager {
             Err(e) => {
                 let undo = journal.undo();
                 let note = match undo.left.first() {
+                    None if o.stop_args.is_none() => format!(
+                        "plugin {} gives no way to stop {} again, so it may be left running; stop it with: fractalic-publisher stop {}",
+                        o.plugin, o.name, o.name
+                    ),
                     None => format!("{} was stopped again, as it was before", o.name),
                     Some(l) => format!(
                         "stopping {} again failed too ({}); stop it with: {}",
@@ -335,30 +346,19 @@ impl Manager {
         let p = self.plugin(&o.plugin, "delete")?;
         let mut opts = rhai::Map::new();
         opts.insert("force".into(), force.into());
-        to_value(&p, "delete", p.call("delete", (o.name.clone(), opts))?)
+        let v = p.call("delete", (o.name.clone(), opts))?;
+        to_value::<contract::DeleteResult>(&p, "delete", v)
     }
 }
 
-fn to_value(p: &Plugin, entry: &str, v: rhai::Dynamic) -> Result<Value> {
-    rhai::serde::from_dynamic(&v).map_err(|e| Error::Plugin {
-        location: p.source.label(),
-        message: format!("{entry}() must return a map: {e}"),
-    })
-}
-
-/// A `ps` entry from the docker row alone (when the owning plugin cannot list).
-fn plain_entry(row: &rhai::Dynamic, plugin: &str) -> Value {
-    let v: Value = rhai::serde::from_dynamic(row).unwrap_or(Value::Null);
-    let label = |k: &str| v["labels"][k].as_str().unwrap_or("").to_string();
-    json!({
-        "name": v["name"],
-        "plugin": plugin,
-        "script": label("fractalic-publisher.script"),
-        "state": v["state"],
-        "health": "-",
-        "url": "",
-        "age": "",
-    })
+/// Checks an entry point's result against its contract type and returns it as JSON.
+fn to_value<T: serde::de::DeserializeOwned + serde::Serialize>(
+    p: &Plugin,
+    entry: &str,
+    v: rhai::Dynamic,
+) -> Result<Value> {
+    let typed: T = contract::entry_result(&p.source.label(), entry, &v)?;
+    serde_json::to_value(typed).map_err(|e| Error::failed(format!("{entry}() result: {e}")))
 }
 
 fn cell(v: &Value) -> String {

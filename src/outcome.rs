@@ -6,10 +6,6 @@ use crate::deploy::Report;
 use crate::error::Error;
 use serde_json::{json, Value};
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("")
-}
-
 /// The sample request shown to users (the seed's "Sample Usage").
 pub fn sample_curl(url: &str, script_path: &str) -> String {
     format!(
@@ -19,16 +15,18 @@ pub fn sample_curl(url: &str, script_path: &str) -> String {
 
 /// The outcome of a successful deploy.
 pub fn success(r: &Report) -> Value {
-    let res = &r.result;
-    let url = s(res, "url");
-    let container = match s(res, "container") {
-        "" => r.name.as_str(),
-        c => c,
+    let t = &r.result;
+    let res = &t.raw;
+    let url = t.url.as_str();
+    let container = match t.container.as_deref() {
+        None | Some("") => r.name.as_str(),
+        Some(c) => c,
     };
-    let services = &res["services"];
-    let service = |k: &str| match services[k].as_str() {
-        Some(v) => v.to_string(),
-        None => "unknown".to_string(),
+    let service = |k: &str| {
+        t.services
+            .as_ref()
+            .and_then(|s| s.get(k).cloned())
+            .unwrap_or_else(|| "unknown".to_string())
     };
     json!({
         "success": true,
@@ -42,7 +40,7 @@ pub fn success(r: &Report) -> Value {
         "metadata": {
             "ai_server": {
                 "host": url,
-                "port": res["port"].as_i64().unwrap_or(0),
+                "port": t.port.unwrap_or(0),
                 "health_url": format!("{url}/health"),
                 "docs_url": format!("{url}/docs"),
             },
@@ -51,7 +49,7 @@ pub fn success(r: &Report) -> Value {
                 "script_path": r.script_path,
                 "container_name": container,
                 // Docker's short id, as `docker ps` shows it (the full one is in details).
-                "container_id": s(res, "container_id").chars().take(12).collect::<String>(),
+                "container_id": t.container_id.as_deref().unwrap_or("").chars().take(12).collect::<String>(),
             },
             "api": {
                 "endpoint": format!("{url}/execute"),
@@ -88,6 +86,9 @@ pub fn success(r: &Report) -> Value {
             // did: {kind: none | in-place | container, release, from, changes, ...}.
             "release": res["release"],
             "update": res["update"],
+            // Everything the plugin reported, including what only its platform has (e.g.
+            // docker-swarm's urls, replicas, committed/pushed).
+            "plugin_result": res,
         },
         // What changed (names and keys only), when the deploy updated a deployment.
         "changes": res["update"]["changes"],

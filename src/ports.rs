@@ -17,11 +17,29 @@ pub enum PortRequest {
     Exact(u16),
 }
 
+/// Where a port's freedom is judged.
+#[derive(Debug, Clone, Copy)]
+pub enum Vantage<'a> {
+    /// This machine, by binding the address (a local engine).
+    Local(IpAddr),
+    /// A remote engine: the host ports its containers publish (from `docker ps`); a clash with
+    /// anything else there shows at `docker start`, which the caller retries.
+    Engine(&'a BTreeSet<u16>),
+}
+
+impl From<IpAddr> for Vantage<'static> {
+    fn from(ip: IpAddr) -> Self {
+        Vantage::Local(ip)
+    }
+}
+
 /// Why a port was passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortBusy {
     /// A process listens on it (or otherwise holds it) on this host.
     InUse,
+    /// A container on the (remote) engine publishes it.
+    PublishedOnEngine,
     /// Another deployment has it recorded; it may be stopped and will want it back.
     Reserved,
 }
@@ -30,6 +48,7 @@ impl PortBusy {
     fn describe(self) -> &'static str {
         match self {
             PortBusy::InUse => "in use",
+            PortBusy::PublishedOnEngine => "published on the engine",
             PortBusy::Reserved => "reserved by another deployment",
         }
     }
@@ -111,6 +130,14 @@ impl fmt::Display for PortError {
                 "port {port} is reserved by another deployment (it may be stopped); \
                  pass another --port or omit --port to pick a free one"
             ),
+            PortError::Busy {
+                port,
+                why: PortBusy::PublishedOnEngine,
+            } => write!(
+                f,
+                "port {port} is published by a container on the Docker engine; \
+                 pass another --port or omit --port to pick a free one"
+            ),
             PortError::Exhausted { from, to } => write!(
                 f,
                 "no free port in {from}-{to}; free one of them or pass --port with a free port"
@@ -129,11 +156,12 @@ impl std::error::Error for PortError {}
 /// `reserved`: ports recorded on other deployments (they may be stopped and will want their
 /// port back); the caller leaves out the deployment being replaced. A reserved port counts as
 /// [`PortBusy::Reserved`] even when it is also in use.
-pub fn choose(
+pub fn choose<'a>(
     req: PortRequest,
-    bind: IpAddr,
+    bind: impl Into<Vantage<'a>>,
     reserved: &BTreeSet<u16>,
 ) -> Result<PortChoice, PortError> {
+    let bind = bind.into();
     match req {
         PortRequest::Exact(0) | PortRequest::Preferred(0) => Err(PortError::Invalid { port: 0 }),
         PortRequest::Exact(port) => match busy(bind, port, reserved) {
@@ -162,7 +190,13 @@ pub fn choose(
 /// The next free port strictly after `after` within the scan window that starts at `first`
 /// (same rules as [`choose`]); `None` once the window is used up. For retrying when
 /// `docker start` reports "port is already allocated".
-pub fn next_free(first: u16, after: u16, bind: IpAddr, reserved: &BTreeSet<u16>) -> Option<u16> {
+pub fn next_free<'a>(
+    first: u16,
+    after: u16,
+    bind: impl Into<Vantage<'a>>,
+    reserved: &BTreeSet<u16>,
+) -> Option<u16> {
+    let bind = bind.into();
     if first == 0 || after == u16::MAX {
         return None;
     }
@@ -189,13 +223,16 @@ fn ipv6_available() -> bool {
     *AVAILABLE.get_or_init(|| TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok())
 }
 
-fn busy(bind: IpAddr, port: u16, reserved: &BTreeSet<u16>) -> Option<PortBusy> {
+fn busy(at: Vantage<'_>, port: u16, reserved: &BTreeSet<u16>) -> Option<PortBusy> {
     if reserved.contains(&port) {
-        Some(PortBusy::Reserved)
-    } else if !is_free(bind, port) {
-        Some(PortBusy::InUse)
-    } else {
-        None
+        return Some(PortBusy::Reserved);
+    }
+    match at {
+        Vantage::Local(bind) if !is_free(bind, port) => Some(PortBusy::InUse),
+        Vantage::Engine(published) if published.contains(&port) => {
+            Some(PortBusy::PublishedOnEngine)
+        }
+        _ => None,
     }
 }
 

@@ -13,6 +13,14 @@ use std::sync::Arc;
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     use crate::cleanup::{self, Output};
+    if let Err(e) = crate::docker::set_context(cli.context.as_deref()) {
+        if wants_json(&cli.command) {
+            println!("{}", manage::render_json_error(&e));
+        } else {
+            eprintln!("error: {}", crate::error::one_line(&e.to_string()));
+        }
+        return e.exit_code();
+    }
     if let Command::Serve(a) = &cli.command {
         // The server has its own signal handling: stop accepting, let deploys finish.
         return match crate::server::serve(&cli, a) {
@@ -70,12 +78,21 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> i32 {
         return e.exit_code();
     }
     let rendered = e.render().to_string();
-    let first = rendered
+    // clap's message can span lines ("...not provided:\n  <NAME>"): keep all of it up to the
+    // usage, on one line, so it names what is missing.
+    let message: Vec<&str> = rendered
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("bad command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let joined = message.join(" ");
+    let joined = joined.strip_prefix("error: ").unwrap_or(&joined);
+    let first = if joined.is_empty() {
+        "bad command line"
+    } else {
+        joined.trim_end_matches(':')
+    };
     let sub = subcommand_of(args);
     let help = match &sub {
         Some(s) => format!("see `fractalic-publisher {s} --help`"),
@@ -96,7 +113,7 @@ fn subcommand_of(args: &[std::ffi::OsString]) -> Option<String> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         let a = a.to_string_lossy();
-        if a == "--docker" || a == "--plugins-dir" {
+        if a == "--docker" || a == "--plugins-dir" || a == "--context" {
             it.next();
         } else if !a.starts_with('-') {
             return Some(a.into_owned());
@@ -123,7 +140,12 @@ fn is_management(c: &Command) -> bool {
 fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
     let image = config::production_tag(a.image.as_deref().unwrap_or(config::DEFAULT_IMAGE));
-    let report = crate::doctor::run(cli.docker.as_deref(), &image, timeout);
+    let report = crate::doctor::run(
+        cli.docker.as_deref(),
+        cli.plugins_dir.as_deref(),
+        &image,
+        timeout,
+    );
     crate::cleanup::claim_or_park();
     if a.json.json {
         println!("{}", to_json(&report)?);
@@ -241,6 +263,9 @@ fn wants_json(c: &Command) -> bool {
         Command::List(j) => j.json,
         Command::Info { json, .. } => json.json,
         Command::Badges { .. } => false,
+        Command::Plugin {
+            command: crate::cli::PluginCommand::Api(j),
+        } => j.json,
         Command::Ps(a) => a.json.json,
         Command::Status(a) => a.json.json,
         Command::Stop(a) => a.json.json,
@@ -314,6 +339,17 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 println!("{outcome}");
             } else {
                 print!("{}", deploy::render_text(&report));
+            }
+            Ok(())
+        }
+        Command::Plugin {
+            command: crate::cli::PluginCommand::Api(j),
+        } => {
+            let docs = crate::plugin::api::reference();
+            if j.json {
+                println!("{}", to_json(&crate::plugin::api::render_json(&docs))?);
+            } else {
+                print!("{}", crate::plugin::api::render_text(&docs));
             }
             Ok(())
         }

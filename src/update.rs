@@ -1,6 +1,6 @@
 //! Updates of a docker-registry deployment in place or by a new container, rollback, history.
 //! The plugin's `update`, `rollback` and `history` entry points call these through host
-//! functions (src/plugin/host_update.rs); a Swarm plugin maps the same entry points onto Swarm's
+//! functions (src/plugin/api/releases.rs); a Swarm plugin maps the same entry points onto Swarm's
 //! own verbs instead. Every step that changes something is recorded in the run's undo journal
 //! first, so a failure or Ctrl-C at any point puts the old release back (README, "Updates").
 

@@ -1,22 +1,23 @@
-//! The host API: every function a plugin script can call. This is the plugin authors' whole
-//! world: Docker verbs, payload copy, port choice, readiness waits and progress. There is no
-//! raw file or process access. Each function is documented in README's plugin section.
+//! The host state a plugin's calls share (docker, journal, port lock, readiness record) and the
+//! implementations of the container, payload, port and readiness host functions. The functions
+//! themselves are registered, with their documentation, in `plugin::api` (one module per
+//! concern); `fractalic-publisher plugin api` prints that reference.
 
 use crate::config::DeployConfig;
-use crate::docker::{self, Docker, ExecOutcome, ExecSignals, QUICK};
+use crate::docker::{self, Docker, ExecOutcome, QUICK};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Resource};
 use crate::payload;
 use crate::plugin::user_cache;
-use crate::ports::{self, PortRequest};
+use crate::ports;
 use crate::progress::Progress;
 use crate::readiness::{self, Started};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Position};
+use rhai::{Array, Dynamic, EvalAltResult, Map, Position};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Label set on every container this tool creates; `ps` finds deployments by it.
 pub const LABEL_MANAGED: &str = "fractalic-publisher.managed";
@@ -29,9 +30,9 @@ pub const LABEL_PORT: &str = "fractalic-publisher.port";
 
 /// How long a deploy waits for the host-wide port lock (held by others only from their port
 /// choice to their `docker create`).
-const PORT_LOCK_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const PORT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
-type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+pub type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 /// Where a followed log goes when there is no terminal (the REST API): each line to `sink`
 /// until it returns false or `stop` is set (from another thread, e.g. when the client left).
@@ -47,7 +48,7 @@ pub struct Host {
     docker: std::sync::OnceLock<Arc<Docker>>,
     plugin: Mutex<String>,
     deploy: Option<DeployConfig>,
-    journal: Arc<Journal>,
+    pub(crate) journal: Arc<Journal>,
     failure: Mutex<Option<Error>>,
     /// When set, output that would stream to the terminal (logs) is collected here instead.
     capture: Option<Mutex<String>>,
@@ -62,9 +63,27 @@ pub struct Host {
     /// readiness wait and costs no wall time), and finished at the end of the deploy.
     main_check: Mutex<Option<MainCheck>>,
     /// Containers `start_container` started in this run, for readiness's stability proof.
-    started: Mutex<HashMap<String, Started>>,
+    pub(crate) started: Mutex<HashMap<String, Started>>,
     /// The release staged by `copy_payload` and the plan of an update (src/update.rs).
     pub(crate) updates: Mutex<crate::update::UpdateState>,
+    /// What the last `wait_http`/`wait_ready` saw (doctor reports its steps from it).
+    readiness: Mutex<Option<ReadinessSeen>>,
+}
+
+/// What a plugin's last readiness wait (`wait_http`, `wait_ready`) saw, success or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadinessSeen {
+    /// The container waited for.
+    pub container: String,
+    /// The health URL polled.
+    pub url: String,
+    /// When the wait began.
+    pub began: std::time::SystemTime,
+    /// Milliseconds until the URL answered 2xx (None: it never did).
+    pub health_ms: Option<u64>,
+    /// Whether the in-container command answered (None: none was asked for, or the wait
+    /// failed before it was judged).
+    pub exec_ok: Option<bool>,
 }
 
 impl Host {
@@ -90,7 +109,13 @@ impl Host {
             main_check: Mutex::new(None),
             started: Mutex::new(HashMap::new()),
             updates: Mutex::new(crate::update::UpdateState::default()),
+            readiness: Mutex::new(None),
         }
+    }
+
+    /// What the plugin's last readiness wait saw (None: it never waited).
+    pub fn readiness_seen(&self) -> Option<ReadinessSeen> {
+        lock(&self.readiness).clone()
     }
 
     /// Collects streamed output (logs) instead of writing it to stdout (the REST API).
@@ -149,6 +174,11 @@ impl Host {
         *lock(&self.plugin) = name.to_string();
     }
 
+    /// The plugin on whose behalf this host works ("" before [`Host::set_plugin`]).
+    pub fn plugin_name(&self) -> String {
+        lock(&self.plugin).clone()
+    }
+
     /// The staged deploy, if any.
     pub fn deploy(&self) -> Option<&DeployConfig> {
         self.deploy.as_ref()
@@ -171,7 +201,7 @@ impl Host {
     }
 
     /// Remembers that this run started container `name` at `wall` (for the readiness proof).
-    pub(crate) fn mark_started(&self, name: &str, wall: SystemTime) {
+    pub(crate) fn mark_started(&self, name: &str, wall: std::time::SystemTime) {
         lock(&self.started).insert(name.to_string(), Started::since(wall));
     }
 
@@ -183,7 +213,7 @@ impl Host {
     /// Takes the host-wide port lock (if not held) and returns the ports that deployments
     /// created since this run's reservations were read have recorded (a `docker ps` only
     /// when some were created).
-    fn lock_ports(&self) -> Result<BTreeSet<u16>> {
+    pub(crate) fn lock_ports(&self) -> Result<BTreeSet<u16>> {
         let mut held = lock(&self.port_lock);
         if held.is_none() {
             *held = Some(ports::PortLock::acquire(PORT_LOCK_WAIT).map_err(Error::failed)?);
@@ -230,7 +260,7 @@ impl Host {
     }
 
     /// Starts a pending main-script check on its own thread (the container has started).
-    fn begin_main_check(&self) {
+    pub(crate) fn begin_main_check(&self) {
         let mut slot = lock(&self.main_check);
         if let Some(MainCheck::Pending(job)) = slot.take() {
             *slot = Some(MainCheck::Running(std::thread::spawn(move || job.run())));
@@ -300,22 +330,22 @@ enum MainCheck {
     Running(std::thread::JoinHandle<Result<()>>),
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn json_to_dynamic(v: &Value) -> Dynamic {
+pub(crate) fn json_to_dynamic(v: &Value) -> Dynamic {
     rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
 }
 
-fn map_str(m: &Map, key: &str) -> Option<String> {
+pub(crate) fn map_str(m: &Map, key: &str) -> Option<String> {
     m.get(key)
         .filter(|v| !v.is_unit())
         .map(|v| v.to_string())
         .filter(|s| !s.is_empty())
 }
 
-fn map_int(m: &Map, key: &str) -> Option<i64> {
+pub(crate) fn map_int(m: &Map, key: &str) -> Option<i64> {
     m.get(key).and_then(|v| v.as_int().ok())
 }
 
@@ -349,7 +379,7 @@ pub fn format_utc(secs: u64) -> String {
     )
 }
 
-fn valid_label_key(k: &str) -> bool {
+pub(crate) fn valid_label_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 128
         && k.chars()
@@ -357,7 +387,7 @@ fn valid_label_key(k: &str) -> bool {
 }
 
 /// The fixed columns of a `docker ps` row, in [`ps_format`] order (labels follow).
-const PS_FIELDS: &[(&str, &str)] = &[
+pub(crate) const PS_FIELDS: &[(&str, &str)] = &[
     ("id", ".ID"),
     ("name", ".Names"),
     ("state", ".State"),
@@ -417,329 +447,44 @@ pub(crate) fn ps_format(labels: &[String]) -> String {
     format!("[{}]", cols.join(","))
 }
 
-/// Registers the host API on `engine`.
-pub fn register(engine: &mut Engine, host: &Arc<Host>) {
-    // --- progress and failure -------------------------------------------------------------
+/// Where ports are judged: this machine, or the ports a remote engine's containers publish.
+pub(crate) fn vantage(bind: IpAddr, published: Option<&BTreeSet<u16>>) -> ports::Vantage<'_> {
+    match published {
+        Some(p) => ports::Vantage::Engine(p),
+        None => ports::Vantage::Local(bind),
+    }
+}
 
-    // progress(percent, message): a step of the operation; percentages never go backwards.
-    let h = Arc::clone(host);
-    engine.register_fn("progress", move |pct: i64, msg: &str| {
-        h.progress.step(pct, msg)
-    });
+/// The host ports a remote engine's containers publish (one `docker ps`); None for a local
+/// engine, whose ports are judged by binding them here.
+pub(crate) fn engine_ports(d: &Docker) -> Result<Option<BTreeSet<u16>>> {
+    if d.endpoint().remote_host().is_none() {
+        return Ok(None);
+    }
+    let out = d.run(&["ps", "--format", "{{.Ports}}"], None, QUICK)?;
+    Ok(Some(crate::engine::published_ports(&out.stdout)))
+}
 
-    // warn(message): a warning line.
-    let h = Arc::clone(host);
-    engine.register_fn("warn", move |msg: &str| h.progress.warn(msg));
-
-    // bad_input(what, hint): stop with exit code 2 ("WHAT: HINT"); nothing is changed.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "bad_input",
-        move |what: &str, hint: &str| -> RhaiResult<()> { Err(h.raise(Error::input(what, hint))) },
+/// `engine_info()`: {remote, host, url_host, context, endpoint}.
+pub(crate) fn engine_map(d: &Docker) -> Map {
+    let e = d.endpoint();
+    let mut m = Map::new();
+    m.insert("remote".into(), e.remote_host().is_some().into());
+    m.insert(
+        "host".into(),
+        e.remote_host().unwrap_or("localhost").to_string().into(),
     );
-
-    // fail(message): stop with exit code 1; containers created in this run are removed.
-    let h = Arc::clone(host);
-    engine.register_fn("fail", move |msg: &str| -> RhaiResult<()> {
-        Err(h.raise(Error::failed(msg)))
-    });
-
-    // now_utc(): the current UTC time, RFC 3339.
-    engine.register_fn("now_utc", now_utc);
-
-    // --- containers ---------------------------------------------------------------------
-
-    // docker_ps(all, filters, label_keys): containers (one `docker ps` call) as maps
-    // {id, name, state, status, image, created_at, ports, labels: {key: value}}.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "docker_ps",
-        move |all: bool, filters: Array, label_keys: Array| -> RhaiResult<Array> {
-            let d = h.docker_or_raise()?;
-            let keys: Vec<String> = label_keys.iter().map(|k| k.to_string()).collect();
-            if let Some(bad) = keys.iter().find(|k| !valid_label_key(k)) {
-                return Err(h.raise(Error::failed(format!(
-                    "docker_ps: bad label key {bad:?}: use letters, digits, '.', '-', '_', '/'"
-                ))));
-            }
-            let format = ps_format(&keys);
-            let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
-            let mut args: Vec<&str> = vec!["ps", "--no-trunc", "--format", &format];
-            if all {
-                args.push("--all");
-            }
-            for f in &filters {
-                args.extend(["--filter", f.as_str()]);
-            }
-            let out = h.check(d.run(&args, None, QUICK))?;
-            h.check(parse_ps(&out.stdout, &keys))
-        },
+    m.insert("url_host".into(), e.url_host().into());
+    m.insert(
+        "context".into(),
+        d.context().unwrap_or("").to_string().into(),
     );
-
-    // container_inspect(name): `docker container inspect` as a map, or () when absent.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "container_inspect",
-        move |name: &str| -> RhaiResult<Dynamic> {
-            let d = h.docker_or_raise()?;
-            let v = h.check(d.container_inspect(name))?;
-            Ok(v.as_ref().map_or(Dynamic::UNIT, json_to_dynamic))
-        },
-    );
-
-    // create_container(spec): `docker create` from a map {name, image, port, bind,
-    // container_port (8001), labels: {}, restart ("unless-stopped"), platform}. The deploy's
-    // environment goes in through a 0600 env-file, never on the command line. The managed,
-    // plugin and created labels are added. Returns the container id. The container is removed
-    // automatically if the run fails or is interrupted.
-    let h = Arc::clone(host);
-    engine.register_fn("create_container", move |spec: Map| -> RhaiResult<String> {
-        let d = h.docker_or_raise()?;
-        h.check(create_container(&h, &d, &spec))
-    });
-
-    // container_user(container, user): {uid, gid} of USER (a name, uid or uid:gid) as the
-    // container's /etc/passwd and /etc/group define it.
-    // container_user(container, user, image_id): the same, remembered per image id (an image
-    // id names its exact file system) in the user's cache directory, so later deploys of the
-    // same image skip reading /etc/passwd.
-
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "container_user",
-        move |container: &str, user: &str| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            h.check(user_ids(&d, container, user, None))
-        },
-    );
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "container_user",
-        move |container: &str, user: &str, image_id: &str| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            h.check(user_ids(&d, container, user, Some(image_id)))
-        },
-    );
-
-    // copy_payload(container, uid, gid): stages the script folder (as /payload/<script>/),
-    // the config files and the /fractalic/payload link as one tar stream, owned by uid:gid,
-    // secrets 0600, and copies it with one `docker cp`. The main script is then read back out
-    // of the container (one more `docker cp`, begun when start_container has started it, so it
-    // runs beside the readiness wait): the deploy fails unless it is there as a regular file.
-    // Returns {files, dirs, bytes}.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "copy_payload",
-        move |container: &str, uid: i64, gid: i64| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            h.check(copy_payload(&h, &d, container, uid, gid))
-        },
-    );
-
-    // start_container(name): `docker start`. Returns {ok, port_clash, error}; a port clash
-    // ("port is already allocated") is reported, not thrown, so the plugin can retry.
-    let h = Arc::clone(host);
-    engine.register_fn("start_container", move |name: &str| -> RhaiResult<Map> {
-        let d = h.docker_or_raise()?;
-        let args = ["start", name];
-        let wall = SystemTime::now();
-        let (status, out) = h.check(d.run_unchecked(&args, None, QUICK))?;
-        if status == Some(0) {
-            lock(&h.started).insert(name.to_string(), Started::since(wall));
-        }
-        if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
-            return Err(h.raise(Error::DaemonDown { detail: out.stderr }));
-        }
-        let mut m = Map::new();
-        let ok = status == Some(0);
-        if ok {
-            // Not before: a `docker cp` out of a container that is starting waits for it.
-            h.begin_main_check();
-        }
-        let clash = !ok
-            && (out.stderr.contains("port is already allocated")
-                || out.stderr.contains("address already in use"));
-        m.insert("ok".into(), ok.into());
-        m.insert("port_clash".into(), clash.into());
-        let err = if ok {
-            String::new()
-        } else {
-            Error::Docker {
-                argv: d.argv(&args),
-                status,
-                stderr: out.stderr,
-            }
-            .to_string()
-        };
-        m.insert("error".into(), err.into());
-        Ok(m)
-    });
-
-    // stop_container(name, timeout_secs): `docker stop -t N`.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "stop_container",
-        move |name: &str, secs: i64| -> RhaiResult<()> {
-            let d = h.docker_or_raise()?;
-            let t = secs.clamp(0, 600).to_string();
-            h.check(
-                d.run(
-                    &["stop", "-t", &t, name],
-                    None,
-                    QUICK + Duration::from_secs(secs.clamp(0, 600) as u64),
-                )
-                .map(|_| ()),
-            )
-        },
-    );
-
-    // remove_container(name): `docker rm -f -v`; a missing container is fine.
-    let h = Arc::clone(host);
-    engine.register_fn("remove_container", move |name: &str| -> RhaiResult<()> {
-        let d = h.docker_or_raise()?;
-        match h.journal.container(name) {
-            // One of this run's: the journal removes it and reports what really happened.
-            Some(t) => match h.journal.undo_now(t).left.first() {
-                None => Ok(()),
-                Some(l) => Err(h.raise(Error::failed(format!(
-                    "could not remove {} ({}); remove it with: {}",
-                    l.what, l.error, l.remove_with
-                )))),
-            },
-            None => h.check(d.remove(name)),
-        }
-    });
-
-    // container_logs(name, tail): the last `tail` lines of `docker logs` (stdout and stderr).
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "container_logs",
-        move |name: &str, tail: i64| -> RhaiResult<String> {
-            let d = h.docker_or_raise()?;
-            h.check(logs_tail(&d, name, tail))
-        },
-    );
-
-    // exec_until_ok(container, argv, timeout_secs): runs `docker exec CONTAINER ARGV...` until
-    // it exits 0 or the deadline passes (about every 200 ms). Returns
-    // {ok, stdout, attempts, error}; does not throw when the command keeps failing.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "exec_until_ok",
-        move |container: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let signals = ExecSignals::default();
-            h.check(d.exec_until_ok(container, &argv, secs_arg(secs), &signals))
-                .map(exec_map)
-        },
-    );
-
-    // --- images -------------------------------------------------------------------------
-
-    // pull_image(image, platform, policy): policy "always" (a cached image is used, with a
-    // warning, when the pull fails), "missing" or "never". Returns
-    // {id, digest, user, pulled, cached}.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "pull_image",
-        move |image: &str, platform: &str, policy: &str| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            h.check(pull_image(&h, &d, image, platform, policy))
-        },
-    );
-
-    // image_inspect(image): `docker image inspect` as a map, or () when not cached.
-    let h = Arc::clone(host);
-    engine.register_fn("image_inspect", move |image: &str| -> RhaiResult<Dynamic> {
-        let d = h.docker_or_raise()?;
-        let v = h.check(d.image_inspect(image))?;
-        Ok(v.as_ref().map_or(Dynamic::UNIT, json_to_dynamic))
-    });
-
-    // --- ports and health -------------------------------------------------------------------
-
-    // choose_port(preferred, exact, bind, reserved): a free host port: `preferred` or the next
-    // free one (exact = false), or exactly `preferred` (exact = true: a busy port is bad input).
-    // `reserved` lists ports other deployments hold. Takes a host-wide lock (held until the
-    // next create_container has run) and, when other deployments were created since this run
-    // began, also counts the ports they recorded, so parallel deploys pick distinct ports.
-    // Returns {port, explain}.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "choose_port",
-        move |preferred: i64, exact: bool, bind: &str, reserved: Array| -> RhaiResult<Map> {
-            let bind_ip = h.check(parse_bind(bind))?;
-            let p = h.check(port_arg(preferred))?;
-            let req = if exact {
-                PortRequest::Exact(p)
-            } else {
-                PortRequest::Preferred(p)
-            };
-            let mut reserved = port_set(&reserved);
-            reserved.extend(h.check(h.lock_ports())?);
-            let choice = ports::choose(req, bind_ip, &reserved).map_err(|e| {
-                let err = match e {
-                    ports::PortError::Busy { .. } => {
-                        Error::input(format!("--port {p}"), e.to_string())
-                    }
-                    _ => Error::failed(e.to_string()),
-                };
-                h.raise(err)
-            })?;
-            let mut m = Map::new();
-            m.insert("port".into(), i64::from(choice.port).into());
-            m.insert("explain".into(), choice.explain().into());
-            Ok(m)
-        },
-    );
-
-    // next_port(first, after, bind, reserved): the next free port after `after` within the
-    // scan window starting at `first`, or () when there is none. Locks like choose_port.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "next_port",
-        move |first: i64, after: i64, bind: &str, reserved: Array| -> RhaiResult<Dynamic> {
-            let bind_ip = h.check(parse_bind(bind))?;
-            let first = h.check(port_arg(first))?;
-            let after = h.check(port_arg(after))?;
-            let mut reserved = port_set(&reserved);
-            reserved.extend(h.check(h.lock_ports())?);
-            Ok(ports::next_free(first, after, bind_ip, &reserved)
-                .map_or(Dynamic::UNIT, |p| i64::from(p).into()))
-        },
-    );
-
-    // wait_http(container, url, timeout_secs): polls GET url (about every 50 ms) until it
-    // answers 2xx, then proves the container stably up (see README, "Readiness"): not
-    // restarted, still running, and up for a second when this run started it. Fails fast
-    // (within about a second) if the container exits or is restarted, with its exit code and
-    // last log lines, and when a supervisord program in it keeps crashing, naming it and
-    // quoting its error log. Returns {elapsed_ms, attempts}.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "wait_http",
-        move |container: &str, url: &str, secs: i64| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            h.check(wait_ready(&h, &d, container, url, None, secs))
-        },
-    );
-
-    // wait_ready(container, url, exec_argv, timeout_secs): wait_http(container, url, ...) and,
-    // at the same time, exec_until_ok(container, exec_argv, ...) (e.g. the MCP manager's
-    // status inside the container), so readiness costs the slower of the two, not their sum.
-    // Throws like wait_http; returns {elapsed_ms, attempts, exec: {ok, stdout, attempts,
-    // error, elapsed_ms}} and leaves judging `exec.ok` to the plugin.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "wait_ready",
-        move |container: &str, url: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            h.check(wait_ready(&h, &d, container, url, Some(&argv), secs))
-        },
-    );
+    let endpoint = match e {
+        crate::engine::Endpoint::Local => String::new(),
+        crate::engine::Endpoint::Remote { endpoint, .. } => endpoint.clone(),
+    };
+    m.insert("endpoint".into(), endpoint.into());
+    m
 }
 
 /// [`readiness::wait`] for a plugin: `{elapsed_ms, attempts[, exec]}`.
@@ -753,8 +498,23 @@ pub(crate) fn wait_ready(
 ) -> Result<Map> {
     let started = lock(&host.started).get(container).copied();
     let argv: Option<Vec<&str>> = argv.map(|a| a.iter().map(String::as_str).collect());
-    let ready = readiness::wait(d, container, started, url, argv.as_deref(), secs_arg(secs))
-        .map_err(|e| e.error)?;
+    let began = std::time::SystemTime::now();
+    let waited = readiness::wait(d, container, started, url, argv.as_deref(), secs_arg(secs));
+    let ms = |w: &crate::health::Waited| w.elapsed.as_millis() as u64;
+    *lock(&host.readiness) = Some(ReadinessSeen {
+        container: container.to_string(),
+        url: url.to_string(),
+        began,
+        health_ms: match &waited {
+            Ok(r) => Some(ms(&r.health)),
+            Err(n) => n.health.as_ref().map(ms),
+        },
+        exec_ok: waited
+            .as_ref()
+            .ok()
+            .and_then(|r| r.exec.as_ref().map(|o| o.ok)),
+    });
+    let ready = waited.map_err(|e| e.error)?;
     let mut m = Map::new();
     m.insert(
         "elapsed_ms".into(),
@@ -768,11 +528,11 @@ pub(crate) fn wait_ready(
 }
 
 /// A plugin's timeout in seconds, kept within 1 s - 1 h.
-fn secs_arg(secs: i64) -> Duration {
+pub(crate) fn secs_arg(secs: i64) -> Duration {
     Duration::from_secs(secs.clamp(1, 3600) as u64)
 }
 
-fn parse_bind(bind: &str) -> Result<IpAddr> {
+pub(crate) fn parse_bind(bind: &str) -> Result<IpAddr> {
     bind.parse().map_err(|_| {
         Error::input(
             format!("bad bind address {bind:?}"),
@@ -781,14 +541,14 @@ fn parse_bind(bind: &str) -> Result<IpAddr> {
     })
 }
 
-fn port_arg(p: i64) -> Result<u16> {
+pub(crate) fn port_arg(p: i64) -> Result<u16> {
     u16::try_from(p)
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| Error::input(format!("port {p}"), "use a port number from 1 to 65535"))
 }
 
-fn port_set(a: &Array) -> BTreeSet<u16> {
+pub(crate) fn port_set(a: &Array) -> BTreeSet<u16> {
     a.iter()
         .filter_map(|v| {
             v.as_int()
@@ -952,7 +712,7 @@ pub(crate) fn user_ids(
 }
 
 /// Looks USER up in /etc/passwd and /etc/group read out of the container.
-fn container_user(d: &Docker, container: &str, user: &str) -> Result<(u64, u64)> {
+pub(crate) fn container_user(d: &Docker, container: &str, user: &str) -> Result<(u64, u64)> {
     let user = user.trim();
     if user.is_empty() {
         return Ok((0, 0));
@@ -1001,7 +761,13 @@ fn container_user(d: &Docker, container: &str, user: &str) -> Result<(u64, u64)>
     Ok((uid, gid))
 }
 
-fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i64) -> Result<Map> {
+pub(crate) fn copy_payload(
+    host: &Host,
+    d: &Arc<Docker>,
+    container: &str,
+    uid: i64,
+    gid: i64,
+) -> Result<Map> {
     let cfg = host
         .deploy
         .as_ref()
@@ -1088,7 +854,7 @@ fn copy_payload(host: &Host, d: &Arc<Docker>, container: &str, uid: i64, gid: i6
     Ok(m)
 }
 
-fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
+pub(crate) fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
     let t = tail.clamp(1, 10_000).to_string();
     let (status, out) = d.run_unchecked(&["logs", "--tail", &t, name], None, QUICK)?;
     if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
@@ -1101,7 +867,7 @@ fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
 }
 
 /// `{ok, stdout, attempts, error, elapsed_ms}` for plugins.
-fn exec_map(o: ExecOutcome) -> Map {
+pub(crate) fn exec_map(o: ExecOutcome) -> Map {
     let mut m = Map::new();
     m.insert("ok".into(), o.ok.into());
     m.insert("stdout".into(), o.stdout.into());
@@ -1111,7 +877,7 @@ fn exec_map(o: ExecOutcome) -> Map {
     m
 }
 
-fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
+pub(crate) fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
     let digest = v["RepoDigests"]
         .as_array()
         .and_then(|a| a.first())
@@ -1130,7 +896,13 @@ fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
     m
 }
 
-fn pull_image(host: &Host, d: &Docker, image: &str, platform: &str, policy: &str) -> Result<Map> {
+pub(crate) fn pull_image(
+    host: &Host,
+    d: &Docker,
+    image: &str,
+    platform: &str,
+    policy: &str,
+) -> Result<Map> {
     let platform = Some(platform).filter(|p| !p.is_empty());
     const PULL_TIMEOUT: Duration = Duration::from_secs(600);
     match policy {

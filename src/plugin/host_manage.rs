@@ -1,165 +1,22 @@
-//! The host functions the management entry points (`list`, `status`, `logs`, `stop`, `start`,
-//! `delete`) use on top of the deploy API in `host.rs`: one-shot probes and execs, reading a
-//! file out of a (possibly stopped) container, streaming `docker logs`, and small text helpers.
+//! Implementations behind the host functions the management entry points use (`status`,
+//! `logs` ...): captured log streams and small text and time helpers. Registered, with their
+//! documentation, in `plugin::api`.
 
-use super::host::Host;
+use super::host::{Host, RhaiResult};
 use crate::error::Error;
-use crate::health;
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+use std::time::Duration;
 
 /// Deadline of a `logs` call without `--follow` (a big log still arrives well within it).
-const LOGS_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Registers the management host API on `engine`.
-pub fn register(engine: &mut Engine, host: &Arc<Host>) {
-    // http_probe(url, timeout_ms): one GET. Returns {ok (2xx), status (0 = no answer), body,
-    // error (why there was no answer), elapsed_ms}. Never throws.
-    engine.register_fn("http_probe", |url: &str, timeout_ms: i64| -> Map {
-        let t0 = Instant::now();
-        let timeout = Duration::from_millis(timeout_ms.clamp(50, 60_000) as u64);
-        let (status, body, error) = match health::probe(url, timeout) {
-            Ok((status, body)) => (i64::from(status), body, String::new()),
-            Err(reason) => (0, String::new(), reason),
-        };
-        let mut m = Map::new();
-        m.insert("ok".into(), (200..300).contains(&status).into());
-        m.insert("status".into(), status.into());
-        m.insert("body".into(), body.into());
-        m.insert("error".into(), error.into());
-        m.insert(
-            "elapsed_ms".into(),
-            (t0.elapsed().as_millis() as i64).into(),
-        );
-        m
-    });
-
-    // exec_once(container, argv, timeout_secs): `docker exec CONTAINER ARGV...` once. Returns
-    // {ok, status (-1 = killed), stdout, stderr}; a command that fails is reported, not thrown.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "exec_once",
-        move |container: &str, argv: Array, secs: i64| -> RhaiResult<Map> {
-            let d = h.docker_or_raise()?;
-            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let timeout = Duration::from_secs(secs.clamp(1, 600) as u64);
-            let mut m = Map::new();
-            match d.exec(container, &args, timeout) {
-                Ok((status, out)) => {
-                    m.insert("ok".into(), (status == Some(0)).into());
-                    m.insert("status".into(), i64::from(status.unwrap_or(-1)).into());
-                    m.insert("stdout".into(), out.stdout.into());
-                    m.insert("stderr".into(), out.stderr.into());
-                }
-                Err(e @ (Error::DaemonDown { .. } | Error::DockerMissing { .. })) => {
-                    return Err(h.raise(e))
-                }
-                Err(e) => {
-                    m.insert("ok".into(), false.into());
-                    m.insert("status".into(), (-1_i64).into());
-                    m.insert("stdout".into(), "".into());
-                    m.insert("stderr".into(), e.to_string().into());
-                }
-            }
-            Ok(m)
-        },
-    );
-
-    // read_container_file(container, path): a file's text read out of the container with
-    // `docker cp` (works on stopped containers too), or () when there is no such file.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "read_container_file",
-        move |container: &str, path: &str| -> RhaiResult<Dynamic> {
-            let d = h.docker_or_raise()?;
-            let bytes = h.check(d.read_file(container, path))?;
-            Ok(bytes.map_or(Dynamic::UNIT, |b| {
-                String::from_utf8_lossy(&b).into_owned().into()
-            }))
-        },
-    );
-
-    // stream_logs(container, tail, follow): `docker logs [--tail N] [--follow] CONTAINER` written
-    // straight to the user's terminal, stdout and stderr interleaved as Docker gives them.
-    // tail < 0 means all lines. With follow it runs until the user interrupts it (no deadline).
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "stream_logs",
-        move |container: &str, tail: i64, follow: bool| -> RhaiResult<()> {
-            let d = h.docker_or_raise()?;
-            let tail_s = tail.to_string();
-            let mut args = vec!["logs"];
-            if tail >= 0 {
-                args.extend(["--tail", tail_s.as_str()]);
-            }
-            if follow {
-                args.push("--follow");
-            }
-            args.push(container);
-            if h.capturing() {
-                return capture_run(&h, &d, &args, follow);
-            }
-            let timeout = if follow { None } else { Some(LOGS_TIMEOUT) };
-            let status = h.check(d.stream(&args, timeout))?;
-            if status != Some(0) {
-                return Err(h.raise(Error::Docker {
-                    argv: d.argv(&args),
-                    status,
-                    stderr: "see the messages above".into(),
-                }));
-            }
-            Ok(())
-        },
-    );
-
-    // stream_exec(container, argv): `docker exec CONTAINER ARGV...` written straight to the
-    // user's terminal, for commands that run until the user interrupts them (`tail -f`): no
-    // deadline. Throws when the command exits non-zero.
-    let h = Arc::clone(host);
-    engine.register_fn(
-        "stream_exec",
-        move |container: &str, argv: Array| -> RhaiResult<()> {
-            let d = h.docker_or_raise()?;
-            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-            let mut args = vec!["exec", container];
-            args.extend(argv.iter().map(String::as_str));
-            if h.capturing() {
-                return capture_run(&h, &d, &args, true);
-            }
-            let status = h.check(d.stream(&args, None))?;
-            if status != Some(0) {
-                return Err(h.raise(Error::Docker {
-                    argv: d.argv(&args),
-                    status,
-                    stderr: "see the messages above".into(),
-                }));
-            }
-            Ok(())
-        },
-    );
-
-    // last_lines(text, n): the last n lines of text (all of it when n < 0).
-    engine.register_fn("last_lines", |text: &str, n: i64| -> String {
-        last_lines(text, n)
-    });
-
-    // age_of(timestamp): how long ago an RFC 3339 UTC time (the `created` label) was, as
-    // "42s", "5m", "3h" or "2d"; "" when it cannot be read.
-    engine.register_fn("age_of", |ts: &str| -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        parse_utc(ts).map_or(String::new(), |t| human_age(now.saturating_sub(t)))
-    });
-}
+pub(crate) const LOGS_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `docker ARGS` into the host's capture buffer (the REST API has no terminal). A
 /// follow cannot be captured: it would never end.
-fn capture_run(h: &Host, d: &crate::docker::Docker, args: &[&str], follow: bool) -> RhaiResult<()> {
+pub(crate) fn capture_run(
+    h: &Host,
+    d: &crate::docker::Docker,
+    args: &[&str],
+    follow: bool,
+) -> RhaiResult<()> {
     if follow {
         let Some(f) = h.follower() else {
             return Err(h.raise(Error::input(

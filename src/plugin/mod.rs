@@ -1,9 +1,10 @@
 //! Plugins: discovery (files on disk override the built-ins embedded in the binary), the
 //! hardened Rhai engine, compilation, and calls into a plugin's named entry points.
 
+pub mod api;
 pub mod host;
+pub mod host_generic;
 pub mod host_manage;
-pub mod host_update;
 pub mod user_cache;
 
 use crate::error::{Error, Result};
@@ -14,10 +15,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Plugins compiled into the binary: (name, source).
-pub const BUILTIN: &[(&str, &str)] = &[(
-    "docker-registry",
-    include_str!("../../plugins/docker-registry.rhai"),
-)];
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "docker-registry",
+        include_str!("../../plugins/docker-registry.rhai"),
+    ),
+    (
+        "docker-swarm",
+        include_str!("../../plugins/docker-swarm.rhai"),
+    ),
+];
 
 /// Entry points every plugin must define.
 pub const REQUIRED_FNS: &[&str] = &["info", "validate", "publish"];
@@ -152,9 +159,7 @@ pub fn engine(host: &Arc<Host>) -> Engine {
     engine.on_print(move |s| p.info(s));
     let p: Progress = host.progress.clone();
     engine.on_debug(move |s, _, pos| p.info(format!("debug {pos}: {s}")));
-    host::register(&mut engine, host);
-    host_manage::register(&mut engine, host);
-    host_update::register(&mut engine, host);
+    api::register(&mut engine, host);
     engine
 }
 
@@ -388,12 +393,117 @@ mod tests {
     }
 
     #[test]
+    fn builtin_docker_swarm_compiles_and_has_its_entry_points() {
+        let s = find("docker-swarm", &[]).unwrap();
+        let p = Plugin::load(s, host()).unwrap();
+        assert_eq!(p.info().unwrap().name, "docker-swarm");
+        for f in [
+            "list_all", "lookup", "status", "logs", "stop", "start", "delete",
+        ] {
+            assert!(p.has_fn(f), "{f}");
+        }
+    }
+
+    #[test]
     fn builtin_docker_registry_compiles_and_describes_itself() {
         let s = find("docker-registry", &[]).unwrap();
         let p = Plugin::load(s, host()).unwrap();
         let info = p.info().unwrap();
         assert_eq!(info.name, "docker-registry");
         assert!(!info.capabilities.is_empty());
+    }
+
+    #[test]
+    fn a_remote_engine_gets_ports_from_its_containers_and_urls_at_its_host() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = dir.path().join("docker");
+        // The engine's containers publish 8001 and 8002 (whatever is bound on this machine).
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\ncase \"$*\" in *'{{{{.Ports}}}}'*) echo '0.0.0.0:8001->8001/tcp, :::8001->8001/tcp'; echo '0.0.0.0:8002->8001/tcp';; esac\nexit 0\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let docker = crate::docker::Docker::with_binary(fake)
+            .with_context("far")
+            .with_endpoint(crate::engine::parse_endpoint("tcp://10.1.2.3:2376"));
+        let h = Arc::new(Host::new(Progress::silent(), Some(Arc::new(docker))));
+        let code = format!("{OK}fn pick(e) {{ choose_port(8001, e, \"0.0.0.0\", []) }}\nfn engine() {{ engine_info() }}\n");
+        let p = Plugin::load(src(&code), Arc::clone(&h)).unwrap();
+        let m: serde_json::Value =
+            rhai::serde::from_dynamic(&p.call("pick", (false,)).unwrap()).unwrap();
+        assert_eq!(m["port"], 8003, "{m}");
+        assert!(
+            m["explain"]
+                .as_str()
+                .unwrap()
+                .contains("8001-8002 published on the engine"),
+            "{m}"
+        );
+        h.release_port_lock();
+        let e = p.call("pick", (true,)).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(
+            e.to_string()
+                .contains("port 8001 is published by a container on the Docker engine"),
+            "{e}"
+        );
+        h.release_port_lock();
+        let info: serde_json::Value =
+            rhai::serde::from_dynamic(&p.call("engine", ()).unwrap()).unwrap();
+        assert_eq!(
+            info,
+            serde_json::json!({"remote": true, "host": "10.1.2.3", "url_host": "10.1.2.3",
+                "context": "far", "endpoint": "tcp://10.1.2.3:2376"})
+        );
+        // Every docker call carried --context far.
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert!(calls.lines().count() >= 2, "{calls}");
+        assert!(
+            calls.lines().all(|l| l.starts_with("--context far ")),
+            "{calls}"
+        );
+
+        // docker-registry: its deployments' URLs (and so its probes) go to the engine host, and
+        // a loopback --bind, unreachable from here, is refused before anything is created.
+        let r = Plugin::load(find("docker-registry", &[]).unwrap(), Arc::clone(&h)).unwrap();
+        let url = r.call("deployment_url", ("127.0.0.1", 8005_i64)).unwrap();
+        assert_eq!(url.to_string(), "http://10.1.2.3:8005");
+        let mut m = rhai::Map::new();
+        m.insert("image".into(), Dynamic::from("fractalic:x".to_string()));
+        m.insert("replicas".into(), Dynamic::from(1_i64));
+        m.insert("bind".into(), Dynamic::from("127.0.0.1".to_string()));
+        let problems = r
+            .call("validate", (m.clone(),))
+            .unwrap()
+            .into_array()
+            .unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("remote engine (tcp://10.1.2.3:2376)"),
+            "{problems:?}"
+        );
+        m.insert("bind".into(), Dynamic::from("0.0.0.0".to_string()));
+        let problems = r.call("validate", (m,)).unwrap().into_array().unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        // docker-swarm: host-mode task URLs at the engine host too.
+        let s = Plugin::load(find("docker-swarm", &[]).unwrap(), h).unwrap();
+        let mut t = rhai::Map::new();
+        t.insert("port".into(), Dynamic::from(30001_i64));
+        let urls = s
+            .call(
+                "urls_of",
+                ("host", rhai::Map::new(), vec![Dynamic::from(t)]),
+            )
+            .unwrap();
+        assert_eq!(urls.to_string(), "[\"http://10.1.2.3:30001\"]");
     }
 
     #[test]
@@ -405,6 +515,7 @@ mod tests {
         let validate = |image: &str| {
             let mut m = rhai::Map::new();
             m.insert("image".into(), Dynamic::from(image.to_string()));
+            m.insert("replicas".into(), Dynamic::from(1_i64));
             let problems = p.call("validate", (m,)).unwrap();
             assert_eq!(problems.into_array().unwrap().len(), 0, "{image}");
         };

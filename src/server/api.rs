@@ -54,6 +54,9 @@ pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("pull", "\"always\", \"missing\" or \"never\""),
     ("timeout", "integer seconds 1-3600"),
     ("exclude", "array of strings"),
+    ("replicas", "integer 1-100 (docker-swarm)"),
+    ("registry", "string HOST:PORT (docker-swarm)"),
+    ("publish_mode", "\"ingress\" or \"host\" (docker-swarm)"),
 ];
 
 fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
@@ -121,17 +124,89 @@ fn authorised(server: &Server, req: &Request) -> bool {
     let Some(token) = &server.token else {
         return true;
     };
+    // The scheme is case-insensitive (RFC 7235).
     let given = req
         .header("authorization")
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, t)| t);
     super::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// The host name of a `Host` header value (`name:port`, `[v6]:port`, or bare).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// On a loopback listener, only requests addressed to a loopback name are answered: a site
+/// that makes its own name resolve to 127.0.0.1 (DNS rebinding) is refused.
+fn host_allowed(server: &Server, req: &Request) -> bool {
+    if !server.loopback {
+        return true;
+    }
+    match req.header("host") {
+        None => true,
+        Some(h) => {
+            let name = host_name(h).to_ascii_lowercase();
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// A request that changes something, sent by a browser page of another origin (a "simple"
+/// cross-site request needs no preflight): refused unless that origin was allowed with
+/// --cors-origin. Same-origin pages (the server's own page) and clients that send no Origin
+/// (curl, scripts) pass.
+fn cross_site_write(server: &Server, req: &Request) -> Option<String> {
+    if !matches!(req.method.as_str(), "POST" | "DELETE" | "PUT" | "PATCH") {
+        return None;
+    }
+    let origin = req.header("origin")?;
+    if server.cors_origins.iter().any(|a| a == origin) {
+        return None;
+    }
+    let same = req
+        .header("host")
+        .is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
+    (!same).then(|| origin.to_string())
 }
 
 /// Answers `req`; `None` when the handler already wrote a streamed response.
 pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Option<Response> {
+    if !host_allowed(server, req) {
+        return Some(Response::error(
+            403,
+            format!(
+                "Host {:?} is not a loopback name; this server listens on loopback and answers only requests addressed to localhost or 127.0.0.1",
+                req.header("host").unwrap_or("")
+            ),
+        ));
+    }
     if req.method == "OPTIONS" {
         return Some(preflight(server, req));
+    }
+    if let Some(origin) = cross_site_write(server, req) {
+        return Some(Response::error(
+            403,
+            format!("a page of origin {origin:?} may not change anything here; start the server with --cors-origin {origin} to allow it"),
+        ));
+    }
+    // Every /api request needs the token, also one for a route that does not exist.
+    if (req.path == "/api" || req.path.starts_with("/api/")) && !authorised(server, req) {
+        return Some(
+            Response::error(
+                401,
+                "this server needs `Authorization: Bearer <token>` (the token of its --token-file)",
+            )
+            .with("WWW-Authenticate", "Bearer"),
+        );
     }
     let mut allowed = Vec::new();
     let mut found = None;
@@ -437,6 +512,9 @@ pub fn field_of(detail: &str) -> Option<&'static str> {
         ("--platform", "platform"),
         ("--timeout", "timeout"),
         ("--exclude", "exclude"),
+        ("--replicas", "replicas"),
+        ("--registry", "registry"),
+        ("--publish-mode", "publish_mode"),
     ];
     FLAGS
         .iter()
@@ -537,8 +615,20 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (k, v) in m {
+                // A key with '=' would set another variable ("K=x": "v" is K=x=v).
+                if !crate::config::valid_env_key(k) {
+                    let shown: String = k.chars().take(64).collect();
+                    return Err(bad(format!(
+                        "env_vars key {shown:?} is not a variable name: use letters, digits and '_', not starting with a digit"
+                    )));
+                }
                 match v {
                     // The value is a secret: the message names the key only.
+                    Value::String(s) if s.contains(['\n', '\r', '\0']) => {
+                        return Err(bad(format!(
+                            "env_vars.{k} has a newline or NUL byte: put the value on one line"
+                        )))
+                    }
                     Value::String(s) => env.push(format!("{k}={s}")),
                     _ => return Err(bad(format!("env_vars.{k} must be a string"))),
                 }
@@ -577,6 +667,14 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
         exclude,
         pull,
         timeout: int("timeout", 1, 3600)?.unwrap_or(60).to_string(),
+        replicas: int("replicas", 1, 100)?
+            .map_or_else(|| DeployArgs::default().replicas, |n| n.to_string()),
+        registry: string("registry")?.unwrap_or_else(|| DeployArgs::default().registry),
+        publish_mode: match string("publish_mode")?.as_deref() {
+            None => DeployArgs::default().publish_mode,
+            Some(m @ ("ingress" | "host")) => m.to_string(),
+            Some(_) => return Err(wrong("publish_mode")),
+        },
         quiet: true,
         ..DeployArgs::default()
     })
@@ -645,6 +743,12 @@ fn deploy(
     streaming: bool,
     stream: &mut TcpStream,
 ) -> Option<Response> {
+    if super::shutting_down() {
+        return Some(Response::error(
+            503,
+            "the server is shutting down and starts no new deploys",
+        ));
+    }
     let dirs = plugin::search_dirs(server.plugins_dir.as_deref());
     if let Err(e) = plugin::find(plugin_name, &dirs) {
         return Some(Response::error(404, e.to_string()));
@@ -699,6 +803,12 @@ fn deploy(
             return Some(Response::error(
                 409,
                 format!("a deploy of {name} is already in flight (run {other}); wait for it or re-attach at /api/deployments/{other}/events"),
+            ))
+        }
+        Err(Refused::Closed) => {
+            return Some(Response::error(
+                503,
+                "the server is shutting down and starts no new deploys",
             ))
         }
         Err(Refused::Full(n)) => {
@@ -811,6 +921,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_names() {
+        assert_eq!(host_name("localhost:8090"), "localhost");
+        assert_eq!(host_name("[::1]:8090"), "::1");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("evil.example:80"), "evil.example");
+    }
+
+    #[test]
     fn routes_match_segments() {
         assert_eq!(
             matches("/api/deploy/{plugin}", "/api/deploy/docker-registry"),
@@ -819,6 +937,31 @@ mod tests {
         assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/"), None);
         assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/a/b"), None);
         assert_eq!(matches("/health", "/health"), Some(vec![]));
+    }
+
+    #[test]
+    fn swarm_fields_reach_the_deploy_flags() {
+        let a = deploy_args(
+            "docker-swarm",
+            &json!({"script_name": "s", "script_folder": "/x", "replicas": 3, "registry": "127.0.0.1:5000", "publish_mode": "host"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (a.replicas.as_str(), a.publish_mode.as_str()),
+            ("3", "host")
+        );
+        let d = deploy_args(
+            "p",
+            &json!({"script_name": "s", "script_folder": "/x", "publish_mode": "mesh"}),
+        )
+        .unwrap_err();
+        assert_eq!(d.status, 400);
+        assert_eq!(
+            field_of("bad --replicas \"0\": use 1-100"),
+            Some("replicas")
+        );
+        let plain = deploy_args("p", &json!({"script_name": "s", "script_folder": "/x"})).unwrap();
+        assert_eq!(plain.replicas, DeployArgs::default().replicas);
     }
 
     #[test]

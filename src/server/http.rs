@@ -153,6 +153,16 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
     if header("transfer-encoding").is_some() {
         return Err(ReadError::LengthRequired);
     }
+    let lengths: Vec<&str> = hs
+        .iter()
+        .filter(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return Err(ReadError::Bad(format!(
+            "conflicting Content-Length headers {lengths:?}: send one"
+        )));
+    }
     let len = match header("content-length") {
         None => 0,
         Some(v) => v

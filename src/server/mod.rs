@@ -32,6 +32,9 @@ pub struct Server {
     pub token: Option<String>,
     pub cors_origins: Vec<String>,
     pub runs: runs::Runs,
+    /// Listening on a loopback address: then only loopback `Host` names are answered (a page
+    /// elsewhere cannot reach the API through DNS rebinding).
+    pub loopback: bool,
     connections: AtomicUsize,
 }
 
@@ -53,10 +56,11 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
 fn read_token(a: &ServeArgs) -> Result<Option<String>> {
     let (token, from) = match &a.token_file {
         Some(f) => {
-            let t = std::fs::read_to_string(f).map_err(|e| {
+            let bytes = crate::config::read_small(f, "--token-file")?;
+            let t = String::from_utf8(bytes).map_err(|_| {
                 Error::input(
-                    format!("cannot read --token-file {}", f.display()),
-                    format!("{e}; give a readable file holding the token"),
+                    format!("--token-file {} is not UTF-8 text", f.display()),
+                    "give a file holding the token",
                 )
             })?;
             (t, format!("--token-file {}", f.display()))
@@ -135,6 +139,7 @@ impl Server {
             token,
             cors_origins,
             runs: runs::Runs::new(usize::from(a.max_deploys)),
+            loopback: listen.ip().is_loopback(),
             connections: AtomicUsize::new(0),
         })
     }
@@ -196,6 +201,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         }
     }
     drop(listener);
+    server.runs.close();
     let active = server.runs.active();
     if active > 0 {
         eprintln!(
@@ -210,11 +216,20 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         let stop = AtomicBool::new(false);
         crate::docker::settle_children(std::time::Instant::now() + Duration::from_secs(30), &stop);
         let report = crate::journal::Journal::undo_all_live();
-        eprintln!(
-            "shutting down: deploys still running after {}s were rolled back: {}",
+        let why = format!(
+            "the server shut down and the deploy was still running after {}s; rolled back: {}",
             SHUTDOWN_WAIT.as_secs(),
             report.summary()
         );
+        eprintln!("shutting down: {why}");
+        // Every client still attached gets the outcome, not a cut-off stream.
+        server.runs.fail_unfinished(&why);
+    }
+    // The deploys are over; their final events may still be on their way to the clients
+    // (streams and blocking requests): let the connection threads finish writing them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.connections.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
     // Open log streams see the shutdown within a moment and kill their `docker logs`.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -93,6 +93,44 @@ impl Run {
         st.done
     }
 
+    /// Ends a run that has no final event yet with an `error` event saying `why` (the server
+    /// is shutting down and rolled it back). Does nothing to a finished run.
+    pub fn fail_unfinished(&self, why: &str) {
+        let mut st = self.lock();
+        if st.done {
+            return;
+        }
+        let (seq, id) = match st.events.last() {
+            Some(e) => (e.seq + 1, e.deployment_id.clone()),
+            None => (1, self.id.clone()),
+        };
+        let result = serde_json::json!({
+            "success": false,
+            "message": "Deployment failed",
+            "deployment_id": self.name(),
+            "run_id": id,
+            "endpoint_url": null,
+            "url": null,
+            "error": why,
+            "error_kind": "interrupted",
+            "exit_code": crate::error::exit::INTERRUPTED,
+            "metadata": null,
+        });
+        st.events.push(Event {
+            deployment_id: id,
+            seq,
+            timestamp: crate::progress::timestamp(),
+            stage: crate::progress::Stage::Error,
+            progress: 100,
+            kind: crate::progress::Kind::Error,
+            message: format!("Deployment failed: {why}"),
+            error: Some(why.to_string()),
+            result: Some(result),
+        });
+        st.done = true;
+        self.changed.notify_all();
+    }
+
     /// The final event, once there is one.
     pub fn last(&self) -> Option<Event> {
         let st = self.lock();
@@ -105,6 +143,8 @@ impl Run {
 pub enum Refused {
     /// A deploy of this name is in flight (its run id).
     NameBusy(String),
+    /// The server is shutting down.
+    Closed,
     /// `--max-deploys` runs are in flight.
     Full(usize),
 }
@@ -112,6 +152,8 @@ pub enum Refused {
 /// Every run of this server.
 pub struct Runs {
     max: usize,
+    /// Set when the server shuts down: no new run begins.
+    closed: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     idle: Condvar,
 }
@@ -128,6 +170,7 @@ impl Runs {
     pub fn new(max: usize) -> Runs {
         Runs {
             max: max.max(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
             idle: Condvar::new(),
         }
@@ -141,6 +184,9 @@ impl Runs {
     /// at its limit.
     pub fn begin(&self, run: &Arc<Run>, name: &str) -> Result<(), Refused> {
         let mut g = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Refused::Closed);
+        }
         if let Some(r) = g.active.get(name) {
             return Err(Refused::NameBusy(r.id.clone()));
         }
@@ -166,6 +212,20 @@ impl Runs {
             }
         }
         self.idle.notify_all();
+    }
+
+    /// No new run begins from now on (the server is shutting down).
+    pub fn close(&self) {
+        let _g = self.lock();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ends every run still in flight with an error event saying `why`.
+    pub fn fail_unfinished(&self, why: &str) {
+        let active: Vec<Arc<Run>> = self.lock().active.values().cloned().collect();
+        for r in active {
+            r.fail_unfinished(why);
+        }
     }
 
     /// The run with this id (running or finished).
@@ -228,6 +288,15 @@ mod tests {
         assert_eq!(runs.busy("b").as_deref(), Some("3"));
         runs.end(&a);
         assert!(runs.begin(&run("5"), "a").is_ok());
+        runs.close();
+        assert_eq!(runs.begin(&run("6"), "z").err(), Some(Refused::Closed));
+        // A run cut off by the shutdown still ends with an error event for its clients.
+        let b = runs.get("3").unwrap();
+        runs.fail_unfinished("shut down");
+        assert!(b.done());
+        let last = b.last().unwrap();
+        assert_eq!(last.stage, crate::progress::Stage::Error);
+        assert_eq!(last.result.unwrap()["success"], false);
         assert!(runs.get("1").is_some(), "finished runs stay for replays");
         assert_eq!(runs.active(), 2);
     }

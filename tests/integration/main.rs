@@ -5,8 +5,10 @@
 mod support;
 
 mod config_file;
+mod contract;
 mod deploy;
 mod doctor;
+mod engine;
 mod interrupt;
 mod lifecycle;
 mod logs;
@@ -19,5 +21,6 @@ mod serve;
 mod shell;
 mod stand_in;
 mod status;
+mod swarm;
 mod update;
 mod webpage;

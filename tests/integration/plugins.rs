@@ -115,3 +115,53 @@ fn badges_cover_every_plugin() {
     let text = stdout(&o);
     assert!(text.contains("[![Deploy with Docker Registry]"), "{text}");
 }
+
+#[test]
+fn plugin_api_prints_the_reference_and_readme_holds_exactly_it() {
+    let o = run(&["plugin", "api"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("\n### Host functions\n"), "{text}");
+    for f in [
+        "docker_run(argv, opts)",
+        "create_container(spec)",
+        "engine_info()",
+    ] {
+        assert!(
+            text.contains(&format!("- `{f}` → ")),
+            "{f} missing:\n{text}"
+        );
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let begin = readme
+        .find("<!-- BEGIN plugin api")
+        .expect("README has no BEGIN plugin api marker");
+    let body = &readme[begin..];
+    let body = &body[body.find("-->\n").unwrap() + 4..];
+    let end = body
+        .find("<!-- END plugin api -->")
+        .expect("README has no END plugin api marker");
+    assert!(
+        body[..end] == text,
+        "README's Plugin API section differs from `fractalic-publisher plugin api`; paste its output between the markers"
+    );
+
+    let o = run(&["plugin", "api", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let functions: Vec<&serde_json::Value> = v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["functions"].as_array().unwrap())
+        .collect();
+    assert!(functions.len() >= 40, "{}", functions.len());
+    let run_fn = functions
+        .iter()
+        .find(|f| f["name"] == "docker_run")
+        .unwrap();
+    assert_eq!(run_fn["args"], serde_json::json!(["argv", "opts"]));
+    assert_eq!(run_fn["group"], "docker");
+    assert!(run_fn["throws"].as_str().unwrap().contains("timeout"));
+}

@@ -522,7 +522,7 @@ fn first_event_then_disconnect(addr: &str, body: &Value) -> Value {
     let b = body.to_string();
     write!(
         c,
-        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{b}",
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{b}",
         b.len()
     )
     .unwrap();
@@ -807,6 +807,22 @@ fn bad_http_input_is_a_clear_error_and_creates_nothing() {
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     assert!(r.contains("docker-registry"), "names the plugins: {r}");
 
+    // Cross-site writes and DNS rebinding: a page elsewhere cannot drive the API.
+    let r = raw("POST /api/deployments/x/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("evil.example"),
+        "{r}"
+    );
+    let r = raw("DELETE /api/deployments/x?force=true HTTP/1.1\r\nOrigin: null\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let r = raw("GET /api/deployments HTTP/1.1\r\nHost: attacker.example:8090\r\n\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("loopback"),
+        "{r}"
+    );
+    let r = raw("GET /health HTTP/1.1\r\nHost: localhost:1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+
     // A half-sent request times out on its own while other clients are served.
     let mut slow = TcpStream::connect(s.addr()).unwrap();
     slow.write_all(b"POST /api/deploy/docker-registry HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"scr").unwrap();
@@ -931,4 +947,106 @@ fn cli_progress_json_prints_the_same_events_as_the_stream() {
     let printed: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(printed["success"], false);
     assert_eq!(last["error"], printed["error"]);
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_quiet_stream_sends_keep_alive_comments() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("f");
+    let name = support::unique_name("fp-rest-quiet");
+    let _g = ContainerGuard::new(&name);
+    // The AI server starts listening only after 17 s: no event for longer than 15 s.
+    let body = deploy_body(
+        folder.to_str().unwrap(),
+        &name,
+        json!({"env_vars": {"STAND_IN_START_DELAY_MS": "17000"}, "timeout": 60}),
+    );
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    let b = body.to_string();
+    write!(
+        c,
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    let mut keep_alive_before_end = false;
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended early");
+        if line.starts_with(": keep-alive") {
+            keep_alive_before_end = true;
+        }
+        if let Some(d) = line.strip_prefix("data: ") {
+            let e: Value = serde_json::from_str(d.trim()).unwrap();
+            if e["stage"] == "completed" || e["stage"] == "error" {
+                assert_eq!(e["stage"], "completed", "{e}");
+                break;
+            }
+        }
+    }
+    assert!(
+        keep_alive_before_end,
+        "no `: keep-alive` during 17 s of silence"
+    );
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn sigterm_lets_attached_clients_read_the_outcome_and_starts_nothing_new() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let mut s = Served::start(&docker, &[]);
+    let folder = s.folder("f");
+    let name = support::unique_name("fp-rest-drain");
+    let late = support::unique_name("fp-rest-late");
+    let _g = ContainerGuard::new(&name);
+    let _g2 = ContainerGuard::new(&late);
+    let body = deploy_body(
+        folder.to_str().unwrap(),
+        &name,
+        json!({"env_vars": {"STAND_IN_START_DELAY_MS": "2000"}}),
+    );
+    let url = s.url.clone();
+    let streaming = std::thread::spawn(move || ui_stream(&url, &body));
+    // A second client has sent its head but not yet its body when the signal comes.
+    let late_body = deploy_body(folder.to_str().unwrap(), &late, json!({})).to_string();
+    let mut half = TcpStream::connect(s.addr()).unwrap();
+    write!(
+        half,
+        "POST /api/deploy/docker-registry/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        late_body.len(),
+        &late_body[..late_body.len() - 5]
+    )
+    .unwrap();
+    assert!(eventually(30, || state(&docker, &name).as_deref() == Some("running")));
+    managed::sigterm(s.child.id());
+    // The signal has landed once the listener is gone; only then the rest of the body.
+    let addr = s.addr();
+    assert!(eventually(10, || TcpStream::connect(&addr).is_err()));
+    half.write_all(&late_body.as_bytes()[late_body.len() - 5..])
+        .unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = half.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+    let events = streaming.join().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        last["stage"], "completed",
+        "the attached client saw the outcome: {last}"
+    );
+    assert_eq!(managed::wait_exit(&mut s.child, 90).code(), Some(0));
+    assert_eq!(state(&docker, &late), None, "nothing new was started");
 }

@@ -101,3 +101,46 @@ fn unknown_and_foreign_names_are_bad_input_pointing_at_ps() {
     let o = publisher(&docker, &["status", "bad/name"]);
     assert_code(&o, 2);
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_managed_container_with_missing_or_bad_labels_gets_clear_answers() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = support::pull_stand_in(&docker);
+    for (i, port) in ["", "abc", "99999\"}"].iter().enumerate() {
+        let name = support::unique_name(&format!("fp-status-ghost{i}"));
+        let _g = support::ContainerGuard::new(&name);
+        let mut args = vec![
+            "create".to_string(),
+            "--name".into(),
+            name.clone(),
+            "--label".into(),
+            "fractalic-publisher.managed=true".into(),
+            "--label".into(),
+            "fractalic-publisher.plugin=docker-registry".into(),
+        ];
+        if !port.is_empty() {
+            args.extend(["--label".into(), format!("fractalic-publisher.port={port}")]);
+        }
+        args.push(image.clone());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::docker_ok(&docker, &argv);
+        let o = publisher(&docker, &["status", &name, "--json"]);
+        assert_code(&o, 0);
+        let v = json(&o);
+        assert_eq!(v["url"], "", "{v}");
+        assert!(v["port"].is_null(), "{v}");
+        let o = publisher(&docker, &["start", &name]);
+        assert_code(&o, 1);
+        let err = out(&o).1;
+        assert!(
+            err.contains("has no usable fractalic-publisher.port label"),
+            "{err}"
+        );
+        assert!(!err.contains("Function not found"), "{err}");
+        let o = publisher(&docker, &["ps", "--all", "--json"]);
+        assert_code(&o, 0);
+    }
+}

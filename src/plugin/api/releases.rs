@@ -1,0 +1,125 @@
+//! Host functions: releases of a container deployment (updates in place or by a new
+//! container, rollback, history). Registered with their documentation (see the module above);
+//! the mechanics live in `crate::update`.
+
+use super::prelude::*;
+use crate::plugin::host::{Host, RhaiResult};
+use crate::update;
+
+fn to_dynamic(v: &serde_json::Value) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+fn get_str(m: &Map, k: &str) -> String {
+    m.get(k).map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Registers the release functions.
+pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "record_release(container, info)",
+        result: "\"r1\"",
+        throws: "a first deploy's payload not staged by `copy_payload`; the write itself fails the deploy at its end",
+        about: "After a first deploy's start: writes the release history (release r1: the manifest `copy_payload` staged, config and environment hashes, image, port) into the container as `/payload/.releases/history.json` (0600), on its own thread beside the readiness wait. `info`: `{image_id, image_digest, port}`.",
+    }, |e, n| {
+        e.register_fn(n, move |container: &str, info: Map| -> RhaiResult<String> {
+            let d = h.docker_or_raise()?;
+            let port = info
+                .get("port")
+                .and_then(|p| p.as_int().ok())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(0);
+            h.check(update::record_first(
+                &h,
+                &d,
+                container,
+                &get_str(&info, "image_id"),
+                &get_str(&info, "image_digest"),
+                port,
+            ))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "update_plan(config, image)",
+        result: "{kind, release, from, port, changes, lines, reasons, payload_hash}",
+        throws: "Docker unavailable, the live release unreadable, the payload unreadable",
+        about: "What an update of the existing deployment `config.name` to this deploy changes (`image`: `pull_image`'s map): `kind` `none`, `in-place` (payload, settings.toml) or `container` (image, environment, port, bind, mcp_servers.json, .env; `reasons` says why). `changes`: files added/changed/removed, config files, environment keys, image, port, bind: names and keys only.",
+    }, |e, n| {
+        e.register_fn(n, move |config: Map, image: Map| -> RhaiResult<Dynamic> {
+            let d = h.docker_or_raise()?;
+            let port_given = config
+                .get("port_given")
+                .and_then(|v| v.as_bool().ok())
+                .unwrap_or(false);
+            let plan = h.check(update::plan(
+                &h,
+                &d,
+                port_given,
+                &get_str(&image, "id"),
+                &get_str(&image, "digest"),
+            ))?;
+            let v = plan.to_json();
+            update::set_plan(&h, plan);
+            Ok(to_dynamic(&v))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "update_in_place()",
+        result: "{release, kind, restarted, elapsed_ms}",
+        throws: "any step failing (after switching back: the old release is live again), an interrupt",
+        about: "Applies the plan with no restart, in one `docker exec -i`: the new release unpacked beside the live one, switched in with one atomic rename, checked (the script is there, the MCP manager and `/health` answer). Any failure or Ctrl-C switches back. Keeps the last 5 releases.",
+    }, |e, n| {
+        e.register_fn(n, move || -> RhaiResult<Dynamic> {
+            let d = h.docker_or_raise()?;
+            let plan = h.check(update::the_plan(&h))?;
+            h.check(update::apply_in_place(&h, &d, &plan)).map(|v| to_dynamic(&v))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "update_container()",
+        result: "{release, kind, restarted, kept, downtime_ms, elapsed_ms}",
+        throws: "any step failing (after putting the old container back on its port, running), an interrupt",
+        about: "Applies the plan with a new container: proven on a spare port first, then the old one renamed aside (kept, stopped, for rollback), a new one created on the deployment's port, the old one stopped and the new one started and proven. Any failure or Ctrl-C puts the old one back.",
+    }, |e, n| {
+        e.register_fn(n, move || -> RhaiResult<Dynamic> {
+            let d = h.docker_or_raise()?;
+            let plan = h.check(update::the_plan(&h))?;
+            h.check(update::apply_container(&h, &d, &plan)).map(|v| to_dynamic(&v))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "release_rollback(name, to, timeout_secs)",
+        result: "{name, release, of, kind, restarted}",
+        throws: "no such release kept (exit 2), a failing step (after restoring the current one), an interrupt",
+        about: "Back to release `to` (`\"\"` = the previous one): in place when its folder is still in the container and nothing needing a restart differs, else the kept container that ran it is swapped in.",
+    }, |e, n| {
+        e.register_fn(n, move |name: &str, to: &str, secs: i64| -> RhaiResult<Dynamic> {
+            let d = h.docker_or_raise()?;
+            let to = Some(to).filter(|t| !t.is_empty());
+            h.check(update::rollback(&h, &d, name, to, secs)).map(|v| to_dynamic(&v))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "release_history(name)",
+        result: "{current, releases: [...]}",
+        throws: "Docker unavailable, no history in the container (exit 2)",
+        about: "The release history kept in the container; config files and environment keys are listed without the hashes of their contents.",
+    }, |e, n| {
+        e.register_fn(n, move |name: &str| -> RhaiResult<Dynamic> {
+            let d = h.docker_or_raise()?;
+            let hist = h.check(update::history(&d, name))?;
+            Ok(to_dynamic(&update::history_public(&hist)))
+        });
+    });
+}

@@ -1,0 +1,39 @@
+//! Host functions: the undo journal. Registered with their documentation (see the
+//! module above); the implementations they share live in `plugin::host*`.
+
+use super::prelude::*;
+use crate::plugin::host::*;
+
+/// Registers the undo functions.
+pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
+    let h = Arc::clone(host);
+    api.add(Doc {
+            sig: "undo_now(undo_id)",
+            result: "()",
+            throws: "the undo failing (the record stays for the final undo)",
+            about: "Runs a recorded undo now (a temporary object that has served its purpose) and drops the record.",
+        }, |e, n| {
+        e.register_fn(n, move |id: i64| -> RhaiResult<()> {
+        let r = h.journal().undo_now(Token::from_id(id.max(0) as u64));
+        match r.left.first() {
+            None => Ok(()),
+            Some(l) => Err(h.raise(Error::failed(format!(
+                "could not remove {} ({}); remove it with: {}",
+                l.what, l.error, l.remove_with
+            )))),
+        }
+    });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+            sig: "forget_undo(undo_id)",
+            result: "()",
+            throws: "never",
+            about: "Drops a record without running it: the object is no longer this run's to remove (e.g. Swarm rolled an update back itself).",
+        }, |e, n| {
+        e.register_fn(n, move |id: i64| {
+        h.journal().forget(Token::from_id(id.max(0) as u64));
+    });
+    });
+}

@@ -1,0 +1,979 @@
+//! `deploy docker-swarm` and the management commands on Swarm services: real deploys on the
+//! single-node swarm of the test bed (scripts/dev-env.sh up), the stand-in image from the local
+//! registry, host publish mode (this kernel has no IPVS, so the ingress routing mesh cannot
+//! answer here). Also: a new platform is one .rhai file.
+
+use crate::managed::{self, assert_code, json, out, publisher};
+use crate::support;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SETTINGS_SECRET: &str = "sk-swarm-SECRET-7731";
+const ENV_SECRET: &str = "envSECRET-4411";
+
+/// The docker binary when a daemon answers and it is a swarm manager (the test bed makes it
+/// one); with CI=true a missing swarm is a failure.
+fn swarm_docker() -> Option<PathBuf> {
+    let docker = support::docker()?;
+    let state = support::docker_ok(
+        &docker,
+        &[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ],
+    );
+    if state != "active true" {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but the engine is not a swarm manager ({state}); run scripts/dev-env.sh up");
+        }
+        eprintln!("skipping: not a swarm manager ({state})");
+        return None;
+    }
+    support::pull_stand_in(&docker);
+    Some(docker)
+}
+
+/// Removes a test's service, its task containers, secrets and configs when dropped.
+struct ServiceGuard {
+    docker: PathBuf,
+    name: String,
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        let d = &self.docker;
+        // The baked image is a content-addressed cache that `rm` keeps; tests drop theirs.
+        let image = Command::new(d)
+            .args([
+                "service",
+                "inspect",
+                "--format",
+                "{{index .Spec.Labels \"fractalic-publisher.image\"}}",
+                &self.name,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let _ = Command::new(d).args(["service", "rm", &self.name]).output();
+        let filter = format!("label=com.docker.swarm.service.name={}", self.name);
+        managed::eventually(30, || task_containers(d, &filter, true).is_empty());
+        for kind in ["secret", "config"] {
+            for n in objects(d, kind, &self.name) {
+                let _ = Command::new(d).args([kind, "rm", &n]).output();
+            }
+        }
+        if !image.is_empty() {
+            let _ = Command::new(d).args(["image", "rm", &image]).output();
+        }
+    }
+}
+
+fn task_containers(docker: &Path, filter: &str, all: bool) -> Vec<String> {
+    let mut args = vec!["ps", "-q", "--filter", filter];
+    if all {
+        args.push("--all");
+    }
+    support::docker_ok(docker, &args)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Names of the secrets or configs labelled as belonging to deployment `name`.
+fn objects(docker: &Path, kind: &str, name: &str) -> Vec<String> {
+    let filter = format!("label=fractalic-publisher.deployment={name}");
+    support::docker_ok(
+        docker,
+        &[kind, "ls", "--filter", &filter, "--format", "{{.Name}}"],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn service_exists(docker: &Path, name: &str) -> bool {
+    support::run_docker(docker, &["service", "inspect", name])
+        .status
+        .success()
+}
+
+/// A copy of the sample folder (scripts/demo/hello-fractalic) with a secret in settings.toml
+/// and a .env.
+fn sample_folder() -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo/hello-fractalic");
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        format!("defaultProvider = \"demo\"\n[settings.demo]\nmodel = \"m\"\napiKey = \"{SETTINGS_SECRET}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("DOTENV_KEY={ENV_SECRET}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+fn swarm_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
+    vec![
+        "deploy",
+        "docker-swarm",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        folder.to_str().unwrap(),
+        "--name",
+        name,
+        "--image",
+        image,
+        "--pull",
+        "missing",
+        "--publish-mode",
+        "host",
+        "--json",
+    ]
+}
+
+fn urls(v: &Value) -> Vec<String> {
+    v["details"]["plugin_result"]["urls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no urls in {v}"))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn execute(url: &str, filename: &str) -> Value {
+    ureq::post(&format!("{url}/execute"))
+        .timeout(Duration::from_secs(10))
+        .send_json(serde_json::json!({ "filename": filename }))
+        .unwrap()
+        .into_json()
+        .unwrap()
+}
+
+fn health_ok(url: &str) -> bool {
+    ureq::get(&format!("{url}/health"))
+        .timeout(Duration::from_millis(800))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+#[test]
+fn deploys_one_and_three_replicas_with_secrets_off_argv_and_out_of_the_image() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("calls.log");
+    let counting = support::counting_docker(logdir.path(), &docker, &log);
+
+    // One replica: /execute through the task, with the settings from the secret.
+    let one = support::unique_name("fp-sw1");
+    let _g1 = ServiceGuard {
+        docker: docker.clone(),
+        name: one.clone(),
+    };
+    let env_item = format!("SECRET_X={ENV_SECRET}");
+    let mut args = swarm_argv(folder.path(), &one, &image);
+    args.extend(["--env", &env_item, "--timeout", "30"]);
+    let o = publisher(&counting, &args);
+    assert_code(&o, 0);
+    let v = json(&o);
+    let u1 = urls(&v);
+    assert_eq!(u1.len(), 1, "{v}");
+    let r = execute(&u1[0], "/payload/hello/hello.md");
+    assert_eq!(r["success"], true, "{r}");
+    let script = std::fs::read_to_string(folder.path().join("hello.md")).unwrap();
+    assert_eq!(r["return_content"], script.as_str(), "{r}");
+    assert!(
+        r["output"].as_str().unwrap().contains("provider demo"),
+        "{r}"
+    );
+
+    // The secret is mounted where the image expects it, owned by appuser, 0400.
+    let filter = format!("label=com.docker.swarm.service.name={one}");
+    let task = task_containers(&docker, &filter, false);
+    assert_eq!(task.len(), 1, "{task:?}");
+    for path in [
+        "/fractalic/settings.toml",
+        "/settings.toml",
+        "/fractalic/.env",
+    ] {
+        let ls = support::exec(&docker, &task[0], &["ls", "-ln", path]);
+        let ls = String::from_utf8_lossy(&ls.stdout).to_string();
+        assert!(
+            ls.starts_with("-r-------- ") && ls.contains(" 1000 "),
+            "{path}: {ls}"
+        );
+    }
+    let env = support::exec(&docker, &task[0], &["env"]);
+    assert!(String::from_utf8_lossy(&env.stdout).contains(&format!("SECRET_X={ENV_SECRET}")));
+
+    // The image holds the payload and no settings.toml or .env: run it and look.
+    let pushed = v["details"]["plugin_result"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        pushed.starts_with("127.0.0.1:5000/fractalic-app/hello:"),
+        "{pushed}"
+    );
+    let found = support::docker_ok(
+        &docker,
+        &[
+            "run", "--rm", "--entrypoint", "/bin/sh", &pushed, "-c",
+            "ls /payload/hello; find / -xdev \\( -name settings.toml -o -name .env -o -name mcp_servers.json \\) 2>/dev/null; echo end",
+        ],
+    );
+    assert!(
+        found.contains("hello.md") && found.contains("README.txt"),
+        "{found}"
+    );
+    assert!(
+        !found.contains("settings.toml") && !found.contains(".env"),
+        "{found}"
+    );
+    assert!(found.ends_with("end"), "{found}");
+    assert_eq!(
+        objects(&docker, "secret", &one).len(),
+        2,
+        "settings.toml and .env"
+    );
+
+    // Three replicas, host mode: each task has its own port, each answers.
+    let three = support::unique_name("fp-sw3");
+    let _g3 = ServiceGuard {
+        docker: docker.clone(),
+        name: three.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &three, &image);
+    args.extend(["--replicas", "3", "--timeout", "40"]);
+    let o = publisher(&counting, &args);
+    assert_code(&o, 0);
+    let v3 = json(&o);
+    let mut u3 = urls(&v3);
+    assert_eq!(u3.len(), 3, "{v3}");
+    u3.dedup();
+    assert_eq!(u3.len(), 3, "each task its own port: {v3}");
+    for u in &u3 {
+        assert!(health_ok(u), "{u}");
+    }
+    // Same content again (for another service): the image is reused, not committed or pushed.
+    assert_eq!(v3["details"]["plugin_result"]["committed"], false, "{v3}");
+    assert_eq!(v3["details"]["plugin_result"]["pushed"], false, "{v3}");
+
+    // ps lists both platforms' deployments in one table.
+    let o = publisher(&docker, &["ps", "--json"]);
+    assert_code(&o, 0);
+    let ps = json(&o);
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == three.as_str())
+        .unwrap_or_else(|| panic!("{three} not in ps: {ps}"));
+    assert_eq!(row["plugin"], "docker-swarm");
+    assert_eq!(row["state"], "running");
+    assert!(
+        row["health"].as_str().unwrap().starts_with("healthy (3/3"),
+        "{row}"
+    );
+
+    // The secrets never appeared on a docker command line nor in our output.
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("secret create"), "{calls}");
+    for s in [SETTINGS_SECRET, ENV_SECRET] {
+        assert!(!calls.contains(s), "a secret reached argv:\n{calls}");
+    }
+    let (so, se) = out(&o);
+    assert!(!so.contains(SETTINGS_SECRET) && !se.contains(SETTINGS_SECRET));
+
+    // rm leaves no service, secret, config or container behind.
+    for name in [&one, &three] {
+        let o = publisher(&docker, &["rm", "--force", name]);
+        assert_code(&o, 0);
+        assert!(!service_exists(&docker, name), "{name}");
+        let filter = format!("label=com.docker.swarm.service.name={name}");
+        assert!(task_containers(&docker, &filter, true).is_empty(), "{name}");
+        assert!(objects(&docker, "secret", name).is_empty(), "{name}");
+        assert!(objects(&docker, "config", name).is_empty(), "{name}");
+    }
+}
+
+/// The deployment's running task URLs, as `docker service ps` shows them.
+fn task_urls(docker: &Path, name: &str) -> Vec<String> {
+    let o = support::run_docker(
+        docker,
+        &[
+            "service",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}|{{.Ports}}",
+            name,
+        ],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Running"))
+        .filter_map(|l| {
+            let p = l.split("*:").nth(1)?.split("->").next()?;
+            Some(format!("http://localhost:{p}"))
+        })
+        .collect()
+}
+
+#[test]
+fn updates_roll_without_a_failed_poll_and_a_failing_update_is_rolled_back() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swup");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "10"]);
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+
+    // Unchanged content: no commit, no push, no update.
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("calls.log");
+    let counting = support::counting_docker(logdir.path(), &docker, &log);
+    let o = publisher(&counting, &args);
+    assert_code(&o, 0);
+    assert_eq!(json(&o)["details"]["plugin_result"]["unchanged"], true);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    for verb in [
+        "commit ",
+        "push ",
+        "service update",
+        "service create",
+        "create ",
+    ] {
+        assert!(
+            !calls.lines().any(|l| l.starts_with(verb)),
+            "{verb}:\n{calls}"
+        );
+    }
+    // (`secret create` of the same content answers "already exists": nothing new.)
+    assert_eq!(objects(&docker, "secret", &name).len(), 2);
+
+    // A changed script while a poller asks /health every 50 ms. In host mode every task has its
+    // own port and there is no load balancer: a poll succeeds when any running task answers
+    // (the task list is refreshed every 200 ms), as a client behind a balancer would see it.
+    let known: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(task_urls(&docker, &name)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (polls, failures) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let refresher = {
+        let (known, stop, docker, name) =
+            (known.clone(), stop.clone(), docker.clone(), name.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let now = task_urls(&docker, &name);
+                let mut k = known.lock().unwrap();
+                for u in now {
+                    if !k.contains(&u) {
+                        k.push(u);
+                    }
+                }
+                drop(k);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let poller = {
+        let (known, stop, polls, failures) =
+            (known.clone(), stop.clone(), polls.clone(), failures.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let urls = known.lock().unwrap().clone();
+                polls.fetch_add(1, Ordering::Relaxed);
+                if !urls.iter().rev().any(|u| health_ok(u)) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let v2 = "# Demo task v2 {id=demo-task}\n@shell\nprompt: echo v2\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+    std::fs::write(folder.path().join("hello.md"), v2).unwrap();
+    let o = publisher(&docker, &args);
+    // A few more polls after the old task is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    refresher.join().unwrap();
+    assert_code(&o, 0);
+    let v = json(&o);
+    assert_eq!(v["details"]["plugin_result"]["updated"], true, "{v}");
+    assert!(polls.load(Ordering::Relaxed) > 20, "the poller hardly ran");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "polls failed during the rolling update"
+    );
+    let after = urls(&v);
+    for u in &after {
+        assert_eq!(execute(u, "/payload/hello/hello.md")["return_content"], v2);
+    }
+    let image_v2 = support::docker_ok(
+        &docker,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{index .Spec.Labels \"fractalic-publisher.image\"}}",
+            &name,
+        ],
+    );
+
+    // An update whose tasks fail health: exit 1, Swarm rolls back, v2 keeps serving.
+    std::fs::write(folder.path().join("hello.md"), "# v3\n").unwrap();
+    let mut bad = args.clone();
+    bad.extend(["--env", "STAND_IN_HEALTH=unhealthy"]);
+    let o = publisher(&docker, &bad);
+    assert_code(&o, 1);
+    let e = json(&o);
+    let msg = e["error"].as_str().unwrap();
+    assert!(msg.contains("rolled it back"), "{msg}");
+    let now = support::docker_ok(
+        &docker,
+        &["service", "inspect", "--format", "{{index .Spec.Labels \"fractalic-publisher.image\"}} {{json .Spec.TaskTemplate.ContainerSpec.Env}}", &name],
+    );
+    assert!(
+        now.starts_with(&image_v2) && !now.contains("unhealthy"),
+        "{now}"
+    );
+    let serving = task_urls(&docker, &name);
+    assert_eq!(serving.len(), 1, "{serving:?}");
+    assert_eq!(
+        execute(&serving[0], "/payload/hello/hello.md")["return_content"],
+        v2
+    );
+}
+
+#[test]
+fn ctrl_c_at_each_step_of_a_first_deploy_leaves_nothing() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let mut removed_service = false;
+    for (i, ms) in [0u64, 150, 300, 500, 800, 1200, 1800, 2600]
+        .into_iter()
+        .enumerate()
+    {
+        let folder = sample_folder();
+        // A script of its own per moment: its image repository shows what was left.
+        let script = format!("sig{i}-{}", std::process::id());
+        std::fs::write(
+            folder.path().join(format!("{script}.md")),
+            format!("# {ms}\n"),
+        )
+        .unwrap();
+        let name = support::unique_name("fp-swint");
+        let _g = ServiceGuard {
+            docker: docker.clone(),
+            name: name.clone(),
+        };
+        let mut args = swarm_argv(folder.path(), &name, &image);
+        args[3] = &script;
+        args.extend(["--timeout", "30", "--env", "STAND_IN_START_DELAY_MS=1500"]);
+        let child = managed::command(&docker, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut child = managed::KillOnDrop(child);
+        let t0 = Instant::now();
+        wait_for_handler(pid);
+        std::thread::sleep(Duration::from_millis(ms).saturating_sub(t0.elapsed()));
+        managed::sigint(pid);
+        let status = managed::wait_exit(&mut child.0, 90);
+        let (mut so, mut se) = (String::new(), String::new());
+        use std::io::Read;
+        child
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut so)
+            .unwrap();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut se)
+            .unwrap();
+        let when = format!("SIGINT at {ms} ms\nstdout: {so}\nstderr: {se}");
+        assert_eq!(status.code(), Some(130), "{when}");
+        let v: Value = serde_json::from_str(so.trim()).unwrap_or_else(|e| panic!("{e}: {when}"));
+        assert_eq!(v["cleanup"]["left"], serde_json::json!([]), "{when}");
+        removed_service |= v["cleanup"]["removed"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|r| r == &Value::from(format!("removed service {name}")))
+        });
+        assert!(!service_exists(&docker, &name), "{when}");
+        assert!(objects(&docker, "secret", &name).is_empty(), "{when}");
+        let mine = format!(" {pid}-");
+        let labelled = support::docker_ok(
+            &docker,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "label=fractalic-publisher.run",
+                "--format",
+                "{{.Names}} {{.Label \"fractalic-publisher.run\"}}",
+            ],
+        );
+        assert!(
+            !labelled.lines().any(|l| l.contains(&mine)),
+            "{when}\n{labelled}"
+        );
+        let repo = format!("127.0.0.1:5000/fractalic-app/{script}");
+        let tags = support::docker_ok(&docker, &["image", "ls", "-q", &repo]);
+        assert!(tags.is_empty(), "{when}: image tags left: {tags}");
+    }
+    assert!(
+        removed_service,
+        "no interrupt landed after the service was created"
+    );
+}
+
+/// Waits until `pid` has installed its SIGINT handler.
+fn wait_for_handler(pid: u32) {
+    let caught = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & 2 != 0)
+    };
+    assert!(
+        managed::eventually(10, caught),
+        "no signal handler in {pid}"
+    );
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn not_a_swarm_manager_is_bad_input_and_touches_nothing() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    // `docker info` says: no swarm; everything else is the real docker.
+    let fake = managed::docker_wrapper(
+        dir.path(),
+        &docker,
+        &log,
+        "if [ \"$1\" = info ]; then echo 'inactive false'; exit 0; fi",
+    );
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swno");
+    let image = support::stand_in_image();
+    let o = publisher(&fake, &swarm_argv(folder.path(), &name, &image));
+    assert_code(&o, 2);
+    let e = json(&o);
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("not a swarm manager") && msg.contains("docker swarm init"),
+        "{msg}"
+    );
+    let calls = managed::logged_calls(&log);
+    assert_eq!(
+        calls,
+        vec!["info --format {{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"]
+    );
+}
+
+#[test]
+fn bad_swarm_flags_are_bad_input_before_docker() {
+    let folder = sample_folder();
+    let f = folder.path().to_str().unwrap();
+    let base = [
+        "deploy",
+        "docker-swarm",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        f,
+    ];
+    for (extra, needle) in [
+        (vec!["--replicas", "0"], "--replicas"),
+        (vec!["--replicas", "many"], "--replicas"),
+        (vec!["--registry", "http://x:5000"], "HOST:PORT"),
+        (vec!["--publish-mode", "mesh"], "--publish-mode"),
+        (
+            vec![
+                "--publish-mode",
+                "host",
+                "--port",
+                "8080",
+                "--replicas",
+                "3",
+            ],
+            "each node one task",
+        ),
+        (vec!["--name", "a.b"], "DNS name"),
+        (
+            vec!["--name", "x-123456789-123456789-123456789-123456789"],
+            "too long",
+        ),
+    ] {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra.iter());
+        // /bin/true as docker: nothing could be created even if a check were missing.
+        let o = publisher(Path::new("/bin/true"), &args);
+        assert_code(&o, 2);
+        assert!(out(&o).1.contains(needle), "{extra:?}: {}", out(&o).1);
+    }
+}
+
+#[test]
+fn a_service_this_tool_did_not_make_is_refused() {
+    let Some(docker) = swarm_docker() else { return };
+    let name = support::unique_name("fp-swforeign");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    support::docker_ok(
+        &docker,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--replicas",
+            "0",
+            "--name",
+            &name,
+            &support::stand_in_image(),
+        ],
+    );
+    for cmd in [
+        vec!["status", name.as_str()],
+        vec!["rm", "--force", name.as_str()],
+        vec!["stop", name.as_str()],
+    ] {
+        let o = publisher(&docker, &cmd);
+        assert_code(&o, 2);
+        assert!(
+            out(&o).1.contains("not created by fractalic-publisher"),
+            "{}",
+            out(&o).1
+        );
+    }
+    let folder = sample_folder();
+    let image = support::stand_in_image();
+    let o = publisher(&docker, &swarm_argv(folder.path(), &name, &image));
+    assert_code(&o, 2);
+    assert!(
+        service_exists(&docker, &name),
+        "the foreign service was touched"
+    );
+}
+
+#[test]
+fn stop_start_logs_and_status_work_on_a_swarm_deployment() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swmg");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--replicas", "2", "--timeout", "30"]);
+    assert_code(&publisher(&docker, &args), 0);
+
+    let o = publisher(&docker, &["status", &name, "--json"]);
+    assert_code(&o, 0);
+    let s = json(&o);
+    assert_eq!(s["healthy"], true, "{s}");
+    assert_eq!(s["replicas"], 2, "{s}");
+
+    let o = publisher(&docker, &["logs", &name, "--tail", "5"]);
+    assert_code(&o, 0);
+    assert!(out(&o).0.contains("INFO success"), "{}", out(&o).0);
+
+    let o = publisher(&docker, &["stop", &name]);
+    assert_code(&o, 0);
+    let filter = format!("label=com.docker.swarm.service.name={name}");
+    assert!(task_containers(&docker, &filter, false).is_empty());
+    // A stopped deployment is refused by rm without --force? No: it is not running.
+    let o = publisher(&docker, &["ps", "--all", "--json"]);
+    let ps = json(&o);
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(row["state"], "stopped", "{row}");
+
+    let o = publisher(&docker, &["start", &name, "--json"]);
+    assert_code(&o, 0);
+    assert_eq!(
+        task_urls(&docker, &name).len(),
+        2,
+        "start brings back both tasks"
+    );
+
+    let o = publisher(&docker, &["rm", &name]);
+    assert_code(&o, 2);
+    assert!(
+        service_exists(&docker, &name),
+        "rm without --force removed a running deployment"
+    );
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_new_platform_is_one_file() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let plugins = tempfile::tempdir().unwrap();
+    let code = r#"// tiny: one container from an image baked with the payload, on generic host calls only.
+fn info() { #{ name: "tiny", display_name: "Tiny", description: "test platform", version: "0.1.0", capabilities: ["deploy", "list", "delete"] } }
+fn validate(c) { [] }
+fn publish(c) {
+    let base = pull_image(c.image, c.platform, c.pull);
+    let img = payload_image(#{ base: c.image, base_id: base.id, user: base.user, repo: `fractalic-tiny/${c.script_name}`, push: false });
+    let args = ["run", "-d", "--name", c.name, "-p", "127.0.0.1::8001"];
+    let l = deploy_labels();
+    l["fractalic-publisher.script"] = c.script_name;
+    for k in l.keys() { args += ["--label", `${k}=${l[k]}`]; }
+    args.push(img.image);
+    let r = docker_run(args, #{ undo: ["rm", "-f", c.name], what: `container ${c.name}` });
+    if !r.ok { fail(r.stderr); }
+    let p = docker_run(["port", c.name, "8001/tcp"], #{}).stdout.split("\n")[0];
+    let url = `http://localhost:${p.sub_string(p.index_of(":") + 1)}`;
+    let deadline = clock_ms() + c.timeout * 1000;
+    while !http_request("GET", url + "/health", #{ timeout_ms: 500 }).ok {
+        if clock_ms() > deadline { fail(`${url} never answered`); }
+        pause_ms(50);
+    }
+    #{ deployment_id: c.name, url: url, image: img.image }
+}
+fn lookup(n) {
+    let c = container_inspect(n);
+    if c == () { return (); }
+    let l = c.Config.Labels;
+    #{ name: n, kind: "container", plugin: l["fractalic-publisher.plugin"] ?? "", managed: l["fractalic-publisher.managed"] == "true", running: c.State.Running }
+}
+fn list_all() {
+    let out = [];
+    for r in docker_ps(true, ["label=fractalic-publisher.plugin=tiny"], ["fractalic-publisher.script"]) {
+        out.push(#{ name: r.name, plugin: "tiny", script: r.labels["fractalic-publisher.script"], state: r.state });
+    }
+    out
+}
+fn delete(name, opts) {
+    let r = docker_run(["rm", "-f", name], #{});
+    if !r.ok { fail(r.stderr); }
+    #{ name: name, removed: [name] }
+}
+"#;
+    assert!(code.lines().count() < 60);
+    std::fs::write(plugins.path().join("tiny.rhai"), code).unwrap();
+    let pdir = plugins.path().to_str().unwrap();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-tiny");
+    let _g = support::ContainerGuard::new(&name);
+    let image = support::stand_in_image();
+    let o = publisher(
+        &docker,
+        &[
+            "--plugins-dir",
+            pdir,
+            "deploy",
+            "tiny",
+            "--script-name",
+            "hello",
+            "--script-folder",
+            folder.path().to_str().unwrap(),
+            "--name",
+            &name,
+            "--image",
+            &image,
+            "--pull",
+            "missing",
+            "--json",
+        ],
+    );
+    assert_code(&o, 0);
+    let url = json(&o)["url"].as_str().unwrap().to_string();
+    assert!(health_ok(&url), "{url}");
+    let served = support::exec(&docker, &name, &["cat", "/payload/hello/hello.md"]);
+    assert_eq!(
+        String::from_utf8_lossy(&served.stdout),
+        std::fs::read_to_string(folder.path().join("hello.md")).unwrap()
+    );
+    let o = publisher(&docker, &["--plugins-dir", pdir, "ps", "--json"]);
+    assert_code(&o, 0);
+    let ps = json(&o);
+    assert!(
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == name.as_str() && e["plugin"] == "tiny"),
+        "{ps}"
+    );
+    let o = publisher(&docker, &["--plugins-dir", pdir, "rm", "--force", &name]);
+    assert_code(&o, 0);
+    assert!(
+        managed::state(&docker, &name).is_none(),
+        "{name} is still there"
+    );
+}
+
+#[test]
+fn ctrl_c_during_an_update_rolls_it_back() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swintup");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "20"]);
+    assert_code(&publisher(&docker, &args), 0);
+    let label = |d: &Path| {
+        support::docker_ok(
+            d,
+            &["service", "inspect", "--format", "{{index .Spec.Labels \"fractalic-publisher.image\"}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", &name],
+        )
+    };
+    let before = label(&docker);
+    std::fs::write(folder.path().join("hello.md"), "# changed\n").unwrap();
+    args.extend(["--env", "STAND_IN_START_DELAY_MS=5000"]);
+    let child = managed::command(&docker, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = managed::KillOnDrop(child);
+    assert!(
+        managed::eventually(30, || label(&docker).ends_with("|updating")),
+        "the update never started: {}",
+        label(&docker)
+    );
+    managed::sigint(pid);
+    assert_eq!(managed::wait_exit(&mut child.0, 60).code(), Some(130));
+    assert!(
+        managed::eventually(60, || label(&docker).ends_with("|rollback_completed")),
+        "not rolled back: {}",
+        label(&docker)
+    );
+    let (img_before, _) = before.split_once('|').unwrap();
+    assert!(
+        label(&docker).starts_with(&format!("{img_before}|")),
+        "{}",
+        label(&docker)
+    );
+    assert_eq!(
+        objects(&docker, "secret", &name).len(),
+        2,
+        "the secrets (same content, reused) are still the two the service uses"
+    );
+}
+
+#[test]
+fn dying_tasks_fail_fast_quoting_swarm_and_leave_nothing() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swdie");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    // A generous deadline: "keep failing" comes only from the fail-fast path (the deadline's
+    // message is "not healthy within").
+    args.extend(["--timeout", "300", "--env", "STAND_IN_EXIT_AFTER_MS=300"]);
+    let o = publisher(&docker, &args);
+    assert_code(&o, 1);
+    let e = json(&o);
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("keep failing") && msg.contains("non-zero exit (3)"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing of this run is left"), "{msg}");
+    assert!(!service_exists(&docker, &name));
+    assert!(objects(&docker, "secret", &name).is_empty());
+}
+
+#[test]
+fn context_flag_reaches_every_docker_call_of_a_swarm_deployment() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let config = tempfile::tempdir().unwrap();
+    let ctx = "fp-test-swarm-ctx";
+    crate::engine::local_context(&docker, config.path(), ctx);
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("calls.log");
+    let counting = support::counting_docker(logdir.path(), &docker, &log);
+    let name = support::unique_name("fp-swctx");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let run = |args: &[&str]| {
+        managed::command(&counting, &[&["--context", ctx], args].concat())
+            .env("DOCKER_CONFIG", config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .unwrap()
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "30"]);
+    let o = run(&args);
+    assert_code(&o, 0);
+    assert!(health_ok(&urls(&json(&o))[0]));
+    for (cmd, code) in [
+        (vec!["ps", "--json"], 0),
+        (vec!["status", &name, "--json"], 0),
+        (vec!["stop", &name, "--json"], 0),
+        (vec!["rm", &name, "--json"], 0),
+    ] {
+        let o = run(&cmd);
+        assert_code(&o, code);
+    }
+    assert!(!service_exists(&docker, &name), "{name} is still there");
+    let calls = managed::logged_calls(&log);
+    let want = format!("--context {ctx} ");
+    let stray: Vec<&String> = calls.iter().filter(|c| !c.starts_with(&want)).collect();
+    assert!(stray.is_empty(), "calls without {want:?}: {stray:?}");
+    assert!(
+        calls.iter().any(|c| c.contains(" service create ")),
+        "{calls:?}"
+    );
+}
