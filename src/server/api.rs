@@ -38,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/deployments/{name}/logs"),
     ("POST", "/api/deployments/{name}/stop"),
     ("POST", "/api/deployments/{name}/start"),
+    ("POST", "/api/deployments/{name}/rollback"),
+    ("GET", "/api/deployments/{name}/history"),
     ("GET", "/api/deployments/{deployment_id}/events"),
 ];
 
@@ -277,6 +279,8 @@ pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Opt
         "/api/deployments/{name}/logs" => logs(server, req, p(0), stream),
         "/api/deployments/{name}/stop" => Some(stop(server, p(0))),
         "/api/deployments/{name}/start" => Some(start(server, req, p(0))),
+        "/api/deployments/{name}/rollback" => Some(rollback(server, req, p(0))),
+        "/api/deployments/{name}/history" => Some(history(server, p(0))),
         "/api/deployments/{deployment_id}/events" => events(server, req, p(0), stream),
         _ => Some(Response::error(500, "route without a handler")),
     }
@@ -429,6 +433,39 @@ fn stop(server: &Server, name: &str) -> Response {
         Err(r) => return r,
     };
     match m.stop(name) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `rollback`: back to the previous release, or `?to=RELEASE`; under the deployment's lock
+/// (a deploy in flight is 409).
+fn rollback(server: &Server, req: &Request, name: &str) -> Response {
+    if let Some(r) = in_flight(server, name) {
+        return r;
+    }
+    let timeout = match num_param(req, "timeout", 1..=3600) {
+        Ok(t) => Duration::from_secs(t.unwrap_or(60)),
+        Err(r) => return r,
+    };
+    let to = req.param("to").filter(|t| !t.is_empty());
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.rollback(name, to, timeout, Duration::ZERO) {
+        Ok(v) => Response::json(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `history`: the deployment's releases (as `history --json`).
+fn history(server: &Server, name: &str) -> Response {
+    let m = match manager(server) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    match m.history(name) {
         Ok(v) => Response::json(200, &v),
         Err(e) => error_response(&e),
     }

@@ -1050,3 +1050,57 @@ fn sigterm_lets_attached_clients_read_the_outcome_and_starts_nothing_new() {
     assert_eq!(managed::wait_exit(&mut s.child, 90).code(), Some(0));
     assert_eq!(state(&docker, &late), None, "nothing new was started");
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn history_and_rollback_over_rest() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("f");
+    let name = support::unique_name("fp-rest-roll");
+    let _g = ContainerGuard::new(&name);
+    let deploy = || {
+        call(
+            agent()
+                .post(&format!("{}/api/deploy/docker-registry", s.url))
+                .set("Content-Type", "application/json"),
+            Some(&deploy_body(folder.to_str().unwrap(), &name, json!({}))),
+        )
+    };
+    let (code, body) = deploy();
+    assert_eq!(code, 200, "{body}");
+    std::fs::write(
+        folder.join("hello.md"),
+        HELLO.replace("hello from rest", "second"),
+    )
+    .unwrap();
+    let (code, body) = deploy();
+    assert_eq!(code, 200, "{body}");
+    let api = |p: &str| format!("{}/api/deployments/{name}{p}", s.url);
+    let (code, body) = call(agent().get(&api("/history")), None);
+    assert_eq!(code, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    let releases = h["releases"].as_array().unwrap();
+    assert!(releases.len() >= 2, "{h}");
+    let before = h["current"].as_str().unwrap().to_string();
+    let first = releases[0]["id"].as_str().unwrap().to_string();
+    assert_ne!(before, first);
+    let (code, body) = call(
+        agent().post(&api(&format!("/rollback?to={first}"))),
+        Some(&json!({})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = call(agent().get(&api("/history")), None);
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(h["current"], before.as_str(), "{h}");
+    let (code, body) = call(agent().post(&api("/rollback?to=r999")), Some(&json!({})));
+    assert!((400..500).contains(&code), "{code} {body}");
+    let (code, _) = call(
+        agent().get(&format!("{}/api/deployments/nope-{name}/history", s.url)),
+        None,
+    );
+    assert_eq!(code, 404);
+}

@@ -480,6 +480,13 @@ fn the_page_deploys_shows_logs_stops_starts_and_removes_in_a_real_browser() {
         json!([]),
     );
     assert!(b.text("#detail-h").contains(&name));
+    // The release history of the deployment: one release, the live one.
+    b.wait(
+        30,
+        "the release history",
+        "return document.getElementById('history-rows').textContent.includes('(live)') || null;",
+        json!([]),
+    );
     b.click("#logs-follow");
     b.wait(
         30,

@@ -166,6 +166,7 @@
       logs: actionButton('Logs', name, (n) => openDetail(n, 'logs')),
       stop: actionButton('Stop', name, stopDeployment),
       start: actionButton('Start', name, startDeployment),
+      rollback: actionButton('Roll back', name, (n, b) => rollbackDeployment(n, b, '')),
       remove: actionButton('Remove', name, removeDeployment, 'danger-text'),
     };
     cells.acts.append(...Object.values(buttons));
@@ -362,6 +363,55 @@
     }
   }
 
+  /** Short words for what a release changed (names only, never values). */
+  function changeWords(c) {
+    if (!c || typeof c !== 'object') return '-';
+    const parts = [];
+    for (const [k, v] of Object.entries(c)) {
+      if (Array.isArray(v) && v.length) parts.push(`${k.replace(/_/g, ' ')}: ${v.join(', ')}`);
+      else if (v && typeof v === 'object' && Object.keys(v).length) parts.push(k.replace(/_/g, ' '));
+      else if (typeof v === 'string' && v) parts.push(`${k.replace(/_/g, ' ')}: ${v}`);
+      else if (v === true) parts.push(k.replace(/_/g, ' '));
+    }
+    return parts.length ? parts.join('; ') : '-';
+  }
+
+  async function loadHistory(name) {
+    const tbody = $('history-rows');
+    const state = $('history-state');
+    try {
+      const r = await api(`/api/deployments/${enc(name)}/history`);
+      if (!r.ok) throw new Error((await errorOf(r)).detail);
+      const h = await r.json();
+      const releases = Array.isArray(h.releases) ? h.releases.slice().reverse() : [];
+      state.textContent = releases.length ? `Live release: ${h.current}` : 'No releases recorded.';
+      tbody.replaceChildren(...releases.map((rel) => {
+        const live = rel.id === h.current;
+        const act = el('td', null);
+        if (!live && rel.outcome === 'ok') {
+          act.append(actionButton(`Roll back to ${rel.id}`, name, (n, b) => rollbackDeployment(n, b, rel.id)));
+        }
+        return el('tr', { 'data-release': rel.id },
+          el('td', { 'data-label': 'Release' }, live ? `${rel.id} (live)` : rel.id),
+          el('td', { 'data-label': 'Time' }, plain(rel.time)),
+          el('td', { 'data-label': 'Kind' }, rel.of ? `${rel.kind} of ${rel.of}` : plain(rel.kind)),
+          el('td', { 'data-label': 'Outcome' }, rel.error ? `${rel.outcome}: ${rel.error}` : plain(rel.outcome)),
+          el('td', { 'data-label': 'Changes' }, changeWords(rel.changes)),
+          act);
+      }));
+    } catch (e) {
+      tbody.replaceChildren();
+      state.textContent = `History unavailable: ${e.message}`;
+    }
+  }
+
+  async function rollbackDeployment(name, b, to) {
+    const q = to ? `?to=${enc(to)}` : '';
+    const v = await rowAction(name, b, 'Rolling back', `/api/deployments/${enc(name)}/rollback${q}`, 'POST');
+    if (v) toast(`Rolled ${name} back to ${v.of || to || 'the previous release'}` + (v.release ? ` (now ${v.release})` : ''));
+    if (selected === name) loadHistory(name);
+  }
+
   function stopFollow() {
     if (logAbort) { logAbort.abort(); logAbort = null; }
   }
@@ -450,6 +500,7 @@
     $('logs-follow').checked = false;
     loadStatus(name);
     loadLogs();
+    loadHistory(name);
     const target = focus === 'logs' ? $('logs-h') : $('detail-h');
     target.scrollIntoView({ block: 'start' });
     target.focus({ preventScroll: true });
