@@ -171,10 +171,14 @@ fn finish(report: &UndoReport, killed: &[String], second: bool) -> ! {
     let _only_one = lock(&EXITING);
     let msg = message(report, killed, second);
     let output = *lock(&OUTPUT);
+    // Not eprintln!/println!: they panic when the stream is gone (a parent that was killed
+    // closed our pipes), and a panic here would leave the parked main thread waiting forever.
+    use std::io::Write;
     if output == Output::Text {
-        eprintln!("{msg}");
+        let _ = writeln!(std::io::stderr(), "{msg}");
     } else {
-        println!("{}", json_object(output, &msg, report));
+        let _ = writeln!(std::io::stdout(), "{}", json_object(output, &msg, report));
+        let _ = std::io::stdout().flush();
     }
     std::process::exit(INTERRUPTED_EXIT);
 }

@@ -10,6 +10,7 @@ pub mod runs;
 
 use crate::cli::{Cli, ServeArgs};
 use crate::error::{Error, Result};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -204,7 +205,8 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     server.runs.close();
     let active = server.runs.active();
     if active > 0 {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "shutting down: waiting up to {}s for {active} running deploy(s)",
             SHUTDOWN_WAIT.as_secs()
         );
@@ -221,7 +223,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
             SHUTDOWN_WAIT.as_secs(),
             report.summary()
         );
-        eprintln!("shutting down: {why}");
+        let _ = writeln!(std::io::stderr(), "shutting down: {why}");
         // Every client still attached gets the outcome, not a cut-off stream.
         server.runs.fail_unfinished(&why);
     }
@@ -236,7 +238,7 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     while logstream::OPEN.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("stopped");
+    let _ = writeln!(std::io::stderr(), "stopped");
     Ok(crate::error::exit::OK)
 }
 
@@ -248,7 +250,11 @@ fn install_signals(local: SocketAddr) -> Result<()> {
             crate::docker::refuse_new_calls();
             crate::docker::kill_children();
             let report = crate::journal::Journal::undo_all_live();
-            eprintln!("interrupted again: rolled back: {}", report.summary());
+            let _ = writeln!(
+                std::io::stderr(),
+                "interrupted again: rolled back: {}",
+                report.summary()
+            );
             std::process::exit(crate::cleanup::INTERRUPTED_EXIT);
         }
         let mut wake = local;

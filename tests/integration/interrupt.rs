@@ -474,3 +474,32 @@ fn a_second_signal_stops_waiting_for_a_hanging_rm() {
     );
     assert!(!managed::containers_named(&docker, &name).is_empty());
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn an_interrupt_after_the_parent_closed_our_pipes_still_ends_the_process() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = support::pull_stand_in(&docker);
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("hello.md"), "# hi\n").unwrap();
+    let name = support::unique_name("fp-int-pipes");
+    let _g = ContainerGuard::new(&name);
+    let mut args = managed::deploy_argv(folder.path(), &name, &image);
+    args.extend(["--env", "STAND_IN_START_DELAY_MS=20000", "--timeout", "60"]);
+    let mut child = managed::command(&docker, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_handler(child.id());
+    assert!(managed::eventually(30, || managed::state(&docker, &name).is_some()));
+    // The reader of both streams goes away (as a killed parent's pipes do).
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    signal(child.id(), "TERM");
+    let status = managed::wait_exit(&mut child, 60);
+    assert_eq!(status.code(), Some(130));
+    assert!(managed::eventually(10, || managed::state(&docker, &name).is_none()));
+}
