@@ -357,20 +357,7 @@ pub fn plan(
     };
     let tar = build_tar(cfg, &dir, owner, false)?;
     let files = release::manifest_of_tar(&tar, &format!("payload/.releases/{dir}"))?;
-    let (config, env) = release::config_hashes(cfg);
-    let state = State {
-        payload_hash: release::payload_hash(&files),
-        files,
-        config,
-        env,
-        image: cfg.image.clone(),
-        image_id: image_id.to_string(),
-        image_digest: image_digest.to_string(),
-        port,
-        bind: cfg.bind.to_string(),
-        script_name: cfg.script_name.clone(),
-        main_script: cfg.main_script.clone(),
-    };
+    let state = state_of(cfg, files, image_id, image_digest, port);
     let mut changes = release::diff(&old_state, &state);
     changes.unknown = unknown;
     if !changes.unknown.is_empty() {
@@ -1344,20 +1331,7 @@ pub fn record_first(
             "record_release: copy_payload has not staged a release",
         ));
     };
-    let (config, env) = release::config_hashes(cfg);
-    let state = State {
-        payload_hash: release::payload_hash(&files),
-        files,
-        config,
-        env,
-        image: cfg.image.clone(),
-        image_id: image_id.to_string(),
-        image_digest: image_digest.to_string(),
-        port,
-        bind: cfg.bind.to_string(),
-        script_name: cfg.script_name.clone(),
-        main_script: cfg.main_script.clone(),
-    };
+    let state = state_of(cfg, files, image_id, image_digest, port);
     let r = Release {
         id: "r1".into(),
         seq: 1,
@@ -1453,4 +1427,29 @@ pub fn render_history(v: &Value) -> String {
         ));
     }
     o
+}
+
+/// What a release is made of: the staged payload's manifest, the config and environment
+/// hashes, the image and where it is published.
+fn state_of(
+    cfg: &DeployConfig,
+    files: std::collections::BTreeMap<String, String>,
+    image_id: &str,
+    image_digest: &str,
+    port: u16,
+) -> State {
+    let (config, env) = release::config_hashes(cfg);
+    State {
+        payload_hash: release::payload_hash(&files),
+        files,
+        config,
+        env,
+        image: cfg.image.clone(),
+        image_id: image_id.to_string(),
+        image_digest: image_digest.to_string(),
+        port,
+        bind: cfg.bind.to_string(),
+        script_name: cfg.script_name.clone(),
+        main_script: cfg.main_script.clone(),
+    }
 }
