@@ -977,3 +977,137 @@ fn context_flag_reaches_every_docker_call_of_a_swarm_deployment() {
         "{calls:?}"
     );
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn ps_lists_swarm_deployments_with_one_docker_call_even_with_hostile_labels() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swps");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let port = portpicker::pick_unused_port()
+        .expect("a free port")
+        .to_string();
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--port", &port]);
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+    // A label edited by hand with everything a naive parser of the CLI's output trips on.
+    let hostile = r#"he"l}lo, x:y \ map[a:b] {"z":1}"#;
+    support::docker_ok(
+        &docker,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--label-add",
+            &format!("fractalic-publisher.script={hostile}"),
+            &name,
+        ],
+    );
+
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("calls.log");
+    let counting = support::counting_docker(logdir.path(), &docker, &log);
+    let row = |all: bool| {
+        std::fs::write(&log, "").unwrap();
+        let mut a = vec!["ps", "--json"];
+        if all {
+            a.push("--all");
+        }
+        let o = publisher(&counting, &a);
+        assert_code(&o, 0);
+        let calls = std::fs::read_to_string(&log).unwrap();
+        // One `service ls`; nothing else about this deployment (a `service ps` names only
+        // other tests' services that publish a port per task).
+        let swarm: Vec<&str> = calls
+            .lines()
+            .filter(|l| l.starts_with("service "))
+            .collect();
+        assert_eq!(
+            swarm
+                .iter()
+                .filter(|l| l.starts_with("service ls "))
+                .count(),
+            1,
+            "{calls}"
+        );
+        assert!(
+            swarm.iter().all(|l| l.starts_with("service ls ")
+                || l.starts_with("service ps ") && !l.contains(name.as_str())),
+            "docker-swarm made another call for {name}:\n{calls}"
+        );
+        json(&o)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name.as_str())
+            .cloned()
+    };
+    let r = row(false).unwrap_or_else(|| panic!("{name} not in ps"));
+    assert_eq!(r["plugin"], "docker-swarm", "{r}");
+    assert_eq!(r["script"], hostile, "{r}");
+    assert_eq!(r["state"], "running", "{r}");
+    assert_eq!(r["url"], format!("http://localhost:{port}"), "{r}");
+    assert_eq!(r["replicas"], 1, "{r}");
+    assert!(
+        r["health"]
+            .as_str()
+            .unwrap()
+            .starts_with("healthy (1/1 tasks)"),
+        "{r}"
+    );
+    assert!(r["created"].as_str().unwrap().ends_with('Z'), "{r}");
+
+    // Stopped (scaled to 0): listed with --all only, still one call.
+    let o = publisher(&docker, &["stop", &name]);
+    assert_code(&o, 0);
+    assert!(
+        row(false).is_none(),
+        "a stopped deployment is listed without --all"
+    );
+    let r = row(true).unwrap_or_else(|| panic!("{name} not in ps --all"));
+    assert_eq!(r["state"], "stopped", "{r}");
+    assert_eq!(r["health"], "-", "{r}");
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn an_ingress_port_that_never_answers_names_publish_mode_host_and_leaves_nothing() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swing");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    let at = args.iter().position(|a| *a == "host").unwrap();
+    args[at] = "ingress";
+    args.extend(["--timeout", "8"]);
+    let o = publisher(&docker, &args);
+    let ipvs = Path::new("/proc/net/ip_vs").exists();
+    if o.status.code() == Some(0) {
+        // An engine with the routing mesh: the failure this test is about cannot happen.
+        assert!(ipvs, "ingress answered without IPVS? {:?}", out(&o));
+        eprintln!("the ingress routing mesh works on this engine; nothing to check");
+        return;
+    }
+    assert_code(&o, 1);
+    let (stdout, stderr) = out(&o);
+    let msg = stdout + &stderr;
+    assert!(msg.contains("--publish-mode host"), "no hint in: {msg}");
+    assert!(msg.contains("ingress"), "{msg}");
+    assert!(!service_exists(&docker, &name), "{name} was left behind");
+    for kind in ["secret", "config"] {
+        assert!(
+            objects(&docker, kind, &name).is_empty(),
+            "a {kind} was left"
+        );
+    }
+}
