@@ -310,6 +310,7 @@ impl Plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn host() -> Arc<Host> {
         Arc::new(Host::new(Progress::silent(), None))
@@ -402,6 +403,105 @@ mod tests {
         ] {
             assert!(p.has_fn(f), "{f}");
         }
+    }
+
+    #[test]
+    fn swarm_reads_labels_from_the_go_rendering_of_a_service_row() {
+        let p = Plugin::load(find("docker-swarm", &[]).unwrap(), host()).unwrap();
+        let labels = |text: &str| -> Option<BTreeMap<String, String>> {
+            let v = p.call("go_labels", (text.to_string(),)).unwrap();
+            if v.is_unit() {
+                return None;
+            }
+            Some(rhai::serde::from_dynamic(&v).unwrap())
+        };
+        // As docker 28 prints `{{printf "%#v" .}}` of a `service ls` row (abridged).
+        let row = r#"&service.serviceContext{HeaderContext:formatter.HeaderContext{Header:interface {}(nil)}, service:swarm.Service{ID:"agf", Meta:swarm.Meta{Version:swarm.Version{Index:0xd6f}}, Spec:swarm.ServiceSpec{Annotations:swarm.Annotations{Name:"probe", Labels:map[string]string{"a":"b", "fractalic-publisher.script":"he\"l}lo, x:y \\ {\"z\":1}", "t":"tab\there"}}, TaskTemplate:swarm.TaskSpec{ContainerSpec:(*swarm.ContainerSpec)(0xc000222380)}}}"#;
+        let l = labels(row).unwrap();
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert_eq!(l["a"], "b");
+        assert_eq!(l["fractalic-publisher.script"], r#"he"l}lo, x:y \ {"z":1}"#);
+        assert_eq!(l["t"], "tab\there");
+        let none = row.replace(
+            r#"Labels:map[string]string{"a":"b", "fractalic-publisher.script":"he\"l}lo, x:y \\ {\"z\":1}", "t":"tab\there"}"#,
+            "Labels:map[string]string(nil)",
+        );
+        assert_eq!(labels(&none).unwrap().len(), 0);
+        // Another shape (a future CLI): () and the caller falls back to service inspect.
+        assert!(labels(r#"{"ID":"x","Name":"probe"}"#).is_none());
+        assert!(labels(&row.replace("Labels:map[string]string{", "Labels:{")).is_none());
+        assert!(labels(&row[..row.find("\"a\":\"b").unwrap() + 4]).is_none());
+
+        let counts = |t: &str| -> (i64, i64) {
+            let m = p.call("replica_counts", (t.to_string(),)).unwrap();
+            let m = m.cast::<rhai::Map>();
+            (m["running"].as_int().unwrap(), m["want"].as_int().unwrap())
+        };
+        assert_eq!(counts("2/3"), (2, 3));
+        assert_eq!(counts("0/0"), (0, 0));
+        assert_eq!(counts("1/1 (max 1 per node)"), (1, 1));
+        assert_eq!(counts(""), (0, 0));
+        let port = |t: &str| {
+            p.call("ingress_port_of", (t.to_string(),))
+                .unwrap()
+                .as_int()
+                .unwrap()
+        };
+        assert_eq!(port("*:30000->8001/tcp"), 30000);
+        assert_eq!(port("*:9000->9000/tcp, *:8950->8001/tcp"), 8950);
+        assert_eq!(port("*:30000-30001->8001-8002/tcp"), 0);
+        assert_eq!(port(""), 0);
+    }
+
+    #[test]
+    fn http_probe_all_answers_in_order_and_names_a_bad_item() {
+        use std::io::{Read, Write};
+        let serve = |status: &'static str| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for mut c in l.incoming().flatten() {
+                    let mut buf = [0u8; 1024];
+                    let _ = c.read(&mut buf);
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                }
+            });
+            format!("http://127.0.0.1:{port}/health")
+        };
+        let ok = serve("200 OK");
+        let bad = serve("503 Service Unavailable");
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://127.0.0.1:{}/health", l.local_addr().unwrap().port())
+        };
+        let code = format!("{OK}fn probe(urls) {{ http_probe_all(urls, 2000) }}\n");
+        let p = Plugin::load(src(&code), host()).unwrap();
+        let mut urls = rhai::Array::new();
+        for _ in 0..20 {
+            urls.push(ok.clone().into());
+        }
+        urls.push(bad.clone().into());
+        urls.push(closed.into());
+        urls.push(ok.clone().into());
+        let got = p.call("probe", (urls,)).unwrap().into_array().unwrap();
+        assert_eq!(got.len(), 23);
+        let status: Vec<i64> = got
+            .iter()
+            .map(|m| m.clone().cast::<rhai::Map>()["status"].as_int().unwrap())
+            .collect();
+        assert!(status[..20].iter().all(|s| *s == 200), "{status:?}");
+        assert_eq!(&status[20..], &[503, 0, 200]);
+        let refused = got[21].clone().cast::<rhai::Map>();
+        assert!(!refused["ok"].as_bool().unwrap());
+        assert!(!refused["error"].clone().into_string().unwrap().is_empty());
+        let empty = p.call("probe", (rhai::Array::new(),)).unwrap();
+        assert!(empty.into_array().unwrap().is_empty());
+        let mixed: rhai::Array = vec![ok.into(), Dynamic::from(7_i64)];
+        let e = p.call("probe", (mixed,)).unwrap_err();
+        assert!(e.to_string().contains("urls[1] must be a string"), "{e}");
     }
 
     #[test]

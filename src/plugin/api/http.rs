@@ -14,23 +14,49 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             about: "One GET (50 ms - 60 s): `ok` = a 2xx status, `status` 0 = no answer (`error` says why).",
         }, |e, n| {
         e.register_fn(n, |url: &str, timeout_ms: i64| -> Map {
-        let t0 = Instant::now();
-        let timeout = Duration::from_millis(timeout_ms.clamp(50, 60_000) as u64);
-        let (status, body, error) = match health::probe(url, timeout) {
-            Ok((status, body)) => (i64::from(status), body, String::new()),
-            Err(reason) => (0, String::new(), reason),
-        };
-        let mut m = Map::new();
-        m.insert("ok".into(), (200..300).contains(&status).into());
-        m.insert("status".into(), status.into());
-        m.insert("body".into(), body.into());
-        m.insert("error".into(), error.into());
-        m.insert(
-            "elapsed_ms".into(),
-            (t0.elapsed().as_millis() as i64).into(),
-        );
-        m
+        probe_map(probe_one(url, probe_timeout(timeout_ms)))
     });
+    });
+
+    api.add(Doc {
+            sig: "http_probe_all(urls, timeout_ms)",
+            result: "[{ok, status, body, error, elapsed_ms}] (in the order of `urls`)",
+            throws: "an item of `urls` that is not a string",
+            about: "`http_probe` of every URL at once (up to 32 in flight), so a list of N deployments costs about one probe, not N: what `list_all` uses for its health column.",
+        }, |e, n| {
+        e.register_fn(n, |urls: Array, timeout_ms: i64| -> RhaiResult<Array> {
+            let urls = urls
+                .into_iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    u.into_string()
+                        .map_err(|t| format!("http_probe_all: urls[{i}] must be a string, not {t}").into())
+                })
+                .collect::<RhaiResult<Vec<String>>>()?;
+            let timeout = probe_timeout(timeout_ms);
+            let mut out = Vec::with_capacity(urls.len());
+            for chunk in urls.chunks(32) {
+                let done: Vec<Probe> = std::thread::scope(|s| {
+                    let handles: Vec<_> = chunk
+                        .iter()
+                        .map(|u| s.spawn(move || probe_one(u, timeout)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| Probe {
+                                status: 0,
+                                body: String::new(),
+                                error: "the probe failed".into(),
+                                elapsed_ms: 0,
+                            })
+                        })
+                        .collect()
+                });
+                out.extend(done.into_iter().map(|p| Dynamic::from_map(probe_map(p))));
+            }
+            Ok(out)
+        });
     });
 
     let h = Arc::clone(host);
@@ -44,4 +70,40 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             h.check(http_request(method, url, &opts))
         });
     });
+}
+
+/// One GET's outcome, before it becomes a Rhai map (maps are not `Send`).
+struct Probe {
+    status: i64,
+    body: String,
+    error: String,
+    elapsed_ms: i64,
+}
+
+fn probe_timeout(timeout_ms: i64) -> Duration {
+    Duration::from_millis(timeout_ms.clamp(50, 60_000) as u64)
+}
+
+fn probe_one(url: &str, timeout: Duration) -> Probe {
+    let t0 = Instant::now();
+    let (status, body, error) = match health::probe(url, timeout) {
+        Ok((status, body)) => (i64::from(status), body, String::new()),
+        Err(reason) => (0, String::new(), reason),
+    };
+    Probe {
+        status,
+        body,
+        error,
+        elapsed_ms: t0.elapsed().as_millis() as i64,
+    }
+}
+
+fn probe_map(p: Probe) -> Map {
+    let mut m = Map::new();
+    m.insert("ok".into(), (200..300).contains(&p.status).into());
+    m.insert("status".into(), p.status.into());
+    m.insert("body".into(), p.body.into());
+    m.insert("error".into(), p.error.into());
+    m.insert("elapsed_ms".into(), p.elapsed_ms.into());
+    m
 }
