@@ -1200,3 +1200,137 @@ fn rollback_and_history_map_onto_swarm_rollback_and_rolling_updates() {
         .unwrap();
     assert_eq!(body, history(&docker, &name));
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swrba");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    // Slow-starting tasks, so a rollback is still under way when it is interrupted.
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "20", "--env", "STAND_IN_START_DELAY_MS=4000"]);
+    std::fs::write(folder.path().join("hello.md"), script_v("v1")).unwrap();
+    assert_code(&publisher(&docker, &args), 0);
+    std::fs::write(folder.path().join("hello.md"), script_v("v2")).unwrap();
+    assert_code(&publisher(&docker, &args), 0);
+    let image_v2 = service_label(&docker, &name, "fractalic-publisher.image");
+    let state = |d: &Path| {
+        support::docker_ok(
+            d,
+            &["service", "inspect", "--format", "{{index .Spec.Labels \"fractalic-publisher.image\"}}|{{index .Spec.Labels \"fractalic-publisher.release\"}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", &name],
+        )
+    };
+
+    // A rollback under way holds the deployment's lock: a second rollback and a deploy exit 2.
+    let child = managed::command(&docker, &["rollback", &name, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = managed::KillOnDrop(child);
+    wait_for_handler(pid);
+    assert!(
+        managed::eventually(30, || state(&docker).ends_with("|rollback_started")),
+        "the rollback never started: {}",
+        state(&docker)
+    );
+    for other in [vec!["rollback", name.as_str()], args.clone()] {
+        let o = publisher(&docker, &other);
+        assert_code(&o, 2);
+        let (so, se) = out(&o);
+        assert!(
+            so.contains("is locked by") || se.contains("is locked by"),
+            "{so}{se}"
+        );
+    }
+
+    // Ctrl-C: the journal's `docker service rollback` puts v2 back, history as before.
+    managed::sigint(pid);
+    assert_eq!(managed::wait_exit(&mut child.0, 60).code(), Some(130));
+    assert!(
+        managed::eventually(60, || state(&docker)
+            == format!("{image_v2}|r2|rollback_completed")),
+        "not back on r2: {}",
+        state(&docker)
+    );
+    assert_eq!(serves(&docker, &name), script_v("v2"));
+    let h = history(&docker, &name);
+    assert_eq!((h["current"].as_str(), releases(&h).len()), (Some("r2"), 2), "{h}");
+
+    // Hand-edited history labels: a clear error naming the label, exit 1, nothing changed.
+    let good = service_label(&docker, &name, "fractalic-publisher.history");
+    let mut foreign: Value = serde_json::from_str(&good).unwrap();
+    foreign["releases"][0]["state"]["secrets"] = serde_json::json!(["someone-elses"]);
+    foreign["releases"][0]["state"]["mounts"]["secret"] =
+        serde_json::json!(["source=someone-elses,target=/fractalic/settings.toml"]);
+    let set = |text: &str| {
+        support::docker_ok(
+            &docker,
+            &[
+                "service",
+                "update",
+                "--detach",
+                "--label-add",
+                &format!("fractalic-publisher.history={text}"),
+                &name,
+            ],
+        );
+    };
+    for (text, needle) in [
+        ("{not json", "not JSON"),
+        (r#"{"current": "r" + "2", "releases": []}"#, "not JSON"),
+        (r#"[1, 2]"#, "not a JSON object"),
+        (
+            &good.replace(&image_v2, "--help"),
+            "state.image is not an image reference",
+        ),
+        (&good.replace("\"seq\":1", "\"seq\":\"1\""), "\"seq\""),
+    ] {
+        set(text);
+        let version = spec_version(&docker, &name);
+        for cmd in [vec!["history", name.as_str()], vec!["rollback", name.as_str()]] {
+            let o = publisher(&docker, &cmd);
+            assert_code(&o, 1);
+            let err = out(&o).1;
+            assert!(
+                err.contains("the label fractalic-publisher.history of service")
+                    && err.contains(needle)
+                    && err.contains("--label-rm"),
+                "{text}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        assert_eq!(spec_version(&docker, &name), version, "{text}");
+    }
+    // A release naming a secret that is not this deployment's is refused before any change.
+    set(&foreign.to_string());
+    let version = spec_version(&docker, &name);
+    let o = publisher(&docker, &["rollback", &name, "--to", "r1"]);
+    assert_code(&o, 2);
+    assert!(out(&o).1.contains("someone-elses"), "{}", out(&o).1);
+    assert_eq!(spec_version(&docker, &name), version);
+
+    // A deploy over a broken history warns and starts a new one from the service's labels.
+    set("{not json");
+    std::fs::write(folder.path().join("hello.md"), script_v("v3")).unwrap();
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+    assert!(
+        json(&o)["warnings"]
+            .to_string()
+            .contains("starts a new history"),
+        "{}",
+        json(&o)
+    );
+    let h = history(&docker, &name);
+    assert_eq!(h["current"], "r2", "{h}");
+    assert_eq!(releases(&h)[1].1, "update");
+    assert_eq!(serves(&docker, &name), script_v("v3"));
+}
