@@ -1262,7 +1262,11 @@ fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
     );
     assert_eq!(serves(&docker, &name), script_v("v2"));
     let h = history(&docker, &name);
-    assert_eq!((h["current"].as_str(), releases(&h).len()), (Some("r2"), 2), "{h}");
+    assert_eq!(
+        (h["current"].as_str(), releases(&h).len()),
+        (Some("r2"), 2),
+        "{h}"
+    );
 
     // Hand-edited history labels: a clear error naming the label, exit 1, nothing changed.
     let good = service_label(&docker, &name, "fractalic-publisher.history");
@@ -1295,7 +1299,10 @@ fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
     ] {
         set(text);
         let version = spec_version(&docker, &name);
-        for cmd in [vec!["history", name.as_str()], vec!["rollback", name.as_str()]] {
+        for cmd in [
+            vec!["history", name.as_str()],
+            vec!["rollback", name.as_str()],
+        ] {
             let o = publisher(&docker, &cmd);
             assert_code(&o, 1);
             let err = out(&o).1;
