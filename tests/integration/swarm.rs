@@ -1316,13 +1316,29 @@ fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
         }
         assert_eq!(spec_version(&docker, &name), version, "{text}");
     }
-    // A release naming a secret that is not this deployment's is refused before any change.
-    set(&foreign.to_string());
-    let version = spec_version(&docker, &name);
-    let o = publisher(&docker, &["rollback", &name, "--to", "r1"]);
-    assert_code(&o, 2);
-    assert!(out(&o).1.contains("someone-elses"), "{}", out(&o).1);
-    assert_eq!(spec_version(&docker, &name), version);
+    // Refused before any change (exit 2): a release naming a secret that is not this
+    // deployment's, one whose image is gone, one with an environment no spec holds any more.
+    let mut gone: Value = serde_json::from_str(&good).unwrap();
+    let repo = image_v2.rsplit_once(':').unwrap().0;
+    gone["releases"][0]["state"]["image"] = Value::from(format!("{repo}:{}", "0".repeat(24)));
+    let mut other_env: Value = serde_json::from_str(&good).unwrap();
+    other_env["releases"][0]["state"]["env_hash"] = Value::from("0123456789abcdef");
+    for (h, needle) in [
+        (&foreign, "someone-elses"),
+        (&gone, "which is gone from its registry"),
+        (&other_env, "another environment"),
+    ] {
+        set(&h.to_string());
+        let version = spec_version(&docker, &name);
+        let o = publisher(&docker, &["rollback", &name, "--to", "r1"]);
+        assert_code(&o, 2);
+        let err = out(&o).1;
+        assert!(
+            err.contains(needle) && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(spec_version(&docker, &name), version);
+    }
 
     // A deploy over a broken history warns and starts a new one from the service's labels.
     set("{not json");
