@@ -261,10 +261,20 @@ impl Manager {
         opts.insert("to".into(), to.unwrap_or("").into());
         opts.insert("timeout".into(), (timeout.as_secs() as i64).into());
         let r = p.call("rollback", (o.name.clone(), opts));
-        self.progress.finish();
-        let v = r?;
-        p.host().journal().commit()?;
-        to_value::<Value>(&p, "rollback", v)
+        match r {
+            Ok(v) => {
+                self.progress.finish();
+                p.host().journal().commit()?;
+                to_value::<Value>(&p, "rollback", v)
+            }
+            // What the plugin's rollback changed (a Swarm service rolled back ...) is undone
+            // here, and the message says so.
+            Err(e) => {
+                let undo = p.host().journal().undo();
+                self.progress.finish();
+                Err(crate::deploy::with_cleanup(e, &undo, &self.progress))
+            }
+        }
     }
 
     /// `history NAME`: the plugin's `history(name)`.

@@ -177,6 +177,9 @@ pub struct Changes {
     pub bind: Option<FromTo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<FromTo>,
+    /// Tasks of a Swarm service (docker-swarm's releases; a container deployment has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<FromTo>,
     /// Set when the old release is not known (a deployment made before releases existed).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unknown: String,
@@ -247,6 +250,9 @@ impl Changes {
         }
         if let Some(s) = &self.script {
             out.push(format!("script: {} -> {}", s.from, s.to));
+        }
+        if let Some(r) = &self.replicas {
+            out.push(format!("replicas: {} -> {}", r.from, r.to));
         }
         if !self.unknown.is_empty() {
             out.push(self.unknown.clone());

@@ -833,7 +833,8 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
 /// half-way: proof containers (`NAME.next-*`) are removed, and when `name` is missing or not
 /// running while one of its renamed old containers runs (the live one, renamed aside by the
 /// cut-short run), an unstarted `name` is removed and that one renamed back. Returns what it
-/// did (nothing, normally: one `docker ps`).
+/// did (nothing, normally: one `docker ps`). The task containers of a Swarm service of that
+/// name (docker-swarm labels them too) are Swarm's, never touched.
 pub fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
     let filter = format!("label={LABEL_DEPLOYMENT}={name}");
     let out = d.run(
@@ -843,7 +844,7 @@ pub fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
             "--filter",
             &filter,
             "--format",
-            "{{.Names}}\t{{.State}}",
+            "{{.Names}}\t{{.State}}\t{{.Label \"com.docker.swarm.task.id\"}}",
         ],
         None,
         QUICK,
@@ -851,8 +852,13 @@ pub fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
     let rows: Vec<(String, String)> = out
         .stdout
         .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(n, st)| (n.trim().to_string(), st.trim().to_string()))
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (n, st, task) = (f.next()?, f.next()?, f.next().unwrap_or(""));
+            task.trim()
+                .is_empty()
+                .then(|| (n.trim().to_string(), st.trim().to_string()))
+        })
         .collect();
     let mut done = Vec::new();
     for (n, _) in rows

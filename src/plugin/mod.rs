@@ -336,6 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn json_parse_is_strict_and_catchable_and_json_text_reads_back() {
+        let code = format!(
+            "{OK}fn parse(t) {{ try {{ return json_parse(t); }} catch (e) {{ return `caught: ${{e}}`; }} }}\nfn text(v) {{ json_text(v) }}\n"
+        );
+        let p = Plugin::load(src(&code), host()).unwrap();
+        let parse = |t: &str| p.call("parse", (t.to_string(),)).unwrap();
+        let v = parse(r#"{"a": [1, "x", null], "b": {"c": true}}"#);
+        let m = v.read_lock::<rhai::Map>().unwrap().clone();
+        assert_eq!(m["a"].clone().into_array().unwrap().len(), 3);
+        assert_eq!(parse("[1, 2]").into_array().unwrap().len(), 2);
+        // Rhai code in the text is not evaluated; bad text is a catchable error naming why.
+        for bad in [r#"{"a": 1 + 2}"#, r#"{"a": now_utc()}"#, "{", "garbage"] {
+            let s = parse(bad).to_string();
+            assert!(s.starts_with("caught: not JSON: "), "{bad}: {s}");
+        }
+        // Control characters come out as JSON escapes that parse back.
+        let mut m = rhai::Map::new();
+        m.insert("e".into(), "a\u{1b}b\n\"c\"".into());
+        let t = p.call("text", (Dynamic::from(m),)).unwrap().to_string();
+        let back: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(back["e"], "a\u{1b}b\n\"c\"");
+    }
+
+    #[test]
     fn missing_entry_point_is_reported() {
         let e = Plugin::load(src("fn info() { 1 }"), host()).unwrap_err();
         assert!(e.to_string().contains("fn validate"), "{e}");

@@ -1111,3 +1111,383 @@ fn an_ingress_port_that_never_answers_names_publish_mode_host_and_leaves_nothing
         );
     }
 }
+
+/// `history NAME --json`.
+fn history(docker: &Path, name: &str) -> Value {
+    let o = publisher(docker, &["history", name, "--json"]);
+    assert_code(&o, 0);
+    json(&o)
+}
+
+/// The release ids of a history, oldest first, with kind, `of` and outcome.
+fn releases(h: &Value) -> Vec<(String, String, String, String)> {
+    h["releases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no releases in {h}"))
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            (s("id"), s("kind"), s("of"), s("outcome"))
+        })
+        .collect()
+}
+
+fn release<'a>(h: &'a Value, id: &str) -> &'a Value {
+    h["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {h}"))
+}
+
+/// What every running task of the deployment serves for hello.md (they must agree).
+fn serves(docker: &Path, name: &str) -> String {
+    let urls = task_urls(docker, name);
+    assert!(!urls.is_empty(), "no running task of {name}");
+    let got: Vec<String> = urls
+        .iter()
+        .map(|u| {
+            execute(u, "/payload/hello/hello.md")["return_content"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert!(got.iter().all(|g| *g == got[0]), "tasks disagree: {got:?}");
+    got[0].clone()
+}
+
+/// A service label's value.
+fn service_label(docker: &Path, name: &str, key: &str) -> String {
+    support::docker_ok(
+        docker,
+        &[
+            "service",
+            "inspect",
+            "--format",
+            &format!("{{{{index .Spec.Labels \"{key}\"}}}}"),
+            name,
+        ],
+    )
+}
+
+/// The service's spec version: any change to it (even a label) moves it.
+fn spec_version(docker: &Path, name: &str) -> String {
+    support::docker_ok(
+        docker,
+        &["service", "inspect", "--format", "{{.Version.Index}}", name],
+    )
+}
+
+/// The content tag of a deploy's image (`REPO:TAG`).
+fn tag_of(deploy: &Value) -> String {
+    let image = deploy["details"]["plugin_result"]["image"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no image in {deploy}"));
+    image.rsplit(':').next().unwrap().to_string()
+}
+
+fn script_v(v: &str) -> String {
+    format!("# Demo task {v} {{id=demo-task}}\n@shell\nprompt: echo {v}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn rollback_and_history_map_onto_swarm_rollback_and_rolling_updates() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swrb");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "10"]);
+    let (v1, v2) = (script_v("v1"), script_v("v2"));
+    std::fs::write(folder.path().join("hello.md"), &v1).unwrap();
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+    let tag1 = tag_of(&json(&o));
+    std::fs::write(folder.path().join("hello.md"), &v2).unwrap();
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+    let tag2 = tag_of(&json(&o));
+    assert_ne!(tag1, tag2);
+
+    // r1 initial + r2 update, each with the content tag of its image as payload hash.
+    let h = history(&docker, &name);
+    assert_eq!(
+        releases(&h),
+        [
+            ("r1".into(), "initial".into(), "".into(), "ok".into()),
+            ("r2".into(), "update".into(), "".into(), "ok".into())
+        ],
+        "{h}"
+    );
+    assert_eq!(h["current"], "r2");
+    assert_eq!(release(&h, "r1")["state"]["payload_hash"], tag1.as_str());
+    assert_eq!(release(&h, "r2")["state"]["payload_hash"], tag2.as_str());
+    assert_eq!(
+        release(&h, "r2")["changes"]["image"],
+        serde_json::json!({"from": tag1, "to": tag2})
+    );
+    assert_eq!(
+        release(&h, "r2")["state"]["config"],
+        serde_json::json!({".env": "set", "settings.toml": "set"})
+    );
+    // Kept with the service, and no secret in it or in the output.
+    let label = service_label(&docker, &name, "fractalic-publisher.history");
+    let stored: Value = serde_json::from_str(&label).unwrap();
+    assert_eq!(stored["current"], "r2", "{label}");
+    for text in [label.as_str(), &h.to_string()] {
+        assert!(
+            !text.contains(SETTINGS_SECRET) && !text.contains(ENV_SECRET),
+            "{text}"
+        );
+    }
+
+    // rollback = Swarm's own rollback; twice returns to where it started.
+    let o = publisher(&docker, &["rollback", &name, "--json"]);
+    assert_code(&o, 0);
+    let r = json(&o);
+    assert_eq!(
+        (&r["of"], &r["release"], &r["kind"]),
+        (
+            &Value::from("r1"),
+            &Value::from("r3"),
+            &Value::from("docker service rollback")
+        ),
+        "{r}"
+    );
+    assert_eq!(serves(&docker, &name), v1);
+    let h = history(&docker, &name);
+    assert_eq!(h["current"], "r3");
+    assert_eq!(
+        releases(&h)[2],
+        ("r3".into(), "rollback".into(), "r1".into(), "ok".into())
+    );
+    assert_eq!(release(&h, "r3")["state"]["payload_hash"], tag1.as_str());
+    let o = publisher(&docker, &["rollback", &name, "--json"]);
+    assert_code(&o, 0);
+    assert_eq!(json(&o)["of"], "r2");
+    assert_eq!(serves(&docker, &name), v2);
+
+    // --to a given release: a rolling update to its image, secrets and configs.
+    let o = publisher(&docker, &["rollback", &name, "--to", "r1", "--json"]);
+    assert_code(&o, 0);
+    let r = json(&o);
+    assert_eq!(
+        (&r["of"], &r["release"]),
+        (&Value::from("r1"), &Value::from("r5"))
+    );
+    assert_eq!(serves(&docker, &name), v1);
+    let o = publisher(&docker, &["history", &name]);
+    assert_code(&o, 0);
+    let text = out(&o).0;
+    assert!(
+        text.contains("*r5") && text.contains("back to r1"),
+        "{text}"
+    );
+
+    // An update whose tasks fail health: Swarm rolls it back; history says so; v1 serves.
+    std::fs::write(folder.path().join("hello.md"), script_v("v3")).unwrap();
+    let mut bad = args.clone();
+    bad.extend(["--env", "STAND_IN_HEALTH=unhealthy"]);
+    assert_code(&publisher(&docker, &bad), 1);
+    let h = history(&docker, &name);
+    assert_eq!(h["current"], "r5", "{h}");
+    let r6 = release(&h, "r6");
+    assert_eq!(
+        (&r6["kind"], &r6["outcome"]),
+        (&Value::from("update"), &Value::from("rolled back")),
+        "{h}"
+    );
+    assert!(
+        r6["error"].as_str().unwrap().contains("rollback_completed"),
+        "{r6}"
+    );
+    assert_eq!(
+        r6["state"]["env"],
+        serde_json::json!({"STAND_IN_HEALTH": "set"})
+    );
+    assert_eq!(serves(&docker, &name), v1);
+
+    // Refused, exit 2, nothing changed: a release that never went live, one that is not there.
+    let version = spec_version(&docker, &name);
+    for to in ["r6", "r99"] {
+        let o = publisher(&docker, &["rollback", &name, "--to", to]);
+        assert_code(&o, 2);
+        assert!(out(&o).1.contains("nothing was changed"), "{}", out(&o).1);
+    }
+    assert_eq!(spec_version(&docker, &name), version);
+    assert_eq!(serves(&docker, &name), v1);
+
+    // The REST route answers the same history.
+    let s = crate::serve::Served::start(&docker, &[]);
+    let body: Value = ureq::get(&format!("{}/api/deployments/{name}/history", s.url))
+        .timeout(Duration::from_secs(30))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(body, history(&docker, &name));
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-swrba");
+    let _g = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    // Slow-starting tasks, so a rollback is still under way when it is interrupted.
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.extend(["--timeout", "20", "--env", "STAND_IN_START_DELAY_MS=4000"]);
+    std::fs::write(folder.path().join("hello.md"), script_v("v1")).unwrap();
+    assert_code(&publisher(&docker, &args), 0);
+    std::fs::write(folder.path().join("hello.md"), script_v("v2")).unwrap();
+    assert_code(&publisher(&docker, &args), 0);
+    let image_v2 = service_label(&docker, &name, "fractalic-publisher.image");
+    let state = |d: &Path| {
+        support::docker_ok(
+            d,
+            &["service", "inspect", "--format", "{{index .Spec.Labels \"fractalic-publisher.image\"}}|{{index .Spec.Labels \"fractalic-publisher.release\"}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", &name],
+        )
+    };
+
+    // A rollback under way holds the deployment's lock: a second rollback and a deploy exit 2.
+    let child = managed::command(&docker, &["rollback", &name, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = managed::KillOnDrop(child);
+    wait_for_handler(pid);
+    assert!(
+        managed::eventually(30, || state(&docker).ends_with("|rollback_started")),
+        "the rollback never started: {}",
+        state(&docker)
+    );
+    for other in [vec!["rollback", name.as_str()], args.clone()] {
+        let o = publisher(&docker, &other);
+        assert_code(&o, 2);
+        let (so, se) = out(&o);
+        assert!(
+            so.contains("is locked by") || se.contains("is locked by"),
+            "{so}{se}"
+        );
+    }
+
+    // Ctrl-C: the journal's `docker service rollback` puts v2 back, history as before.
+    managed::sigint(pid);
+    assert_eq!(managed::wait_exit(&mut child.0, 60).code(), Some(130));
+    assert!(
+        managed::eventually(60, || state(&docker)
+            == format!("{image_v2}|r2|rollback_completed")),
+        "not back on r2: {}",
+        state(&docker)
+    );
+    assert_eq!(serves(&docker, &name), script_v("v2"));
+    let h = history(&docker, &name);
+    assert_eq!(
+        (h["current"].as_str(), releases(&h).len()),
+        (Some("r2"), 2),
+        "{h}"
+    );
+
+    // Hand-edited history labels: a clear error naming the label, exit 1, nothing changed.
+    let good = service_label(&docker, &name, "fractalic-publisher.history");
+    let mut foreign: Value = serde_json::from_str(&good).unwrap();
+    foreign["releases"][0]["state"]["secrets"] = serde_json::json!(["someone-elses"]);
+    foreign["releases"][0]["state"]["mounts"]["secret"] =
+        serde_json::json!(["source=someone-elses,target=/fractalic/settings.toml"]);
+    let set = |text: &str| {
+        support::docker_ok(
+            &docker,
+            &[
+                "service",
+                "update",
+                "--detach",
+                "--label-add",
+                &format!("fractalic-publisher.history={text}"),
+                &name,
+            ],
+        );
+    };
+    for (text, needle) in [
+        ("{not json", "not JSON"),
+        (r#"{"current": "r" + "2", "releases": []}"#, "not JSON"),
+        (r#"[1, 2]"#, "not a JSON object"),
+        (
+            &good.replace(&image_v2, "--help"),
+            "state.image is not an image reference",
+        ),
+        (&good.replace("\"seq\":1", "\"seq\":\"1\""), "\"seq\""),
+    ] {
+        set(text);
+        let version = spec_version(&docker, &name);
+        for cmd in [
+            vec!["history", name.as_str()],
+            vec!["rollback", name.as_str()],
+        ] {
+            let o = publisher(&docker, &cmd);
+            assert_code(&o, 1);
+            let err = out(&o).1;
+            assert!(
+                err.contains("the label fractalic-publisher.history of service")
+                    && err.contains(needle)
+                    && err.contains("--label-rm"),
+                "{text}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        assert_eq!(spec_version(&docker, &name), version, "{text}");
+    }
+    // Refused before any change (exit 2): a release naming a secret that is not this
+    // deployment's, one whose image is gone, one with an environment no spec holds any more.
+    let mut gone: Value = serde_json::from_str(&good).unwrap();
+    let repo = image_v2.rsplit_once(':').unwrap().0;
+    gone["releases"][0]["state"]["image"] = Value::from(format!("{repo}:{}", "0".repeat(24)));
+    let mut other_env: Value = serde_json::from_str(&good).unwrap();
+    other_env["releases"][0]["state"]["env_hash"] = Value::from("0123456789abcdef");
+    for (h, needle) in [
+        (&foreign, "someone-elses"),
+        (&gone, "which is gone from its registry"),
+        (&other_env, "another environment"),
+    ] {
+        set(&h.to_string());
+        let version = spec_version(&docker, &name);
+        let o = publisher(&docker, &["rollback", &name, "--to", "r1"]);
+        assert_code(&o, 2);
+        let err = out(&o).1;
+        assert!(
+            err.contains(needle) && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(spec_version(&docker, &name), version);
+    }
+
+    // A deploy over a broken history warns and starts a new one from the service's labels.
+    set("{not json");
+    std::fs::write(folder.path().join("hello.md"), script_v("v3")).unwrap();
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+    assert!(
+        json(&o)["warnings"]
+            .to_string()
+            .contains("starts a new history"),
+        "{}",
+        json(&o)
+    );
+    let h = history(&docker, &name);
+    assert_eq!(h["current"], "r2", "{h}");
+    assert_eq!(releases(&h)[1].1, "update");
+    assert_eq!(serves(&docker, &name), script_v("v3"));
+}

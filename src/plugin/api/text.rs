@@ -85,4 +85,37 @@ pub(super) fn register(api: &mut Api, _host: &Arc<Host>) {
             });
         },
     );
+
+    api.add(Doc {
+            sig: "json_parse(text)",
+            result: "map, array, string, int, float, bool or ()",
+            throws: "text that is not JSON: a plain error a script can `catch` (`not JSON: WHY at line L column C`), never echoing the text",
+            about: "Parses JSON strictly (serde_json; `null` becomes `()`), for text from outside such as a label's value. Unlike Rhai's `parse_json`, the text is never read as Rhai code (no expressions evaluated), arrays parse too, and a bad text is an error the script can catch instead of a syntax error of the plugin.",
+        }, |e, n| {
+        e.register_fn(n, |text: &str| -> RhaiResult<Dynamic> {
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|err| {
+                Box::new(rhai::EvalAltResult::ErrorRuntime(
+                    format!("not JSON: {err}").into(),
+                    rhai::Position::NONE,
+                ))
+            })?;
+            rhai::serde::to_dynamic(v)
+        });
+    });
+
+    api.add(Doc {
+            sig: "json_text(value)",
+            result: "string",
+            throws: "a value JSON cannot hold (a function pointer, a timestamp)",
+            about: "Compact JSON text of a map, array or plain value (serde_json), with every control character escaped as JSON requires (a map's own `to_json()` writes Rust escapes such as `\\u{1b}`, which JSON cannot read back).",
+        }, |e, n| {
+        e.register_fn(n, |value: Dynamic| -> RhaiResult<String> {
+            serde_json::to_string(&value).map_err(|err| {
+                Box::new(rhai::EvalAltResult::ErrorRuntime(
+                    format!("json_text: {err}").into(),
+                    rhai::Position::NONE,
+                ))
+            })
+        });
+    });
 }
