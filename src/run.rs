@@ -10,14 +10,36 @@ use crate::plugin::{self, host::Host, Plugin, PluginInfo};
 use crate::progress::Progress;
 use std::sync::Arc;
 
+// The printing macros of this module: `println!` and friends panic (exit 101) when the other
+// end has gone (`ps --json | head -1`, a wrapper that closed our stderr). The work is done by
+// then, so a closed stream is ignored: the exit code still says how the command went.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     use crate::cleanup::{self, Output};
     if let Err(e) = crate::docker::set_context(cli.context.as_deref()) {
         if wants_json(&cli.command) {
-            println!("{}", manage::render_json_error(&e));
+            outln!("{}", manage::render_json_error(&e));
         } else {
-            eprintln!("error: {}", crate::error::one_line(&e.to_string()));
+            errln!("error: {}", crate::error::one_line(&e.to_string()));
         }
         return e.exit_code();
     }
@@ -26,7 +48,7 @@ pub fn run(cli: Cli) -> i32 {
         return match crate::server::serve(&cli, a) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 e.exit_code()
             }
         };
@@ -50,11 +72,11 @@ pub fn run(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => {
             if json && matches!(cli.command, Command::Deploy(_)) {
-                println!("{}", deploy::render_json_error(&e));
+                outln!("{}", deploy::render_json_error(&e));
             } else if json {
-                println!("{}", manage::render_json_error(&e));
+                outln!("{}", manage::render_json_error(&e));
             } else {
-                eprintln!("error: {}", crate::error::one_line(&e.to_string()));
+                errln!("error: {}", crate::error::one_line(&e.to_string()));
             }
             e.exit_code()
         }
@@ -104,7 +126,7 @@ pub fn usage_error(e: clap::Error, args: &[std::ffi::OsString]) -> i32 {
     } else {
         manage::render_json_error(&err)
     };
-    println!("{v}");
+    outln!("{v}");
     exit::BAD_INPUT
 }
 
@@ -148,9 +170,9 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     );
     crate::cleanup::claim_or_park();
     if a.json.json {
-        println!("{}", to_json(&report)?);
+        outln!("{}", to_json(&report)?);
     } else {
-        print!("{}", crate::doctor::render_text(&report));
+        out!("{}", crate::doctor::render_text(&report));
     }
     Ok(if report.ok { exit::OK } else { exit::FAILED })
 }
@@ -169,23 +191,23 @@ fn manage(cli: &Cli) -> Result<()> {
             let entries = m.ps(a.all)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&entries)?);
+                outln!("{}", to_json(&entries)?);
             } else if entries.is_empty() {
-                eprintln!(
+                errln!(
                     "no {}deployments; make one with `fractalic-publisher deploy docker-registry ...`",
                     if a.all { "" } else { "running " }
                 );
             } else {
-                print!("{}", manage::render_ps(&entries));
+                out!("{}", manage::render_ps(&entries));
             }
         }
         Command::Status(a) => {
             let v = m.status(&a.name)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&v)?);
+                outln!("{}", to_json(&v)?);
             } else {
-                print!("{}", manage::render_status(&v));
+                out!("{}", manage::render_status(&v));
             }
         }
         Command::Logs(a) => {
@@ -196,15 +218,15 @@ fn manage(cli: &Cli) -> Result<()> {
                 a.service.map(crate::cli::Service::as_str),
             )?;
             claim();
-            print!("{text}");
+            out!("{text}");
         }
         Command::Stop(a) => {
             let v = m.stop(&a.name)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&v)?);
+                outln!("{}", to_json(&v)?);
             } else {
-                println!("Stopped {}.", a.name);
+                outln!("Stopped {}.", a.name);
             }
         }
         Command::Start(a) => {
@@ -212,18 +234,18 @@ fn manage(cli: &Cli) -> Result<()> {
             let v = m.start(&a.name, timeout)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&v)?);
+                outln!("{}", to_json(&v)?);
             } else {
-                print!("{}", manage::render_start(&v));
+                out!("{}", manage::render_start(&v));
             }
         }
         Command::Rm(a) => {
             let v = m.rm(&a.name, a.force)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&v)?);
+                outln!("{}", to_json(&v)?);
             } else {
-                println!("Removed {}.", a.name);
+                outln!("Removed {}.", a.name);
             }
         }
         Command::Rollback(a) => {
@@ -232,9 +254,9 @@ fn manage(cli: &Cli) -> Result<()> {
             let v = m.rollback(&a.name, a.to.as_deref(), timeout, wait)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&v)?);
+                outln!("{}", to_json(&v)?);
             } else {
-                println!(
+                outln!(
                     "Rolled {} back to {} ({}, now release {}).",
                     a.name,
                     v["of"].as_str().unwrap_or("?"),
@@ -247,9 +269,9 @@ fn manage(cli: &Cli) -> Result<()> {
             let v = m.history(&a.name)?;
             claim();
             if a.json.json {
-                println!("{}", to_json(&v)?);
+                outln!("{}", to_json(&v)?);
             } else {
-                print!("{}", crate::update::render_history(&v));
+                out!("{}", crate::update::render_history(&v));
             }
         }
         _ => unreachable!("not a management command"),
@@ -336,9 +358,9 @@ fn dispatch(cli: &Cli) -> Result<()> {
             let outcome = deploy::render_json(&report);
             progress.complete("Fractalic AI Server deployed successfully", outcome.clone());
             if args.json {
-                println!("{outcome}");
+                outln!("{outcome}");
             } else {
-                print!("{}", deploy::render_text(&report));
+                out!("{}", deploy::render_text(&report));
             }
             Ok(())
         }
@@ -347,25 +369,30 @@ fn dispatch(cli: &Cli) -> Result<()> {
         } => {
             let docs = crate::plugin::api::reference();
             if j.json {
-                println!("{}", to_json(&crate::plugin::api::render_json(&docs))?);
+                outln!("{}", to_json(&crate::plugin::api::render_json(&docs))?);
             } else {
-                print!("{}", crate::plugin::api::render_text(&docs));
+                out!("{}", crate::plugin::api::render_text(&docs));
             }
             Ok(())
         }
         Command::List(j) => {
             let infos = load_infos(cli)?;
             if j.json {
-                println!("{}", to_json(&infos)?);
+                outln!("{}", to_json(&infos)?);
             } else {
-                println!(
+                outln!(
                     "{:<20} {:<9} {:<10} DESCRIPTION",
-                    "PLUGIN", "VERSION", "DIFFICULTY"
+                    "PLUGIN",
+                    "VERSION",
+                    "DIFFICULTY"
                 );
                 for i in &infos {
-                    println!(
+                    outln!(
                         "{:<20} {:<9} {:<10} {}",
-                        i.name, i.version, i.difficulty, i.description
+                        i.name,
+                        i.version,
+                        i.difficulty,
+                        i.description
                     );
                 }
             }
@@ -374,19 +401,19 @@ fn dispatch(cli: &Cli) -> Result<()> {
         Command::Info { plugin, json } => {
             let i = load_info(cli, plugin)?;
             if json.json {
-                println!("{}", to_json(&i)?);
+                outln!("{}", to_json(&i)?);
             } else {
-                println!("Name:         {}", i.name);
-                println!("Display name: {}", i.display_name);
-                println!("Description:  {}", i.description);
-                println!("Version:      {}", i.version);
-                println!("Capabilities: {}", i.capabilities.join(", "));
-                println!("Difficulty:   {}", i.difficulty);
-                println!("Deploy time:  {}", i.deploy_time);
+                outln!("Name:         {}", i.name);
+                outln!("Display name: {}", i.display_name);
+                outln!("Description:  {}", i.description);
+                outln!("Version:      {}", i.version);
+                outln!("Capabilities: {}", i.capabilities.join(", "));
+                outln!("Difficulty:   {}", i.difficulty);
+                outln!("Deploy time:  {}", i.deploy_time);
                 if !i.homepage.is_empty() {
-                    println!("Homepage:     {}", i.homepage);
+                    outln!("Homepage:     {}", i.homepage);
                 }
-                println!("Source:       {}", i.source);
+                outln!("Source:       {}", i.source);
             }
             Ok(())
         }
@@ -396,7 +423,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 None => load_infos(cli)?,
             };
             for i in infos {
-                println!("{}", badge(&i));
+                outln!("{}", badge(&i));
             }
             Ok(())
         }
@@ -423,10 +450,10 @@ fn print_config(cli: &Cli, merged: &deploy_file::Merged) -> Result<()> {
         &plugin::search_dirs(cli.plugins_dir.as_deref()),
     )?;
     for w in &cfg.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     let printed = deploy_file::printed(merged, &cfg);
-    print!("{}", deploy_file::render(&printed, merged.args.json)?);
+    out!("{}", deploy_file::render(&printed, merged.args.json)?);
     Ok(())
 }
 
