@@ -12,17 +12,31 @@ use std::sync::Arc;
 
 // The printing macros of this module: `println!` and friends panic (exit 101) when the other
 // end has gone (`ps --json | head -1`, a wrapper that closed our stderr). The work is done by
-// then, so a closed stream is ignored: the exit code still says how the command went.
+// then, so a closed pipe is ignored and the exit code still says how the command went; any
+// other failure to write stdout (a full disk) is remembered and makes a successful command
+// exit 1 (see `run`).
+static STDOUT_FAILED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn wrote(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            if let Ok(mut f) = STDOUT_FAILED.lock() {
+                f.get_or_insert(e.to_string());
+            }
+        }
+    }
+}
+
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+        wrote(writeln!(std::io::stdout().lock(), $($t)*));
     }};
 }
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout().lock(), $($t)*);
+        wrote(write!(std::io::stdout().lock(), $($t)*));
     }};
 }
 macro_rules! errln {
@@ -34,6 +48,22 @@ macro_rules! errln {
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    let code = run_command(cli);
+    let flushed = {
+        use std::io::Write as _;
+        std::io::stdout().flush()
+    };
+    wrote(flushed);
+    match STDOUT_FAILED.lock().ok().and_then(|mut f| f.take()) {
+        Some(why) if code == exit::OK => {
+            errln!("error: the output could not be written to stdout: {why}");
+            exit::FAILED
+        }
+        _ => code,
+    }
+}
+
+fn run_command(cli: Cli) -> i32 {
     use crate::cleanup::{self, Output};
     if let Err(e) = crate::docker::set_context(cli.context.as_deref()) {
         if wants_json(&cli.command) {

@@ -111,3 +111,47 @@ fn no_color_removes_every_escape_code() {
         );
     }
 }
+
+/// A reader that has gone (`fractalic-publisher ... | head -1`) is not a failure of the command:
+/// no panic (exit 101), the command's own exit code; a stdout that cannot be written for
+/// another reason (a full disk) is: exit 1 with a one-line message.
+#[test]
+fn a_closed_stdout_is_quiet_and_a_full_one_is_an_error() {
+    use std::process::Stdio;
+    for args in [
+        &["plugin", "api"][..],
+        &["list", "--json"],
+        &["info", "docker-swarm"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"))
+            .args(args)
+            .env_remove("FRACTALIC_PUBLISHER_PLUGINS")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"))
+        .args(["plugin", "api"])
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("could not be written to stdout"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
