@@ -1151,8 +1151,20 @@ fn ps_rows_stay_true_with_extra_ports_odd_labels_and_a_service_removed_midway() 
             name: n.to_string(),
         })
         .collect();
-    let o = publisher(&docker, &swarm_argv(folder.path(), &name, &image));
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.retain(|a| *a != "--json");
+    let o = publisher(&docker, &args);
     assert_code(&o, 0);
+    // The text report offers no docker container command: a service has no container of
+    // its name (`docker stop NAME` would fail or hit another container).
+    let (text, _) = out(&o);
+    assert!(text.contains(&format!("Deployment: {name}")), "{text}");
+    for cmd in ["docker logs", "docker stop", "docker rm"] {
+        assert!(
+            !text.contains(cmd),
+            "{cmd} offered for a Swarm service:\n{text}"
+        );
+    }
 
     // The MCP manager's port published too, on a lower host port than the AI server's: the
     // task's PORTS column then lists it first.
