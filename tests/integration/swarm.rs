@@ -1262,6 +1262,24 @@ fn ps_rows_stay_true_with_extra_ports_odd_labels_and_a_service_removed_midway() 
 
     let o = publisher(&wrapper, &["ps", "--json"]);
     assert_code(&o, 0);
+    // Under load Swarm may be restarting the task (its health check timed out): then wait for
+    // it and ask again; the wrong-port and vanished-listing failures stay failures.
+    let running = |o: &std::process::Output| {
+        json(o).as_array().unwrap().iter().any(|e| {
+            e["name"] == name.as_str() && e["health"].as_str().unwrap_or("").contains("(1/1 tasks)")
+        })
+    };
+    let o = if running(&o) {
+        o
+    } else {
+        let mut last = o;
+        managed::eventually(60, || {
+            std::fs::write(&log, "").unwrap();
+            last = publisher(&counting, &["ps", "--json"]);
+            running(&last)
+        });
+        last
+    };
     let (_, stderr) = out(&o);
     assert!(!stderr.contains("could not list"), "{stderr}");
     let rows = json(&o);
