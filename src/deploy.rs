@@ -439,7 +439,14 @@ pub fn render_text(r: &Report) -> String {
     o.push_str(&format!("   • API Documentation: {url}/docs\n\n"));
     o.push_str("🗂️ Deployed Script:\n");
     o.push_str(&format!("   • File: {}\n", r.script_path));
-    o.push_str(&format!("   • Container: {container}\n\n"));
+    // The docker commands that do the same exist only for a container (not, e.g., a Swarm
+    // service, which `docker logs/stop/rm` do not know).
+    let (kind, or) = match r.result.container.as_deref() {
+        Some(c) => ("Container", Some(c)),
+        None => ("Deployment", None),
+    };
+    let alt = |cmd: &str| or.map_or(String::new(), |c| format!(" (or: docker {cmd} {c})"));
+    o.push_str(&format!("   • {kind}: {container}\n\n"));
     o.push_str("📝 Sample Usage:\n");
     o.push_str(&format!("   curl -X POST {url}/execute \\\n"));
     o.push_str("     -H \"Content-Type: application/json\" \\\n");
@@ -447,21 +454,24 @@ pub fn render_text(r: &Report) -> String {
         "     -d '{{\"filename\": \"{}\"}}'\n\n",
         r.script_path
     ));
-    o.push_str("🐳 Container Management:\n");
+    o.push_str(&format!("🐳 {kind} Management:\n"));
     o.push_str(&format!(
         "   • Status: fractalic-publisher status {container}\n"
     ));
     o.push_str(&format!(
-        "   • View logs: fractalic-publisher logs {container} (or: docker logs {container})\n"
+        "   • View logs: fractalic-publisher logs {container}{}\n",
+        alt("logs")
     ));
     o.push_str(&format!(
         "   • Service log: fractalic-publisher logs {container} --service ai_server\n"
     ));
     o.push_str(&format!(
-        "   • Stop: fractalic-publisher stop {container} (or: docker stop {container})\n"
+        "   • Stop: fractalic-publisher stop {container}{}\n",
+        alt("stop")
     ));
     o.push_str(&format!(
-        "   • Remove: fractalic-publisher rm --force {container} (or: docker rm -f {container})\n"
+        "   • Remove: fractalic-publisher rm --force {container}{}\n",
+        alt("rm -f")
     ));
     o
 }

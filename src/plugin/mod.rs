@@ -149,7 +149,9 @@ pub fn engine(host: &Arc<Host>) -> Engine {
         .set_max_operations(10_000_000)
         .set_max_call_levels(32)
         .set_max_expr_depths(64, 32)
-        .set_max_string_size(1 << 20)
+        // A docker listing carries every label of every deployment (`service ls` prints them
+        // all): hand-written labels of tens of KB on tens of services must still list.
+        .set_max_string_size(16 << 20)
         .set_max_array_size(100_000)
         .set_max_map_size(10_000)
         .set_max_variables(1_000)
@@ -466,7 +468,7 @@ mod tests {
         assert_eq!(counts("1/1 (max 1 per node)"), (1, 1));
         assert_eq!(counts(""), (0, 0));
         let port = |t: &str| {
-            p.call("ingress_port_of", (t.to_string(),))
+            p.call("ai_port_of", (t.to_string(),))
                 .unwrap()
                 .as_int()
                 .unwrap()
@@ -475,6 +477,30 @@ mod tests {
         assert_eq!(port("*:9000->9000/tcp, *:8950->8001/tcp"), 8950);
         assert_eq!(port("*:30000-30001->8001-8002/tcp"), 0);
         assert_eq!(port(""), 0);
+        assert_eq!(
+            port("*:39001->5859/tcp,*:39001->5859/tcp,*:39002->8001/tcp,*:39002->8001/tcp"),
+            39002
+        );
+        assert_eq!(port("*:39001->5859/tcp"), 0);
+        let number = |t: &str| {
+            p.call("port_number", (t.to_string(),))
+                .unwrap()
+                .as_int()
+                .unwrap()
+        };
+        assert_eq!(number("8001"), 8001);
+        for bad in [
+            "",
+            "abc",
+            "-5",
+            "0",
+            "70000",
+            "99999999999999999999",
+            "80 ",
+            "８０",
+        ] {
+            assert_eq!(number(bad), 0, "{bad}");
+        }
     }
 
     #[test]

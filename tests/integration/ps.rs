@@ -159,3 +159,22 @@ fn label_values_cannot_corrupt_ps() {
     assert!(!table.lines().any(|l| l.starts_with(&ghost)), "{table}");
     assert!(rows[0].contains("x\\ty\\nid\\t"), "{table}");
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn ps_into_a_closed_pipe_ends_quietly() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let mut child = managed::command(&docker, &["ps", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before ps has written anything (as `| head -0` would).
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let (_, stderr) = out(&o);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+}

@@ -1491,3 +1491,210 @@ fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
     assert_eq!(releases(&h)[1].1, "update");
     assert_eq!(serves(&docker, &name), script_v("v3"));
 }
+
+/// Creates a service by hand that carries this tool's labels (plus `labels`) but was never
+/// deployed by it; its one task can never be placed (no node has the label), so nothing runs.
+fn hand_made_service(docker: &Path, name: &str, image: &str, extra: &[&str]) {
+    let mut args = vec![
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        name,
+        "--constraint",
+        "node.labels.fp-atk-nowhere==1",
+        "--label",
+        "fractalic-publisher.managed=true",
+        "--label",
+        "fractalic-publisher.plugin=docker-swarm",
+        "--label",
+        "fractalic-publisher.publish-mode=host",
+    ];
+    args.extend_from_slice(extra);
+    args.push(image);
+    support::docker_ok(docker, &args);
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn ps_rows_stay_true_with_extra_ports_odd_labels_and_a_service_removed_midway() {
+    let Some(docker) = swarm_docker() else { return };
+    let image = support::stand_in_image();
+    let folder = sample_folder();
+    let name = support::unique_name("fp-atk-ps");
+    let odd = support::unique_name("fp-atk-odd");
+    let gone = support::unique_name("fp-atk-gone");
+    let _g: Vec<ServiceGuard> = [&name, &odd, &gone]
+        .iter()
+        .map(|n| ServiceGuard {
+            docker: docker.clone(),
+            name: n.to_string(),
+        })
+        .collect();
+    let mut args = swarm_argv(folder.path(), &name, &image);
+    args.retain(|a| *a != "--json");
+    let o = publisher(&docker, &args);
+    assert_code(&o, 0);
+    // The text report offers no docker container command: a service has no container of
+    // its name (`docker stop NAME` would fail or hit another container).
+    let (text, _) = out(&o);
+    assert!(text.contains(&format!("Deployment: {name}")), "{text}");
+    for cmd in ["docker logs", "docker stop", "docker rm"] {
+        assert!(
+            !text.contains(cmd),
+            "{cmd} offered for a Swarm service:\n{text}"
+        );
+    }
+
+    // The MCP manager's port published too, on a lower host port than the AI server's: the
+    // task's PORTS column then lists it first.
+    let mut ports = [0u16; 2];
+    for p in &mut ports {
+        *p = portpicker::pick_unused_port().expect("a free port");
+    }
+    ports.sort_unstable();
+    let (mcp, ai) = (ports[0], ports[1]);
+    support::docker_ok(
+        &docker,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-rm",
+            "8001",
+            "--publish-add",
+            &format!("mode=host,target=5859,published={mcp}"),
+            "--publish-add",
+            &format!("mode=host,target=8001,published={ai}"),
+            &name,
+        ],
+    );
+    let want = format!(":{ai}->8001/");
+    assert!(
+        managed::eventually(90, || {
+            let t = support::docker_ok(
+                &docker,
+                &[
+                    "service",
+                    "ps",
+                    "--filter",
+                    "desired-state=running",
+                    "--format",
+                    "{{.CurrentState}} {{.Ports}}",
+                    &name,
+                ],
+            );
+            // (and the old task gone: `service ls` counts it while it drains)
+            let filter = format!("name={name}");
+            let replicas = support::docker_ok(
+                &docker,
+                &[
+                    "service",
+                    "ls",
+                    "--filter",
+                    &filter,
+                    "--format",
+                    "{{.Replicas}}",
+                ],
+            );
+            t.lines().count() == 1
+                && t.starts_with("Running")
+                && t.contains(&want)
+                && replicas == "1/1"
+        }),
+        "{name} did not converge on host ports {mcp} and {ai}"
+    );
+
+    // A port label edited by hand to something that is no port, and over 1 MB of labels (a
+    // label value alone of 110 KB) on one service.
+    let big = "y".repeat(110_000);
+    let notes: Vec<String> = (0..10).map(|i| format!("zz-note-{i}={big}")).collect();
+    let mut extra = vec!["--label", "fractalic-publisher.port=abc"];
+    for n in &notes {
+        extra.extend(["--label", n.as_str()]);
+    }
+    hand_made_service(&docker, &odd, &image, &extra);
+    // A host-mode service without a fixed port (so `ps` asks its tasks) that is removed after
+    // `service ls` named it and before `service ps` asks about it.
+    hand_made_service(
+        &docker,
+        &gone,
+        &image,
+        &["--publish", "mode=host,target=8001"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let counting = support::counting_docker(dir.path(), &docker, &log);
+    let wrapper = dir.path().join("removing-docker");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = service ] && [ \"$2\" = ps ]; then '{}' service rm {gone} >/dev/null 2>&1; fi\nexec '{}' \"$@\"\n",
+            docker.display(),
+            counting.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    let o = publisher(&wrapper, &["ps", "--json"]);
+    assert_code(&o, 0);
+    // Under load Swarm may be restarting the task (its health check timed out): then wait for
+    // it and ask again; the wrong-port and vanished-listing failures stay failures.
+    let running = |o: &std::process::Output| {
+        json(o).as_array().unwrap().iter().any(|e| {
+            e["name"] == name.as_str() && e["health"].as_str().unwrap_or("").contains("(1/1 tasks)")
+        })
+    };
+    let o = if running(&o) {
+        o
+    } else {
+        let mut last = o;
+        managed::eventually(60, || {
+            std::fs::write(&log, "").unwrap();
+            last = publisher(&counting, &["ps", "--json"]);
+            running(&last)
+        });
+        last
+    };
+    let (_, stderr) = out(&o);
+    assert!(!stderr.contains("could not list"), "{stderr}");
+    let rows = json(&o);
+    let row = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not in ps: {rows}"))
+    };
+    let r = row(&name);
+    assert_eq!(r["url"], format!("http://localhost:{ai}"), "{r}");
+    assert!(
+        r["health"]
+            .as_str()
+            .unwrap()
+            .starts_with("healthy (1/1 tasks)"),
+        "{r}"
+    );
+    let r = row(&odd);
+    assert_eq!(r["state"], "running", "{r}");
+    assert_eq!(r["url"], "", "{r}");
+    assert_eq!(r["health"], "0/1 tasks", "{r}");
+    assert!(
+        !service_exists(&docker, &gone),
+        "the wrapper did not remove {gone}"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls
+            .lines()
+            .filter(|l| l.starts_with("service ls "))
+            .count(),
+        1,
+        "{calls}"
+    );
+}

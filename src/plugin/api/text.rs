@@ -46,6 +46,25 @@ pub(super) fn register(api: &mut Api, _host: &Arc<Host>) {
     });
     });
 
+    api.add(Doc {
+            sig: "go_string_map(text, at)",
+            result: "{key: value} or ()",
+            throws: "never",
+            about: "Reads the Go `%#v` rendering of a `map[string]string` that starts at character `at` of `text` (`map[string]string{\"k\":\"v\", ...}`, keys and values quoted by strconv.Quote, every escape undone; `map[string]string(nil)` is an empty map). `()` when the text there has another shape. For labels that a docker CLI template prints only this way; read in Rust, so no value's size or content costs script operations.",
+        }, |e, n| {
+        e.register_fn(n, |text: &str, at: i64| -> Dynamic {
+            let start = usize::try_from(at).ok().and_then(|at| {
+                text.char_indices().nth(at).map(|(b, _)| b)
+            });
+            match start.and_then(|b| go_string_map(&text[b..])) {
+                Some(m) => Dynamic::from_map(
+                    m.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+                ),
+                None => Dynamic::UNIT,
+            }
+        });
+    });
+
     let t0 = Instant::now();
     api.add(
         Doc {
@@ -118,4 +137,121 @@ pub(super) fn register(api: &mut Api, _host: &Arc<Host>) {
             })
         });
     });
+}
+
+/// A Go `%#v` `map[string]string` literal at the start of `text`, or None for another shape.
+fn go_string_map(text: &str) -> Option<Vec<(String, String)>> {
+    let rest = text.strip_prefix("map[string]string")?;
+    if rest.starts_with("(nil)") {
+        return Some(Vec::new());
+    }
+    let mut rest = rest.strip_prefix('{')?;
+    let mut out = Vec::new();
+    loop {
+        rest = rest.trim_start_matches([' ', ',']);
+        if rest.starts_with('}') {
+            return Some(out);
+        }
+        let (key, r) = go_quoted(rest)?;
+        let r = r.strip_prefix(':')?;
+        let (value, r) = go_quoted(r)?;
+        out.push((key, value));
+        rest = r;
+    }
+}
+
+/// One strconv.Quote'd string at the start of `text` (unquoted) and what follows it.
+fn go_quoted(text: &str) -> Option<(String, &str)> {
+    let body = text.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut bytes: Vec<u8> = Vec::new(); // \x escapes may spell a multi-byte character
+    let mut chars = body.char_indices();
+    let flush = |bytes: &mut Vec<u8>, out: &mut String| {
+        if !bytes.is_empty() {
+            out.push_str(&String::from_utf8_lossy(bytes));
+            bytes.clear();
+        }
+    };
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                flush(&mut bytes, &mut out);
+                return Some((out, &body[i + 1..]));
+            }
+            '\\' => {
+                let (_, e) = chars.next()?;
+                let hex = |chars: &mut std::str::CharIndices, n: usize| -> Option<u32> {
+                    let mut v = 0u32;
+                    for _ in 0..n {
+                        v = v * 16 + chars.next()?.1.to_digit(16)?;
+                    }
+                    Some(v)
+                };
+                if e == 'x' {
+                    bytes.push(u8::try_from(hex(&mut chars, 2)?).ok()?);
+                    continue;
+                }
+                flush(&mut bytes, &mut out);
+                out.push(match e {
+                    'a' => '\u{7}',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'v' => '\u{b}',
+                    '\\' | '"' | '\'' => e,
+                    'u' => char::from_u32(hex(&mut chars, 4)?)?,
+                    'U' => char::from_u32(hex(&mut chars, 8)?)?,
+                    _ => return None,
+                });
+            }
+            c => {
+                flush(&mut bytes, &mut out);
+                out.push(c);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_string_maps_undo_every_strconv_quote_escape() {
+        let m = go_string_map(
+            r#"map[string]string{"a":"b", "q":"he\"l}lo, x:y \\ {\"z\":1}", "c":"\a\b\f\n\r\t\v\x01\x1b\u2028\U0001f600\xff", "é":"ü"}, Next:1"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            vec![
+                ("a".into(), "b".into()),
+                ("q".into(), r#"he"l}lo, x:y \ {"z":1}"#.into()),
+                (
+                    "c".into(),
+                    "\u{7}\u{8}\u{c}\n\r\t\u{b}\u{1}\u{1b}\u{2028}\u{1f600}\u{fffd}".into()
+                ),
+                ("é".into(), "ü".into()),
+            ]
+        );
+        assert_eq!(go_string_map("map[string]string(nil), x"), Some(vec![]));
+        assert_eq!(go_string_map("map[string]string{}"), Some(vec![]));
+        for bad in [
+            "",
+            "map[string]int{}",
+            r#"map[string]string{"a":"b""#,
+            r#"map[string]string{"a":"b"#,
+            r#"map[string]string{"a" "b"}"#,
+            r#"map[string]string{a:"b"}"#,
+            r#"map[string]string{"a":"\q"}"#,
+        ] {
+            assert_eq!(go_string_map(bad), None, "{bad}");
+        }
+        let long = "y".repeat(200_000);
+        let m = go_string_map(&format!(r#"map[string]string{{"n":"{long}"}}"#)).unwrap();
+        assert_eq!(m[0].1.len(), 200_000);
+    }
 }
