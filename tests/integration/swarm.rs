@@ -73,6 +73,25 @@ impl Drop for ServiceGuard {
     }
 }
 
+/// What most swarm tests start from: the engine, the stand-in image, a sample folder, a unique
+/// deployment name (from `prefix`) and the guard that removes everything of that name at the
+/// end. None when the engine is not a swarm manager (outside CI only; see `swarm_docker`).
+fn case(prefix: &str) -> Option<(PathBuf, String, tempfile::TempDir, String, ServiceGuard)> {
+    let docker = swarm_docker()?;
+    let name = support::unique_name(prefix);
+    let guard = ServiceGuard {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    Some((
+        docker,
+        support::stand_in_image(),
+        sample_folder(),
+        name,
+        guard,
+    ))
+}
+
 fn task_containers(docker: &Path, filter: &str, all: bool) -> Vec<String> {
     let mut args = vec!["ps", "-q", "--filter", filter];
     if all {
@@ -336,13 +355,8 @@ fn task_urls(docker: &Path, name: &str) -> Vec<String> {
 
 #[test]
 fn updates_roll_without_a_failed_poll_and_a_failing_update_is_rolled_back() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swup");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swup") else {
+        return;
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
     args.extend(["--timeout", "10"]);
@@ -693,13 +707,8 @@ fn a_service_this_tool_did_not_make_is_refused() {
 
 #[test]
 fn stop_start_logs_and_status_work_on_a_swarm_deployment() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swmg");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swmg") else {
+        return;
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
     args.extend(["--replicas", "2", "--timeout", "30"]);
@@ -850,13 +859,8 @@ fn delete(name, opts) {
 
 #[test]
 fn ctrl_c_during_an_update_rolls_it_back() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swintup");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swintup") else {
+        return;
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
     args.extend(["--timeout", "20"]);
@@ -904,13 +908,8 @@ fn ctrl_c_during_an_update_rolls_it_back() {
 
 #[test]
 fn dying_tasks_fail_fast_quoting_swarm_and_leave_nothing() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swdie");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swdie") else {
+        return;
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
     // A generous deadline: "keep failing" comes only from the fail-fast path (the deadline's
@@ -981,13 +980,8 @@ fn context_flag_reaches_every_docker_call_of_a_swarm_deployment() {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn ps_lists_swarm_deployments_with_one_docker_call_even_with_hostile_labels() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swps");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swps") else {
+        return;
     };
     let port = portpicker::pick_unused_port()
         .expect("a free port")
@@ -1078,13 +1072,8 @@ fn ps_lists_swarm_deployments_with_one_docker_call_even_with_hostile_labels() {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn an_ingress_port_that_never_answers_names_publish_mode_host_and_leaves_nothing() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swing");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swing") else {
+        return;
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
     let at = args.iter().position(|a| *a == "host").unwrap();
@@ -1195,13 +1184,8 @@ fn script_v(v: &str) -> String {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn rollback_and_history_map_onto_swarm_rollback_and_rolling_updates() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swrb");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swrb") else {
+        return;
     };
     let mut args = swarm_argv(folder.path(), &name, &image);
     args.extend(["--timeout", "10"]);
@@ -1338,13 +1322,8 @@ fn rollback_and_history_map_onto_swarm_rollback_and_rolling_updates() {
 #[test]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
-    let Some(docker) = swarm_docker() else { return };
-    let image = support::stand_in_image();
-    let folder = sample_folder();
-    let name = support::unique_name("fp-swrba");
-    let _g = ServiceGuard {
-        docker: docker.clone(),
-        name: name.clone(),
+    let Some((docker, image, folder, name, _g)) = case("fp-swrba") else {
+        return;
     };
     // Slow-starting tasks, so a rollback is still under way when it is interrupted.
     let mut args = swarm_argv(folder.path(), &name, &image);
