@@ -146,14 +146,20 @@ impl Manager {
         })
     }
 
+    /// The sources of every available plugin whose code defines entry point `entry`.
+    fn plugin_sources_with(&self, entry: &str) -> Vec<plugin::PluginSource> {
+        let def = format!("fn {entry}(");
+        plugin::available(&self.dirs)
+            .into_iter()
+            .filter(|s| s.code.contains(&def))
+            .collect()
+    }
+
     /// Every available plugin that defines entry point `entry`, loaded (those that cannot be
     /// loaded are skipped with a warning).
     fn plugins_with(&self, entry: &str) -> Vec<Plugin> {
         let mut out = Vec::new();
-        for source in plugin::available(&self.dirs) {
-            if !source.code.contains(&format!("fn {entry}(")) {
-                continue;
-            }
+        for source in self.plugin_sources_with(entry) {
             let name = source.name.clone();
             match self.plugin(&name, entry) {
                 Ok(p) => out.push(p),
@@ -170,10 +176,44 @@ impl Manager {
     pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
         let mut entries = Vec::new();
         let (mut listed_any, mut first_error) = (false, None);
-        for p in self.plugins_with("list_all") {
-            let listed = p
-                .call("list_all", ())
-                .and_then(|v| contract::list_result(&p.source.label(), &v));
+        // Each platform is asked in its own thread (its compile, its docker call and its
+        // health probes overlap the others'); the answers are taken in plugin order.
+        let listings: Vec<(String, Result<Vec<contract::ListEntry>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .plugin_sources_with("list_all")
+                .into_iter()
+                .map(|source| {
+                    let name = source.name.clone();
+                    let h = s.spawn(move || -> Option<Result<Vec<contract::ListEntry>>> {
+                        let p = match self.plugin(&source.name, "list_all") {
+                            Ok(p) => p,
+                            Err(e) => {
+                                self.progress
+                                    .warn(format!("plugin {:?} is skipped: {e}", source.name));
+                                return None;
+                            }
+                        };
+                        Some(
+                            p.call("list_all", ())
+                                .and_then(|v| contract::list_result(&p.source.label(), &v)),
+                        )
+                    });
+                    (name, h)
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|(name, h)| {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Some(Err(Error::failed(format!(
+                            "plugin {name:?}: listing its deployments panicked"
+                        ))))
+                    });
+                    r.map(|r| (name, r))
+                })
+                .collect()
+        });
+        for (name, listed) in listings {
             match listed {
                 Ok(v) => {
                     listed_any = true;
@@ -190,8 +230,7 @@ impl Manager {
                 }
                 Err(e) => {
                     self.progress.warn(format!(
-                        "plugin {:?} could not list its deployments ({e})",
-                        p.source.name
+                        "plugin {name:?} could not list its deployments ({e})"
                     ));
                     first_error.get_or_insert(e);
                 }

@@ -22,7 +22,7 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             sig: "http_probe_all(urls, timeout_ms)",
             result: "[{ok, status, body, error, elapsed_ms}] (in the order of `urls`)",
             throws: "an item of `urls` that is not a string",
-            about: "`http_probe` of every URL at once (up to 32 in flight), so a list of N deployments costs about one probe, not N: what `list_all` uses for its health column.",
+            about: "`http_probe` of every URL at once (up to 64 in flight), so a list of N deployments costs about one probe, not N: what `list_all` uses for its health column.",
         }, |e, n| {
         e.register_fn(n, |urls: Array, timeout_ms: i64| -> RhaiResult<Array> {
             let urls = urls
@@ -34,28 +34,10 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
                 })
                 .collect::<RhaiResult<Vec<String>>>()?;
             let timeout = probe_timeout(timeout_ms);
-            let mut out = Vec::with_capacity(urls.len());
-            for chunk in urls.chunks(32) {
-                let done: Vec<Probe> = std::thread::scope(|s| {
-                    let handles: Vec<_> = chunk
-                        .iter()
-                        .map(|u| s.spawn(move || probe_one(u, timeout)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| Probe {
-                                status: 0,
-                                body: String::new(),
-                                error: "the probe failed".into(),
-                                elapsed_ms: 0,
-                            })
-                        })
-                        .collect()
-                });
-                out.extend(done.into_iter().map(|p| Dynamic::from_map(probe_map(p))));
-            }
-            Ok(out)
+            Ok(probe_all(&urls, timeout)
+                .into_iter()
+                .map(|p| Dynamic::from_map(probe_map(p)))
+                .collect())
         });
     });
 
@@ -106,4 +88,36 @@ fn probe_map(p: Probe) -> Map {
     m.insert("error".into(), p.error.into());
     m.insert("elapsed_ms".into(), p.elapsed_ms.into());
     m
+}
+
+/// Probes every URL with up to `MAX_IN_FLIGHT` worker threads taking the next URL as each
+/// finishes (so one slow URL holds up one worker, not a batch); results in the order of `urls`.
+fn probe_all(urls: &[String], timeout: Duration) -> Vec<Probe> {
+    const MAX_IN_FLIGHT: usize = 64;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let done: Vec<Mutex<Option<Probe>>> = urls.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..urls.len().min(MAX_IN_FLIGHT) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(url) = urls.get(i) else { break };
+                let p = probe_one(url, timeout);
+                if let Ok(mut slot) = done[i].lock() {
+                    *slot = Some(p);
+                }
+            });
+        }
+    });
+    done.into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or_else(|| Probe {
+                status: 0,
+                body: String::new(),
+                error: "the probe failed".into(),
+                elapsed_ms: 0,
+            })
+        })
+        .collect()
 }
