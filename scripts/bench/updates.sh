@@ -96,7 +96,7 @@ backwards() { awk '$2=="ok"{ n=$3; sub(/.*-/, "", n); if (n ~ /^[0-9]+$/) { if (
 IN=$($PY stats "$WORK/inplace.ns" | awk '{printf "%.0f", $1/1e6}')
 cat <<EOT
 
-### 7. Updates (demo folder; --pull missing; poller: GET /health + POST /execute every 20 ms)
+### 8. Updates (demo folder; --pull missing; poller: GET /health + POST /execute every 20 ms)
 
 | measure | result | goal | verdict |
 |---|---|---|---|
