@@ -551,7 +551,7 @@ impl Docker {
     /// Runs `docker ARGS` (a command that runs until stopped, such as `docker logs --follow`)
     /// and hands what it prints, stdout and stderr, to `sink` a line at a time (a line longer
     /// than 64 KiB in pieces). Ends when docker exits, when `sink` returns false, or when
-    /// `stop` is set (docker is killed then; `stop` is polled every 100 ms, so a caller ends
+    /// `stop` is set (docker is killed then; `stop` is polled every 50 ms, so a caller ends
     /// the follow from another thread). Returns docker's exit status (None: killed).
     pub fn follow(
         &self,
@@ -603,7 +603,7 @@ impl Docker {
                     Ok(None) => {}
                     Err(_) => break None,
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(50));
             };
             let _ = a.join();
             let _ = b.join();

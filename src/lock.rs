@@ -179,10 +179,18 @@ mod tests {
         let _b = DeployLock::acquire_in(dir.path(), "fp-y", "deploy", Duration::ZERO).unwrap();
         // A waiter gets it once the holder lets go.
         let d = dir.path().to_path_buf();
+        let (started, is_started) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
+            started.send(()).unwrap();
             DeployLock::acquire_in(&d, "fp-x", "deploy", Duration::from_secs(10)).map(|_| ())
         });
-        std::thread::sleep(Duration::from_millis(100));
+        is_started.recv().unwrap();
+        // While `a` holds it, the waiter keeps waiting (watched for a few of its polls).
+        let watch = Instant::now();
+        while watch.elapsed() < Duration::from_millis(150) {
+            assert!(!t.is_finished(), "the waiter got a held lock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         drop(a);
         t.join().unwrap().unwrap();
     }
