@@ -287,6 +287,13 @@ impl Manager {
         lock_wait: Duration,
     ) -> Result<Value> {
         crate::config::check_container_name(name)?;
+        // An empty --to is no release (a plugin would take it for a plain rollback).
+        if to.is_some_and(|t| t.trim().is_empty()) {
+            return Err(Error::input(
+                format!("bad --to {:?}: it names no release", to.unwrap_or("")),
+                format!("give a release id such as r3 (or 3; see `fractalic-publisher history {name}`), or leave --to out to go back to the previous release"),
+            ));
+        }
         let lock = crate::lock::DeployLock::acquire(name, "rollback", lock_wait)?;
         if lock.died_holding().is_some() {
             // A command killed half-way may have left the live container renamed aside.
