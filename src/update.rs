@@ -504,24 +504,7 @@ pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value
             .map(|s| s.to_string())
             .collect(),
         })?;
-        j.record(Resource::DockerObject {
-            what: format!("{name} switched back to {old_dir}"),
-            remove_args: [
-                "exec",
-                "-u",
-                "0",
-                name,
-                "sh",
-                "-c",
-                SWITCH_BACK,
-                "sh",
-                &old_dir,
-                &cfg.script_name,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        })?;
+        j.record(switch_back(name, &old_dir, &cfg.script_name))?;
         host.progress.step(
             70,
             format!(
@@ -589,6 +572,28 @@ pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value
             };
             Err(Error::failed(format!("{e}; {note}")))
         }
+    }
+}
+
+/// The undo of a release switch: the live link of container `name` back to release folder `dir`.
+fn switch_back(name: &str, dir: &str, script: &str) -> Resource {
+    Resource::DockerObject {
+        what: format!("{name} switched back to {dir}"),
+        remove_args: [
+            "exec",
+            "-u",
+            "0",
+            name,
+            "sh",
+            "-c",
+            SWITCH_BACK,
+            "sh",
+            dir,
+            script,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
     }
 }
 
@@ -1078,24 +1083,7 @@ pub fn rollback(
         empty.extend_from_slice(&[0u8; 1024]);
         let tar = append_file(empty, &format!("{HISTORY}.next"), &bytes, owner)?;
         let j = host.journal();
-        j.record(Resource::DockerObject {
-            what: format!("{name} switched back to {}", cur.dir),
-            remove_args: [
-                "exec",
-                "-u",
-                "0",
-                name,
-                "sh",
-                "-c",
-                SWITCH_BACK,
-                "sh",
-                &cur.dir,
-                &cur.state.script_name,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        })?;
+        j.record(switch_back(name, &cur.dir, &cur.state.script_name))?;
         let steps = || -> Result<()> {
             d.run(&["cp", "-", &format!("{name}:/")], Some(tar), QUICK)?;
             let keep = new_h.keep_dirs();

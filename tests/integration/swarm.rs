@@ -505,6 +505,7 @@ fn ctrl_c_at_each_step_of_a_first_deploy_leaves_nothing() {
         let mut args = swarm_argv(folder.path(), &name, &image);
         args[3] = &script;
         args.extend(["--timeout", "30", "--env", "STAND_IN_START_DELAY_MS=1500"]);
+        // (Not spawn_interruptible: the interrupt's moment counts from the spawn.)
         let child = managed::command(&docker, &args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -567,6 +568,20 @@ fn ctrl_c_at_each_step_of_a_first_deploy_leaves_nothing() {
         removed_service,
         "no interrupt landed after the service was created"
     );
+}
+
+/// Starts the publisher with `args` (output piped), killed when dropped, and waits until its
+/// SIGINT handler is installed, so a signal the test sends lands in the tool's own cleanup.
+fn spawn_interruptible(docker: &Path, args: &[&str]) -> (u32, managed::KillOnDrop) {
+    let child = managed::command(docker, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let child = managed::KillOnDrop(child);
+    wait_for_handler(pid);
+    (pid, child)
 }
 
 /// Waits until `pid` has installed its SIGINT handler.
@@ -874,13 +889,7 @@ fn ctrl_c_during_an_update_rolls_it_back() {
     let before = label(&docker);
     std::fs::write(folder.path().join("hello.md"), "# changed\n").unwrap();
     args.extend(["--env", "STAND_IN_START_DELAY_MS=5000"]);
-    let child = managed::command(&docker, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = managed::KillOnDrop(child);
+    let (pid, mut child) = spawn_interruptible(&docker, &args);
     assert!(
         managed::eventually(30, || label(&docker).ends_with("|updating")),
         "the update never started: {}",
@@ -1364,14 +1373,7 @@ fn swarm_rollback_is_locked_undone_on_ctrl_c_and_survives_hostile_labels() {
     };
 
     // A rollback under way holds the deployment's lock: a second rollback and a deploy exit 2.
-    let child = managed::command(&docker, &["rollback", &name, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = managed::KillOnDrop(child);
-    wait_for_handler(pid);
+    let (pid, mut child) = spawn_interruptible(&docker, &["rollback", &name, "--json"]);
     assert!(
         managed::eventually(30, || state(&docker).ends_with("|rollback_started")),
         "the rollback never started: {}",
@@ -1854,14 +1856,7 @@ fn ctrl_c_during_a_rolling_rollback_leaves_the_history_as_it_was() {
             &["service", "inspect", "--format", "{{index .Spec.Labels \"fractalic-publisher.release\"}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", &name],
         )
     };
-    let child = managed::command(&docker, &["rollback", &name, "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = managed::KillOnDrop(child);
-    wait_for_handler(pid);
+    let (pid, mut child) = spawn_interruptible(&docker, &["rollback", &name, "--json"]);
     assert!(
         managed::eventually(30, || state(&docker) == "r4|updating"),
         "the rolling rollback never started: {}",
