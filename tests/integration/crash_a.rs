@@ -4,6 +4,7 @@
 
 use crate::managed::{self, assert_code, publisher};
 use crate::support;
+use crate::swarm;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -233,5 +234,39 @@ fn in_place_update_killed_during_the_copy_keeps_a_complete_release() {
             );
         }
         assert_code(&publisher(&docker, &["status", &name]), 0);
+    }
+}
+
+/// Failure 6: a Swarm first deploy whose task passes its health check and crashes about two
+/// seconds later (the stand-in exits 3 after 3.5 s; its health check passes after about 2 s) is not healthy: exit 1 quoting Swarm's task
+/// error, and nothing of the deployment is left.
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn swarm_first_deploy_whose_tasks_crash_after_health_fails_and_leaves_nothing() {
+    let Some((docker, image, folder, name, _guard)) = swarm::case("fp-crash-sw6") else {
+        return;
+    };
+    let mut argv = swarm::swarm_argv(folder.path(), &name, &image);
+    argv.extend(["--env", "STAND_IN_EXIT_AFTER_MS=3500", "--timeout", "60"]);
+    let o = publisher(&docker, &argv);
+    let (so, se) = managed::out(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{so}\nstderr:\n{se}");
+    // With --json the error is the JSON document's.
+    let said = format!("{so}{se}");
+    assert!(said.contains("did not stay up"), "{said}");
+    assert!(
+        said.contains("non-zero exit (3)"),
+        "Swarm's task error not quoted: {said}"
+    );
+    assert!(
+        !swarm::service_exists(&docker, &name),
+        "the service was left"
+    );
+    for kind in ["secret", "config"] {
+        assert_eq!(
+            swarm::objects(&docker, kind, &name),
+            Vec::<String>::new(),
+            "{kind}s were left"
+        );
     }
 }
