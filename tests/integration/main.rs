@@ -6,6 +6,7 @@ mod support;
 
 mod config_file;
 mod contract;
+mod crash;
 mod deploy;
 mod doctor;
 mod engine;
