@@ -450,6 +450,10 @@ pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>
     let plan = plan(root, spec.excludes, spec.main_script, false)?;
 
     let mut stager = Stager::new(spec, out);
+    stager.manifest = spec.release_dir.map(|dir| Manifest {
+        dir: dir.to_string(),
+        ..Manifest::default()
+    });
     let top = match spec.release_dir {
         Some(dir) => {
             let releases = Path::new(PAYLOAD_DIR).join(RELEASES_DIR);
@@ -499,6 +503,15 @@ pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>
             now,
             root,
         )?;
+    }
+    // Last, so that its presence in the container proves the whole stream arrived.
+    if let Some(m) = stager.manifest.take() {
+        let file = ExtraFile {
+            path: format!("/{}", manifest_path(&m.dir)),
+            contents: m.text.into_bytes(),
+            mode: 0o600,
+        };
+        stager.extra(&file)?;
     }
 
     let tar = stager
@@ -810,6 +823,8 @@ struct Stager<'s, 'a, W: io::Write> {
     dirs: usize,
     bytes: u64,
     symlinks: usize,
+    /// The release's manifest, filled as its files are streamed (with a release folder only).
+    manifest: Option<Manifest>,
 }
 
 impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
@@ -822,6 +837,7 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             dirs: 0,
             bytes: 0,
             symlinks: 0,
+            manifest: None,
         }
     }
 
@@ -867,13 +883,19 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
         };
         let size = meta.len();
         let mut header = self.header(tar::EntryType::Regular, mode, size, mtime(&meta));
-        let reader = ExactReader {
-            inner: file.take(size),
-            remaining: size,
+        let mut reader = HashingReader {
+            inner: ExactReader {
+                inner: file.take(size),
+                remaining: size,
+            },
+            hash: sha2::Sha256::default(),
         };
         self.builder
-            .append_data(&mut header, tar_path, reader)
+            .append_data(&mut header, tar_path, &mut reader)
             .map_err(io_err)?;
+        if let Some(m) = self.manifest.as_mut() {
+            m.add(tar_path, reader.hash);
+        }
         self.files += 1;
         self.bytes += size;
         Ok(())
@@ -926,7 +948,74 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             .map_err(|source| PayloadError::Io {
                 path: PathBuf::from(&extra.path),
                 source,
-            })
+            })?;
+        if let Some(m) = self.manifest.as_mut() {
+            use sha2::Digest;
+            m.add(&rel, sha2::Sha256::new_with_prefix(&extra.contents));
+        }
+        Ok(())
+    }
+}
+
+/// Where a release's manifest lives in the container: `payload/.releases/DIR.sha256` (a path
+/// in the tar, relative to `/`).
+pub fn manifest_path(dir: &str) -> String {
+    format!("{PAYLOAD_DIR}/{RELEASES_DIR}/{dir}{MANIFEST_SUFFIX}")
+}
+
+/// The file name suffix of a release's manifest beside its folder.
+pub const MANIFEST_SUFFIX: &str = ".sha256";
+
+/// The manifest of a release, in `sha256sum -c` form (the container checks it with the
+/// `sha256sum` that busybox and coreutils both have): one `HASH  PATH` line per regular file of
+/// the release folder `DIR/` and its config copies `DIR.config/`, paths relative to
+/// `/payload/.releases`. A name holding a line break, or that is not UTF-8, cannot be written
+/// on a line and is left out (the rest is still checked). The payload appends it as the
+/// archive's last entry; README "Crash safety" says how it is checked.
+#[derive(Debug, Default)]
+struct Manifest {
+    dir: String,
+    text: String,
+}
+
+impl Manifest {
+    /// Adds `tar_path` with its hash when it belongs to the release.
+    fn add(&mut self, tar_path: &Path, hash: sha2::Sha256) {
+        use sha2::Digest;
+        let Some(path) = tar_path.to_str() else {
+            return;
+        };
+        let prefix = format!("{PAYLOAD_DIR}/{RELEASES_DIR}/");
+        let Some(rel) = path.strip_prefix(&prefix) else {
+            return;
+        };
+        let ours = rel
+            .strip_prefix(&self.dir)
+            .is_some_and(|r| r.starts_with('/') || r.starts_with(".config/"));
+        if !ours || rel.contains(['\n', '\r']) {
+            return;
+        }
+        for b in hash.finalize() {
+            self.text.push_str(&format!("{b:02x}"));
+        }
+        self.text.push_str("  ");
+        self.text.push_str(rel);
+        self.text.push('\n');
+    }
+}
+
+/// Hashes what it reads.
+struct HashingReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
 }
 

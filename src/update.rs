@@ -22,10 +22,15 @@ pub const KEEP_CONTAINERS: usize = 2;
 /// Seconds an old container gets to finish requests when it is replaced.
 const STOP_GRACE: &str = "3";
 
-/// With `FP_STDIN_TAR=1`, first unpacks the release from stdin (so copy, switch and checks
-/// are one `docker exec`). Then switches `/payload/<script>` to release `$1` with one rename, copies that release's
-/// settings.toml over the live ones (each with one rename), proves the script is there and the
-/// MCP manager answers, then makes the staged history the live one and prunes old releases.
+/// Switches `/payload/<script>` to release `$1`, verified first. With `FP_STDIN_TAR=1` it first
+/// unpacks the release from stdin into a clean folder (so copy, check and switch are one
+/// `docker exec`). Nothing live changes until the release is proven complete: its manifest
+/// (`DIR.sha256`, the payload's last entry, so its presence proves the whole stream arrived) is
+/// there and every file matches it (`sha256sum -c`), the main script is a file and the MCP
+/// manager answers. Then the staged history becomes the live one, the settings.toml copies
+/// go over the live ones (one rename each), and last the live link flips with one rename.
+/// Old releases are pruned after that. A release folder without a manifest (made by a version
+/// before manifests) is accepted only when it is already in the container (a rollback).
 /// Args: DIR SCRIPT MAIN KEEP-DIRS...
 const SWITCH_IN: &str = r#"set -e
 rel=$1; script=$2; main=$3; shift 3
@@ -34,31 +39,51 @@ rel=$1; script=$2; main=$3; shift 3
 # Only one run holds the deployment's lock, so one left behind is stale.
 busy=/payload/.releases/.switching
 rm -rf "$busy"; mkdir -p "$busy"; trap 'rmdir "$busy" 2>/dev/null || true' EXIT
-rm -f /payload/.releases/history.json.prev
-if [ -n "${FP_STDIN_TAR:-}" ]; then
-  tar -xf - -C / || { echo "copying release $rel into the container failed" >&2; exit 6; }
-fi
 cd /payload
-[ -d ".releases/$rel" ] || { echo "release folder /payload/.releases/$rel is missing" >&2; exit 3; }
 h=.releases/history.json
-ln -sfn ".releases/$rel" ".$script.next"
-mv -T ".$script.next" "$script"
-if [ -f ".releases/$rel.config/settings.toml" ]; then
-  for d in /fractalic ""; do
-    cp -p ".releases/$rel.config/settings.toml" "$d/.settings.toml.next"
-    mv -f "$d/.settings.toml.next" "$d/settings.toml"
-  done
+m=".releases/$rel.sha256"
+rm -f "$h.prev"
+if [ -n "${FP_STDIN_TAR:-}" ]; then
+  if [ "$(readlink "$script" || true)" = ".releases/$rel" ]; then
+    echo "release folder $rel is the live one; it is not overwritten" >&2; exit 3
+  fi
+  # A folder left by a cut-short run must not lend files to this one.
+  rm -rf ".releases/$rel" ".releases/$rel.config" "$m" "$h.next"
+  tar -xf - -C / || { echo "copying release $rel into the container failed" >&2; exit 6; }
+  if [ ! -f "$m" ] || [ ! -f "$h.next" ]; then
+    echo "release $rel did not arrive whole (the copy stopped before its end); nothing was switched" >&2; exit 6
+  fi
 fi
-[ -f "$script/$main" ] || { echo "after the switch /payload/$script/$main is not a file" >&2; exit 4; }
-curl -fsS http://localhost:5859/status >/dev/null || { echo "the MCP manager does not answer after the switch" >&2; exit 5; }
+[ -d ".releases/$rel" ] || { echo "release folder /payload/.releases/$rel is missing" >&2; exit 3; }
+if [ -f "$m" ]; then
+  bad=$(cd .releases && sha256sum -c "$rel.sha256" 2>&1) || {
+    printf '%s\n' "$bad" | grep -v ': OK$' | head -n 3 >&2
+    echo "release $rel does not match its manifest; nothing was switched" >&2; exit 7
+  }
+elif [ -n "${FP_STDIN_TAR:-}" ]; then
+  echo "release $rel has no manifest; nothing was switched" >&2; exit 7
+fi
+[ -f ".releases/$rel/$main" ] || { echo "release $rel has no main script $main; nothing was switched" >&2; exit 4; }
+curl -fsS http://localhost:5859/status >/dev/null || { echo "the MCP manager does not answer; nothing was switched" >&2; exit 5; }
+c=".releases/$rel.config/settings.toml"
+if [ -f "$c" ]; then
+  for d in /fractalic ""; do cp -p "$c" "$d/.settings.toml.next"; done
+fi
 if [ -f "$h.next" ]; then
   if [ -f "$h" ]; then cp -p "$h" "$h.prev"; fi
   mv -f "$h.next" "$h"
 fi
+if [ -f "$c" ]; then
+  for d in /fractalic ""; do mv -f "$d/.settings.toml.next" "$d/settings.toml"; done
+fi
+ln -sfn ".releases/$rel" ".$script.next"
+mv -T ".$script.next" "$script"
 cd .releases
 for d in r*; do
   keep=
-  for k in "$@"; do if [ "$d" = "$k" ] || [ "$d" = "$k.config" ]; then keep=1; fi; done
+  for k in "$@"; do
+    if [ "$d" = "$k" ] || [ "$d" = "$k.config" ] || [ "$d" = "$k.sha256" ]; then keep=1; fi
+  done
   [ -n "$keep" ] || rm -rf "$d"
 done
 "#;
@@ -82,6 +107,34 @@ h=.releases/history.json
 if [ -f "$h.prev" ]; then mv -f "$h.prev" "$h"; fi
 rm -f "$h.next"
 "#;
+
+/// The readiness exec of a container deployment (the MCP manager's `/status` from inside), run
+/// only once the live release of script `$1` is proven complete: it matches its manifest, or,
+/// made by a version before manifests, it has a history (which only a finished deploy writes).
+/// So a container whose copy was cut short (a killed deploy's, never started by it) is never
+/// reported healthy when someone starts it. Args: SCRIPT.
+const LIVE_CHECK: &str = r#"cd /payload
+l=$(readlink "$1" 2>/dev/null) || l=
+case "$l" in
+.releases/*)
+  r=${l#.releases/}
+  if [ -f ".releases/$r.sha256" ]; then
+    (cd .releases && sha256sum -c "$r.sha256" >/dev/null 2>&1) || {
+      echo "the live release $r of $1 does not match its manifest: its copy never finished; deploy again" >&2; exit 9; }
+  elif [ ! -f .releases/history.json ]; then
+    echo "the live release $r of $1 has no manifest and no history: its copy never finished; deploy again" >&2; exit 9
+  fi;;
+esac
+exec curl -fsS http://localhost:5859/status
+"#;
+
+/// The argv of [`LIVE_CHECK`] for script `script` (the `release_check` host function).
+pub fn live_check_argv(script: &str) -> Vec<String> {
+    ["sh", "-c", LIVE_CHECK, "sh", script]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 
 /// What an update found: the live release, the new one, and what differs.
 #[derive(Debug, Clone)]
@@ -673,12 +726,16 @@ fn create_and_start(
     })
 }
 
-fn ready(host: &Host, d: &Docker, name: &str, bind: &str, port: u16, secs: i64) -> Result<()> {
-    let argv = vec![
-        "curl".to_string(),
-        "-fsS".into(),
-        "http://localhost:5859/status".into(),
-    ];
+fn ready(
+    host: &Host,
+    d: &Docker,
+    name: &str,
+    script: &str,
+    bind: &str,
+    port: u16,
+    secs: i64,
+) -> Result<()> {
+    let argv = live_check_argv(script);
     let m = host::wait_ready(
         host,
         d,
@@ -687,16 +744,14 @@ fn ready(host: &Host, d: &Docker, name: &str, bind: &str, port: u16, secs: i64) 
         Some(&argv),
         secs,
     )?;
-    let exec_ok = m
+    let exec = m
         .get("exec")
-        .and_then(|e| {
-            e.read_lock::<rhai::Map>()
-                .and_then(|e| e.get("ok").and_then(|o| o.as_bool().ok()))
-        })
-        .unwrap_or(false);
-    if !exec_ok {
+        .and_then(|e| e.read_lock::<rhai::Map>().map(|e| e.clone()));
+    let field = |k: &str| exec.as_ref().and_then(|e| e.get(k).cloned());
+    if !field("ok").and_then(|o| o.as_bool().ok()).unwrap_or(false) {
+        let why = field("error").map(|e| e.to_string()).unwrap_or_default();
         return Err(Error::failed(format!(
-            "the AI server of {name} answers but its MCP manager did not answer within {secs}s"
+            "the AI server of {name} answers but its live release or MCP manager was not proven within {secs}s ({why})"
         )));
     }
     Ok(())
@@ -747,7 +802,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         }
         host.progress
             .step(60, format!("Waiting for {next} on port {spare}"));
-        ready(host, d, &next, &bind, spare, secs)?;
+        ready(host, d, &next, &cfg.script_name, &bind, spare, secs)?;
         // 2. The old one aside (still serving), then the final one created on the real port.
         j.record(Resource::DockerObject {
             what: format!("{name} renamed to {aside}"),
@@ -792,7 +847,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         host.mark_started(&name, wall);
         host.progress
             .step(85, format!("Waiting for the new {name} on port {port}"));
-        ready(host, d, &name, &bind, port, secs)?;
+        ready(host, d, &name, &cfg.script_name, &bind, port, secs)?;
         let downtime = down.elapsed();
         // 4. The proof container has served its purpose.
         if let Some(t) = j.container(&next) {
@@ -1193,7 +1248,15 @@ pub fn rollback(
         let wall = SystemTime::now();
         d.run(&["start", name], None, QUICK)?;
         host.mark_started(name, wall);
-        ready(host, d, name, &target.state.bind, port, secs)?;
+        ready(
+            host,
+            d,
+            name,
+            &target.state.script_name,
+            &target.state.bind,
+            port,
+            secs,
+        )?;
         let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
         let ids: Vec<u64> = owner_out
             .stdout

@@ -7,6 +7,7 @@ mod support;
 mod config_file;
 mod contract;
 mod crash;
+mod crash_a;
 mod deploy;
 mod doctor;
 mod engine;

@@ -39,7 +39,7 @@ fn swarm_docker() -> Option<PathBuf> {
 }
 
 /// Removes a test's service, its task containers, secrets and configs when dropped.
-struct ServiceGuard {
+pub(crate) struct ServiceGuard {
     docker: PathBuf,
     name: String,
 }
@@ -76,7 +76,9 @@ impl Drop for ServiceGuard {
 /// What most swarm tests start from: the engine, the stand-in image, a sample folder, a unique
 /// deployment name (from `prefix`) and the guard that removes everything of that name at the
 /// end. None when the engine is not a swarm manager (outside CI only; see `swarm_docker`).
-fn case(prefix: &str) -> Option<(PathBuf, String, tempfile::TempDir, String, ServiceGuard)> {
+pub(crate) fn case(
+    prefix: &str,
+) -> Option<(PathBuf, String, tempfile::TempDir, String, ServiceGuard)> {
     let docker = swarm_docker()?;
     let name = support::unique_name(prefix);
     let guard = ServiceGuard {
@@ -92,7 +94,7 @@ fn case(prefix: &str) -> Option<(PathBuf, String, tempfile::TempDir, String, Ser
     ))
 }
 
-fn task_containers(docker: &Path, filter: &str, all: bool) -> Vec<String> {
+pub(crate) fn task_containers(docker: &Path, filter: &str, all: bool) -> Vec<String> {
     let mut args = vec!["ps", "-q", "--filter", filter];
     if all {
         args.push("--all");
@@ -104,7 +106,7 @@ fn task_containers(docker: &Path, filter: &str, all: bool) -> Vec<String> {
 }
 
 /// Names of the secrets or configs labelled as belonging to deployment `name`.
-fn objects(docker: &Path, kind: &str, name: &str) -> Vec<String> {
+pub(crate) fn objects(docker: &Path, kind: &str, name: &str) -> Vec<String> {
     let filter = format!("label=fractalic-publisher.deployment={name}");
     support::docker_ok(
         docker,
@@ -115,7 +117,7 @@ fn objects(docker: &Path, kind: &str, name: &str) -> Vec<String> {
     .collect()
 }
 
-fn service_exists(docker: &Path, name: &str) -> bool {
+pub(crate) fn service_exists(docker: &Path, name: &str) -> bool {
     support::run_docker(docker, &["service", "inspect", name])
         .status
         .success()
@@ -142,7 +144,7 @@ fn sample_folder() -> tempfile::TempDir {
     dir
 }
 
-fn swarm_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
+pub(crate) fn swarm_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
     vec![
         "deploy",
         "docker-swarm",

@@ -41,6 +41,20 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
         });
     });
 
+    api.add(Doc {
+        sig: "release_check(script)",
+        result: "[\"sh\", \"-c\", \"...\", \"sh\", script]",
+        throws: "nothing",
+        about: "The argv of the readiness `docker exec` of a container deployment (give it to `wait_ready`): it proves the live release of `script` complete (every file matches the manifest its copy ended with; a release from before manifests must have its history) and then asks the MCP manager's `/status`. So a container whose copy was cut short is never reported healthy.",
+    }, |e, n| {
+        e.register_fn(n, |script: &str| -> Array {
+            update::live_check_argv(script)
+                .into_iter()
+                .map(Dynamic::from)
+                .collect()
+        });
+    });
+
     let h = Arc::clone(host);
     api.add(Doc {
         sig: "update_plan(config, image)",
