@@ -737,11 +737,11 @@ fn swarm_update_killed_anywhere_serves_old_or_new() {
     live = next;
     let plan = lab.plan(
         &base,
-        vec![step("of fp-crash"), after("Waiting for", 500)],
+        vec![step("Rolling update"), after("Rolling update", 1500)],
         &[
             ("Baking the payload", &[300]),
             ("Committed and pushed", &[]),
-            ("of fp-crash", &[300]),
+            ("Rolling update", &[300]),
             ("Waiting for", &[500, 1500]),
         ],
         0,

@@ -159,6 +159,8 @@ pub struct Lab {
     pub failures: Vec<String>,
     pub kills: usize,
     started: Instant,
+    /// Images the swarm tasks ran (baked by this test; removed when dropped).
+    images: std::cell::RefCell<BTreeSet<String>>,
 }
 
 impl Drop for Lab {
@@ -182,6 +184,9 @@ impl Drop for Lab {
         }
         for c in self.containers() {
             let _ = Command::new(&d).args(["rm", "-f", "-v", &c.0]).output();
+        }
+        for image in self.images.borrow().iter() {
+            let _ = Command::new(&d).args(["image", "rm", image]).output();
         }
     }
 }
@@ -236,6 +241,7 @@ impl Lab {
             failures: Vec::new(),
             kills: 0,
             started: Instant::now(),
+            images: Default::default(),
             name,
         };
         eprintln!(
@@ -280,6 +286,9 @@ impl Lab {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
         std::fs::write(dir.join("hello.md"), script(version)).unwrap();
+        // Unique to this test, so a swarm deploy bakes its own image (no cache hit from an
+        // earlier run of the same release).
+        std::fs::write(dir.join("id.txt"), format!("{}\n", self.name)).unwrap();
         std::fs::write(
             dir.join("settings.toml"),
             format!(
@@ -860,11 +869,16 @@ impl Lab {
                 "{{.Names}}\t{{.Image}}",
             ],
         );
-        String::from_utf8_lossy(&o.stdout)
+        let v: Vec<(String, String)> = String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| l.split_once('\t'))
             .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+            .collect();
+        for (_, image) in &v {
+            let tag = image.split('@').next().unwrap_or(image).to_string();
+            self.images.borrow_mut().insert(tag);
+        }
+        v
     }
 
     /// The URLs of the service's running tasks (host-mode ports).
