@@ -6,6 +6,7 @@ mod support;
 
 mod config_file;
 mod contract;
+mod crash;
 mod crash_a;
 mod crash_core;
 mod deploy;
