@@ -739,3 +739,89 @@ fn the_ui_deploys_through_the_same_serve_that_forwards_its_file_tree() {
     // The deploy never went to the backend.
     assert!(!be.stderr().contains("/api/deploy"), "{}", be.stderr());
 }
+
+#[test]
+fn auth_none_opts_out_of_the_token_off_loopback_loudly() {
+    let scratch = tempfile::tempdir().unwrap();
+    let docker = no_docker(scratch.path());
+    let s = Listening::serve(&docker, &["--listen", "0.0.0.0:0", "--auth", "none"]).unwrap();
+    let port = s.addr().rsplit_once(':').unwrap().1.to_string();
+    let err = s.stderr();
+    let warning: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("WARNING: --auth none"))
+        .collect();
+    assert_eq!(warning.len(), 1, "{err}");
+    assert!(
+        warning[0].contains(&format!("-p 127.0.0.1:{port}:{port}")),
+        "{err}"
+    );
+    let a = format!("127.0.0.1:{port}");
+    let plugins = exchange(&a, &request("GET", &a, "/api/plugins", &[], ""));
+    assert_eq!(plugins.status, 200, "no token needed: {plugins:?}");
+    // Without a token, only loopback names are answered (a rebinding page is not).
+    let rebound = exchange(&a, &request("GET", "evil.example", "/api/plugins", &[], ""));
+    assert_eq!(rebound.status, 403, "{rebound:?}");
+    // `--auth token` is the default rule: off loopback without a token is refused.
+    for args in [
+        &["--listen", "0.0.0.0:0"][..],
+        &["--listen", "0.0.0.0:0", "--auth", "token"],
+    ] {
+        let o = crate::managed::command(&docker, &["serve"])
+            .args(args)
+            .env_remove(crate::serve::TOKEN_ENV)
+            .output()
+            .unwrap();
+        crate::managed::assert_code(&o, 2);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("no token is set") && e.contains("--auth none"),
+            "{e}"
+        );
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn auth_none_with_a_token_is_bad_input() {
+    let scratch = tempfile::tempdir().unwrap();
+    let docker = no_docker(scratch.path());
+    let token = scratch.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123").unwrap();
+    let t = token.to_str().unwrap();
+    let o = crate::managed::command(
+        &docker,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--token-file",
+            t,
+        ],
+    )
+    .env_remove(crate::serve::TOKEN_ENV)
+    .output()
+    .unwrap();
+    crate::managed::assert_code(&o, 2);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--auth none and --token-file contradict"), "{e}");
+    let o = crate::managed::command(
+        &docker,
+        &["serve", "--listen", "127.0.0.1:0", "--auth", "none"],
+    )
+    .env(crate::serve::TOKEN_ENV, "0123456789abcdef0123")
+    .output()
+    .unwrap();
+    crate::managed::assert_code(&o, 2);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(crate::serve::TOKEN_ENV) && !e.contains("0123456789abcdef"),
+        "{e}"
+    );
+    let o = crate::managed::command(&docker, &["serve", "--auth", "maybe"])
+        .output()
+        .unwrap();
+    crate::managed::assert_code(&o, 2);
+}
