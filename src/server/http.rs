@@ -350,10 +350,18 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The `Server` header of every answer `serve` writes itself.
+pub const SERVER: &str = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
+
 /// Writes a whole response and closes the exchange (`Connection: close`).
 pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    super::access::sent(Some(r.status), r.body.len());
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nServer: {SERVER}\r\n",
+        r.status,
+        reason(r.status)
+    );
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -369,8 +377,9 @@ pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<(
 /// Starts a Server-Sent-Events response; events follow with [`write_event`].
 pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
+    super::access::sent(Some(200), 0);
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nServer: {SERVER}\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
     );
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -382,12 +391,15 @@ pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io:
 
 /// One SSE event: `id: N` and one `data:` line of JSON (JSON has no raw newlines).
 pub fn write_event(stream: &mut TcpStream, id: u64, data: &str) -> std::io::Result<()> {
-    stream.write_all(format!("id: {id}\ndata: {data}\n\n").as_bytes())?;
+    let e = format!("id: {id}\ndata: {data}\n\n");
+    super::access::sent(None, e.len());
+    stream.write_all(e.as_bytes())?;
     stream.flush()
 }
 
 /// An SSE comment line that keeps proxies and clients from timing the stream out.
 pub fn write_keep_alive(stream: &mut TcpStream) -> std::io::Result<()> {
+    super::access::sent(None, 14);
     stream.write_all(b": keep-alive\n\n")?;
     stream.flush()
 }

@@ -2,6 +2,7 @@
 //! the same deploy path and progress events as the CLI. The HTTP layer only parses, authorises
 //! and streams; `api` maps routes onto deploy/manage calls.
 
+pub mod access;
 pub mod api;
 pub mod forward;
 pub mod http;
@@ -241,9 +242,17 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         if n >= MAX_CONNECTIONS {
             server.connections.fetch_sub(1, Ordering::SeqCst);
             let mut s = stream;
-            let _ = http::write_response(
-                &mut s,
-                &http::Response::error(503, "the server is busy; try again shortly"),
+            let started = std::time::Instant::now();
+            let busy = http::Response::error(503, "the server is busy; try again shortly");
+            let _ = http::write_response(&mut s, &busy);
+            access::log(
+                s.peer_addr().ok(),
+                "-",
+                "-",
+                503,
+                busy.body.len() as u64,
+                started,
+                false,
             );
             continue;
         }
@@ -358,19 +367,30 @@ fn read_error(e: http::ReadError) -> Option<http::Response> {
 }
 
 fn handle(server: &Arc<Server>, mut stream: TcpStream) {
+    let started = std::time::Instant::now();
+    let peer = stream.peer_addr().ok();
+    let meter = access::begin();
     let _ = stream.set_nodelay(true);
+    let done = |method: &str, path: &str| {
+        let (status, bytes) = meter.get();
+        access::log(peer, method, path, status, bytes, started, false);
+    };
     let head = match http::read_head(&mut stream) {
         Ok(h) => h,
         Err(e) => {
             if let Some(resp) = read_error(e) {
                 let _ = http::write_response(&mut stream, &resp);
+                done("-", "-");
             }
             return;
         }
     };
+    let method = head.method.clone();
+    let path = access::loggable(&head.target).to_string();
     if let Some(backend) = &server.backend {
         if !forward::owns(&head) {
-            forward::handle(server, backend, head, &mut stream);
+            let o = forward::handle(server, backend, head, &mut stream);
+            access::log(peer, &method, &path, o.status, o.bytes, started, true);
             return;
         }
     }
@@ -380,6 +400,7 @@ fn handle(server: &Arc<Server>, mut stream: TcpStream) {
             if let Some(resp) = read_error(e) {
                 let _ = http::write_response(&mut stream, &resp);
             }
+            done(&method, &path);
             return;
         }
     };
@@ -387,6 +408,7 @@ fn handle(server: &Arc<Server>, mut stream: TcpStream) {
         let resp = api::with_cors(server, &req, resp);
         let _ = http::write_response(&mut stream, &resp);
     }
+    done(&method, &path);
 }
 
 /// Compares two secrets in time that does not depend on where they differ.

@@ -629,6 +629,10 @@ fn a_backend_that_is_down_is_a_502_naming_it() {
     );
     // Ours, so with our CORS for the UI (it can show the reason).
     assert_eq!(r.all("access-control-allow-origin"), [UI]);
+    assert_eq!(
+        r.all("server"),
+        [concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"))]
+    );
     // serve's own routes do not need the backend.
     let h = exchange(&a, &request("GET", &a, "/health", &[], ""));
     assert_eq!(h.status, 200);
@@ -736,8 +740,19 @@ fn the_ui_deploys_through_the_same_serve_that_forwards_its_file_tree() {
         Duration::from_secs(10),
     );
     assert_eq!(health.map(|h| h.0), Some(200));
-    // The deploy never went to the backend.
+    // The deploy never went to the backend; serve logged it with the bytes it streamed.
     assert!(!be.stderr().contains("/api/deploy"), "{}", be.stderr());
+    let line = logged(&s, "\"POST /api/deploy/docker-registry/stream\" 200 ", 1);
+    assert_eq!(line.len(), 1, "{}", s.stderr());
+    assert!(
+        line[0].contains(&format!(" 200 {} ", reply.raw_body.len())),
+        "{line:?} vs {} bytes",
+        reply.raw_body.len()
+    );
+    assert_eq!(
+        reply.all("server"),
+        [concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"))]
+    );
 }
 
 #[test]
@@ -824,4 +839,106 @@ fn auth_none_with_a_token_is_bad_input() {
         .output()
         .unwrap();
     crate::managed::assert_code(&o, 2);
+}
+
+/// Waits (bounded) until `serve` has logged `n` lines containing `needle`; returns them.
+fn logged(s: &Listening, needle: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = s
+            .stderr()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_names_itself_and_logs_one_line_per_request() {
+    let root = tree();
+    let be = Listening::backend(root.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let docker = no_docker(scratch.path());
+    let s = Listening::serve(&docker, &["--backend", &be.url, "--cors-origin", UI]).unwrap();
+    let a = s.addr();
+    let server = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
+    let secret = "Authorization: Bearer sekrit-token-0123456789";
+
+    let health = exchange(&a, &request("GET", &a, "/health", &[secret], ""));
+    assert_eq!(health.all("server"), [server]);
+    let pre = exchange(
+        &a,
+        &request(
+            "OPTIONS",
+            &a,
+            "/api/deploy/docker-registry/stream",
+            &[
+                &format!("Origin: {UI}"),
+                "Access-Control-Request-Method: POST",
+            ],
+            "",
+        ),
+    );
+    assert_eq!((pre.status, pre.all("server")), (204, vec![server]));
+    let nope = exchange(
+        &a,
+        &request("GET", &a, "/api/nope?token=sekrit-query", &[secret], ""),
+    );
+    assert_eq!((nope.status, nope.all("server")), (404, vec![server]));
+    // Forwarded answers are the backend's (its Server), marked with Via.
+    let listed = exchange(
+        &a,
+        &request(
+            "GET",
+            &a,
+            "/list_directory/?path=sekrit-path",
+            &[secret],
+            "",
+        ),
+    );
+    assert_eq!(listed.status, 400);
+    assert_eq!(listed.all("server"), ["uvicorn"]);
+    assert_eq!(listed.all("via"), ["1.1 fractalic-publisher"]);
+    let ran = exchange(
+        &a,
+        &request(
+            "POST",
+            &a,
+            "/ws/run_command",
+            &["Content-Type: application/json"],
+            "{\"command\":\"echo hi\",\"path\":\".\"}",
+        ),
+    );
+    assert_eq!(ran.body(), "hi\n");
+
+    for (needle, status, bytes, forwarded) in [
+        ("\"GET /health\"", 200, health.raw_body.len(), false),
+        (
+            "\"OPTIONS /api/deploy/docker-registry/stream\"",
+            204,
+            0,
+            false,
+        ),
+        ("\"GET /api/nope\"", 404, nope.raw_body.len(), false),
+        ("\"GET /list_directory/\"", 400, listed.raw_body.len(), true),
+        ("\"POST /ws/run_command\"", 200, ran.raw_body.len(), true),
+    ] {
+        let lines = logged(&s, needle, 1);
+        assert_eq!(lines.len(), 1, "{needle}: {}", s.stderr());
+        let l = &lines[0];
+        let after = l.split_once(needle).unwrap().1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        assert_eq!(fields[0], status.to_string(), "{l}");
+        assert_eq!(fields[1], bytes.to_string(), "{l}");
+        assert!(fields[2].ends_with("ms"), "{l}");
+        assert_eq!(l.ends_with("-> backend"), forwarded, "{l}");
+        assert!(l.contains(" 127.0.0.1 "), "{l}");
+    }
+    let all = s.stderr();
+    assert!(!all.contains("sekrit"), "a secret reached the log: {all}");
 }
