@@ -942,3 +942,62 @@ fn serve_names_itself_and_logs_one_line_per_request() {
     let all = s.stderr();
     assert!(!all.contains("sekrit"), "a secret reached the log: {all}");
 }
+
+#[test]
+fn a_request_body_reaches_the_backend_while_it_is_being_sent() {
+    // A backend of the test's own: it says when the body's first half arrived.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (first, first_rx) = std::sync::mpsc::channel();
+    let (all, all_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut told = false;
+        while !String::from_utf8_lossy(&got).contains("part-two") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+            if !told && String::from_utf8_lossy(&got).contains("part-one") {
+                first.send(()).unwrap();
+                told = true;
+            }
+        }
+        c.write_all(b"HTTP/1.1 201 Made It\r\nContent-Length: 2\r\nX-Backend: own\r\n\r\nok")
+            .unwrap();
+        all.send(String::from_utf8_lossy(&got).into_owned())
+            .unwrap();
+    });
+    let scratch = tempfile::tempdir().unwrap();
+    let docker = no_docker(scratch.path());
+    let s = Listening::serve(&docker, &["--backend", &url]).unwrap();
+    let a = s.addr();
+    let mut c = TcpStream::connect(&a).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: {a}\r\nContent-Length: 16\r\n\r\npart-one")
+            .as_bytes(),
+    )
+    .unwrap();
+    // The backend has the first half before the client sends the second.
+    first_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the first half reached the backend");
+    c.write_all(b"part-two").unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    let r = parse(&raw);
+    assert_eq!(
+        (r.status, r.reason.as_str(), r.body().as_str()),
+        (201, "Made It", "ok")
+    );
+    assert_eq!(r.header("x-backend"), Some("own"));
+    let seen = all_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(seen.starts_with("POST /upload HTTP/1.1\r\n"), "{seen}");
+    assert!(
+        seen.contains("Content-Length: 16\r\n") && seen.ends_with("\r\n\r\npart-onepart-two"),
+        "{seen}"
+    );
+}
