@@ -886,9 +886,12 @@ fn deploy(
         None
     } else {
         run.wait_done(Duration::from_secs(24 * 3600));
-        let result = run.last().and_then(|e| e.result).unwrap_or_else(
-            || json!({"success": false, "error": "the deploy ended without a result"}),
-        );
+        let result = run
+            .last()
+            .and_then(|e| e.result.or(e.failure))
+            .unwrap_or_else(
+                || json!({"success": false, "error": "the deploy ended without a result"}),
+            );
         Some(Response::json(200, &result))
     }
 }
