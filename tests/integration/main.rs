@@ -22,5 +22,6 @@ mod shell;
 mod stand_in;
 mod status;
 mod swarm;
+mod ui;
 mod update;
 mod webpage;
