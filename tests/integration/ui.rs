@@ -280,3 +280,79 @@ fn a_refused_deploy_says_why_in_the_status_text_the_ui_shows() {
     assert_eq!((status, text.as_str()), (200, "OK"));
     assert!(support::calls(&calls).is_empty(), "docker was never run");
 }
+
+/// A repository as the UI sends it: its root as `script_folder`, the script's lower-cased,
+/// hyphenated name as `script_name`, the file itself in a subfolder with capitals and spaces.
+fn ui_repo(root: &Path) -> std::path::PathBuf {
+    let repo = root.join("my-repo");
+    write(&repo.join("tasks"), "My Script.md", serve::HELLO);
+    write(&repo, "settings.toml", serve::SETTINGS);
+    write(&repo, "README.md", "# a repository\n");
+    write(&repo.join(".git"), "HEAD", "ref: refs/heads/main\n");
+    repo
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn the_ui_names_a_script_as_it_does_and_the_one_file_it_means_is_deployed() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let repo = ui_repo(s.root.path());
+    let name = support::unique_name("fp-ui-name");
+    let _g = ContainerGuard::new(&name);
+    let mut body = serve::deploy_body(repo.to_str().unwrap(), &name, json!({}));
+    body["script_name"] = json!("my-script");
+    let events = replay_ui(&ui_post(&s.url, &body), true);
+    let warned: Vec<&Value> = events.iter().filter(|e| e["type"] == "warn").collect();
+    assert!(
+        warned.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"tasks/My Script.md\"")),
+        "a warning says which file was taken: {warned:?}"
+    );
+    let r = &events.last().unwrap()["result"];
+    let path = "/payload/my-script/tasks/My Script.md";
+    assert_eq!(r["metadata"]["deployment"]["script_path"], path);
+    assert_eq!(r["metadata"]["api"]["example_payload"]["filename"], path);
+    assert!(r["warnings"].to_string().contains("My Script.md"), "{r}");
+    // The sample request works on it.
+    let url = r["endpoint_url"].as_str().unwrap();
+    let (code, out) = serve::call(
+        serve::agent()
+            .post(&format!("{url}/execute"))
+            .set("Content-Type", "application/json"),
+        Some(&json!({ "filename": path })),
+    );
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["success"], true, "{v}");
+    assert!(v["return_content"].as_str().is_some(), "{v}");
+}
+
+#[test]
+fn a_ui_script_name_that_could_mean_several_files_is_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docker, calls) = support::untouchable_docker(dir.path());
+    let s = Served::start(&docker, &[]);
+    let repo = ui_repo(s.root.path());
+    write(&repo, "my_script.md", serve::HELLO);
+    let (code, body) = serve::call(
+        serve::agent()
+            .post(&format!("{}/api/deploy/docker-registry/stream", s.url))
+            .set("Content-Type", "application/json"),
+        Some(&json!({"script_name": "my-script", "script_folder": repo.to_str().unwrap()})),
+    );
+    assert_eq!(code, 400, "{body}");
+    let d = serve::detail(&body);
+    assert!(
+        d.contains("\"my_script.md\", \"tasks/My Script.md\""),
+        "names both: {d}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["field"], "script_name");
+    assert!(support::calls(&calls).is_empty());
+}
