@@ -98,6 +98,8 @@ pub struct Plan {
     running: bool,
     /// The live release folder, if the deployment has the release layout.
     live_dir: Option<String>,
+    /// What runs now: the live container's id, image and image digest (its labels).
+    live: Value,
 }
 
 impl std::fmt::Debug for UpdateState {
@@ -132,6 +134,7 @@ impl Plan {
             "reasons": self.reasons,
             "payload_hash": self.release.state.payload_hash,
             "port": self.release.state.port,
+            "live": self.live,
         })
     }
 }
@@ -407,6 +410,11 @@ pub fn plan(
         changes,
         state,
     };
+    let live = json!({
+        "container_id": v["Id"].as_str().unwrap_or(""),
+        "image": label("fractalic-publisher.image"),
+        "image_digest": label("fractalic-publisher.image-digest"),
+    });
     Ok(Plan {
         name,
         history,
@@ -416,6 +424,7 @@ pub fn plan(
         owner,
         running,
         live_dir,
+        live,
     })
 }
 
@@ -726,7 +735,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         plan.history.current.clone()
     };
     let aside = format!("{name}.{from}-{suffix}");
-    let steps = || -> Result<Duration> {
+    let steps = || -> Result<(Duration, String)> {
         let j = host.journal();
         // 1. The new container on a spare port, proven.
         let mut spare = free_port(cfg.bind)?;
@@ -762,7 +771,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         }
         host.progress
             .step(70, format!("Creating the new {name} on port {port}"));
-        host::create_container(host, d, &spec(plan, cfg, &name, port))?;
+        let new_id = host::create_container(host, d, &spec(plan, cfg, &name, port))?;
         d.run(
             &["cp", "-", &format!("{name}:/")],
             Some(full.clone()),
@@ -798,10 +807,10 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         if let Some(t) = j.container(&next) {
             j.undo_now(t);
         }
-        Ok(downtime)
+        Ok((downtime, new_id))
     };
     match steps() {
-        Ok(downtime) => {
+        Ok((downtime, new_id)) => {
             prune_containers(host, d, &name);
             host.progress.step(
                 100,
@@ -815,6 +824,12 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
                 "kind": "container",
                 "restarted": true,
                 "kept": aside,
+                // What runs now: the new container, made from this deploy's image.
+                "live": {
+                    "container_id": new_id,
+                    "image": cfg.image,
+                    "image_digest": plan.release.state.image_digest,
+                },
                 "downtime_ms": downtime.as_millis() as u64,
                 "elapsed_ms": t0.elapsed().as_millis() as u64,
             }))

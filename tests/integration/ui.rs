@@ -356,3 +356,104 @@ fn a_ui_script_name_that_could_mean_several_files_is_refused_naming_them() {
     assert_eq!(v["field"], "script_name");
     assert!(support::calls(&calls).is_empty());
 }
+
+/// Removes every container whose name starts with `.1` (a deployment and the old containers
+/// an update keeps) and the image tag `.2` when dropped.
+struct Leftovers(std::path::PathBuf, String, Option<String>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let filter = format!("name=^{}", self.1);
+        let out = support::run_docker(&self.0, &["ps", "-aq", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            support::run_docker(&self.0, &["rm", "-f", "-v", id]);
+        }
+        if let Some(tag) = &self.2 {
+            support::run_docker(&self.0, &["rmi", tag]);
+        }
+    }
+}
+
+fn blocking_deploy(url: &str, body: &Value) -> Value {
+    let (code, out) = serve::call(
+        serve::agent()
+            .post(&format!("{url}/api/deploy/docker-registry"))
+            .set("Content-Type", "application/json"),
+        Some(body),
+    );
+    assert_eq!(code, 200, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["success"], true, "{v}");
+    v
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_redeploy_reports_the_container_and_image_that_actually_run() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("redeploy");
+    let f = folder.to_str().unwrap();
+    let name = support::unique_name("fp-ui-re");
+    // A second name for the same image: an update that needs no new container keeps running
+    // the first one's.
+    let (repo, _) = image.rsplit_once(':').unwrap();
+    let alias_tag = format!("alias-{}", std::process::id());
+    let alias = format!("{repo}:{alias_tag}");
+    support::docker_ok(&docker, &["tag", &image, &alias]);
+    let _left = Leftovers(docker.clone(), name.clone(), Some(alias.clone()));
+    let inspect = |fmt: &str| support::docker_ok(&docker, &["inspect", "-f", fmt, &name]);
+
+    let first = blocking_deploy(&s.url, &serve::deploy_body(f, &name, json!({})));
+    assert_complete_result(&first);
+    let id1 = inspect("{{.Id}}");
+    assert!(id1.starts_with(
+        first["metadata"]["deployment"]["container_id"]
+            .as_str()
+            .unwrap()
+    ));
+
+    // A new container (the environment changed).
+    let second = blocking_deploy(
+        &s.url,
+        &serve::deploy_body(f, &name, json!({"env_vars": {"NEW": "1"}})),
+    );
+    assert_eq!(second["details"]["update"]["kind"], "container", "{second}");
+    assert_complete_result(&second);
+    let id2 = inspect("{{.Id}}");
+    assert_ne!(id1, id2);
+    let short = second["metadata"]["deployment"]["container_id"]
+        .as_str()
+        .unwrap();
+    assert!(
+        short.len() == 12 && id2.starts_with(short),
+        "{short} vs {id2}"
+    );
+    assert_eq!(second["details"]["container_id"], id2.as_str());
+
+    // The same image under another name, and a file change: in place, the container (and
+    // its image) stay.
+    std::fs::write(folder.join("extra.md"), "more\n").unwrap();
+    let third = blocking_deploy(
+        &s.url,
+        &serve::deploy_body(
+            f,
+            &name,
+            json!({"image_tag": alias_tag, "env_vars": {"NEW": "1"}}),
+        ),
+    );
+    assert_eq!(third["details"]["update"]["kind"], "in-place", "{third}");
+    assert!(id2.starts_with(
+        third["metadata"]["deployment"]["container_id"]
+            .as_str()
+            .unwrap()
+    ));
+    assert_eq!(
+        third["details"]["image"],
+        inspect("{{.Config.Image}}").as_str()
+    );
+    assert_eq!(third["details"]["image"], image.as_str(), "{third}");
+}
