@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) const HELLO: &str = "# Demo task {id=demo-task}\n@shell\nprompt: echo hello from rest\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+pub(crate) const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hello from rest\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
 
 pub(crate) const SETTINGS: &str = "defaultProvider = \"demo\"\n\n[settings.demo]\nmodel = \"demo-model\"\napiKey = \"sk-rest-test-not-real\"\n";
 
