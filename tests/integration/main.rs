@@ -17,6 +17,7 @@ mod parallel;
 mod plugins;
 mod ps;
 mod readiness;
+mod rest_findings;
 mod serve;
 mod shell;
 mod stand_in;
