@@ -814,6 +814,17 @@ pub fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Res
     }))
 }
 
+/// The project root of a deploy confined to `root` (the REST API's `--root`): the nearest
+/// directory holding `fractalic.py` from the script folder up to `root`, never above it; else
+/// the script folder itself (then only its own config files are used).
+pub fn project_root_within(script_folder: &Path, root: &Path) -> PathBuf {
+    script_folder
+        .ancestors()
+        .take_while(|d| d.starts_with(root))
+        .find(|d| d.join("fractalic.py").is_file())
+        .map_or_else(|| script_folder.to_path_buf(), Path::to_path_buf)
+}
+
 /// The Fractalic project root: walk up to a directory holding `fractalic.py`, from the script
 /// folder, then the working directory, then the binary's location; else the working directory.
 pub fn project_root(script_folder: &Path) -> PathBuf {
@@ -1156,7 +1167,10 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
     check_env_sizes(&env_at)?;
     let env = env_at.into_iter().map(|(k, v, _)| (k, v)).collect();
 
-    let project_root = project_root(&script_folder);
+    let project_root = match &args.confine {
+        Some(root) => project_root_within(&script_folder, root),
+        None => project_root(&script_folder),
+    };
     let (config_files, config_warnings) = find_config_files(&project_root, &script_folder)?;
     let mut warnings = config_warnings;
     warnings.extend(resolved);
@@ -1643,6 +1657,13 @@ mod tests {
         std::fs::write(root.path().join("mcp_servers.json"), "{}").unwrap();
         std::fs::write(folder.join("settings.toml"), "a = 2").unwrap();
         assert_eq!(project_root(&folder), root.path());
+        // Confined to a root below the project: the walk stops there, no fallback.
+        let inner = root.path().join("scripts");
+        std::fs::create_dir_all(&inner).unwrap();
+        let lone = inner.join("lone");
+        std::fs::create_dir_all(&lone).unwrap();
+        assert_eq!(project_root_within(&lone, &inner), lone);
+        assert_eq!(project_root_within(&folder, root.path()), root.path());
         let (files, _) = find_config_files(root.path(), &folder).unwrap();
         let s = files.iter().find(|f| f.name == "settings.toml").unwrap();
         assert_eq!(s.contents, b"a = 2");

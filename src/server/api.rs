@@ -819,6 +819,14 @@ fn deploy(
         Ok(f) => f,
         Err(r) => return Some(r),
     };
+    // The settings.toml / mcp_servers.json search never leaves the root (the server's own
+    // working directory may hold the operator's keys).
+    args.confine = server
+        .roots
+        .iter()
+        .filter(|r| args.script_folder.starts_with(r))
+        .max_by_key(|r| r.as_os_str().len())
+        .cloned();
 
     let id = progress::new_run_id();
     let run = Arc::new(Run::new(&id));

@@ -95,3 +95,57 @@ fn history_of_a_10000_file_deployment_is_answered_and_its_change_line_is_short()
     crate::managed::assert_code(&o, 0);
 }
 
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn the_servers_own_settings_never_reach_an_api_deployment() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    // The operator starts `serve` in a Fractalic project holding the real API key.
+    let home = tempfile::tempdir().unwrap();
+    let secret = "sk-OPERATOR-KEY-must-not-leak";
+    std::fs::write(home.path().join("fractalic.py"), "").unwrap();
+    std::fs::write(
+        home.path().join("settings.toml"),
+        format!("defaultProvider = \"op\"\n[settings.op]\nmodel = \"m\"\napiKey = \"{secret}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(home.path().join("mcp_servers.json"), "{\"operator\": true}").unwrap();
+    let s = Served::try_start_in(&docker, &[], &[], Some(home.path())).unwrap();
+    // A folder inside the root with no settings.toml of its own.
+    let folder = s.root.path().join("plain");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("hello.md"), serve::HELLO).unwrap();
+    let name = support::unique_name("fp-leak");
+    let _g = Prefixed(docker.clone(), name.clone());
+    let events = serve::ui_stream(
+        &s.url,
+        &serve::deploy_body(folder.to_str().unwrap(), &name, json!({})),
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["stage"], "completed", "{last}");
+    assert!(
+        last["result"]["warnings"]
+            .to_string()
+            .contains("no settings.toml"),
+        "it says the deployment has none: {last}"
+    );
+    let o = support::run_docker(
+        &docker,
+        &[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "cat /fractalic/settings.toml /settings.toml /fractalic/mcp_servers.json 2>&1; true",
+        ],
+    );
+    let inside = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !inside.contains(secret),
+        "the operator's key leaked: {inside}"
+    );
+    assert!(!inside.contains("operator"), "{inside}");
+    assert!(!last.to_string().contains(secret));
+}

@@ -44,9 +44,22 @@ impl Served {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Served, String> {
+        Self::try_start_in(docker, extra, env, None)
+    }
+
+    /// [`Served::try_start`] with the server's working directory `cwd`.
+    pub fn try_start_in(
+        docker: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Result<Served, String> {
         let root = tempfile::tempdir().unwrap();
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = managed::command(docker, &["serve", "--listen", "127.0.0.1:0", "--root"]);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
         cmd.arg(root.path()).args(extra);
         cmd.env_remove(TOKEN_ENV);
         for (k, v) in env {
