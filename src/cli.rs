@@ -456,6 +456,10 @@ pub struct DeployArgs {
     pub quiet: bool,
     /// Seconds to wait for the deployment's lock (`--lock-wait`; "0": fail at once).
     pub lock_wait: String,
+    /// Set by the REST API to the `--root` the script folder lies in: the project-root search
+    /// (for settings.toml and mcp_servers.json) stays inside it, with no working-directory or
+    /// install-location fallback, so the server's own files never reach a deployment.
+    pub confine: Option<PathBuf>,
 }
 
 impl Default for DeployArgs {
@@ -483,6 +487,7 @@ impl Default for DeployArgs {
             json: false,
             quiet: false,
             lock_wait: "0".to_string(),
+            confine: None,
         }
     }
 }

@@ -533,10 +533,145 @@ fn strip_quotes(v: &str) -> &str {
     v
 }
 
-/// A main script's file name: the script-name rule (Docker-name characters, no `..`), so it
-/// is safe in a label, a path and a table row.
+/// A main script's path inside the folder (`My Script.md`, `tasks/run.md`): '/'-separated
+/// names, each the script-name rule (Docker-name characters, no `..`) with single spaces
+/// allowed inside (the Fractalic UI's files are named `My Script.md`), so it is safe in a
+/// label, a path, a JSON sample and a shell-quoted curl.
 fn valid_main_script_name(name: &str) -> bool {
-    valid_docker_name(name) && !name.contains("..") && name.len() <= 255
+    name.len() <= 255
+        && !name.contains("..")
+        && name.split('/').all(|part| {
+            !part.ends_with(' ')
+                && !part.contains("  ")
+                && valid_docker_name(&part.replace(' ', "_"))
+        })
+}
+
+/// The name the Fractalic UI gives a script file (`getScriptNameFromPath` in its
+/// `utils/deployUtils.ts`): the file name without its last extension, lower-cased, every run
+/// of characters other than `a-z0-9` one hyphen, none at either end (`My Script.md` ->
+/// `my-script`, `Hello_World.md` -> `hello-world`). Applied to a given script name too, it
+/// compares names case-, space-, underscore- and hyphen-insensitively.
+pub fn ui_script_name(file_name: &str) -> String {
+    let stem = match file_name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => file_name,
+    };
+    let mut out = String::new();
+    for c in stem.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(out.trim_end_matches('-').len());
+    out
+}
+
+/// Directories searched below the folder for a script the UI named (its repository may hold
+/// the file in a subfolder); deeper ones are not looked at.
+const UI_NAME_DEPTH: usize = 6;
+/// Entries looked at in that search, at most (a monorepo is not walked whole for a name).
+const UI_NAME_ENTRIES: usize = 200_000;
+
+/// Files in `folder` (and its subfolders, excludes applied) with a script extension whose
+/// [`ui_script_name`] is `want`: their paths relative to `folder`, sorted.
+fn ui_name_candidates(folder: &Path, want: &str, excludes: &Excludes) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut seen = 0usize;
+    let mut stack = vec![(folder.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            seen += 1;
+            if seen > UI_NAME_ENTRIES {
+                break;
+            }
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if excludes.is_excluded(&child) {
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                if depth < UI_NAME_DEPTH {
+                    stack.push((entry.path(), child, depth + 1));
+                }
+                continue;
+            }
+            let ext_ok = name
+                .rsplit_once('.')
+                .is_some_and(|(_, e)| SCRIPT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            if ext_ok && ui_script_name(&name) == want && excludes.takes(&child) {
+                found.push(child);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Finds the main script as [`find_main_script`] does; when no file has exactly that name,
+/// the one file the name can only mean as the Fractalic UI makes names (`my-script` for
+/// `My Script.md`, maybe in a subfolder: the UI sends its repository as the folder), with a
+/// warning saying so (second element). Several such files are bad input naming them.
+pub fn resolve_main_script(
+    folder: &Path,
+    script: &str,
+    excludes: &Excludes,
+) -> Result<(String, Option<String>)> {
+    let exact = find_main_script(folder, script, excludes);
+    let not_found =
+        matches!(&exact, Err(Error::Input { what, .. }) if what.starts_with("no main script"));
+    if !not_found {
+        return exact.map(|m| (m, None));
+    }
+    let want = ui_script_name(script);
+    if want.is_empty() {
+        return exact.map(|m| (m, None));
+    }
+    let mut found = ui_name_candidates(folder, &want, excludes);
+    match found.len() {
+        0 => exact.map(|m| (m, None)),
+        1 => {
+            let m = found.remove(0);
+            match main_candidate(folder, &m, excludes)? {
+                Candidate::Found => {}
+                Candidate::Rejected(e) => return Err(e),
+                Candidate::Absent => return exact.map(|m| (m, None)),
+            }
+            let warning = format!(
+                "no file is named {script}.md (or .py, .sh, .txt) in {}; deploying {m:?}, the one file that name can mean (names compared as the Fractalic UI makes them: case, spaces, '_' and '-' ignored)",
+                folder.display()
+            );
+            Ok((m, Some(warning)))
+        }
+        n => {
+            let shown: Vec<String> = found.iter().take(10).map(|f| format!("{f:?}")).collect();
+            let more = if n > 10 {
+                format!(" and {} more", n - 10)
+            } else {
+                String::new()
+            };
+            Err(Error::input(
+                format!(
+                    "the main script {script:?} could be any of {n} files in {}: {}{more}",
+                    folder.display(),
+                    shown.join(", ")
+                ),
+                "give the script name exactly as one file is named (without the extension), or rename the others",
+            ))
+        }
+    }
 }
 
 /// `cannot read PATH` as bad input (exit 2): the script folder, or something in it.
@@ -677,6 +812,17 @@ pub fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Res
             format!("add {script}.md (or .py, .sh, .txt), or pass the right --script-name"),
         )
     }))
+}
+
+/// The project root of a deploy confined to `root` (the REST API's `--root`): the nearest
+/// directory holding `fractalic.py` from the script folder up to `root`, never above it; else
+/// the script folder itself (then only its own config files are used).
+pub fn project_root_within(script_folder: &Path, root: &Path) -> PathBuf {
+    script_folder
+        .ancestors()
+        .take_while(|d| d.starts_with(root))
+        .find(|d| d.join("fractalic.py").is_file())
+        .map_or_else(|| script_folder.to_path_buf(), Path::to_path_buf)
 }
 
 /// The Fractalic project root: walk up to a directory holding `fractalic.py`, from the script
@@ -957,7 +1103,8 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
         ),
         other => Error::input("bad --exclude pattern", other.to_string()),
     })?;
-    let main_script = find_main_script(&script_folder, &args.script_name, &excludes)?;
+    let (main_script, resolved) =
+        resolve_main_script(&script_folder, &args.script_name, &excludes)?;
     if !excludes.is_included(&main_script) {
         return Err(Error::input(
             format!("the main script {main_script:?} is left out of the payload"),
@@ -1020,9 +1167,13 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
     check_env_sizes(&env_at)?;
     let env = env_at.into_iter().map(|(k, v, _)| (k, v)).collect();
 
-    let project_root = project_root(&script_folder);
+    let project_root = match &args.confine {
+        Some(root) => project_root_within(&script_folder, root),
+        None => project_root(&script_folder),
+    };
     let (config_files, config_warnings) = find_config_files(&project_root, &script_folder)?;
     let mut warnings = config_warnings;
+    warnings.extend(resolved);
     if !config_files.iter().any(|c| c.name == "settings.toml") {
         warnings.push(format!(
             "no settings.toml in {} or {}: /execute will answer \"No model specified and no defaultProvider in settings.toml\"",
@@ -1251,9 +1402,60 @@ mod tests {
     }
 
     #[test]
+    fn ui_script_names_resolve_to_the_one_file_they_can_mean() {
+        for (file, ui) in [
+            ("My Script.md", "my-script"),
+            ("Hello.md", "hello"),
+            ("hello_world.v2.md", "hello-world-v2"),
+            ("--a__b--.md", "a-b"),
+            ("noext", "noext"),
+            ("\u{e9}t\u{e9}.md", "t"),
+        ] {
+            assert_eq!(ui_script_name(file), ui, "{file}");
+        }
+        let none = Excludes::new(&[]).unwrap();
+        let (_t, d) = folder(&["My Script.md", "notes.txt"]);
+        let (m, w) = resolve_main_script(&d, "my-script", &none).unwrap();
+        assert_eq!(m, "My Script.md");
+        let w = w.expect("a warning says which file");
+        assert!(w.contains("\"My Script.md\""), "{w}");
+        // A name that matches exactly needs no guessing.
+        assert_eq!(
+            resolve_main_script(&d, "notes", &none).unwrap(),
+            ("notes.txt".into(), None)
+        );
+        // In a subfolder (the UI sends its repository as the folder), excludes applied.
+        let (_t, d) = folder(&["README.md"]);
+        std::fs::create_dir_all(d.join("tasks/deep")).unwrap();
+        std::fs::create_dir_all(d.join("node_modules")).unwrap();
+        std::fs::write(d.join("tasks/deep/Daily_Report.md"), "x").unwrap();
+        std::fs::write(d.join("node_modules/daily-report.md"), "x").unwrap();
+        std::fs::write(d.join("tasks/daily report.ctx"), "x").unwrap();
+        let (m, _) = resolve_main_script(&d, "daily-report", &none).unwrap();
+        assert_eq!(m, "tasks/deep/Daily_Report.md");
+        // Several candidates: bad input naming them.
+        std::fs::write(d.join("tasks/daily-Report.md"), "x").unwrap();
+        let e = resolve_main_script(&d, "daily-report", &none).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("\"tasks/daily-Report.md\", \"tasks/deep/Daily_Report.md\""),
+            "{msg}"
+        );
+        // Nothing that fits: the usual message.
+        let e = resolve_main_script(&d, "nope", &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no main script \"nope\""), "{e}");
+        // A name the rule cannot carry stays refused.
+        let (_t, d) = folder(&["My  Script.md"]);
+        assert!(resolve_main_script(&d, "my-script", &none).is_err());
+    }
+
+    #[test]
     fn main_script_names_follow_the_script_name_rule() {
         let none = Excludes::new(&[]).unwrap();
-        let (_t, d) = folder(&["s.\tx\n8009", "s.a b"]);
+        let (_t, d) = folder(&["s.\tx\n8009", "s.a\u{1b}b"]);
         let e = find_main_script(&d, "s", &none).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let msg = e.to_string();
@@ -1455,6 +1657,13 @@ mod tests {
         std::fs::write(root.path().join("mcp_servers.json"), "{}").unwrap();
         std::fs::write(folder.join("settings.toml"), "a = 2").unwrap();
         assert_eq!(project_root(&folder), root.path());
+        // Confined to a root below the project: the walk stops there, no fallback.
+        let inner = root.path().join("scripts");
+        std::fs::create_dir_all(&inner).unwrap();
+        let lone = inner.join("lone");
+        std::fs::create_dir_all(&lone).unwrap();
+        assert_eq!(project_root_within(&lone, &inner), lone);
+        assert_eq!(project_root_within(&folder, root.path()), root.path());
         let (files, _) = find_config_files(root.path(), &folder).unwrap();
         let s = files.iter().find(|f| f.name == "settings.toml").unwrap();
         assert_eq!(s.contents, b"a = 2");

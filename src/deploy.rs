@@ -265,7 +265,13 @@ pub fn run(p: Prepared) -> Result<Report> {
             // An interrupt's undo may have got there first: then the handler speaks.
             host.journal().commit()?;
             progress.finish();
-            let result = crate::contract::publish_result(&plugin_source, &v)?;
+            let mut result = crate::contract::publish_result(&plugin_source, &v)?;
+            // The plugin saw the change lists cut short; `--json` has them whole.
+            if entry == "update" && result.raw["update"].is_object() {
+                if let Some(full) = crate::update::plan_changes(&host) {
+                    result.raw["update"]["changes"] = full;
+                }
+            }
             Ok(Report {
                 name,
                 script_name,

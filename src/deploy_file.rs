@@ -493,6 +493,7 @@ pub fn merge(flags: &DeployFlags) -> Result<Merged> {
 
     let args = DeployArgs {
         lock_wait: flags.lock_wait.clone().unwrap_or(d.lock_wait.clone()),
+        confine: None,
         plugin,
         script_name,
         script_folder,

@@ -99,8 +99,14 @@ pub struct Event {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The outcome, on the final `completed` event only. A failed run has none: the Fractalic
+    /// UI draws its URL box whenever an event has a `result`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// On the final `error` event: the failure object (what `deploy --json` prints on failure,
+    /// the blocking endpoint's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<serde_json::Value>,
 }
 
 impl Event {
@@ -273,18 +279,19 @@ impl Progress {
         let mut st = self.lock();
         st.percent = 100;
         st.stage = Stage::Completed;
-        st.emit(Kind::Completed, message.into(), None, Some(result));
+        st.emit_final(Kind::Completed, message.into(), None, Some(result), None);
         st.end_bar();
     }
 
-    /// The last event of a failed run: stage `error`, 100 %, with the error and the outcome.
-    pub fn fail(&self, error: impl Into<String>, result: serde_json::Value) {
+    /// The last event of a failed run: stage `error`, 100 %, with the error and the failure
+    /// object (as `failure`, never as `result`).
+    pub fn fail(&self, error: impl Into<String>, failure: serde_json::Value) {
         let error = error.into();
         let mut st = self.lock();
         st.percent = 100;
         st.stage = Stage::Error;
         let message = format!("Deployment failed: {error}");
-        st.emit(Kind::Error, message, Some(error), Some(result));
+        st.emit_final(Kind::Error, message, Some(error), None, Some(failure));
         st.end_bar();
     }
 
@@ -350,6 +357,17 @@ impl State {
         error: Option<String>,
         result: Option<serde_json::Value>,
     ) {
+        self.emit_final(kind, message, error, result, None);
+    }
+
+    fn emit_final(
+        &mut self,
+        kind: Kind,
+        message: String,
+        error: Option<String>,
+        result: Option<serde_json::Value>,
+        failure: Option<serde_json::Value>,
+    ) {
         if matches!(self.sink, Sink::Silent) {
             return;
         }
@@ -364,6 +382,7 @@ impl State {
             message,
             error,
             result,
+            failure,
         };
         match &self.sink {
             Sink::Silent => {}
@@ -471,7 +490,8 @@ mod tests {
         let v = serde_json::to_value(last).unwrap();
         assert_eq!(v["stage"], "error");
         assert_eq!(v["type"], "error");
-        assert_eq!(v["result"]["success"], false);
+        assert!(v.get("result").is_none(), "a failed run has no result: {v}");
+        assert_eq!(v["failure"]["success"], false);
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 

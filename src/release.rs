@@ -1,7 +1,11 @@
-//! Releases of a deployment: what one is made of (a manifest of payload file hashes, config
-//! file and environment hashes, image, port, bind), what changed between two, and the history
-//! kept inside the container at `/payload/.releases/history.json` (Docker holds all state).
-//! Values of secrets never appear here: only SHA-256 hashes, in a 0600 file.
+//! Releases of a deployment: what one is made of (one hash over its payload files, config file
+//! and environment hashes, image, port, bind), what changed between two, and the history kept
+//! inside the container at `/payload/.releases/history.json` (Docker holds all state).
+//! A release's per-file manifest is not in the history (it grows with the folder: 100,000
+//! files made the history too large to read): it is kept beside the release's folder, at
+//! [`manifest_path`], and read only to work out which files an update changes. The history
+//! holds at most [`NAMES_KEPT`] names per list of changes, and counts.
+//! Values of secrets never appear here: only SHA-256 hashes, in 0600 files.
 
 use crate::config::DeployConfig;
 use crate::error::{Error, Result};
@@ -30,13 +34,37 @@ pub fn sha256(bytes: &[u8]) -> String {
     s
 }
 
+/// A release's payload files relative to the script folder: `sha256:HEX mode` or
+/// `link -> TARGET`. Kept at [`manifest_path`], never in the history.
+pub type Manifest = BTreeMap<String, String>;
+
+/// Names kept per list of changes in the history (the rest are counted).
+pub const NAMES_KEPT: usize = 20;
+
+/// Where release `dir`'s manifest is kept in the container: in its config folder, which is
+/// kept and pruned with the release folder.
+pub fn manifest_path(dir: &str) -> String {
+    format!("{RELEASES}/{dir}.config/manifest.json")
+}
+
+/// A manifest as the bytes of its file.
+pub fn manifest_bytes(files: &Manifest) -> Result<Vec<u8>> {
+    serde_json::to_vec(files).map_err(|e| Error::failed(format!("encoding a manifest: {e}")))
+}
+
+/// A manifest file's bytes; None when they are not one (then file changes are not named).
+pub fn parse_manifest(bytes: &[u8]) -> Option<Manifest> {
+    serde_json::from_slice(bytes).ok()
+}
+
 /// What a release is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// Payload files relative to the script folder: `sha256:HEX mode` or `link -> TARGET`.
-    pub files: BTreeMap<String, String>,
-    /// One hash over `files`.
+    /// One hash over the payload's [`Manifest`].
     pub payload_hash: String,
+    /// How many entries the manifest has.
+    #[serde(default)]
+    pub file_count: usize,
     /// Config file name -> hash of its contents.
     pub config: BTreeMap<String, String>,
     /// Environment key -> hash of `KEY=VALUE`.
@@ -183,12 +211,49 @@ pub struct Changes {
     /// Set when the old release is not known (a deployment made before releases existed).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub unknown: String,
+    /// How many names each list really had, for a list cut to [`NAMES_KEPT`] in the history
+    /// (`files_added` -> 3000), or when the file lists could not be worked out (`payload`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, usize>,
 }
 
 impl Changes {
     /// Nothing differs.
     pub fn is_empty(&self) -> bool {
         *self == Changes::default()
+    }
+
+    /// The lists of names, by field name.
+    fn lists_mut(&mut self) -> [(&'static str, &mut Vec<String>); 7] {
+        [
+            ("files_added", &mut self.files_added),
+            ("files_changed", &mut self.files_changed),
+            ("files_removed", &mut self.files_removed),
+            ("config", &mut self.config),
+            ("env_added", &mut self.env_added),
+            ("env_changed", &mut self.env_changed),
+            ("env_removed", &mut self.env_removed),
+        ]
+    }
+
+    /// As kept in the history: at most [`NAMES_KEPT`] names per list, with the real count in
+    /// `counts` for each list that was cut.
+    pub fn for_history(&self) -> Changes {
+        let mut c = self.clone();
+        let mut counts = std::mem::take(&mut c.counts);
+        for (k, v) in c.lists_mut() {
+            if v.len() > NAMES_KEPT {
+                counts.entry(k.to_string()).or_insert(v.len());
+                v.truncate(NAMES_KEPT);
+            }
+        }
+        c.counts = counts;
+        c
+    }
+
+    /// How many names list `k` has (its count when it was cut).
+    fn count(&self, k: &str, v: &[String]) -> usize {
+        self.counts.get(k).copied().unwrap_or(v.len()).max(v.len())
     }
 
     /// Why this change needs a new container (empty: it can go in place).
@@ -227,18 +292,57 @@ impl Changes {
     /// One line per kind of change, for progress and text output.
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let list = |label: &str, v: &[String], out: &mut Vec<String>| {
-            if !v.is_empty() {
-                out.push(format!("{label}: {}", v.join(", ")));
+        // A line names at most LINE_NAMES names; the rest are counted (the full lists are in
+        // `--json`'s `changes`).
+        const LINE_NAMES: usize = 5;
+        let list = |key: &str, label: &str, v: &[String], out: &mut Vec<String>| {
+            let n = self.count(key, v);
+            if n == 0 {
+                return;
+            }
+            let shown: Vec<&str> = v.iter().take(LINE_NAMES).map(String::as_str).collect();
+            let more = n - shown.len();
+            if more == 0 {
+                out.push(format!("{label}: {}", shown.join(", ")));
+            } else {
+                out.push(format!(
+                    "{label} ({n}): {} and {more} more",
+                    shown.join(", ")
+                ));
             }
         };
-        list("files added", &self.files_added, &mut out);
-        list("files changed", &self.files_changed, &mut out);
-        list("files removed", &self.files_removed, &mut out);
-        list("config", &self.config, &mut out);
-        list("environment added", &self.env_added, &mut out);
-        list("environment changed", &self.env_changed, &mut out);
-        list("environment removed", &self.env_removed, &mut out);
+        list("files_added", "files added", &self.files_added, &mut out);
+        list(
+            "files_changed",
+            "files changed",
+            &self.files_changed,
+            &mut out,
+        );
+        list(
+            "files_removed",
+            "files removed",
+            &self.files_removed,
+            &mut out,
+        );
+        if let Some(n) = self.counts.get("payload") {
+            out.push(format!(
+                "payload changed ({n} files; which ones is not known: the old release's file list is no longer kept)"
+            ));
+        }
+        list("config", "config", &self.config, &mut out);
+        list("env_added", "environment added", &self.env_added, &mut out);
+        list(
+            "env_changed",
+            "environment changed",
+            &self.env_changed,
+            &mut out,
+        );
+        list(
+            "env_removed",
+            "environment removed",
+            &self.env_removed,
+            &mut out,
+        );
         if let Some(i) = &self.image {
             out.push(format!("image: {} -> {}", short(&i.from), short(&i.to)));
         }
@@ -266,14 +370,26 @@ fn short(id: &str) -> String {
     s.chars().take(12).collect()
 }
 
-/// The differences from `old` to `new`.
-pub fn diff(old: &State, new: &State) -> Changes {
+/// The differences from `old` to `new`; the files by name when both manifests are known,
+/// else (payload hashes differ) counted as `counts.payload`.
+pub fn diff(
+    old: &State,
+    old_files: Option<&Manifest>,
+    new: &State,
+    new_files: Option<&Manifest>,
+) -> Changes {
     let mut c = Changes::default();
-    keyed(&old.files, &new.files, |k, kind| match kind {
-        Diff::Added => c.files_added.push(k.into()),
-        Diff::Changed => c.files_changed.push(k.into()),
-        Diff::Removed => c.files_removed.push(k.into()),
-    });
+    match (old_files, new_files) {
+        (Some(o), Some(n)) => keyed(o, n, |k, kind| match kind {
+            Diff::Added => c.files_added.push(k.into()),
+            Diff::Changed => c.files_changed.push(k.into()),
+            Diff::Removed => c.files_removed.push(k.into()),
+        }),
+        _ if old.payload_hash != new.payload_hash => {
+            c.counts.insert("payload".into(), new.file_count);
+        }
+        _ => {}
+    }
     keyed(&old.config, &new.config, |k, kind| {
         c.config.push(format!("{k} {}", kind.word()));
     });
@@ -425,27 +541,82 @@ mod tests {
             main_script: "demo.md".into(),
             ..State::default()
         };
-        s.files.insert("demo.md".into(), "sha256:1 644".into());
-        s.files.insert("lib/x.md".into(), "sha256:2 644".into());
         s.config.insert("settings.toml".into(), "sha256:s".into());
         s.env.insert("API_KEY".into(), "sha256:k".into());
         s
     }
 
+    fn files() -> Manifest {
+        let mut m = Manifest::new();
+        m.insert("demo.md".into(), "sha256:1 644".into());
+        m.insert("lib/x.md".into(), "sha256:2 644".into());
+        m
+    }
+
+    fn d(old: &State, new: &State) -> Changes {
+        diff(old, Some(&files()), new, Some(&files()))
+    }
+
     #[test]
     fn nothing_changed_is_empty() {
-        assert!(diff(&state(), &state()).is_empty());
+        assert!(d(&state(), &state()).is_empty());
+    }
+
+    #[test]
+    fn history_keeps_no_file_map_and_few_names_but_lines_count_them() {
+        let old = state();
+        let mut new = state();
+        let mut many = Manifest::new();
+        for i in 0..3000 {
+            many.insert(format!("f{i:04}.md"), "sha256:x 644".into());
+        }
+        new.payload_hash = payload_hash(&many);
+        new.file_count = many.len();
+        let c = diff(&old, Some(&files()), &new, Some(&many));
+        assert_eq!(c.files_added.len(), 3000);
+        let lines = c.lines();
+        assert_eq!(
+            lines[0],
+            "files added (3000): f0000.md, f0001.md, f0002.md, f0003.md, f0004.md and 2995 more"
+        );
+        assert!(lines.iter().all(|l| l.len() < 200), "{lines:?}");
+        let h = c.for_history();
+        assert_eq!(h.files_added.len(), NAMES_KEPT);
+        assert_eq!(h.counts["files_added"], 3000);
+        assert_eq!(h.lines()[0], lines[0], "the history says the same");
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(!json.contains("f0001"), "no file map in a release: {json}");
+        // Without the old manifest: counted, not named.
+        let c = diff(&old, None, &new, Some(&many));
+        assert!(
+            c.files_added.is_empty() && c.counts["payload"] == 3000,
+            "{c:?}"
+        );
+        assert!(
+            c.lines()[0].contains("payload changed (3000 files"),
+            "{:?}",
+            c.lines()
+        );
+        assert!(c.restart_reasons().is_empty());
+        assert!(diff(&old, None, &old, None).is_empty());
+        let m = manifest_bytes(&many).unwrap();
+        assert_eq!(parse_manifest(&m).unwrap(), many);
+        assert_eq!(
+            manifest_path("r2-abc"),
+            "/payload/.releases/r2-abc.config/manifest.json"
+        );
     }
 
     #[test]
     fn payload_and_settings_go_in_place_the_rest_needs_a_container() {
         let old = state();
         let mut new = state();
-        new.files.insert("demo.md".into(), "sha256:9 644".into());
-        new.files.remove("lib/x.md");
-        new.files.insert("new.md".into(), "sha256:3 644".into());
+        let mut nf = files();
+        nf.insert("demo.md".into(), "sha256:9 644".into());
+        nf.remove("lib/x.md");
+        nf.insert("new.md".into(), "sha256:3 644".into());
         new.config.insert("settings.toml".into(), "sha256:t".into());
-        let c = diff(&old, &new);
+        let c = diff(&old, Some(&files()), &new, Some(&nf));
         assert_eq!(c.files_changed, vec!["demo.md"]);
         assert_eq!(c.files_removed, vec!["lib/x.md"]);
         assert_eq!(c.files_added, vec!["new.md"]);
@@ -469,7 +640,7 @@ mod tests {
         ] {
             let mut new = state();
             change(&mut new);
-            let c = diff(&old, &new);
+            let c = d(&old, &new);
             assert!(!c.is_empty());
             assert_eq!(c.restart_reasons().len(), 1, "{c:?}");
         }
@@ -481,7 +652,7 @@ mod tests {
         let mut new = state();
         new.env.insert("API_KEY".into(), sha256(b"API_KEY=s3cret"));
         new.env.insert("NEW".into(), sha256(b"NEW=x"));
-        let c = diff(&old, &new);
+        let c = d(&old, &new);
         let text = format!(
             "{}{}",
             serde_json::to_string(&c).unwrap(),

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::journal::Resource;
 use crate::payload::{self, ExtraFile, Owner, PayloadSpec};
 use crate::plugin::host::{self, Host};
-use crate::release::{self, Changes, History, Release, State, HISTORY};
+use crate::release::{self, Changes, History, Manifest, Release, State, HISTORY};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -151,6 +151,10 @@ pub struct Plan {
     running: bool,
     /// The live release folder, if the deployment has the release layout.
     live_dir: Option<String>,
+    /// What runs now: the live container's id, image and image digest (its labels).
+    live: Value,
+    /// The new release's manifest (kept beside its folder, not in the history).
+    files: Manifest,
 }
 
 impl std::fmt::Debug for UpdateState {
@@ -180,11 +184,15 @@ impl Plan {
             "kind": self.kind(),
             "release": self.release.id,
             "from": self.history.current,
-            "changes": self.release.changes,
+            // Cut to a few names per list (the plugin's engine bounds its maps and arrays; a
+            // 100,000-file change would not fit): the full lists reach `--json` through
+            // [`plan_changes`].
+            "changes": self.release.changes.for_history(),
             "lines": self.release.changes.lines(),
             "reasons": self.reasons,
             "payload_hash": self.release.state.payload_hash,
             "port": self.release.state.port,
+            "live": self.live,
         })
     }
 }
@@ -203,18 +211,18 @@ fn url(bind: &str, port: u16) -> String {
     format!("http://{host}:{port}")
 }
 
-/// One `docker exec` that reads the history, the payload owner and the live link.
-fn read_live(
-    d: &Docker,
-    name: &str,
-    script: &str,
-) -> Result<(Option<History>, Owner, Option<String>)> {
+/// Separates the history from the live release's manifest in [`read_live`]'s output.
+const MANIFEST_MARK: &str = "\n=== manifest ===\n";
+
+/// One `docker exec` that reads the history, the payload owner, the live link and the live
+/// release's manifest.
+fn read_live(d: &Docker, name: &str, script: &str) -> LiveRead {
     let (status, out) = d.exec(
         name,
         &[
             "sh",
             "-c",
-            "stat -c '%u %g' /payload; readlink \"/payload/$1\" || echo; echo ===; cat /payload/.releases/history.json 2>/dev/null || true",
+            "stat -c '%u %g' /payload; l=$(readlink \"/payload/$1\") || l=; echo \"$l\"; echo ===; cat /payload/.releases/history.json 2>/dev/null || true; printf '\\n=== manifest ===\\n'; [ -z \"$l\" ] || cat \"/payload/$l.config/manifest.json\" 2>/dev/null || true",
             "sh",
             script,
         ],
@@ -226,7 +234,9 @@ fn read_live(
             crate::error::one_line(&out.stderr)
         )));
     }
-    let (head, hist) = out.stdout.split_once("===\n").unwrap_or((&out.stdout, ""));
+    let (head, rest) = out.stdout.split_once("===\n").unwrap_or((&out.stdout, ""));
+    let (hist, manifest) = rest.rsplit_once(MANIFEST_MARK).unwrap_or((rest, ""));
+    let manifest = release::parse_manifest(manifest.as_bytes());
     let mut lines = head.lines();
     let ids: Vec<u64> = lines
         .next()
@@ -248,7 +258,7 @@ fn read_live(
     } else {
         Some(History::parse(hist.as_bytes())?)
     };
-    Ok((history, owner, link))
+    Ok((history, owner, link, manifest))
 }
 
 pub fn config_copies(cfg: &DeployConfig, dir: &str) -> Vec<ExtraFile> {
@@ -370,7 +380,7 @@ pub fn plan(
     };
     let running = v["State"]["Running"].as_bool().unwrap_or(false);
     let live_port: u16 = label(host::LABEL_PORT).parse().unwrap_or(0);
-    let (history, owner, live_dir) = if running {
+    let (history, owner, live_dir, old_files) = if running {
         match live {
             Some(r) => r?,
             None => read_live(d, &name, &cfg.script_name)?,
@@ -378,6 +388,12 @@ pub fn plan(
     } else {
         let h = d.read_file(&name, HISTORY)?;
         let h = h.map(|b| History::parse(&b)).transpose()?;
+        let old_files = match h.as_ref().and_then(History::current) {
+            Some(c) => d
+                .read_file(&name, &release::manifest_path(&c.dir))?
+                .and_then(|b| release::parse_manifest(&b)),
+            None => None,
+        };
         // Stopped: the payload's owner is the image's user, from the container's /etc/passwd.
         let user = v["Config"]["User"].as_str().unwrap_or("");
         let ids = host::user_ids(d, &name, user, None)?;
@@ -389,6 +405,7 @@ pub fn plan(
                 gid: id("gid"),
             },
             None,
+            old_files,
         )
     };
     let (mut history, old_state, unknown) = match history {
@@ -410,12 +427,13 @@ pub fn plan(
     };
     let tar = build_tar(cfg, &dir, owner, false)?;
     let files = release::manifest_of_tar(&tar, &format!("payload/.releases/{dir}"))?;
-    let state = state_of(cfg, files, image_id, image_digest, port);
-    let mut changes = release::diff(&old_state, &state);
+    let state = state_of(cfg, &files, image_id, image_digest, port);
+    let mut changes = release::diff(&old_state, old_files.as_ref(), &state, Some(&files));
     changes.unknown = unknown;
     if !changes.unknown.is_empty() {
         // Only what can be read from the container itself is compared.
         changes.files_added.clear();
+        changes.counts.clear();
         changes.config.clear();
         changes.env_added.clear();
         let live_image = v["Image"].as_str().unwrap_or("").to_string();
@@ -460,6 +478,11 @@ pub fn plan(
         changes,
         state,
     };
+    let live = json!({
+        "container_id": v["Id"].as_str().unwrap_or(""),
+        "image": label("fractalic-publisher.image"),
+        "image_digest": label("fractalic-publisher.image-digest"),
+    });
     Ok(Plan {
         name,
         history,
@@ -469,11 +492,18 @@ pub fn plan(
         owner,
         running,
         live_dir,
+        live,
+        files,
     })
 }
 
+/// The history file's bytes: each release's changes as [`Changes::for_history`] keeps them.
 fn history_bytes(h: &History) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(h).map_err(|e| Error::failed(format!("encoding the history: {e}")))
+    let mut h = h.clone();
+    for r in &mut h.releases {
+        r.changes = r.changes.for_history();
+    }
+    serde_json::to_vec_pretty(&h).map_err(|e| Error::failed(format!("encoding the history: {e}")))
 }
 
 /// Records a failed attempt in the live container's history (best effort: a warning).
@@ -536,6 +566,12 @@ pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value
         plan.tar.clone(),
         &format!("{HISTORY}.next"),
         &history_bytes(&h)?,
+        plan.owner,
+    )?;
+    let tar = append_file(
+        tar,
+        &release::manifest_path(&plan.release.dir),
+        &release::manifest_bytes(&plan.files)?,
         plan.owner,
     )?;
     let dir = plan.release.dir.clone();
@@ -773,6 +809,12 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
     h.current = plan.release.id.clone();
     let full = build_tar(cfg, &plan.release.dir, owner, true)?;
     let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
+    let full = append_file(
+        full,
+        &release::manifest_path(&plan.release.dir),
+        &release::manifest_bytes(&plan.files)?,
+        owner,
+    )?;
     let suffix = short_suffix();
     let next = format!("{name}.next-{suffix}");
     let from = if plan.history.current.is_empty() {
@@ -781,7 +823,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         plan.history.current.clone()
     };
     let aside = format!("{name}.{from}-{suffix}");
-    let steps = || -> Result<Duration> {
+    let steps = || -> Result<(Duration, String)> {
         let j = host.journal();
         // 1. The new container on a spare port, proven.
         let mut spare = free_port(cfg.bind)?;
@@ -817,7 +859,7 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         }
         host.progress
             .step(70, format!("Creating the new {name} on port {port}"));
-        host::create_container(host, d, &spec(plan, cfg, &name, port))?;
+        let new_id = host::create_container(host, d, &spec(plan, cfg, &name, port))?;
         d.run(
             &["cp", "-", &format!("{name}:/")],
             Some(full.clone()),
@@ -853,10 +895,10 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
         if let Some(t) = j.container(&next) {
             j.undo_now(t);
         }
-        Ok(downtime)
+        Ok((downtime, new_id))
     };
     match steps() {
-        Ok(downtime) => {
+        Ok((downtime, new_id)) => {
             prune_containers(host, d, &name);
             host.progress.step(
                 100,
@@ -870,6 +912,12 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
                 "kind": "container",
                 "restarted": true,
                 "kept": aside,
+                // What runs now: the new container, made from this deploy's image.
+                "live": {
+                    "container_id": new_id,
+                    "image": cfg.image,
+                    "image_digest": plan.release.state.image_digest,
+                },
                 "downtime_ms": downtime.as_millis() as u64,
                 "elapsed_ms": t0.elapsed().as_millis() as u64,
             }))
@@ -1099,7 +1147,19 @@ pub fn rollback(
         of: Some(target.id.clone()),
         outcome: "ok".into(),
         error: String::new(),
-        changes: release::diff(&cur.state, &target.state),
+        changes: {
+            // The two manifests, when they are still kept beside their release folders.
+            let read = |dir: &str| -> Result<Option<Manifest>> {
+                Ok(d.read_file(name, &release::manifest_path(dir))?
+                    .and_then(|b| release::parse_manifest(&b)))
+            };
+            let (a, b) = if cur.state.payload_hash == target.state.payload_hash {
+                (None, None)
+            } else {
+                (read(&cur.dir)?, read(&target.dir)?)
+            };
+            release::diff(&cur.state, a.as_ref(), &target.state, b.as_ref())
+        },
         state: target.state.clone(),
     };
     new_h.releases.push(entry.clone());
@@ -1335,7 +1395,7 @@ pub struct UpdateState {
     early: Option<std::thread::JoinHandle<LiveRead>>,
 }
 
-type LiveRead = Result<(Option<History>, Owner, Option<String>)>;
+type LiveRead = Result<(Option<History>, Owner, Option<String>, Option<Manifest>)>;
 
 /// Begins reading the live release of `name` (one `docker exec`) on its own thread, and keeps
 /// `inspect` for the plan: called by the deploy when it knows it will update.
@@ -1388,7 +1448,11 @@ pub fn record_first(
             "record_release: copy_payload has not staged a release",
         ));
     };
-    let state = state_of(cfg, files, image_id, image_digest, port);
+    let state = state_of(cfg, &files, image_id, image_digest, port);
+    let manifest = (
+        release::manifest_path(&dir),
+        release::manifest_bytes(&files)?,
+    );
     let r = Release {
         id: "r1".into(),
         seq: 1,
@@ -1408,7 +1472,12 @@ pub fn record_first(
     // Written beside the readiness wait (its own thread); the deploy waits for it at its end.
     let bytes = history_bytes(&h)?;
     let (d, c) = (Arc::clone(d), container.to_string());
-    let job = std::thread::spawn(move || write_history(&d, &c, &bytes, owner));
+    let job = std::thread::spawn(move || {
+        let tar = append_file(vec![0u8; 1024], HISTORY, &bytes, owner)?;
+        let tar = append_file(tar, &manifest.0, &manifest.1, owner)?;
+        d.run(&["cp", "-", &format!("{c}:/")], Some(tar), QUICK)?;
+        Ok(())
+    });
     lock(&host.updates).recording = Some(job);
     Ok(h.current)
 }
@@ -1425,6 +1494,14 @@ pub fn finish_record(host: &Host) -> Result<()> {
 }
 
 /// Stores the plan of this run's update.
+/// The full changes of this run's update plan (every name), for the deploy's `--json`.
+pub fn plan_changes(host: &Host) -> Option<Value> {
+    lock(&host.updates)
+        .plan
+        .as_ref()
+        .and_then(|p| serde_json::to_value(&p.release.changes).ok())
+}
+
 pub fn set_plan(host: &Host, plan: Plan) {
     lock(&host.updates).plan = Some(plan);
 }
@@ -1490,15 +1567,15 @@ pub fn render_history(v: &Value) -> String {
 /// hashes, the image and where it is published.
 fn state_of(
     cfg: &DeployConfig,
-    files: std::collections::BTreeMap<String, String>,
+    files: &Manifest,
     image_id: &str,
     image_digest: &str,
     port: u16,
 ) -> State {
     let (config, env) = release::config_hashes(cfg);
     State {
-        payload_hash: release::payload_hash(&files),
-        files,
+        payload_hash: release::payload_hash(files),
+        file_count: files.len(),
         config,
         env,
         image: cfg.image.clone(),
@@ -1508,5 +1585,83 @@ fn state_of(
         bind: cfg.bind.to_string(),
         script_name: cfg.script_name.clone(),
         main_script: cfg.main_script.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::host::Host;
+    use crate::progress::Progress;
+
+    /// A history of `n` releases of a folder of `files` files, each update changing all.
+    fn big_history(n: u64, files: usize) -> History {
+        let mut h = History::default();
+        let mut old: Option<(State, Manifest)> = None;
+        for seq in 1..=n {
+            let m: Manifest = (0..files)
+                .map(|i| {
+                    (
+                        format!("dir{}/file{i:06}.md", i % 100),
+                        format!("sha256:{seq} 644"),
+                    )
+                })
+                .collect();
+            let state = State {
+                payload_hash: release::payload_hash(&m),
+                file_count: m.len(),
+                ..State::default()
+            };
+            let changes = match &old {
+                Some((s, om)) => release::diff(s, Some(om), &state, Some(&m)),
+                None => Changes::default(),
+            };
+            h.releases.push(Release {
+                id: format!("r{seq}"),
+                seq,
+                dir: release::dir_name(seq),
+                time: String::new(),
+                kind: "in-place".into(),
+                of: None,
+                outcome: "ok".into(),
+                error: String::new(),
+                changes,
+                state: state.clone(),
+            });
+            h.current = format!("r{seq}");
+            old = Some((state, m));
+        }
+        h
+    }
+
+    #[test]
+    fn a_history_of_100000_files_and_10_releases_reaches_the_plugin() {
+        let h = big_history(10, 100_000);
+        let bytes = history_bytes(&h).unwrap();
+        assert!(
+            bytes.len() < 200_000,
+            "history.json is {} bytes",
+            bytes.len()
+        );
+        let back = History::parse(&bytes).unwrap();
+        assert_eq!(back.releases[9].changes.counts["files_changed"], 100_000);
+        assert_eq!(back.releases[9].state.file_count, 100_000);
+        // What `release_history` gives the plugin, under the plugin engine's limits.
+        let v = rhai::serde::to_dynamic(history_public(&back)).unwrap();
+        let host = Arc::new(Host::new(Progress::silent(), None));
+        let mut engine = crate::plugin::engine(&host);
+        engine.register_fn("hist", move || v.clone());
+        let n: i64 = engine
+            .eval("let h = hist(); h.releases.len() + h.releases[9].changes.files_changed.len()")
+            .unwrap();
+        assert_eq!(n, 10 + release::NAMES_KEPT as i64);
+        // The limit is real: a per-file map of 10,001 entries is refused.
+        let big: rhai::Map = (0..10_001)
+            .map(|i| (format!("f{i}").into(), rhai::Dynamic::from(1_i64)))
+            .collect();
+        let mut engine = crate::plugin::engine(&host);
+        engine.register_fn("big", move || big.clone());
+        let e = engine.eval::<i64>("let m = big(); m.len()").unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
     }
 }

@@ -113,6 +113,7 @@ def fmt_ms(path):
 
 
 HELLO = """# Demo task {id=demo-task}
+
 @shell
 prompt: echo "hello from fractalic shell"; uname -s
 use-header: "# Shell output {id=shell-output}"

@@ -819,6 +819,14 @@ fn deploy(
         Ok(f) => f,
         Err(r) => return Some(r),
     };
+    // The settings.toml / mcp_servers.json search never leaves the root (the server's own
+    // working directory may hold the operator's keys).
+    args.confine = server
+        .roots
+        .iter()
+        .filter(|r| args.script_folder.starts_with(r))
+        .max_by_key(|r| r.as_os_str().len())
+        .cloned();
 
     let id = progress::new_run_id();
     let run = Arc::new(Run::new(&id));
@@ -886,9 +894,12 @@ fn deploy(
         None
     } else {
         run.wait_done(Duration::from_secs(24 * 3600));
-        let result = run.last().and_then(|e| e.result).unwrap_or_else(
-            || json!({"success": false, "error": "the deploy ended without a result"}),
-        );
+        let result = run
+            .last()
+            .and_then(|e| e.result.or(e.failure))
+            .unwrap_or_else(
+                || json!({"success": false, "error": "the deploy ended without a result"}),
+            );
         Some(Response::json(200, &result))
     }
 }

@@ -353,6 +353,55 @@ pub fn reason(status: u16) -> &'static str {
 /// The `Server` header of every answer `serve` writes itself.
 pub const SERVER: &str = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
 
+/// Longest reason phrase put on a status line (longer details are cut, with `...`).
+pub const MAX_REASON: usize = 300;
+
+/// The reason phrase for `r`: for an error with a JSON `detail`, that detail as one line of
+/// printable ASCII (the Fractalic UI shows only `HTTP <status>: <statusText>` and never reads
+/// the body, so the reason must be on the status line); otherwise the standard phrase.
+/// Details never hold secrets (the project's rule for every message), so neither does this.
+pub fn reason_phrase(r: &Response) -> String {
+    let detail = (r.status >= 400)
+        .then(|| serde_json::from_slice::<Value>(&r.body).ok())
+        .flatten()
+        .and_then(|v| v["detail"].as_str().map(str::to_string));
+    let Some(detail) = detail else {
+        return reason(r.status).to_string();
+    };
+    let mut out = String::with_capacity(detail.len().min(MAX_REASON + 3));
+    let mut space = false;
+    for c in detail.chars() {
+        // RFC 9110 allows HTAB, SP, VCHAR and obs-text; only SP and VCHAR are sent, so every
+        // client reads the same text. Control characters (a CR or LF would end the line)
+        // become spaces; other characters a `?`.
+        let c = match c {
+            c if c.is_ascii_graphic() => c,
+            c if c.is_whitespace() || c.is_control() => ' ',
+            _ => '?',
+        };
+        if c == ' ' {
+            if space || out.is_empty() {
+                continue;
+            }
+            space = true;
+        } else {
+            space = false;
+        }
+        if out.len() >= MAX_REASON {
+            out.truncate(out.trim_end().len());
+            out.push_str("...");
+            return out;
+        }
+        out.push(c);
+    }
+    let out = out.trim_end().to_string();
+    if out.is_empty() {
+        reason(r.status).to_string()
+    } else {
+        out
+    }
+}
+
 /// Writes a whole response and closes the exchange (`Connection: close`).
 pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -360,7 +409,7 @@ pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<(
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nServer: {SERVER}\r\n",
         r.status,
-        reason(r.status)
+        reason_phrase(r)
     );
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -459,6 +508,39 @@ mod tests {
             roundtrip(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
             Err(ReadError::Bad(_))
         ));
+    }
+
+    #[test]
+    fn error_details_become_one_line_ascii_reason_phrases() {
+        let r = Response::error(
+            400,
+            "no main script \"my-script\" in /srv/hello-ui: add my-script.md",
+        );
+        assert_eq!(
+            reason_phrase(&r),
+            "no main script \"my-script\" in /srv/hello-ui: add my-script.md"
+        );
+        let r = Response::error(400, "a\r\nHTTP/1.1 200 OK\r\n\tb \u{e9}\u{1b}[31m  ");
+        let p = reason_phrase(&r);
+        assert_eq!(p, "a HTTP/1.1 200 OK b ? [31m");
+        assert!(p.bytes().all(|b| b == b' ' || b.is_ascii_graphic()), "{p}");
+        let long = Response::error(409, "x".repeat(5000));
+        let p = reason_phrase(&long);
+        assert!(
+            p.len() <= MAX_REASON + 3 && p.ends_with("..."),
+            "{}",
+            p.len()
+        );
+        // No detail: the standard phrase.
+        assert_eq!(
+            reason_phrase(&Response::json(200, &serde_json::json!({"detail": "x"}))),
+            "OK"
+        );
+        assert_eq!(reason_phrase(&Response::error(404, " \n ")), "Not Found");
+        assert_eq!(
+            reason_phrase(&Response::bytes(500, "text/plain", b"boom".to_vec())),
+            "Internal Server Error"
+        );
     }
 
     #[test]

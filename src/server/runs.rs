@@ -104,7 +104,7 @@ impl Run {
             Some(e) => (e.seq + 1, e.deployment_id.clone()),
             None => (1, self.id.clone()),
         };
-        let result = serde_json::json!({
+        let failure = serde_json::json!({
             "success": false,
             "message": "Deployment failed",
             "deployment_id": self.name(),
@@ -125,7 +125,8 @@ impl Run {
             kind: crate::progress::Kind::Error,
             message: format!("Deployment failed: {why}"),
             error: Some(why.to_string()),
-            result: Some(result),
+            result: None,
+            failure: Some(failure),
         });
         st.done = true;
         self.changed.notify_all();
@@ -296,7 +297,8 @@ mod tests {
         assert!(b.done());
         let last = b.last().unwrap();
         assert_eq!(last.stage, crate::progress::Stage::Error);
-        assert_eq!(last.result.unwrap()["success"], false);
+        assert!(last.result.is_none(), "no result on an error event");
+        assert_eq!(last.failure.unwrap()["success"], false);
         assert!(runs.get("1").is_some(), "finished runs stay for replays");
         assert_eq!(runs.active(), 2);
     }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const HELLO: &str = "# Demo task {id=demo-task}\n@shell\nprompt: echo hello\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hello\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
 const SETTINGS: &str =
     "defaultProvider = \"demo\"\n[settings.demo]\nmodel = \"m\"\napiKey = \"sk-settings-SECRET\"\n";
 

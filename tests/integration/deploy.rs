@@ -6,7 +6,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-const HELLO: &str = "# Demo task {id=demo-task}\n@shell\nprompt: echo \"hello from fractalic shell\"; uname -s\nuse-header: \"# Shell output {id=shell-output}\"\n\n@return\nblock: shell-output\n";
+/// What Fractalic returns for [`HELLO`]: the block its `@shell` made.
+const RETURNED: &str = "# Shell output {id=shell-output}\nhello from fractalic shell\nLinux\n\n";
+const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo \"hello from fractalic shell\"; uname -s\nuse-header: \"# Shell output {id=shell-output}\"\n\n@return\nblock: shell-output\n";
 const SETTINGS: &str = "defaultProvider = \"demo\"\n[settings.demo]\nmodel = \"m\"\napiKey = \"sk-test-SECRET-1234\"\n";
 
 /// A temp script folder: `hello.md`, optionally settings.toml, and anything else added.
@@ -246,7 +248,7 @@ fn happy_path_serves_the_script_with_right_owners_modes_port_and_labels() {
     let url = format!("http://localhost:{port}");
     let r = post_execute(&url, "/payload/hello/hello.md");
     assert_eq!(r["success"], true, "{r}");
-    assert_eq!(r["return_content"].as_str().unwrap(), HELLO);
+    assert_eq!(r["return_content"].as_str().unwrap(), RETURNED);
     // The seed's relative form works through the /fractalic/payload link.
     let r = post_execute(&url, "payload/hello/hello.md");
     assert_eq!(r["success"], true, "{r}");
@@ -1260,7 +1262,7 @@ fn payload_losses_are_warned_and_symlinks_follow_the_policy() {
     let url = v["url"].as_str().unwrap();
     let r = post_execute(url, "/payload/hello/hello.md");
     assert_eq!(r["success"], true, "{r}");
-    assert_eq!(r["return_content"].as_str().unwrap(), HELLO);
+    assert_eq!(r["return_content"].as_str().unwrap(), RETURNED);
 
     // In text mode the same warnings are progress lines (a second deploy under the same name
     // updates it: nothing changed, nothing touched, after printing them).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const HELLO: &str = "# Demo task {id=demo-task}\n@shell\nprompt: echo hello\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hello\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
 
 /// A deployment made for a test; its container is removed when this is dropped.
 pub struct Deployed {

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const HELLO: &str = "# Demo task {id=demo-task}\n@shell\nprompt: echo hello from rest\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+pub(crate) const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hello from rest\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
 
-const SETTINGS: &str = "defaultProvider = \"demo\"\n\n[settings.demo]\nmodel = \"demo-model\"\napiKey = \"sk-rest-test-not-real\"\n";
+pub(crate) const SETTINGS: &str = "defaultProvider = \"demo\"\n\n[settings.demo]\nmodel = \"demo-model\"\napiKey = \"sk-rest-test-not-real\"\n";
 
 /// The stages the UI knows, in the order a deploy goes through them.
-const UI_STAGES: &[&str] = &[
+pub(crate) const UI_STAGES: &[&str] = &[
     "validating",
     "pulling_image",
     "preparing_files",
@@ -44,9 +44,22 @@ impl Served {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Served, String> {
+        Self::try_start_in(docker, extra, env, None)
+    }
+
+    /// [`Served::try_start`] with the server's working directory `cwd`.
+    pub fn try_start_in(
+        docker: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Result<Served, String> {
         let root = tempfile::tempdir().unwrap();
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut cmd = managed::command(docker, &["serve", "--listen", "127.0.0.1:0", "--root"]);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
         cmd.arg(root.path()).args(extra);
         cmd.env_remove(TOKEN_ENV);
         for (k, v) in env {
@@ -78,7 +91,7 @@ impl Served {
     }
 
     /// A script folder `rel` under the root holding hello.md.
-    fn folder(&self, rel: &str) -> PathBuf {
+    pub(crate) fn folder(&self, rel: &str) -> PathBuf {
         let f = self.root.path().join(rel);
         std::fs::create_dir_all(&f).unwrap();
         std::fs::write(f.join("hello.md"), HELLO).unwrap();
@@ -86,7 +99,7 @@ impl Served {
         f
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_string()
     }
 }
@@ -110,7 +123,7 @@ impl Drop for Served {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
         .timeout(Duration::from_secs(180))
@@ -118,7 +131,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// (status, body) of any answer.
-fn call(req: ureq::Request, body: Option<&Value>) -> (u16, String) {
+pub(crate) fn call(req: ureq::Request, body: Option<&Value>) -> (u16, String) {
     let r = match body {
         Some(b) => req.send_string(&b.to_string()),
         None => req.call(),
@@ -130,7 +143,7 @@ fn call(req: ureq::Request, body: Option<&Value>) -> (u16, String) {
     }
 }
 
-fn detail(body: &str) -> String {
+pub(crate) fn detail(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     v["detail"]
         .as_str()
@@ -159,7 +172,7 @@ pub(crate) fn deploy_body(folder: &str, name: &str, extra: Value) -> Value {
 
 /// Deploys through the stream endpoint exactly as the UI's useDeployment hook reads it;
 /// returns the events it would count, the last being completed or error.
-fn ui_stream(url: &str, body: &Value) -> Vec<Value> {
+pub(crate) fn ui_stream(url: &str, body: &Value) -> Vec<Value> {
     let r = agent()
         .post(&format!("{url}/api/deploy/docker-registry/stream"))
         .set("Content-Type", "application/json")
@@ -197,7 +210,7 @@ fn ui_stream(url: &str, body: &Value) -> Vec<Value> {
     events
 }
 
-fn assert_monotonic(events: &[Value]) {
+pub(crate) fn assert_monotonic(events: &[Value]) {
     let mut last_stage = 0;
     let mut last_pct = 0;
     let id = events[0]["deployment_id"].clone();
@@ -384,7 +397,8 @@ fn failed_stream_deploys_end_in_error_and_leave_nothing() {
         let last = events.last().unwrap();
         assert_eq!(last["stage"], "error", "{last}");
         assert_eq!(last["progress"], 100);
-        assert_eq!(last["result"]["success"], false);
+        assert!(last.get("result").is_none(), "{last}");
+        assert_eq!(last["failure"]["success"], false);
         let err = last["error"].as_str().unwrap();
         assert!(err.contains("removed"), "says what was cleaned up: {err}");
         assert!(!last.to_string().contains("completed\""), "{last}");
@@ -600,7 +614,7 @@ fn a_disconnect_never_harms_the_deploy_and_reattaching_replays_everything() {
 }
 
 /// The docker binary for tests that are refused before Docker is touched.
-fn any_docker() -> PathBuf {
+pub(crate) fn any_docker() -> PathBuf {
     support::docker().unwrap_or_else(|| PathBuf::from("docker"))
 }
 

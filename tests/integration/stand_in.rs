@@ -125,12 +125,12 @@ fn failure(error: &str) -> String {
     )
 }
 
-/// Asserts a success answer: field order as the real server, script text returned.
-fn assert_success(raw: &str, script: &str) {
+/// Asserts a success answer: field order as the real server, `returned` as return_content.
+fn assert_success(raw: &str, returned: &str) {
     let v: Value = serde_json::from_str(raw).unwrap();
     assert_eq!(v["success"], true, "{raw}");
     assert_eq!(v["explicit_return"], true, "{raw}");
-    assert_eq!(v["return_content"], script, "{raw}");
+    assert_eq!(v["return_content"], returned, "{raw}");
     assert!(
         v["branch_name"].as_str().is_some_and(|b| !b.is_empty()),
         "{raw}"
@@ -161,8 +161,9 @@ fn refused(addr: &str) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err()
 }
 
-const SCRIPT: &str =
-    "# Demo task {id=demo-task}\n@shell\nprompt: echo hi\n\n@return\nblock: demo-task\n";
+const SCRIPT: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hi; uname -s\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+/// What Fractalic returns for [`SCRIPT`]: the block its `@shell` made (run in the container).
+const RETURNED: &str = "# Out {id=out}\nhi\nLinux\n\n";
 const USABLE: &str =
     "defaultProvider = \"openai\"\n[settings.openai]\nmodel = \"gpt-4o\"\napiKey = \"sk-test\"\n";
 
@@ -323,11 +324,11 @@ fn execute_answers_like_the_real_server() {
     let (status, raw) =
         s.execute_raw(r#"{"filename":"/payload/demo/main.md","parameter_text":"be brief"}"#);
     assert_eq!(status, 200);
-    assert_success(&raw, SCRIPT);
+    assert_success(&raw, RETURNED);
     let ctx = s.exec(&["cat", "/payload/demo/main.ctx"]);
     let ctx = String::from_utf8_lossy(&ctx.stdout);
     assert!(
-        ctx.contains("parameter_text: be brief") && ctx.contains(SCRIPT),
+        ctx.contains("parameter_text: be brief") && ctx.contains(RETURNED),
         "{ctx}"
     );
     assert!(!ctx.contains("sk-test"), "the API key leaked into {ctx}");
@@ -347,7 +348,7 @@ fn execute_answers_like_the_real_server() {
     );
     let ln = s.exec(&["ln", "-s", "/payload", "/fractalic/payload"]);
     assert!(ln.status.success(), "{ln:?}");
-    assert_success(&s.execute("payload/demo/main.md"), SCRIPT);
+    assert_success(&s.execute("payload/demo/main.md"), RETURNED);
 
     // /fractalic/settings.toml is the fallback for a folder without one.
     support::copy_into(
@@ -359,7 +360,7 @@ fn execute_answers_like_the_real_server() {
             0o600,
         )],
     );
-    assert_success(&s.execute("/payload/bare/main.md"), SCRIPT);
+    assert_success(&s.execute("/payload/bare/main.md"), RETURNED);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 const SETTINGS: &str = "defaultProvider = \"one\"\n[settings.one]\nmodel = \"m\"\napiKey = \"k\"\n";
 
 fn script(version: &str) -> String {
-    format!("# Demo {{id=d}}\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
+    format!("# Demo {{id=d}}\n\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
 }
 
 /// A deployment under test: its folder, and every container whose name starts with its name
@@ -147,10 +147,11 @@ fn execute(url: &str) -> Result<String, String> {
     if v["success"] != true {
         return Err(v.to_string());
     }
+    // The block the script's `@shell` made: `# Out {id=out}`, then the echoed version.
     let content = v["return_content"].as_str().unwrap_or("");
     content
-        .lines()
-        .find_map(|l| l.strip_prefix("prompt: echo "))
+        .strip_prefix("# Out {id=out}\n")
+        .and_then(|rest| rest.lines().next())
         .map(str::to_string)
         .ok_or_else(|| format!("no version in {content:?}"))
 }

@@ -688,7 +688,7 @@
 
   function showResult(e) {
     const box = $('run-result');
-    const r = e.result || {};
+    const r = e.result || e.failure || {};
     const items = [];
     const kv = (k, v) => items.push(el('dt', null, k), el('dd', null, v));
     if (e.stage === 'completed' && r.success !== false) {

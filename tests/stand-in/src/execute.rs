@@ -1,5 +1,8 @@
 //! `POST /execute`: request validation (FastAPI-style 422s), settings.toml lookup with the real
-//! server's error texts, and a pretend run that writes `<script>.ctx` next to the script.
+//! server's error texts, and a run of the script's `@shell` and `@return` operations, parsed as
+//! Fractalic's parser does (see `fractalic.rs`), that writes `<script>.ctx` next to the script.
+
+mod fractalic;
 
 use crate::http::Response;
 use crate::json::{array, object, string, value};
@@ -139,26 +142,34 @@ fn try_run(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "script".into());
+    let ran = fractalic::run(&script, &folder);
     let ctx_path = folder.join(format!("{stem}.ctx"));
     let ctx = format!(
-        "# Context written by fractalic-stand-in\nscript: {filename}\nprovider: {provider}\nparameter_text: {}\n\n{script}",
-        parameter_text.unwrap_or("")
+        "# Context written by fractalic-stand-in\nscript: {filename}\nprovider: {provider}\nparameter_text: {}\n\n{}{}",
+        parameter_text.unwrap_or(""),
+        ran.context,
+        ran.notes
+            .iter()
+            .map(|n| format!("\n{n}\n"))
+            .collect::<String>()
     );
     fs::write(&ctx_path, ctx).map_err(|e| python_error(&e, &ctx_path))?;
 
     let output = format!(
-        "fractalic-stand-in ran {filename} with provider {provider}: {} lines{}\n",
+        "fractalic-stand-in ran {filename} with provider {provider}: {} lines, {} operation(s){}\n",
         script.lines().count(),
+        ran.operations,
         if parameter_text.is_some() {
             ", with parameter_text"
         } else {
             ""
         }
     );
+    let returned = ran.returned.as_deref();
     Ok(object(&[
         ("success", "true".into()),
-        ("explicit_return", "true".into()),
-        ("return_content", string(&script)),
+        ("explicit_return", returned.is_some().to_string()),
+        ("return_content", returned.map_or("null".into(), string)),
         ("branch_name", string(&branch_name())),
         ("ctx_file", "null".into()),
         ("output", string(&output)),
@@ -320,7 +331,11 @@ mod tests {
     fn success_writes_ctx_and_prefers_script_folder_settings() {
         let fractalic = tmp("fallback");
         let scripts = tmp("scripts");
-        fs::write(scripts.join("main.md"), "# Hi\n").unwrap();
+        fs::write(
+            scripts.join("main.md"),
+            "# Hi {id=hi}\n\n@return\nblock: hi\n",
+        )
+        .unwrap();
         let req = format!(
             "{{\"filename\":{},\"parameter_text\":\"p\"}}",
             string(&scripts.join("main.md").display().to_string())
@@ -336,7 +351,7 @@ mod tests {
         .unwrap();
         let resp = handle(req.as_bytes(), &fractalic);
         let text = String::from_utf8(resp.body.clone()).unwrap();
-        assert!(text.starts_with(r##"{"success":true,"explicit_return":true,"return_content":"# Hi\n","branch_name":""##), "{text}");
+        assert!(text.starts_with(r##"{"success":true,"explicit_return":true,"return_content":"# Hi {id=hi}\n\n","branch_name":""##), "{text}");
         assert!(text.contains(r#","ctx_file":null,"output":""#), "{text}");
         assert!(fs::read_to_string(scripts.join("main.ctx"))
             .unwrap()

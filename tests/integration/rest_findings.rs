@@ -1,0 +1,151 @@
+//! What a fuzzer (schemathesis on `/openapi.json`) and an attack on `serve` found, each
+//! pinned by a test: large folders in the history, the server's own settings.toml, shutdown,
+//! idle connections, query flags, path names, messages.
+
+use crate::serve::{self, Served};
+use crate::support;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Removes every container whose name starts with the name when dropped (the deployment and
+/// the old containers an update keeps).
+pub(crate) struct Prefixed(pub std::path::PathBuf, pub String);
+
+impl Drop for Prefixed {
+    fn drop(&mut self) {
+        let filter = format!("name=^{}", self.1);
+        let out = support::run_docker(&self.0, &["ps", "-aq", "--filter", &filter]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            support::run_docker(&self.0, &["rm", "-f", "-v", id]);
+        }
+    }
+}
+
+fn many_files(folder: &Path, n: usize, version: &str) {
+    for i in 0..n {
+        let d = folder.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i:05}.md")), format!("{version} {i}\n")).unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn history_of_a_10000_file_deployment_is_answered_and_its_change_line_is_short() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("big");
+    many_files(&folder, 10_000, "v1");
+    let name = support::unique_name("fp-big-hist");
+    let _g = Prefixed(docker.clone(), name.clone());
+    let body = serve::deploy_body(folder.to_str().unwrap(), &name, json!({"timeout": 120}));
+    let events = serve::ui_stream(&s.url, &body);
+    assert_eq!(
+        events.last().unwrap()["stage"],
+        "completed",
+        "{:?}",
+        events.last()
+    );
+    many_files(&folder, 10_000, "v2");
+    let events = serve::ui_stream(&s.url, &body);
+    let last = events.last().unwrap();
+    assert_eq!(last["stage"], "completed", "{last}");
+    // The change summary is one short line; the result has every name.
+    for e in &events {
+        let m = e["message"].as_str().unwrap();
+        assert!(
+            m.len() < 400,
+            "a {}-byte progress line: {}",
+            m.len(),
+            &m[..200]
+        );
+    }
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap()
+            .contains("files changed (10000): d000/f00000.md")),
+        "{events:?}"
+    );
+    let changed = last["result"]["changes"]["files_changed"]
+        .as_array()
+        .unwrap();
+    assert_eq!(changed.len(), 10_000);
+
+    let (code, out) = serve::call(
+        serve::agent().get(&format!("{}/api/deployments/{name}/history", s.url)),
+        None,
+    );
+    assert_eq!(code, 200, "{out}");
+    let h: Value = serde_json::from_str(&out).unwrap();
+    let releases = h["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 2, "{h}");
+    let r2 = &releases[1];
+    assert_eq!(r2["changes"]["counts"]["files_changed"], 10_000, "{r2}");
+    assert!(
+        r2["state"].get("files").is_none(),
+        "no per-file map in a release"
+    );
+    assert_eq!(r2["state"]["file_count"].as_u64().unwrap(), 10_002, "{r2}");
+    // The CLI's history too.
+    let o = crate::managed::publisher(&docker, &["history", &name]);
+    crate::managed::assert_code(&o, 0);
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn the_servers_own_settings_never_reach_an_api_deployment() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    // The operator starts `serve` in a Fractalic project holding the real API key.
+    let home = tempfile::tempdir().unwrap();
+    let secret = "sk-OPERATOR-KEY-must-not-leak";
+    std::fs::write(home.path().join("fractalic.py"), "").unwrap();
+    std::fs::write(
+        home.path().join("settings.toml"),
+        format!("defaultProvider = \"op\"\n[settings.op]\nmodel = \"m\"\napiKey = \"{secret}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(home.path().join("mcp_servers.json"), "{\"operator\": true}").unwrap();
+    let s = Served::try_start_in(&docker, &[], &[], Some(home.path())).unwrap();
+    // A folder inside the root with no settings.toml of its own.
+    let folder = s.root.path().join("plain");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("hello.md"), serve::HELLO).unwrap();
+    let name = support::unique_name("fp-leak");
+    let _g = Prefixed(docker.clone(), name.clone());
+    let events = serve::ui_stream(
+        &s.url,
+        &serve::deploy_body(folder.to_str().unwrap(), &name, json!({})),
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["stage"], "completed", "{last}");
+    assert!(
+        last["result"]["warnings"]
+            .to_string()
+            .contains("no settings.toml"),
+        "it says the deployment has none: {last}"
+    );
+    let o = support::run_docker(
+        &docker,
+        &[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "cat /fractalic/settings.toml /settings.toml /fractalic/mcp_servers.json 2>&1; true",
+        ],
+    );
+    let inside = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !inside.contains(secret),
+        "the operator's key leaked: {inside}"
+    );
+    assert!(!inside.contains("operator"), "{inside}");
+    assert!(!last.to_string().contains(secret));
+}
