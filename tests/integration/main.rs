@@ -4,6 +4,7 @@
 
 mod support;
 
+mod cluster;
 mod config_file;
 mod contract;
 mod deploy;
