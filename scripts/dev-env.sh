@@ -10,6 +10,8 @@
 #                              swarm only if `up` initialised it
 #   scripts/dev-env.sh status  what is running and who started it (exit 0 when daemon and
 #                              registry answer)
+#   scripts/dev-env.sh cluster ... a multi-node swarm of separate engines on this machine (see
+#                              scripts/dev-env-cluster.sh: cluster up [N] | down | status ...)
 #   scripts/dev-env.sh browser the headless browser the page test drives: Debian's chromium and
 #                              chromium-driver, installed as root with apt-get only when missing
 #                              (never downloaded from elsewhere); prints CHROMIUM=... CHROMEDRIVER=...
@@ -340,8 +342,12 @@ main() {
 	local cmd=${1:-}
 	case $cmd in
 	up | down | status | browser) ;;
+	cluster)
+		shift
+		exec "$ROOT/scripts/dev-env-cluster.sh" "$@"
+		;;
 	*)
-		echo "usage: $0 up|down|status|browser" >&2
+		echo "usage: $0 up|down|status|browser|cluster ..." >&2
 		exit 2
 		;;
 	esac

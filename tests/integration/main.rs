@@ -5,6 +5,7 @@
 mod support;
 
 mod backend;
+mod cluster;
 mod config_file;
 mod contract;
 mod crash;
