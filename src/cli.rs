@@ -74,6 +74,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Serve the REST API (and live deploy progress as Server-Sent Events) over HTTP.
     Serve(ServeArgs),
+    /// The shared front proxy (Caddy) that `--proxy` deployments are served through.
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
     /// Print a shell completion script, e.g. `fractalic-publisher completions bash`.
     Completions {
         /// The shell to complete for.
@@ -87,6 +92,29 @@ pub enum Command {
 pub enum PluginCommand {
     /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
     Api(JsonFlag),
+}
+
+/// `proxy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Show the proxy container, its routes and the health of their upstreams.
+    Status(JsonFlag),
+    /// Start the proxy (create it if missing) and apply every route Docker's state calls for.
+    Up {
+        /// The proxy image (default: $FRACTALIC_PUBLISHER_PROXY_IMAGE, else caddy:2).
+        #[arg(long, value_name = "IMAGE")]
+        proxy_image: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove the proxy container (refused while deployments use it, unless --force).
+    Down {
+        /// Remove it even though deployments are routed through it.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 /// `serve` flags.

@@ -15,6 +15,7 @@ mod logs;
 mod managed;
 mod parallel;
 mod plugins;
+mod proxy;
 mod ps;
 mod readiness;
 mod serve;
