@@ -401,6 +401,36 @@ pub struct DeployFlags {
     #[arg(long, value_name = "MODE")]
     pub publish_mode: Option<String>,
 
+    /// Serve the deployment through the shared front proxy (see `proxy status`): it publishes
+    /// no port itself, the proxy listens on its host port (and --domain) and routes to the
+    /// live container, so every update switches the route with no failed request. A redeploy
+    /// without --proxy/--no-proxy keeps what the deployment has.
+    #[arg(long, overrides_with = "no_proxy")]
+    pub proxy: bool,
+
+    /// Move a proxied deployment back to publishing its own port.
+    #[arg(long, overrides_with = "proxy")]
+    pub no_proxy: bool,
+
+    /// Host name the proxy routes to this deployment (implies --proxy).
+    #[arg(long, value_name = "HOST")]
+    pub domain: Option<String>,
+
+    /// HTTPS at the proxy (implies --proxy): none, internal (Caddy's own CA; `status` prints
+    /// its certificate), acme (certificates for --domain from an ACME CA), files (--tls-cert
+    /// and --tls-key) [default: none].
+    #[arg(long, value_name = "MODE")]
+    pub tls: Option<String>,
+
+    /// PEM certificate (chain) for --tls files.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls files (handed to the proxy as a file of its own, never on a
+    /// command line or in output).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -460,6 +490,15 @@ pub struct DeployArgs {
     pub registry: String,
     /// `ingress` or `host`.
     pub publish_mode: String,
+    /// Served through the front proxy (None: as the deployment is, else not).
+    pub proxy: Option<bool>,
+    /// Host name routed by the proxy.
+    pub domain: Option<String>,
+    /// The proxy's TLS mode (`none`, `internal`, `acme`, `files`).
+    pub tls: Option<String>,
+    /// Certificate and key files for `tls = files`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text.
     pub json: bool,
     /// No progress output.
@@ -490,6 +529,11 @@ impl Default for DeployArgs {
             replicas: DEFAULT_REPLICAS.to_string(),
             registry: DEFAULT_REGISTRY.to_string(),
             publish_mode: DEFAULT_PUBLISH_MODE.to_string(),
+            proxy: None,
+            domain: None,
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
             json: false,
             quiet: false,
             lock_wait: "0".to_string(),

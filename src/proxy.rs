@@ -288,6 +288,10 @@ pub fn caddy_config(routes: &[Route]) -> Value {
             tls["certificates"] = certs;
         }
         config["apps"]["tls"] = tls;
+        // The internal CA lives in the container: there is no trust store to install it into
+        // (users take the root certificate with `proxy status`).
+        config["apps"]["pki"] =
+            json!({ "certificate_authorities": { "local": { "install_trust": false } } });
     }
     config
 }
@@ -360,13 +364,71 @@ impl<'a> Proxy<'a> {
             }
         }
         let routes = self.desired_routes()?;
-        if !done.is_empty() || self.current_routes()? != routes {
+        let fresh = !done.is_empty();
+        if fresh || self.current_routes()? != routes {
             self.apply(&routes)?;
-            if !done.is_empty() && !routes.is_empty() {
+            if fresh && !routes.is_empty() {
                 done.push(format!("restored {} route(s)", routes.len()));
+            } else if !fresh {
+                done.push(format!("applied {} route(s)", routes.len()));
             }
         }
         Ok(done)
+    }
+
+    /// The proxy network, created when missing.
+    pub fn network(&self) -> Result<&'static str> {
+        self.ensure_network(&mut Vec::new())?;
+        Ok(NETWORK)
+    }
+
+    /// Makes sure the proxy is up and serves what Docker's state calls for, then returns the
+    /// route of deployment `name`.
+    pub fn route(&self, name: &str) -> Result<Route> {
+        self.ensure_up()?;
+        self.current_routes()?
+            .into_iter()
+            .find(|r| r.deployment == name)
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "the proxy has no route for {name}: no running container named {name} with the label {LABEL_PROXY}=true on the network {NETWORK}"
+                ))
+            })
+    }
+
+    /// Puts a deployment's `--tls-cert`/`--tls-key` into the proxy as
+    /// `/etc/caddy/certs/NAME.crt|.key` (the key 0600), through one `docker cp` of a tar on
+    /// stdin: the key is never on a command line or in a host file.
+    pub fn install_tls(&self, name: &str, files: &crate::config::TlsFiles) -> Result<()> {
+        let mut b = tar::Builder::new(Vec::new());
+        let entries = [
+            (format!("etc/caddy/certs/{name}.crt"), &files.cert, 0o644),
+            (format!("etc/caddy/certs/{name}.key"), &files.key, 0o600),
+        ];
+        for (path, body, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append_data(&mut h, path, body.as_slice())
+                .map_err(|e| Error::failed(format!("building the TLS files: {e}")))?;
+        }
+        let tar = b
+            .into_inner()
+            .map_err(|e| Error::failed(format!("building the TLS files: {e}")))?;
+        self.docker
+            .run(&["cp", "-", &format!("{PROXY_NAME}:/")], Some(tar), QUICK)
+            .map(|_| ())
+    }
+
+    /// Re-applies the routes Docker's state calls for (after a proxied container went away):
+    /// starts the proxy only when some deployment still needs it.
+    pub fn sync(&self) -> Result<Vec<String>> {
+        if self.state()?.is_none() && self.desired_routes()?.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_up()
     }
 
     fn ensure_network(&self, done: &mut Vec<String>) -> Result<()> {
@@ -481,6 +543,7 @@ impl<'a> Proxy<'a> {
     /// The routes Docker's state calls for: every proxied deployment, its live container(s).
     pub fn desired_routes(&self) -> Result<Vec<Route>> {
         let filter = format!("label={LABEL_PROXY}=true");
+        let format = "{{.ID}}\t{{.Label \"fractalic-publisher.deployment\"}}";
         let out = self.docker.run(
             &[
                 "ps",
@@ -489,17 +552,46 @@ impl<'a> Proxy<'a> {
                 "--filter",
                 &filter,
                 "--format",
-                "{{.ID}}",
+                format,
             ],
             None,
             QUICK,
         )?;
-        let ids: Vec<&str> = out.stdout.split_whitespace().collect();
+        let mut ids: Vec<String> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for line in out.stdout.lines() {
+            let (id, dep) = line.split_once('\t').unwrap_or((line, ""));
+            ids.push(id.trim().to_string());
+            if crate::config::valid_docker_name(dep) && !names.iter().any(|n| n == dep) {
+                names.push(dep.to_string());
+            }
+        }
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // The containers named as those deployments too: a live one that is not proxied (the
+        // deployment moved off the proxy) takes its route away.
+        let mut args: Vec<String> = vec!["ps".into(), "-a".into(), "--no-trunc".into()];
+        for n in &names {
+            args.extend([
+                "--filter".into(),
+                format!("name=^/?{}$", n.replace('.', "\\.")),
+            ]);
+        }
+        args.extend(["--format".into(), "{{.ID}}".into()]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        for id in self
+            .docker
+            .run(&argv, None, QUICK)?
+            .stdout
+            .split_whitespace()
+        {
+            if !ids.iter().any(|i| i == id) {
+                ids.push(id.to_string());
+            }
+        }
         let mut args = vec!["container", "inspect"];
-        args.extend(ids.iter().copied());
+        args.extend(ids.iter().map(String::as_str));
         let (_, out) = self.docker.run_unchecked(&args, None, QUICK)?;
         let list: Vec<Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
         Ok(routes_from_inspect(&list))
@@ -581,6 +673,75 @@ impl<'a> Proxy<'a> {
         })
     }
 
+    /// One proxied deployment as `status` shows it: the proxy's state, the route's URL, each
+    /// upstream with its health as the proxy sees it, and (`--tls internal`) the CA
+    /// certificate copied to a host file for `curl --cacert`.
+    pub fn deployment_status(&self, name: &str) -> Result<Value> {
+        let state = self.state()?.unwrap_or_else(|| "missing".into());
+        let routes = if state == "running" {
+            self.current_routes()?
+        } else {
+            Vec::new()
+        };
+        let Some(r) = routes.into_iter().find(|r| r.deployment == name) else {
+            return Ok(json!({
+                "proxy": state,
+                "route": "none (run `fractalic-publisher proxy up` to restore the routes)",
+            }));
+        };
+        let ups: Vec<String> = r
+            .upstreams
+            .iter()
+            .map(|u| {
+                let ok = self.probe(&format!("http://{}/health", u.dial));
+                format!(
+                    "{} {}",
+                    u.container,
+                    if ok { "healthy" } else { "unhealthy" }
+                )
+            })
+            .collect();
+        let mut v = json!({
+            "proxy": state,
+            "route": r.url().unwrap_or_default(),
+            "upstreams": if ups.is_empty() { "none (the route answers 503)".to_string() } else { ups.join(", ") },
+            "tls": r.tls.as_str(),
+        });
+        if r.tls == Tls::Internal {
+            if let Some(path) = self.export_ca()? {
+                v["ca_cert"] = json!(path.display().to_string());
+            }
+        }
+        Ok(v)
+    }
+
+    /// Copies the internal CA's root certificate out of the proxy into
+    /// `$XDG_STATE_HOME/fractalic-publisher/proxy-root-ca.crt` (or under ~/.local/state);
+    /// None while Caddy has not made it yet.
+    pub fn export_ca(&self) -> Result<Option<std::path::PathBuf>> {
+        let Some(pem) = self.docker.read_file(PROXY_NAME, CA_CERT)? else {
+            return Ok(None);
+        };
+        let dir = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+            })
+            .unwrap_or_else(std::env::temp_dir)
+            .join("fractalic-publisher");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let path = dir.join("proxy-root-ca.crt");
+        std::fs::write(&path, pem).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        Ok(Some(path))
+    }
+
     /// GET `url` from inside the proxy container (busybox/alpine `wget`): true on 2xx. No `-T`:
     /// Debian's static busybox crashes with it; the `docker exec` deadline bounds the wait.
     fn probe(&self, url: &str) -> bool {
@@ -624,16 +785,35 @@ impl<'a> Proxy<'a> {
     }
 }
 
+/// `name`'s address on [`NETWORK`], or None when it is not attached (or does not exist).
+pub fn container_address(d: &Docker, name: &str) -> Result<Option<IpAddr>> {
+    Ok(d.container_inspect(name)?.and_then(|v| {
+        v["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+    }))
+}
+
 /// The routes from `docker container inspect` of the proxied containers: a container is an
 /// upstream when it runs, is attached to [`NETWORK`] and is named as its deployment (the live
 /// one; kept releases are renamed aside).
 pub fn routes_from_inspect(list: &[Value]) -> Vec<Route> {
     let mut routes: Vec<Route> = Vec::new();
+    // Deployments whose live container (named as the deployment) is not proxied.
+    let off: Vec<&str> = list
+        .iter()
+        .filter(|c| c["Config"]["Labels"][LABEL_PROXY].as_str() != Some("true"))
+        .filter_map(|c| c["Name"].as_str())
+        .map(|n| n.trim_start_matches('/'))
+        .collect();
     for c in list {
         let labels = &c["Config"]["Labels"];
         let label = |k: &str| labels[k].as_str().unwrap_or("").to_string();
         let deployment = label("fractalic-publisher.deployment");
-        if label(LABEL_PROXY) != "true" || !crate::config::valid_docker_name(&deployment) {
+        if label(LABEL_PROXY) != "true"
+            || !crate::config::valid_docker_name(&deployment)
+            || off.contains(&deployment.as_str())
+        {
             continue;
         }
         let name = c["Name"].as_str().unwrap_or("").trim_start_matches('/');
@@ -843,8 +1023,21 @@ mod tests {
             container("web-new-x1", "web", true, "172.18.0.7"),
             container("stopped", "stopped", false, "172.18.0.3"),
         ];
+        let mut moved_off = container("old", "old", false, "172.18.0.8");
+        moved_off["Name"] = json!("/old.r1-ab12");
+        let mut live_unproxied = container("old", "old", true, "");
+        live_unproxied["Config"]["Labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("fractalic-publisher.proxy");
+        let mut list = list;
+        list.extend([moved_off, live_unproxied]);
         let routes = routes_from_inspect(&list);
-        assert_eq!(routes.len(), 2);
+        assert_eq!(
+            routes.len(),
+            2,
+            "a deployment moved off the proxy has no route: {routes:?}"
+        );
         let web = &routes[1];
         assert_eq!(web.deployment, "web");
         assert_eq!(web.port, Some(8005));

@@ -176,6 +176,7 @@ fn proxy_routes_follow_docker_reload_fails_nothing_and_comes_back() {
         eprintln!("SKIPPED: FRACTALIC_PUBLISHER_PROXY_IMAGE is not set (run scripts/test.sh)");
         return;
     }
+    let _one = serial();
     let image = support::pull_stand_in(&docker);
     let _down = ProxyDown(docker.clone());
     let up = ok(&docker, &["proxy", "up"]);
@@ -266,4 +267,280 @@ fn proxy_routes_follow_docker_reload_fails_nothing_and_comes_back() {
         ),
         "running"
     );
+}
+
+const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo \"hello from fractalic shell\"; uname -s\nuse-header: \"# Shell output {id=shell-output}\"\n\n@return\nblock: shell-output\n";
+
+/// A deploy of a temp `hello` folder as `name`, with `extra` flags; asserts exit 0.
+fn deploy(docker: &Path, folder: &Path, name: &str, image: &str, extra: &[&str]) -> String {
+    let f = folder.display().to_string();
+    let mut args = vec![
+        "deploy",
+        "docker-registry",
+        "--script-name",
+        "hello",
+        "--script-folder",
+        &f,
+        "--name",
+        name,
+        "--image",
+        image,
+        "--pull",
+        "missing",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(docker, &args)
+}
+
+fn status(docker: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(docker, &["status", name, "--json"])).expect("status JSON")
+}
+
+/// Requests `url/health` and POSTs `/execute` every 20 ms until stopped: (answers, failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU32>,
+    failed: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(base: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU32::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let (s, o, f, base) = (stop.clone(), ok.clone(), failed.clone(), base.to_string());
+        let handle = std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let mut i = 0u32;
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                i += 1;
+                let r = if i.is_multiple_of(2) {
+                    agent.get(&format!("{base}/health")).call().map(|_| ())
+                } else {
+                    agent
+                        .post(&format!("{base}/execute"))
+                        .send_json(serde_json::json!({ "filename": "/payload/hello/hello.md" }))
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => f.lock().unwrap().push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u32, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("load thread");
+        }
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
+        (self.ok.load(Ordering::Relaxed), failed)
+    }
+}
+
+fn image_of(docker: &Path, name: &str) -> String {
+    support::docker_ok(docker, &["inspect", "--format", "{{.Image}}", name])
+}
+
+/// Every container of deployment `name` removed when dropped.
+struct Deployment(std::path::PathBuf, String);
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = publisher(&self.0, &["rm", "--force", &self.1]);
+    }
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker")]
+fn proxied_updates_and_rollback_fail_no_request_and_the_proxy_comes_back() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    if std::env::var_os("FRACTALIC_PUBLISHER_PROXY_IMAGE").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but FRACTALIC_PUBLISHER_PROXY_IMAGE is not set (scripts/test.sh sets it)"
+        );
+        return;
+    }
+    let _one = serial();
+    let image = support::pull_stand_in(&docker);
+    // A second image (another id, same behaviour) for the image change.
+    let base_c = support::unique_name("fp-proxy-img");
+    let _base_guard = ContainerGuard::new(&base_c);
+    support::docker_ok(&docker, &["create", "--name", &base_c, &image]);
+    let tag = format!("fp-proxy-upgrade:{}", base_c);
+    support::docker_ok(
+        &docker,
+        &["commit", "--change", "LABEL fp-upgrade=1", &base_c, &tag],
+    );
+    let _down = ProxyDown(docker.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.md"), HELLO).unwrap();
+    std::fs::write(dir.path().join("settings.toml"), SETTINGS).unwrap();
+    let name = support::unique_name("fp-proxied-up");
+    let _dep = Deployment(docker.clone(), name.clone());
+
+    deploy(&docker, dir.path(), &name, &image, &["--proxy"]);
+    let st = status(&docker, &name);
+    let url = st["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{st}");
+    assert_eq!(st["proxy"]["proxy"], "running", "{st}");
+    assert_eq!(st["healthy"], true, "{st}");
+    // It publishes no port of its own.
+    let ports = support::docker_ok(&docker, &["port", &name]);
+    assert!(
+        ports.is_empty(),
+        "a proxied container publishes nothing: {ports}"
+    );
+
+    let load = Load::start(&url);
+    while load.ok.load(Ordering::Relaxed) < 10 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An environment change and an image change: each a new container behind the proxy.
+    deploy(
+        &docker,
+        dir.path(),
+        &name,
+        &image,
+        &["--env", "FP_PROXY_TEST=1"],
+    );
+    let before = image_of(&docker, &name);
+    deploy(
+        &docker,
+        dir.path(),
+        &name,
+        &tag,
+        &["--env", "FP_PROXY_TEST=1"],
+    );
+    let after = image_of(&docker, &name);
+    assert_ne!(before, after, "the image change made a new container");
+    // A rollback is the same switch.
+    let out = ok(&docker, &["rollback", &name]);
+    assert!(out.contains("container"), "{out}");
+    assert_eq!(image_of(&docker, &name), before, "back on the first image");
+    let (answered, failed) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the updates: {:?}",
+        failed.len(),
+        answered as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(answered > 50, "the load ran ({answered} answers)");
+    // Only the live one runs: the kept ones are stopped.
+    let running = support::docker_ok(
+        &docker,
+        &[
+            "ps",
+            "--filter",
+            &format!("label=fractalic-publisher.deployment={name}"),
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    assert_eq!(running, name, "only the live container runs");
+
+    // The proxy removed by hand: the next command brings it back with the route.
+    support::docker_ok(&docker, &["rm", "-f", PROXY]);
+    let st = status(&docker, &name);
+    assert_eq!(st["proxy"]["proxy"], "running", "{st}");
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    assert!(agent.get(&format!("{url}/health")).call().is_ok());
+
+    // rm takes its route away, and the proxy lets go of the port.
+    ok(&docker, &["rm", "--force", &name]);
+    let ps: serde_json::Value =
+        serde_json::from_str(&ok(&docker, &["proxy", "status", "--json"])).unwrap();
+    assert!(
+        !ps["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["deployment"] == name.as_str()),
+        "{ps}"
+    );
+    assert!(agent.get(&format!("{url}/health")).call().is_err());
+    let _ = support::run_docker(&docker, &["rmi", "-f", &tag]);
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker")]
+fn tls_internal_verifies_with_the_printed_ca() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    if std::env::var_os("FRACTALIC_PUBLISHER_PROXY_IMAGE").is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"));
+        return;
+    }
+    let _one = serial();
+    let image = support::pull_stand_in(&docker);
+    let _down = ProxyDown(docker.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.md"), HELLO).unwrap();
+    std::fs::write(dir.path().join("settings.toml"), SETTINGS).unwrap();
+    let name = support::unique_name("fp-proxied-tls");
+    let _dep = Deployment(docker.clone(), name.clone());
+    deploy(&docker, dir.path(), &name, &image, &["--tls", "internal"]);
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"))
+        .arg("--docker")
+        .arg(&docker)
+        .args(["status", &name, "--json"])
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = st["url"].as_str().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{st}");
+    let ca = st["proxy"]["ca_cert"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{st}"));
+    assert!(Path::new(ca).starts_with(state.path()), "{ca}");
+    // curl verifies the proxy's certificate with that CA, and /execute works over HTTPS.
+    let curl = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", ca, "-X", "POST"])
+        .arg(format!("{url}/execute"))
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"filename": "/payload/hello/hello.md"}"#)
+        .output()
+        .expect("curl");
+    assert!(curl.status.success(), "{curl:?}");
+    let body: serde_json::Value = serde_json::from_slice(&curl.stdout).unwrap();
+    assert_eq!(body["success"], true, "{body}");
+    // Without the CA the certificate is not trusted: it is really Caddy's internal CA.
+    let plain = Command::new("curl")
+        .args(["-sS", "--fail", "-o", "/dev/null"])
+        .arg(format!("{url}/health"))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+}
+
+/// The proxy is one per engine: its tests take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
