@@ -544,3 +544,86 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE: Mutex<()> = Mutex::new(());
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker")]
+fn a_deployment_moves_behind_the_proxy_and_back_on_the_same_port() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    if std::env::var_os("FRACTALIC_PUBLISHER_PROXY_IMAGE").is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"));
+        return;
+    }
+    let _one = serial();
+    let image = support::pull_stand_in(&docker);
+    let _down = ProxyDown(docker.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.md"), HELLO).unwrap();
+    std::fs::write(dir.path().join("settings.toml"), SETTINGS).unwrap();
+    let name = support::unique_name("fp-proxied-mv");
+    let _dep = Deployment(docker.clone(), name.clone());
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+
+    deploy(&docker, dir.path(), &name, &image, &[]);
+    let url = status(&docker, &name)["url"].as_str().unwrap().to_string();
+    assert!(!support::docker_ok(&docker, &["port", &name]).is_empty());
+
+    // Behind the proxy: same port, the container publishes nothing now.
+    let out = publisher(
+        &docker,
+        &[
+            "deploy",
+            "docker-registry",
+            "--script-name",
+            "hello",
+            "--script-folder",
+            &dir.path().display().to_string(),
+            "--name",
+            &name,
+            "--image",
+            &image,
+            "--pull",
+            "missing",
+            "--proxy",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("moves behind the front proxy"),
+        "the plan says so: {err}"
+    );
+    let st = status(&docker, &name);
+    assert_eq!(st["proxy"]["proxy"], "running", "{st}");
+    assert!(support::docker_ok(&docker, &["port", &name]).is_empty());
+    assert!(agent.get(&format!("{url}/health")).call().is_ok());
+
+    // A port change behind the proxy: the route moves to the new port.
+    let new_port = free_port().to_string();
+    deploy(&docker, dir.path(), &name, &image, &["--port", &new_port]);
+    let moved = status(&docker, &name)["url"].as_str().unwrap().to_string();
+    assert!(moved.ends_with(&format!(":{new_port}")), "{moved}");
+    assert!(agent.get(&format!("{moved}/health")).call().is_ok());
+    assert!(
+        agent.get(&format!("{url}/health")).call().is_err(),
+        "the old port is let go"
+    );
+
+    // And back: its own port again, no route left at the proxy.
+    deploy(&docker, dir.path(), &name, &image, &["--no-proxy"]);
+    assert!(!support::docker_ok(&docker, &["port", &name]).is_empty());
+    assert!(agent.get(&format!("{moved}/health")).call().is_ok());
+    let ps: serde_json::Value =
+        serde_json::from_str(&ok(&docker, &["proxy", "status", "--json"])).unwrap();
+    assert!(
+        !ps["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["deployment"] == name.as_str()),
+        "{ps}"
+    );
+}
