@@ -3,7 +3,9 @@
 # image pushed to it.
 #
 #   scripts/dev-env.sh up      start what is missing (installs packages as root via apt-get),
-#                              build/push the stand-in image; last stdout line: STAND_IN_IMAGE=...
+#                              build/push the stand-in image and the test Caddy image
+#                              (tests/proxy-image); prints PROXY_IMAGE=... and, as the last
+#                              stdout line, STAND_IN_IMAGE=...
 #                              and make the engine a single-node swarm manager (for the
 #                              docker-swarm plugin) unless it is in a swarm already
 #   scripts/dev-env.sh down    stop only what `up` started (by PID), nothing else; leave the
@@ -210,6 +212,53 @@ ensure_image() {
 	log "image $PINNED is in the registry and pullable"
 }
 
+# The test bed's Caddy image (tests/proxy-image): Debian's caddy package, downloaded (not
+# installed) with apt-get, its binary and the libraries it links copied into a FROM scratch image
+# with busybox. Tagged by content, like the stand-in. Sets PROXY_PINNED.
+ensure_proxy_image() {
+	local ctx="$ROOT/target/proxy-image" dl="$ROOT/target/dev-env/caddy-deb" deb busybox hash lib current
+	busybox=$(find_busybox) || die "no statically linked busybox found (apt-get install busybox-static)"
+	mkdir -p "$dl"
+	deb=$(ls "$dl"/caddy_*.deb 2>/dev/null | head -n 1 || true)
+	if [[ -z $deb ]]; then
+		have apt-get || die "the proxy test image needs Debian's caddy package (apt-get download caddy)"
+		log "downloading Debian's caddy package (not installing it)"
+		(cd "$dl" && timeout 300 apt-get download caddy >&2 2>/dev/null) ||
+			{ apt-get update -qq >&2 && (cd "$dl" && timeout 300 apt-get download caddy >&2); } ||
+			die "apt-get download caddy failed"
+		deb=$(ls "$dl"/caddy_*.deb | head -n 1)
+	fi
+	rm -rf "$ctx"
+	mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/bin" "$ctx/rootfs/etc/caddy" "$ctx/rootfs/data" "$ctx/rootfs/config" "$ctx/rootfs/tmp"
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$ctx" ./usr/bin/caddy
+	mv "$ctx/usr/bin/caddy" "$ctx/rootfs/usr/bin/caddy"
+	rm -rf "$ctx/usr"
+	for lib in $(ldd "$ctx/rootfs/usr/bin/caddy" | grep -o '/[^ ]*'); do
+		mkdir -p "$ctx/rootfs$(dirname "$lib")"
+		cp -L "$lib" "$ctx/rootfs$lib"
+	done
+	cp "$busybox" "$ctx/rootfs/bin/busybox"
+	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ctx/rootfs/etc/passwd"
+	chmod 1777 "$ctx/rootfs/tmp"
+	cp "$ROOT/tests/proxy-image/Dockerfile" "$ctx/Dockerfile"
+	hash=$(cd "$ctx" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+	PROXY_PINNED="$REGISTRY/fractalic-caddy:src-$hash"
+	current=$(docker image inspect --format '{{.Id}}' "$PROXY_PINNED" 2>/dev/null || true)
+	if [[ -z $current ]]; then
+		log "building $PROXY_PINNED (log: $STATE/proxy-build.log)"
+		timeout 600 docker build -t "$PROXY_PINNED" "$ctx" >"$STATE/proxy-build.log" 2>&1 || {
+			tail -n 20 "$STATE/proxy-build.log" >&2
+			die "docker build of the proxy image failed"
+		}
+		timeout 300 docker push "$PROXY_PINNED" >"$STATE/proxy-push.log" 2>&1 || {
+			tail -n 20 "$STATE/proxy-push.log" >&2
+			die "docker push $PROXY_PINNED failed"
+		}
+	else
+		log "image $PROXY_PINNED is up to date"
+	fi
+}
+
 swarm_state() { timeout 15 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 
 # A single-node swarm for the docker-swarm plugin; remembered, so `down` leaves only its own.
@@ -255,6 +304,8 @@ cmd_up() {
 	ensure_swarm
 	build_stand_in
 	ensure_image
+	ensure_proxy_image
+	echo "PROXY_IMAGE=$PROXY_PINNED"
 	echo "STAND_IN_IMAGE=$PINNED"
 }
 

@@ -32,6 +32,12 @@ if out=$(scripts/dev-env.sh up); then
 		exit 1
 	}
 	export FRACTALIC_STAND_IN_IMAGE=$image
+	proxy_image=$(sed -n 's/^PROXY_IMAGE=//p' <<<"$out" | tail -n 1)
+	[[ -n $proxy_image ]] || {
+		echo "test.sh: dev-env.sh up printed no PROXY_IMAGE line" >&2
+		exit 1
+	}
+	export FRACTALIC_PUBLISHER_PROXY_IMAGE=$proxy_image
 elif [[ ${CI:-} == true ]]; then
 	echo "test.sh: dev-env.sh up failed and CI=true" >&2
 	exit 1

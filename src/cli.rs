@@ -74,6 +74,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Serve the REST API (and live deploy progress as Server-Sent Events) over HTTP.
     Serve(ServeArgs),
+    /// The shared front proxy (Caddy) that `--proxy` deployments are served through.
+    Proxy {
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
     /// Print a shell completion script, e.g. `fractalic-publisher completions bash`.
     Completions {
         /// The shell to complete for.
@@ -87,6 +92,29 @@ pub enum Command {
 pub enum PluginCommand {
     /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
     Api(JsonFlag),
+}
+
+/// `proxy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Show the proxy container, its routes and the health of their upstreams.
+    Status(JsonFlag),
+    /// Start the proxy (create it if missing) and apply every route Docker's state calls for.
+    Up {
+        /// The proxy image (default: $FRACTALIC_PUBLISHER_PROXY_IMAGE, else caddy:2).
+        #[arg(long, value_name = "IMAGE")]
+        proxy_image: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove the proxy container (refused while deployments use it, unless --force).
+    Down {
+        /// Remove it even though deployments are routed through it.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 /// `serve` flags.
@@ -391,6 +419,36 @@ pub struct DeployFlags {
     #[arg(long, value_name = "MODE")]
     pub publish_mode: Option<String>,
 
+    /// Serve the deployment through the shared front proxy (see `proxy status`): it publishes
+    /// no port itself, the proxy listens on its host port (and --domain) and routes to the
+    /// live container, so every update switches the route with no failed request. A redeploy
+    /// without --proxy/--no-proxy keeps what the deployment has.
+    #[arg(long, overrides_with = "no_proxy")]
+    pub proxy: bool,
+
+    /// Move a proxied deployment back to publishing its own port.
+    #[arg(long, overrides_with = "proxy")]
+    pub no_proxy: bool,
+
+    /// Host name the proxy routes to this deployment (implies --proxy).
+    #[arg(long, value_name = "HOST")]
+    pub domain: Option<String>,
+
+    /// HTTPS at the proxy (implies --proxy): none, internal (Caddy's own CA; `status` prints
+    /// its certificate), acme (certificates for --domain from an ACME CA), files (--tls-cert
+    /// and --tls-key) [default: none].
+    #[arg(long, value_name = "MODE")]
+    pub tls: Option<String>,
+
+    /// PEM certificate (chain) for --tls files.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls files (handed to the proxy as a file of its own, never on a
+    /// command line or in output).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -450,6 +508,15 @@ pub struct DeployArgs {
     pub registry: String,
     /// `ingress` or `host`.
     pub publish_mode: String,
+    /// Served through the front proxy (None: as the deployment is, else not).
+    pub proxy: Option<bool>,
+    /// Host name routed by the proxy.
+    pub domain: Option<String>,
+    /// The proxy's TLS mode (`none`, `internal`, `acme`, `files`).
+    pub tls: Option<String>,
+    /// Certificate and key files for `tls = files`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text.
     pub json: bool,
     /// No progress output.
@@ -484,6 +551,11 @@ impl Default for DeployArgs {
             replicas: DEFAULT_REPLICAS.to_string(),
             registry: DEFAULT_REGISTRY.to_string(),
             publish_mode: DEFAULT_PUBLISH_MODE.to_string(),
+            proxy: None,
+            domain: None,
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
             json: false,
             quiet: false,
             lock_wait: "0".to_string(),

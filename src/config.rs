@@ -54,6 +54,8 @@ pub struct DeployConfig {
     pub registry: String,
     /// `ingress` or `host` (`--publish-mode`).
     pub publish_mode: String,
+    /// `--proxy`, `--domain`, `--tls`.
+    pub proxy: ProxySettings,
 }
 
 impl DeployConfig {
@@ -404,6 +406,129 @@ pub fn check_publish_mode(s: &str) -> Result<()> {
             "use ingress (Swarm's routing mesh, the production default) or host (each task on its node's own port)",
         )),
     }
+}
+
+/// `--domain`: a host name the proxy can route and certify.
+pub fn check_domain(s: &str) -> Result<()> {
+    if crate::proxy::valid_domain(s) {
+        Ok(())
+    } else {
+        Err(Error::input(
+            format!("bad --domain {s:?}"),
+            "give a host name such as app.example.com (letters, digits, '-' and '.'; no wildcard, no port)",
+        ))
+    }
+}
+
+/// `--tls`.
+pub fn parse_tls(s: &str) -> Result<crate::proxy::Tls> {
+    crate::proxy::Tls::parse(s).ok_or_else(|| {
+        Error::input(
+            format!("bad --tls {s:?}"),
+            "use none, internal (Caddy's own CA), acme (with --domain) or files (with --tls-cert and --tls-key)",
+        )
+    })
+}
+
+/// The front-proxy settings of a deploy, checked: whether it is proxied (None: as it is),
+/// the host name, the TLS mode and, for `files`, the certificate and key (secret) read now.
+fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
+    let domain = match &args.domain {
+        Some(d) => {
+            check_domain(d)?;
+            Some(d.clone())
+        }
+        None => None,
+    };
+    let files = args.tls_cert.is_some() || args.tls_key.is_some();
+    let tls = match &args.tls {
+        Some(t) => Some(parse_tls(t)?),
+        None if files => Some(crate::proxy::Tls::Files),
+        None => None,
+    };
+    let wants_proxy = domain.is_some() || tls.is_some_and(|t| t != crate::proxy::Tls::None);
+    if wants_proxy && args.proxy == Some(false) {
+        return Err(Error::input(
+            "--no-proxy with --domain or --tls",
+            "a host name and HTTPS are served by the front proxy: drop --no-proxy, or drop --domain/--tls",
+        ));
+    }
+    if tls == Some(crate::proxy::Tls::Acme) && domain.is_none() {
+        return Err(Error::input(
+            "--tls acme without --domain",
+            "an ACME CA certifies a host name: pass --domain HOST (reachable from the internet), or use --tls internal",
+        ));
+    }
+    let tls_files = if tls == Some(crate::proxy::Tls::Files) {
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            return Err(Error::input(
+                "--tls files needs both --tls-cert and --tls-key",
+                "give the PEM certificate (chain) and its PEM private key",
+            ));
+        };
+        let cert_pem = read_small(cert, "--tls-cert")?;
+        let key_pem = read_small(key, "--tls-key")?;
+        if !cert_pem.starts_with(b"-----BEGIN CERTIFICATE") {
+            return Err(Error::input(
+                format!("--tls-cert {} is not a PEM certificate", cert.display()),
+                "give a file starting with -----BEGIN CERTIFICATE-----",
+            ));
+        }
+        if !key_pem.starts_with(b"-----BEGIN") || !key_pem.windows(11).any(|w| w == b"PRIVATE KEY")
+        {
+            // Never quote the key: only its path is named.
+            return Err(Error::input(
+                format!("--tls-key {} is not a PEM private key", key.display()),
+                "give a file starting with -----BEGIN PRIVATE KEY----- (or RSA/EC PRIVATE KEY)",
+            ));
+        }
+        Some(TlsFiles {
+            cert: cert_pem,
+            key: key_pem,
+        })
+    } else {
+        if files {
+            return Err(Error::input(
+                "--tls-cert/--tls-key without --tls files",
+                "pass --tls files with them, or drop them",
+            ));
+        }
+        None
+    };
+    Ok(ProxySettings {
+        proxy: if wants_proxy { Some(true) } else { args.proxy },
+        domain,
+        tls,
+        tls_files,
+    })
+}
+
+/// The certificate and key of `--tls files` (the key is a secret: never printed).
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TlsFiles {{ cert: {} bytes, key: (redacted) }}",
+            self.cert.len()
+        )
+    }
+}
+
+/// The front-proxy part of a [`DeployConfig`].
+#[derive(Debug, Clone, Default)]
+pub struct ProxySettings {
+    /// Served through the proxy: Some(true/false) as asked, None: as the deployment is (a new
+    /// one: not).
+    pub proxy: Option<bool>,
+    pub domain: Option<String>,
+    pub tls: Option<crate::proxy::Tls>,
+    pub tls_files: Option<TlsFiles>,
 }
 
 /// An environment variable name: letters, digits and `_`, not starting with a digit.
@@ -1154,6 +1279,7 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
     let replicas = parse_replicas(&args.replicas)?;
     check_registry(&args.registry)?;
     check_publish_mode(&args.publish_mode)?;
+    let proxy = proxy_settings(args)?;
 
     let mut env_at = Vec::new();
     if let Some(f) = &args.env_file {
@@ -1224,6 +1350,7 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
         replicas,
         registry: args.registry.clone(),
         publish_mode: args.publish_mode.clone(),
+        proxy,
     })
 }
 

@@ -49,7 +49,8 @@ never as an empty cell in the output. Fields not listed are kept and shown (`--j
 What `validate(config)` and `publish(config)` get (no secret values in it): `plugin`, `name`,
 `script_name`, `script_folder`, `main_script`, `script_path`, `image`, `platform`, `port`,
 `port_exact`, `bind`, `pull`, `timeout` (seconds), `env_keys` (names only), `config_files`
-(`name`, `source`, `dests`), `warnings`, `project_root`, `replicas`, `registry`, `publish_mode`;
+(`name`, `source`, `dests`), `warnings`, `project_root`, `replicas`, `registry`, `publish_mode`, `proxy` (`"yes"`, `"no"` or `""`: not
+given), `domain`, `tls` (`""`: not given);
 `port_given` (whether `--port` was given: an update keeps the deployment's port otherwise).
 "#;
 
@@ -90,6 +91,13 @@ pub struct PluginConfig {
     pub replicas: u32,
     pub registry: String,
     pub publish_mode: String,
+    /// Served through the front proxy: `"yes"`, `"no"`, or `""` (not given: a new deployment
+    /// is not; an update keeps what the deployment has).
+    pub proxy: String,
+    /// `--domain` ("" for none).
+    pub domain: String,
+    /// `--tls`: `none`, `internal`, `acme`, `files`, or "" (not given).
+    pub tls: String,
 }
 
 /// What a value must be.

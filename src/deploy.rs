@@ -65,6 +65,17 @@ pub fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
         replicas: cfg.replicas,
         registry: cfg.registry.clone(),
         publish_mode: cfg.publish_mode.clone(),
+        proxy: match cfg.proxy.proxy {
+            Some(true) => "yes".into(),
+            Some(false) => "no".into(),
+            None => String::new(),
+        },
+        domain: cfg.proxy.domain.clone().unwrap_or_default(),
+        tls: cfg
+            .proxy
+            .tls
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -286,6 +297,13 @@ pub fn run(p: Prepared) -> Result<Report> {
         }
         Err(e) => {
             let undo = host.journal().undo();
+            if host.proxy_touched() {
+                // The routes follow the containers: the undone one's route goes with it.
+                if let Err(s) = crate::proxy::Proxy::new(&docker, crate::proxy::image(None)).sync()
+                {
+                    progress.warn(format!("re-syncing the front proxy's routes failed: {s}"));
+                }
+            }
             progress.finish();
             Err(with_cleanup(e, &undo, &progress))
         }

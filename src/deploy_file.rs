@@ -57,6 +57,15 @@ pub struct FileConfig {
     pub registry: Option<Spanned<String>>,
     /// `--publish-mode`, ingress or host.
     pub publish_mode: Option<Spanned<String>>,
+    /// `--proxy` (true) / `--no-proxy` (false).
+    pub proxy: Option<bool>,
+    /// `--domain`.
+    pub domain: Option<Spanned<String>>,
+    /// `--tls`.
+    pub tls: Option<Spanned<String>>,
+    /// `--tls-cert`, `--tls-key`; relative to the file's directory.
+    pub tls_cert: Option<Spanned<PathBuf>>,
+    pub tls_key: Option<Spanned<PathBuf>>,
 }
 
 /// `[ports]`.
@@ -192,7 +201,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
             format!("{at}: unknown key {key:?}"),
             "known keys: plugin, script_name, script_folder, container_name, registry_image, \
              platform, [ports] ai_server, bind, [environment], env_file, include_files, \
-             exclude_patterns, pull, timeout, replicas, registry, publish_mode (see README, \"Deployment file\")",
+             exclude_patterns, pull, timeout, replicas, registry, publish_mode, proxy, domain, tls, tls_cert, tls_key (see README, \"Deployment file\")",
         );
     }
     for prefix in ["invalid type: ", "invalid value: "] {
@@ -340,6 +349,12 @@ fn check(f: &Loaded) -> Result<()> {
     }
     if let Some(s) = &c.registry {
         wrap(s, "registry", config::check_registry(s.get_ref()))?;
+    }
+    if let Some(s) = &c.domain {
+        wrap(s, "domain", config::check_domain(s.get_ref()))?;
+    }
+    if let Some(s) = &c.tls {
+        wrap(s, "tls", config::parse_tls(s.get_ref()).map(|_| ()))?;
     }
     if let Some(s) = &c.publish_mode {
         wrap(s, "publish_mode", config::check_publish_mode(s.get_ref()))?;
@@ -539,6 +554,25 @@ pub fn merge(flags: &DeployFlags) -> Result<Merged> {
         registry: string(&flags.registry, file.map(|c| &c.registry)).unwrap_or(d.registry),
         publish_mode: string(&flags.publish_mode, file.map(|c| &c.publish_mode))
             .unwrap_or(d.publish_mode),
+        proxy: if flags.proxy {
+            Some(true)
+        } else if flags.no_proxy {
+            Some(false)
+        } else {
+            file.and_then(|c| c.proxy)
+        },
+        domain: string(&flags.domain, file.map(|c| &c.domain)),
+        tls: string(&flags.tls, file.map(|c| &c.tls)),
+        tls_cert: flags.tls_cert.clone().or_else(|| {
+            loaded
+                .as_ref()
+                .and_then(|l| l.config.tls_cert.as_ref().map(|p| l.resolve(p.get_ref())))
+        }),
+        tls_key: flags.tls_key.clone().or_else(|| {
+            loaded
+                .as_ref()
+                .and_then(|l| l.config.tls_key.as_ref().map(|p| l.resolve(p.get_ref())))
+        }),
         json: flags.json,
         quiet: flags.quiet,
     };

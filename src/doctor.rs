@@ -381,6 +381,7 @@ fn throwaway_config(
         replicas: 1,
         registry: crate::cli::DEFAULT_REGISTRY.into(),
         publish_mode: crate::cli::DEFAULT_PUBLISH_MODE.into(),
+        proxy: Default::default(),
     };
     Ok((cfg, folder))
 }

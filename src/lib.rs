@@ -19,6 +19,7 @@ pub mod payload;
 pub mod plugin;
 pub mod ports;
 pub mod progress;
+pub mod proxy;
 pub mod readiness;
 pub mod reconcile;
 pub mod release;

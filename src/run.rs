@@ -188,6 +188,70 @@ fn is_management(c: &Command) -> bool {
     )
 }
 
+/// `proxy status|up|down`.
+fn proxy_command(cli: &Cli, command: &crate::cli::ProxyCommand) -> Result<()> {
+    use crate::cli::ProxyCommand as P;
+    use crate::proxy::{self, Proxy};
+    let d = crate::docker::Docker::locate(cli.docker.as_deref())?;
+    let (flag, json) = match command {
+        P::Status(j) => (None, j.json),
+        P::Up { proxy_image, json } => (proxy_image.as_deref(), json.json),
+        P::Down { json, .. } => (None, json.json),
+    };
+    let p = Proxy::new(&d, proxy::image(flag));
+    match command {
+        P::Status(_) => {
+            let s = p.status()?;
+            if json {
+                outln!("{}", to_json(&s)?);
+                return Ok(());
+            }
+            outln!("Proxy:   {} ({})", s.name, s.state);
+            if let Some(i) = &s.image {
+                outln!("Image:   {i}");
+            }
+            outln!("Network: {}", s.network);
+            if s.routes.is_empty() {
+                outln!("Routes:  none");
+            }
+            for r in &s.routes {
+                let ups: Vec<String> = r
+                    .upstream_health
+                    .iter()
+                    .map(|(c, ok)| format!("{c} ({})", if *ok { "healthy" } else { "unhealthy" }))
+                    .collect();
+                outln!(
+                    "Route:   {} -> {} [{}]",
+                    r.url.as_deref().unwrap_or("-"),
+                    r.route.deployment,
+                    if ups.is_empty() {
+                        "no upstream".to_string()
+                    } else {
+                        ups.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
+        P::Up { .. } | P::Down { .. } => {
+            let done = match command {
+                P::Down { force, .. } => p.down(*force)?,
+                _ => p.ensure_up()?,
+            };
+            if json {
+                outln!("{}", to_json(&serde_json::json!({ "done": done }))?);
+            } else if done.is_empty() {
+                outln!("nothing to do: the proxy is as it should be");
+            } else {
+                for line in &done {
+                    outln!("{line}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// `doctor`: exit 0 when every check passed, 1 otherwise.
 fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
@@ -218,6 +282,15 @@ fn manage(cli: &Cli) -> Result<()> {
     let claim = crate::cleanup::claim_or_park;
     match &cli.command {
         Command::Ps(a) => {
+            // The front proxy's state, looked up beside the listing (text mode only: `ps --json`
+            // stays the list of deployments; `proxy status --json` has the proxy).
+            let proxy = (!a.json.json).then(|| {
+                let flag = cli.docker.clone();
+                std::thread::spawn(move || {
+                    let d = crate::docker::Docker::locate(flag.as_deref()).ok()?;
+                    d.container_inspect(crate::proxy::PROXY_NAME).ok().flatten()
+                })
+            });
             let entries = m.ps(a.all)?;
             claim();
             if a.json.json {
@@ -229,6 +302,14 @@ fn manage(cli: &Cli) -> Result<()> {
                 );
             } else {
                 out!("{}", manage::render_ps(&entries));
+            }
+            if let Some(v) = proxy.and_then(|t| t.join().ok()).flatten() {
+                outln!(
+                    "front proxy: {} {} ({}; `fractalic-publisher proxy status` for its routes)",
+                    crate::proxy::PROXY_NAME,
+                    v["State"]["Status"].as_str().unwrap_or("?"),
+                    v["Config"]["Image"].as_str().unwrap_or("?")
+                );
             }
         }
         Command::Status(a) => {
@@ -329,6 +410,11 @@ fn wants_json(c: &Command) -> bool {
         Command::Doctor(a) => a.json.json,
         Command::Serve(_) => false,
         Command::Completions { .. } => false,
+        Command::Proxy { command } => match command {
+            crate::cli::ProxyCommand::Status(j) => j.json,
+            crate::cli::ProxyCommand::Up { json, .. }
+            | crate::cli::ProxyCommand::Down { json, .. } => json.json,
+        },
     }
 }
 
@@ -447,6 +533,7 @@ fn dispatch(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Proxy { command } => proxy_command(cli, command),
         Command::Badges { plugin } => {
             let infos = match plugin {
                 Some(p) => vec![load_info(cli, p)?],

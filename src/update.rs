@@ -155,6 +155,19 @@ pub struct Plan {
     live: Value,
     /// The new release's manifest (kept beside its folder, not in the history).
     files: Manifest,
+    /// The front proxy: how the deployment is served now, and how it will be.
+    pub proxy: ProxyPlan,
+}
+
+/// The front-proxy part of an update plan.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyPlan {
+    /// The live container is served through the proxy.
+    pub was: bool,
+    /// The new one will be (`--proxy`/`--no-proxy`, else as it was).
+    pub will: bool,
+    pub domain: Option<String>,
+    pub tls: crate::proxy::Tls,
 }
 
 impl std::fmt::Debug for UpdateState {
@@ -169,7 +182,7 @@ impl std::fmt::Debug for UpdateState {
 impl Plan {
     /// none, in-place or container.
     pub fn kind(&self) -> &'static str {
-        if self.release.changes.is_empty() {
+        if self.release.changes.is_empty() && self.reasons.is_empty() {
             "none"
         } else if self.reasons.is_empty() {
             "in-place"
@@ -449,6 +462,22 @@ pub fn plan(
         changes.script = None;
     }
     let mut reasons = changes.restart_reasons();
+    let proxy = proxy_plan(cfg, &label);
+    if proxy.was != proxy.will {
+        reasons.push(if proxy.will {
+            "it moves behind the front proxy (one short gap while its port passes from the container to the proxy)".into()
+        } else {
+            "it moves off the front proxy to a port of its own (one short gap while the port passes back)".into()
+        });
+    } else if proxy.will
+        && (proxy.domain.as_deref().unwrap_or("") != label(crate::proxy::LABEL_DOMAIN)
+            || proxy.tls.as_str()
+                != crate::proxy::Tls::parse(&label(crate::proxy::LABEL_TLS))
+                    .unwrap_or_default()
+                    .as_str())
+    {
+        reasons.push("its proxy route changes (domain or TLS)".into());
+    }
     if !running && !changes.is_empty() {
         reasons.push("the deployment is stopped".into());
     }
@@ -494,7 +523,37 @@ pub fn plan(
         live_dir,
         live,
         files,
+        proxy,
     })
+}
+
+/// What the front proxy does for the deployment after this update: as asked, else as it is
+/// (the domain and TLS mode too).
+fn proxy_plan(cfg: &DeployConfig, label: &dyn Fn(&str) -> String) -> ProxyPlan {
+    use crate::proxy::{Tls, LABEL_DOMAIN, LABEL_PROXY, LABEL_TLS};
+    let was = label(LABEL_PROXY) == "true";
+    let will = cfg.proxy.proxy.unwrap_or(was);
+    let live_domain = Some(label(LABEL_DOMAIN)).filter(|d| crate::proxy::valid_domain(d));
+    let live_tls = Tls::parse(&label(LABEL_TLS)).unwrap_or_default();
+    ProxyPlan {
+        was,
+        will,
+        domain: if will {
+            cfg.proxy
+                .domain
+                .clone()
+                .or(if was { live_domain } else { None })
+        } else {
+            None
+        },
+        tls: if will {
+            cfg.proxy
+                .tls
+                .unwrap_or(if was { live_tls } else { Tls::None })
+        } else {
+            Tls::None
+        },
+    }
 }
 
 /// The history file's bytes: each release's changes as [`Changes::for_history`] keeps them.
@@ -716,6 +775,13 @@ fn spec(plan: &Plan, cfg: &DeployConfig, name: &str, port: u16) -> rhai::Map {
     );
     put(LABEL_DEPLOYMENT, plan.name.clone());
     put("fractalic-deploy", "true".into());
+    if plan.proxy.will {
+        put(crate::proxy::LABEL_PROXY, "true".into());
+        put(crate::proxy::LABEL_TLS, plan.proxy.tls.as_str().into());
+        if let Some(d) = &plan.proxy.domain {
+            put(crate::proxy::LABEL_DOMAIN, d.clone());
+        }
+    }
     let mut m = rhai::Map::new();
     m.insert("name".into(), name.to_string().into());
     m.insert("image".into(), cfg.image.clone().into());
@@ -725,6 +791,10 @@ fn spec(plan: &Plan, cfg: &DeployConfig, name: &str, port: u16) -> rhai::Map {
     m.insert("container_port".into(), 8001_i64.into());
     m.insert("restart".into(), "unless-stopped".into());
     m.insert("labels".into(), labels.into());
+    if plan.proxy.will {
+        m.insert("publish".into(), false.into());
+        m.insert("network".into(), crate::proxy::NETWORK.into());
+    }
     m
 }
 
@@ -771,15 +841,20 @@ fn ready(
     port: u16,
     secs: i64,
 ) -> Result<()> {
+    ready_at(host, d, name, script, &url(bind, port), secs)
+}
+
+/// [`ready`] for a container reached at `base` (a proxied one: its address on the network).
+fn ready_at(
+    host: &Host,
+    d: &Docker,
+    name: &str,
+    script: &str,
+    base: &str,
+    secs: i64,
+) -> Result<()> {
     let argv = live_check_argv(script);
-    let m = host::wait_ready(
-        host,
-        d,
-        name,
-        &format!("{}/health", url(bind, port)),
-        Some(&argv),
-        secs,
-    )?;
+    let m = host::wait_ready(host, d, name, &format!("{base}/health"), Some(&argv), secs)?;
     let exec = m
         .get("exec")
         .and_then(|e| e.read_lock::<rhai::Map>().map(|e| e.clone()));
@@ -797,6 +872,9 @@ fn ready(
 /// then the old one is renamed aside and stopped, a second new one takes the deployment's
 /// port, and is proven again. Any failure (or Ctrl-C) puts the old one back, running.
 pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
+    if plan.proxy.will {
+        return apply_container_proxied(host, d, plan);
+    }
     let cfg = cfg_of(host)?;
     let name = plan.name.clone();
     let t0 = Instant::now();
@@ -877,6 +955,12 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
                 QUICK + Duration::from_secs(5),
             )?;
         }
+        if plan.proxy.was {
+            // Off the proxy: its route goes (the live name is an unproxied container now), so
+            // the proxy lets go of the port the new one publishes.
+            host.touch_proxy();
+            crate::proxy::Proxy::new(d, crate::proxy::image(None)).sync()?;
+        }
         let down = Instant::now();
         let wall = SystemTime::now();
         let (status, out) = d.run_unchecked(&["start", &name], None, QUICK)?;
@@ -931,6 +1015,155 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
                 format!("the old {name} is back on port {port}")
             } else {
                 format!("putting the old container back failed: {}", undo.summary())
+            };
+            Err(Error::failed(format!("{e}; {note}")))
+        }
+    }
+}
+
+/// A proxied deployment's new container: started on the proxy network beside the live one,
+/// proven healthy at its own address, renamed into place, then the route moves to it in one
+/// graceful reload (requests in flight finish on the old one), then the old one is stopped and
+/// kept. No port changes hands, so no request fails. A deployment moving behind the proxy has
+/// one short gap: from the old one's stop (which frees its port) until the proxy listens.
+fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
+    use crate::proxy::{self, Proxy};
+    let cfg = cfg_of(host)?;
+    let name = plan.name.clone();
+    let t0 = Instant::now();
+    let secs = cfg.timeout.as_secs() as i64;
+    let port = plan.release.state.port;
+    let owner = plan.owner;
+    let mut h = plan.history.clone();
+    h.releases.push(plan.release.clone());
+    h.current = plan.release.id.clone();
+    let full = build_tar(cfg, &plan.release.dir, owner, true)?;
+    let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
+    let suffix = short_suffix();
+    let next = format!("{name}.next-{suffix}");
+    let from = if plan.history.current.is_empty() {
+        "r0".to_string()
+    } else {
+        plan.history.current.clone()
+    };
+    let aside = format!("{name}.{from}-{suffix}");
+    let p = Proxy::new(d, proxy::image(None));
+    host.touch_proxy();
+    let steps = || -> Result<Duration> {
+        let j = host.journal();
+        p.network()?;
+        host.progress.step(
+            50,
+            format!("Starting the new container {next} beside {name} on the proxy network"),
+        );
+        if !create_and_start(host, d, plan, &next, port, &full)? {
+            return Err(Error::failed(format!(
+                "{next} publishes no port, yet docker reported a port clash starting it"
+            )));
+        }
+        let ip = proxy::container_address(d, &next)?.ok_or_else(|| {
+            Error::failed(format!(
+                "{next} is not attached to the network {}",
+                proxy::NETWORK
+            ))
+        })?;
+        let direct = format!("http://{ip}:{}", proxy::UPSTREAM_PORT);
+        host.progress
+            .step(60, format!("Waiting for {next} at {direct}"));
+        ready_at(host, d, &next, &cfg.script_name, &direct, secs)?;
+        // The names move; the route still points at the old one's address meanwhile.
+        j.record(Resource::DockerObject {
+            what: format!("{name} renamed to {aside}"),
+            remove_args: vec!["rename".into(), aside.clone(), name.clone()],
+        })?;
+        d.run(&["rename", &name, &aside], None, QUICK)?;
+        j.record(Resource::DockerObject {
+            what: format!("{next} renamed to {name}"),
+            remove_args: vec!["rename".into(), name.clone(), next.clone()],
+        })?;
+        d.run(&["rename", &next, &name], None, QUICK)?;
+        if plan.running {
+            j.record(Resource::DockerObject {
+                what: format!("{aside} stopped"),
+                remove_args: vec!["start".into(), aside.clone()],
+            })?;
+        }
+        let mut gap = Duration::ZERO;
+        if plan.proxy.was {
+            host.progress.step(
+                75,
+                format!("Switching the proxy's route to the new {name} (one graceful reload)"),
+            );
+            p.ensure_up()?;
+            if plan.running {
+                host.progress
+                    .step(85, format!("Stopping the old container (now {aside})"));
+                d.run(
+                    &["stop", "-t", STOP_GRACE, &aside],
+                    None,
+                    QUICK + Duration::from_secs(5),
+                )?;
+            }
+        } else {
+            host.progress.step(
+                75,
+                format!(
+                    "Moving port {port} from the old container (now {aside}) to the front proxy"
+                ),
+            );
+            if plan.running {
+                d.run(
+                    &["stop", "-t", STOP_GRACE, &aside],
+                    None,
+                    QUICK + Duration::from_secs(5),
+                )?;
+            }
+            let down = Instant::now();
+            p.ensure_up()?;
+            gap = down.elapsed();
+        }
+        let route = p.route(&name)?;
+        if !route.upstreams.iter().any(|u| u.container == name) {
+            return Err(Error::failed(format!(
+                "the proxy's route for {name} does not lead to the new container"
+            )));
+        }
+        if let (Some(u), proxy::Tls::None) = (route.url(), route.tls) {
+            health_within(&format!("{u}/health"), Duration::from_secs(10))?;
+        }
+        Ok(gap)
+    };
+    match steps() {
+        Ok(downtime) => {
+            prune_containers(host, d, &name);
+            host.progress.step(
+                100,
+                format!(
+                    "Release {} is live in a new container behind the proxy; the old one is kept as {aside}",
+                    plan.release.id
+                ),
+            );
+            Ok(json!({
+                "release": plan.release.id,
+                "kind": "container",
+                "restarted": true,
+                "kept": aside,
+                "downtime_ms": downtime.as_millis() as u64,
+                "elapsed_ms": t0.elapsed().as_millis() as u64,
+            }))
+        }
+        Err(e) => {
+            let undo = host.journal().undo();
+            let synced = p.sync();
+            if !matches!(e, Error::Interrupted) && undo.is_clean() {
+                record_failure(host, d, plan, &e);
+            }
+            let note = match (undo.is_clean(), synced) {
+                (true, Ok(_)) => format!("the old {name} serves again through the proxy"),
+                (true, Err(s)) => {
+                    format!("the old {name} is back, but re-syncing the proxy's routes failed: {s}")
+                }
+                (false, _) => format!("putting the old container back failed: {}", undo.summary()),
             };
             Err(Error::failed(format!("{e}; {note}")))
         }
@@ -1277,6 +1510,96 @@ pub fn rollback(
     let aside = format!("{name}.{}-{}", cur.id, short_suffix());
     let j = host.journal();
     let port: u16 = target.state.port;
+    let proxied = |c: &str| -> Result<bool> {
+        Ok(d.container_inspect(c)?.is_some_and(|v| {
+            v["Config"]["Labels"][crate::proxy::LABEL_PROXY].as_str() == Some("true")
+        }))
+    };
+    if proxied(name)? && proxied(&kept)? {
+        // Behind the proxy no port changes hands: the kept one starts beside the live one, is
+        // proven at its own address, and the route moves to it in one graceful reload.
+        let p = crate::proxy::Proxy::new(d, crate::proxy::image(None));
+        host.touch_proxy();
+        let steps = || -> Result<()> {
+            j.record(Resource::DockerObject {
+                what: format!("{kept} started"),
+                remove_args: vec!["stop".into(), "-t".into(), "1".into(), kept.clone()],
+            })?;
+            let wall = SystemTime::now();
+            d.run(&["start", &kept], None, QUICK)?;
+            host.mark_started(&kept, wall);
+            let ip = crate::proxy::container_address(d, &kept)?.ok_or_else(|| {
+                Error::failed(format!(
+                    "{kept} is not attached to {}",
+                    crate::proxy::NETWORK
+                ))
+            })?;
+            ready_at(
+                host,
+                d,
+                &kept,
+                &target.state.script_name,
+                &format!("http://{ip}:{}", crate::proxy::UPSTREAM_PORT),
+                secs,
+            )?;
+            j.record(Resource::DockerObject {
+                what: format!("{name} renamed to {aside}"),
+                remove_args: vec!["rename".into(), aside.clone(), name.to_string()],
+            })?;
+            d.run(&["rename", name, &aside], None, QUICK)?;
+            j.record(Resource::DockerObject {
+                what: format!("{kept} renamed to {name}"),
+                remove_args: vec!["rename".into(), name.to_string(), kept.clone()],
+            })?;
+            d.run(&["rename", &kept, name], None, QUICK)?;
+            host.progress.step(
+                70,
+                format!(
+                    "Switching the proxy's route to {name} (was {kept}) in one graceful reload"
+                ),
+            );
+            p.ensure_up()?;
+            if running {
+                j.record(Resource::DockerObject {
+                    what: format!("{aside} stopped"),
+                    remove_args: vec!["start".into(), aside.clone()],
+                })?;
+                d.run(
+                    &["stop", "-t", STOP_GRACE, &aside],
+                    None,
+                    QUICK + Duration::from_secs(5),
+                )?;
+            }
+            let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
+            let ids: Vec<u64> = owner_out
+                .stdout
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let owner = Owner {
+                uid: ids.first().copied().unwrap_or(0),
+                gid: ids.get(1).copied().unwrap_or(0),
+            };
+            write_history(d, name, &bytes, owner)
+        };
+        return match steps() {
+            Ok(()) => Ok(
+                json!({"name": name, "release": entry.id, "of": target.id, "kind": "container", "restarted": true, "kept": aside}),
+            ),
+            Err(e) => {
+                let undo = j.undo();
+                let _ = p.sync();
+                Err(Error::failed(format!(
+                    "{e}; {}",
+                    if undo.is_clean() {
+                        format!("{name} stays on {}", cur.id)
+                    } else {
+                        undo.summary()
+                    }
+                )))
+            }
+        };
+    }
     let steps = || -> Result<()> {
         j.record(Resource::DockerObject {
             what: format!("{name} renamed to {aside}"),

@@ -48,6 +48,8 @@ pub struct Host {
     docker: std::sync::OnceLock<Arc<Docker>>,
     plugin: Mutex<String>,
     deploy: Option<DeployConfig>,
+    /// The run changed the front proxy's routes: a failure re-syncs them after its undo.
+    proxy_touched: std::sync::atomic::AtomicBool,
     pub(crate) journal: Arc<Journal>,
     failure: Mutex<Option<Error>>,
     /// When set, output that would stream to the terminal (logs) is collected here instead.
@@ -100,6 +102,7 @@ impl Host {
             docker: cell,
             plugin: Mutex::new(String::new()),
             deploy: None,
+            proxy_touched: Default::default(),
             journal,
             failure: Mutex::new(None),
             capture: None,
@@ -180,6 +183,18 @@ impl Host {
     }
 
     /// The staged deploy, if any.
+    /// Notes that this run routes through the front proxy.
+    pub(crate) fn touch_proxy(&self) {
+        self.proxy_touched
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this run changed the front proxy's routes.
+    pub fn proxy_touched(&self) -> bool {
+        self.proxy_touched
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn deploy(&self) -> Option<&DeployConfig> {
         self.deploy.as_ref()
     }
@@ -603,16 +618,26 @@ pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<St
         IpAddr::V6(v6) => format!("[{v6}]"),
         IpAddr::V4(v4) => v4.to_string(),
     };
-    let publish = format!("{bind_s}:{port}:{cport}");
     let mut args: Vec<String> = vec![
         "create".into(),
         "--name".into(),
         name.clone(),
         "--restart".into(),
         restart,
-        "--publish".into(),
-        publish,
     ];
+    // A proxied container publishes nothing: the front proxy listens on its port and dials it
+    // on the tool's network.
+    if spec.get("publish").and_then(|p| p.as_bool().ok()) != Some(false) {
+        args.extend(["--publish".into(), format!("{bind_s}:{port}:{cport}")]);
+    }
+    if let Some(net) = map_str(spec, "network").filter(|n| !n.is_empty()) {
+        if !crate::config::valid_docker_name(&net) {
+            return Err(Error::failed(format!(
+                "create_container: bad network name {net:?}"
+            )));
+        }
+        args.extend(["--network".into(), net]);
+    }
     if let Some(p) = map_str(spec, "platform") {
         args.extend(["--platform".into(), p]);
     }

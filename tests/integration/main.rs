@@ -20,6 +20,7 @@ mod logs;
 mod managed;
 mod parallel;
 mod plugins;
+mod proxy;
 mod ps;
 mod readiness;
 mod rest_findings;

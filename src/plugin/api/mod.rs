@@ -13,6 +13,7 @@ mod logs;
 mod payload;
 mod ports;
 mod progress;
+mod proxy;
 mod readiness;
 mod releases;
 mod secrets;
@@ -38,6 +39,7 @@ pub const GROUPS: &[(&str, &str)] = &[
     ("secrets", "Secrets and configs"),
     ("ports", "Ports"),
     ("readiness", "Readiness"),
+    ("proxy", "The front proxy"),
     ("releases", "Releases: updates, rollback, history"),
     ("exec", "Commands inside containers"),
     ("logs", "Logs"),
@@ -159,6 +161,7 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) -> Vec<FnDoc> {
     secrets::register(api.group("secrets"), host);
     ports::register(api.group("ports"), host);
     readiness::register(api.group("readiness"), host);
+    proxy::register(api.group("proxy"), host);
     releases::register(api.group("releases"), host);
     exec::register(api.group("exec"), host);
     logs::register(api.group("logs"), host);
