@@ -417,8 +417,10 @@ fn connect(backend: &Backend) -> std::result::Result<TcpStream, (u16, String)> {
             Err(e) => last = Some(e),
         }
     }
+    let timed_out = last
+        .as_ref()
+        .is_some_and(|e| matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock));
     let e = last.map_or_else(|| "no address".to_string(), |e| e.to_string());
-    let timed_out = e.contains("timed out");
     Err(if timed_out {
         (
             504,
@@ -556,7 +558,7 @@ fn pump_body(
     }
 }
 
-/// Reads from the backend until `deadline` (or for at most `idle` when no deadline is given).
+/// Reads from the backend, waiting at most `wait`.
 fn read_upstream(
     upstream: &mut TcpStream,
     buf: &mut [u8],
