@@ -19,6 +19,7 @@ pub mod payload;
 pub mod plugin;
 pub mod ports;
 pub mod progress;
+pub mod reach;
 pub mod readiness;
 pub mod release;
 pub mod run;

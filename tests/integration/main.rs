@@ -5,6 +5,7 @@
 mod support;
 
 mod config_file;
+mod container;
 mod contract;
 mod deploy;
 mod doctor;
