@@ -442,3 +442,305 @@ fn socket_gid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/var/run/docker.sock").map_or(0, |m| m.gid())
 }
+
+/// The `command=` line of the supervisord program the Fractalic image runs.
+fn program_line() -> String {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts/fractalic-image/fractalic-publisher.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("command="))
+        .expect("a command= line")
+        .trim()
+        .to_string()
+}
+
+/// The Docker layout's test image: the stand-in image (the real Fractalic image cannot be
+/// pulled here) plus the docker CLI and the static binary; its start script stands in for
+/// supervisord: the stand-in backend on the moved port, then `program_line()` verbatim.
+fn layout_image(docker: &Path, stand_in: &str) -> ImageLease {
+    static SLOT: Mutex<(usize, Option<String>)> = Mutex::new((0, None));
+    ImageLease::take(&SLOT, "fp-layout", |tag| {
+        let command = program_line();
+        let backend = command
+            .split_whitespace()
+            .skip_while(|w| *w != "--backend")
+            .nth(1)
+            .and_then(|u| u.strip_prefix("http://"))
+            .expect("--backend http://ADDR:PORT in the program line")
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let start = dir.path().join("start");
+        std::fs::write(
+            &start,
+            format!(
+                "#!/bin/sh\n\
+                 fractalic-stand-in backend --listen {backend} --root /fractalic >/tmp/backend.log 2>&1 &\n\
+                 cd /fractalic\n\
+                 exec {command}\n"
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&start, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = static_binary();
+        let cli = static_docker_cli(docker);
+        build_image(
+            docker,
+            tag,
+            &format!(
+                "FROM {stand_in}\n\
+                 COPY docker /usr/local/bin/docker\n\
+                 COPY fractalic-publisher /usr/local/bin/fractalic-publisher\n\
+                 COPY start /usr/local/bin/layout-start\n\
+                 USER appuser\n\
+                 WORKDIR /fractalic\n\
+                 CMD [\"/usr/local/bin/layout-start\"]\n"
+            ),
+            &[
+                ("docker", &cli),
+                ("fractalic-publisher", &bin),
+                ("start", &start),
+            ],
+        );
+    })
+}
+
+/// The layout container, running, its port 8000 published on the host's 127.0.0.1 only.
+struct Layout {
+    guard: ContainerGuard,
+    docker: PathBuf,
+    base: String,
+    _image: ImageLease,
+}
+
+impl Layout {
+    fn start(docker: &Path) -> Layout {
+        let stand_in = support::pull_stand_in(docker);
+        let image = layout_image(docker, &stand_in);
+        let name = support::unique_name("fp-layout");
+        let guard = ContainerGuard::new(&name);
+        let group = socket_gid().to_string();
+        support::docker_ok(
+            docker,
+            &[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "bridge",
+                "-p",
+                "127.0.0.1::8000",
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "--group-add",
+                &group,
+                image.tag(),
+            ],
+        );
+        let addr = support::published(docker, &name, 8000);
+        let base = format!("http://{addr}");
+        let up = support::wait_http(
+            &format!("{base}/health"),
+            std::time::Duration::from_secs(30),
+        );
+        assert_eq!(
+            up.map(|u| u.0),
+            Some(200),
+            "serve in the layout did not come up: {}",
+            String::from_utf8_lossy(&support::run_docker(docker, &["logs", &name]).stderr)
+        );
+        Layout {
+            guard,
+            docker: docker.to_path_buf(),
+            base,
+            _image: image,
+        }
+    }
+
+    /// Writes the demo script into /fractalic/hello-fractalic inside (owned by appuser).
+    fn put_demo(&self, hello_md: &str) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo/hello-fractalic");
+        let settings = std::fs::read(dir.join("settings.toml")).unwrap();
+        use support::Entry;
+        support::copy_into(
+            &self.docker,
+            self.guard.name(),
+            &[
+                Entry::Dir("/fractalic/hello-fractalic", 0o755),
+                Entry::File(
+                    "/fractalic/hello-fractalic/hello.md",
+                    hello_md.as_bytes(),
+                    0o644,
+                ),
+                Entry::File("/fractalic/hello-fractalic/settings.toml", &settings, 0o600),
+            ],
+        );
+    }
+
+    /// The UI's stream POST; the SSE events.
+    fn ui_deploy(&self, body: &Value) -> Vec<Value> {
+        let r = ureq::post(&format!("{}/api/deploy/docker-registry/stream", self.base))
+            .timeout(std::time::Duration::from_secs(180))
+            .set("Origin", "http://localhost:3000")
+            .set("Content-Type", "application/json")
+            .set("Accept", "text/event-stream")
+            .send_string(&body.to_string())
+            .unwrap_or_else(|e| panic!("the UI's deploy POST: {e}"));
+        r.into_string()
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect()
+    }
+
+    fn api(&self, method: &str, path: &str) -> (u16, Value) {
+        let r = ureq::request(method, &format!("{}{path}", self.base))
+            .timeout(std::time::Duration::from_secs(180))
+            .call();
+        let r = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = r.status();
+        let text = r.into_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+fn ui_body(name: &str, image: &str) -> Value {
+    let (repo, tag) = image.rsplit_once(':').unwrap();
+    serde_json::json!({
+        "image_name": repo,
+        "image_tag": tag,
+        "script_name": "hello",
+        "script_folder": "hello-fractalic",
+        "container_name": name,
+        "pull": "missing",
+    })
+}
+
+const DEMO_MD: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo \"hello from the layout\"\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn the_docker_layout_deploys_from_the_ui_and_forwards_the_rest_to_the_backend() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let layout = Layout::start(&docker);
+    let image = support::stand_in_image();
+    layout.put_demo(DEMO_MD);
+
+    // The UI's file tree and a streamed command go to the backend inside, through serve.
+    let (status, listed) = layout.api("GET", "/list_directory/?path=/fractalic");
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.to_string().contains("hello-fractalic"), "{listed}");
+    let r = ureq::post(&format!("{}/ws/run_command", layout.base))
+        .set("Content-Type", "application/json")
+        .send_string(r#"{"command": "echo first; echo second", "path": "."}"#)
+        .unwrap();
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.into_string().unwrap(), "first\nsecond\n");
+
+    // The UI's deploy: a healthy sibling, reachable from the host at the URL given.
+    let name = support::unique_name("fp-layout-dep");
+    let _dep = ContainerGuard::new(&name);
+    let events = layout.ui_deploy(&ui_body(&name, &image));
+    let last = events.last().expect("events");
+    assert_eq!(last["stage"], "completed", "{events:?}");
+    let url = last["result"]["endpoint_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("http://localhost:"), "{url}");
+    let r = execute(&url, "/payload/hello/hello.md");
+    assert!(
+        r["return_content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hello from the layout"),
+        "{r}"
+    );
+
+    // An update from the UI: the script changed inside the layout.
+    layout.put_demo(&DEMO_MD.replace("hello from the layout", "updated in the layout"));
+    let events = layout.ui_deploy(&ui_body(&name, &image));
+    assert_eq!(events.last().unwrap()["stage"], "completed", "{events:?}");
+    let r = execute(&url, "/payload/hello/hello.md");
+    assert!(
+        r["return_content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("updated in the layout"),
+        "{r}"
+    );
+
+    let (status, v) = layout.api("POST", &format!("/api/deployments/{name}/rollback"));
+    assert_eq!(status, 200, "{v}");
+    let r = execute(&url, "/payload/hello/hello.md");
+    assert!(
+        r["return_content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hello from the layout"),
+        "{r}"
+    );
+    let (status, v) = layout.api("GET", &format!("/api/deployments/{name}"));
+    assert_eq!((status, &v["healthy"]), (200, &Value::Bool(true)), "{v}");
+
+    let (status, v) = layout.api("POST", &format!("/api/deployments/{name}/stop"));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        crate::managed::state(&docker, &name).as_deref(),
+        Some("exited")
+    );
+    let (status, v) = layout.api("DELETE", &format!("/api/deployments/{name}?force=true"));
+    assert_eq!(status, 200, "{v}");
+    assert!(crate::managed::state(&docker, &name).is_none());
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_layout_deploy_that_cannot_succeed_reports_its_real_reason_before_the_timeout() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let layout = Layout::start(&docker);
+    layout.put_demo(DEMO_MD);
+    // An image whose server dies at once: the reason is its exit, not a probe timeout.
+    let stand_in = support::stand_in_image();
+    let crasher = format!("{}:test", support::unique_name("fp-crasher"));
+    build_image(
+        &docker,
+        &crasher,
+        &format!(
+            "FROM {stand_in}\nCMD [\"sh\", \"-c\", \"echo the server gave up >&2; exit 3\"]\n"
+        ),
+        &[],
+    );
+    struct Rmi(PathBuf, String);
+    impl Drop for Rmi {
+        fn drop(&mut self) {
+            let _ = support::run_docker(&self.0, &["rmi", "-f", &self.1]);
+        }
+    }
+    let _rmi = Rmi(docker.clone(), crasher.clone());
+    let name = support::unique_name("fp-layout-bad");
+    let _dep = ContainerGuard::new(&name);
+    let mut body = ui_body(&name, &crasher);
+    body["timeout"] = Value::from(120);
+    let t0 = std::time::Instant::now();
+    let events = layout.ui_deploy(&body);
+    let last = events.last().expect("events");
+    assert_eq!(last["stage"], "error", "{events:?}");
+    let text = last.to_string();
+    assert!(text.contains("exited with code 3"), "{text}");
+    assert!(text.contains("the server gave up"), "{text}");
+    // Not the 120 s probe timeout on an unreachable loopback.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(120));
+    assert!(!text.contains("did not answer 2xx"), "{text}");
+}
