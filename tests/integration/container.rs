@@ -744,3 +744,20 @@ fn a_layout_deploy_that_cannot_succeed_reports_its_real_reason_before_the_timeou
     assert!(t0.elapsed() < std::time::Duration::from_secs(120));
     assert!(!text.contains("did not answer 2xx"), "{text}");
 }
+
+#[test]
+fn man_prints_the_man_page_of_every_subcommand() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"))
+        .arg("man")
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let (page, err) = out(&o);
+    assert!(err.is_empty(), "{err}");
+    assert!(page.contains(".TH fractalic-publisher 1"), "{page}");
+    assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
+    for sub in ["deploy", "serve", "rollback", "completions", "man"] {
+        let entry = format!("fractalic\\-publisher\\-{sub}(1)");
+        assert!(page.contains(&entry), "no {entry} in:\n{page}");
+    }
+}
