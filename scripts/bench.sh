@@ -7,6 +7,7 @@
 #   scripts/bench.sh            full run (brings up the dev environment itself; ~2-3 minutes)
 #   BENCH_RUNS=3 scripts/bench.sh   fewer runs per deploy measurement (default 5)
 #   scripts/bench.sh swarm      only the docker-swarm section (needs the test bed's swarm)
+#   scripts/bench.sh container  only section 9: a deploy from inside a container vs the host
 #
 # Every container it creates is named bench-<pid>-... and removed on exit, failure included.
 # Timing: bash's $EPOCHREALTIME (microseconds, no fork) around each command; medians, min, max
@@ -249,6 +250,20 @@ swarm_report() {
 $SWARM_ROWS
 EOF
 }
+
+# 9. From inside a container vs from the host (scripts/bench/container.sh; the static binary).
+container_section() {
+	local static
+	log "9 deploy from inside a container vs from the host (static build: scripts/build-static.sh)"
+	static=$("$ROOT/scripts/build-static.sh" | tail -n 1) || die "scripts/build-static.sh failed"
+	"$HELP/container.sh" "$static" "$IMAGE" "$RUNS"
+}
+
+if [[ ${1:-} == container ]]; then
+	mkdir -p "$OUT_DIR"
+	container_section | tee "$OUT_DIR/container.md"
+	exit 0
+fi
 
 if [[ ${1:-} == swarm ]]; then
 	swarm_section
@@ -621,5 +636,6 @@ $PS_NOTE
 EOF
 	swarm_report
 	"$HELP/updates.sh" "$BIN" "$IMAGE" "$RUNS"
+	container_section
 } | tee "$OUT_DIR/latest.md"
 log "done in $((SECONDS - BENCH_START)) s; saved to $OUT_DIR/latest.md"

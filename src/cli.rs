@@ -85,6 +85,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff) to stdout, e.g. `fractalic-publisher man > fractalic-publisher.1`.
+    Man,
 }
 
 /// `plugin` subcommands.

@@ -1267,7 +1267,8 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
             let p = parse_port(p, "--port")?;
             // A port another process holds is known now, before Docker is touched; one that
             // another deployment has recorded is found later, from the containers' labels.
-            if check_port {
+            // (Not from a sibling container: binding here says nothing about the engine's host.)
+            if check_port && !crate::reach::maybe_sibling() {
                 crate::ports::choose(PortRequest::Exact(p), bind, &Default::default())
                     .map_err(|e| Error::input(format!("--port {p}"), e.to_string()))?;
             }

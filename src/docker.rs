@@ -59,12 +59,25 @@ impl Docker {
         let bin = match (flag, from_env) {
             (Some(p), _) => resolve_given(p, "--docker")?,
             (None, Some(v)) => resolve_given(Path::new(&v), DOCKER_ENV)?,
-            (None, None) => which::which("docker").map_err(|_| Error::DockerMissing {
-                detail: "no `docker` on PATH".into(),
-            })?,
+            // (A bare `FROM scratch` job image may start us without PATH: the usual places.)
+            (None, None) => which::which("docker")
+                .ok()
+                .or_else(|| {
+                    ["/usr/local/bin/docker", "/usr/bin/docker", "/bin/docker"]
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .find(|p| std::env::var_os("PATH").is_none() && p.is_file())
+                })
+                .ok_or_else(|| Error::DockerMissing {
+                    detail: "no `docker` on PATH".into(),
+                })?,
         };
         let mut d = Docker::with_binary(bin);
         d.context = CONTEXT.get().cloned().flatten();
+        crate::reach::use_docker(&d.bin, d.context.as_deref());
+        if d.context.is_none() && d.endpoint().remote_host().is_none() {
+            crate::reach::socket_check()?;
+        }
         Ok(d)
     }
 

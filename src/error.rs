@@ -35,6 +35,8 @@ pub enum Error {
     DockerUnusable { detail: String },
     /// The docker binary ran but the daemon did not answer.
     DaemonDown { detail: String },
+    /// The Docker socket exists but this user may not open it (the detail names the fix).
+    SocketDenied { detail: String },
     /// A docker command ran and said no.
     Docker {
         argv: String,
@@ -84,7 +86,8 @@ impl Error {
             | Error::PluginInvalid { .. } => exit::BAD_INPUT,
             Error::DockerMissing { .. }
             | Error::DockerUnusable { .. }
-            | Error::DaemonDown { .. } => exit::DOCKER_UNAVAILABLE,
+            | Error::DaemonDown { .. }
+            | Error::SocketDenied { .. } => exit::DOCKER_UNAVAILABLE,
             Error::Plugin { .. } => exit::FAILED,
             Error::Docker { .. }
             | Error::DockerTimeout { .. }
@@ -103,6 +106,7 @@ impl Error {
             Error::DockerMissing { .. } => "docker_missing",
             Error::DockerUnusable { .. } => "docker_unusable",
             Error::DaemonDown { .. } => "daemon_down",
+            Error::SocketDenied { .. } => "socket_denied",
             Error::Docker { .. } => "docker",
             Error::DockerTimeout { .. } => "docker_timeout",
             Error::Io { .. } => "io",
@@ -151,6 +155,7 @@ impl fmt::Display for Error {
                 f,
                 "{detail}: it does not behave like the docker CLI (pass the real one with --docker PATH or FRACTALIC_PUBLISHER_DOCKER)"
             ),
+            Error::SocketDenied { detail } => f.write_str(detail),
             Error::DaemonDown { detail } => write!(
                 f,
                 "the Docker daemon does not answer: {} (start dockerd, or check DOCKER_HOST)",

@@ -1,4 +1,6 @@
 //! Readiness polling: HTTP probes against a deadline, failing fast when the container exits.
+//! Each probe goes where [`crate::reach`] says this process can reach the URL (the URL itself on
+//! the engine's host; the deployment's own address from a sibling container).
 
 use std::fmt;
 use std::thread;
@@ -25,11 +27,15 @@ pub struct Waited {
 #[derive(Debug)]
 pub enum HealthError {
     /// The deadline passed; `last` is the last status code or connection error, one line.
+    /// `via` names where the probes went when that was not `url` itself.
     Timeout {
         url: String,
+        via: Option<String>,
         waited: Duration,
         last: String,
     },
+    /// Nothing can reach the URL from where this process runs (found within one probe).
+    Unreachable { reason: String, waited: Duration },
     /// The container stopped while waiting (the caller adds its logs).
     Exited { code: Option<i64>, waited: Duration },
 }
@@ -37,11 +43,22 @@ pub enum HealthError {
 impl fmt::Display for HealthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HealthError::Timeout { url, waited, last } => write!(
-                f,
-                "{url} did not answer 2xx within {:.1}s (last: {last}); check the container logs or allow a longer wait",
-                waited.as_secs_f64()
-            ),
+            HealthError::Timeout {
+                url,
+                via,
+                waited,
+                last,
+            } => {
+                let via = via
+                    .as_deref()
+                    .map_or(String::new(), |v| format!(" (probed at {v})"));
+                write!(
+                    f,
+                    "{url}{via} did not answer 2xx within {:.1}s (last: {last}); check the container logs or allow a longer wait",
+                    waited.as_secs_f64()
+                )
+            }
+            HealthError::Unreachable { reason, .. } => f.write_str(reason),
             HealthError::Exited {
                 code: Some(code),
                 waited,
@@ -81,10 +98,15 @@ pub fn wait_http_ok(
     let agent = agent();
     let mut attempts = 0u32;
     let mut last_check: Option<Instant> = None;
+    let mut via = None;
     loop {
         attempts += 1;
         let timeout = probe_timeout(deadline);
-        let last = match probe_with(&agent, url, timeout) {
+        let route = crate::reach::route(url);
+        if let Some(n) = route.note() {
+            via = Some(n.to_string());
+        }
+        let last = match probe_routed(&agent, url, &route, timeout) {
             Ok((status, _)) if (200..300).contains(&status) => {
                 return Ok(Waited {
                     elapsed: start.elapsed(),
@@ -92,7 +114,16 @@ pub fn wait_http_ok(
                 });
             }
             Ok((status, body)) => not_ready(status, &body),
-            Err(reason) => reason,
+            Err(Failure {
+                reason,
+                fatal: true,
+            }) => {
+                return Err(HealthError::Unreachable {
+                    reason,
+                    waited: start.elapsed(),
+                })
+            }
+            Err(Failure { reason, .. }) => reason,
         };
 
         let now = Instant::now();
@@ -105,6 +136,7 @@ pub fn wait_http_ok(
             }
             return Err(HealthError::Timeout {
                 url: url.to_string(),
+                via,
                 waited: start.elapsed(),
                 last,
             });
@@ -128,7 +160,42 @@ pub fn probe(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT.min(timeout))
         .build();
-    probe_with(&agent, url, timeout)
+    probe_routed(&agent, url, &crate::reach::route(url), timeout).map_err(|f| f.reason)
+}
+
+/// Why a probe got no HTTP answer; `fatal` when no retry can change that.
+struct Failure {
+    reason: String,
+    fatal: bool,
+}
+
+/// One GET of `url` the way `route` says it is reached.
+fn probe_routed(
+    agent: &ureq::Agent,
+    url: &str,
+    route: &crate::reach::Route,
+    timeout: Duration,
+) -> Result<(u16, String), Failure> {
+    use crate::reach::Route;
+    let soft = |reason: String| Failure {
+        reason,
+        fatal: false,
+    };
+    match route {
+        Route::Direct => probe_with(agent, url, timeout).map_err(soft),
+        Route::Via { url: at, .. } => probe_with(agent, at, timeout).map_err(soft),
+        Route::NotPublished(why) => Err(soft(why.clone())),
+        Route::Unreachable(why) => Err(Failure {
+            reason: why.clone(),
+            fatal: true,
+        }),
+        Route::Exec {
+            target,
+            url: inside,
+            ..
+        } => crate::reach::exec_probe(target, inside, url, timeout)
+            .map_err(|(reason, fatal)| Failure { reason, fatal }),
+    }
 }
 
 fn agent() -> ureq::Agent {

@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod ports;
 pub mod progress;
 pub mod proxy;
+pub mod reach;
 pub mod readiness;
 pub mod reconcile;
 pub mod release;

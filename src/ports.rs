@@ -273,9 +273,23 @@ impl PortLock {
         }
     }
 
-    /// Takes the lock at [`PortLock::path`], polling until `deadline` passes.
+    /// Takes the lock at [`PortLock::path`], polling until `deadline` passes. Where that
+    /// cannot be created (a `FROM scratch` job container: no HOME, no writable /tmp), the lock
+    /// lives in `/dev/shm`, which every container has.
     pub fn acquire(deadline: std::time::Duration) -> Result<PortLock, String> {
-        Self::acquire_at(&Self::path(), deadline)
+        let path = Self::path();
+        match Self::acquire_at(&path, deadline) {
+            Err(e) if !e.contains("held the port lock") => {
+                let shm = std::path::Path::new("/dev/shm");
+                if shm.is_dir() {
+                    Self::acquire_at(&shm.join("fractalic-publisher-ports.lock"), deadline)
+                        .map_err(|e2| format!("{e}; {e2}"))
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
     }
 
     /// Takes the lock at `path`, polling until `deadline` passes.

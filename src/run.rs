@@ -74,6 +74,11 @@ fn run_command(cli: Cli) -> i32 {
         return e.exit_code();
     }
     if let Command::Serve(a) = &cli.command {
+        // A socket this user may not open would fail every deploy: say so, and the fix, now.
+        if let Err(e) = crate::reach::socket_check() {
+            errln!("error: {e}");
+            return e.exit_code();
+        }
         // The server has its own signal handling: stop accepting, let deploys finish.
         return match crate::server::serve(&cli, a) {
             Ok(code) => code,
@@ -409,7 +414,7 @@ fn wants_json(c: &Command) -> bool {
         Command::History(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
         Command::Serve(_) => false,
-        Command::Completions { .. } => false,
+        Command::Completions { .. } | Command::Man => false,
         Command::Proxy { command } => match command {
             crate::cli::ProxyCommand::Status(j) => j.json,
             crate::cli::ProxyCommand::Up { json, .. }
@@ -552,6 +557,15 @@ fn dispatch(cli: &Cli) -> Result<()> {
                 "fractalic-publisher",
                 &mut std::io::stdout(),
             );
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(|e| Error::failed(format!("rendering the man page: {e}")))?;
+            outln!("{}", String::from_utf8_lossy(&page).trim_end());
             Ok(())
         }
         _ => unreachable!("handled in run()"),

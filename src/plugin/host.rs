@@ -470,10 +470,11 @@ pub(crate) fn vantage(bind: IpAddr, published: Option<&BTreeSet<u16>>) -> ports:
     }
 }
 
-/// The host ports a remote engine's containers publish (one `docker ps`); None for a local
-/// engine, whose ports are judged by binding them here.
+/// The host ports the engine's containers publish (one `docker ps`) when this process cannot
+/// judge them by binding here (a remote engine, or a sibling container: see
+/// [`crate::reach::ports_from_engine`]); None on the engine's host.
 pub(crate) fn engine_ports(d: &Docker) -> Result<Option<BTreeSet<u16>>> {
-    if d.endpoint().remote_host().is_none() {
+    if !crate::reach::ports_from_engine(d) {
         return Ok(None);
     }
     let out = d.run(&["ps", "--format", "{{.Ports}}"], None, QUICK)?;
@@ -514,6 +515,10 @@ pub(crate) fn wait_ready(
     let started = lock(&host.started).get(container).copied();
     let argv: Option<Vec<&str>> = argv.map(|a| a.iter().map(String::as_str).collect());
     let began = std::time::SystemTime::now();
+    // From a sibling container the URL (the host's) is probed elsewhere: say where.
+    if let Some(note) = crate::reach::route(url).note() {
+        host.progress.info(format!("Probing {url} at {note}"));
+    }
     let waited = readiness::wait(d, container, started, url, argv.as_deref(), secs_arg(secs));
     let ms = |w: &crate::health::Waited| w.elapsed.as_millis() as u64;
     *lock(&host.readiness) = Some(ReadinessSeen {

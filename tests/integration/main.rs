@@ -7,6 +7,7 @@ mod support;
 mod backend;
 mod cluster;
 mod config_file;
+mod container;
 mod contract;
 mod crash;
 mod crash_a;
