@@ -4,9 +4,12 @@
 
 mod support;
 
+mod backend;
 mod config_file;
 mod contract;
+mod crash;
 mod crash_a;
+mod crash_core;
 mod deploy;
 mod doctor;
 mod engine;
