@@ -379,12 +379,18 @@ fn a_kill_during_create_leaves_no_secret_on_disk() {
 
 /// Runs a Swarm deploy through a wrapper that SIGKILLs the publisher when it reaches the
 /// docker call `when` and stops that call; returns the build container names it created.
+/// The run keeps its journal in a state directory of its own, dropped afterwards: what is left
+/// must be found by its labels alone, as from another shell or machine on the same engine.
 fn swarm_killed_before(docker: &Path, argv: &[&str], when: &str) -> Vec<String> {
     let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
     let log = work.path().join("calls");
     let prelude = format!("if [ \"$1 $2\" = '{when}' ]; then kill -9 $PPID; exit 1; fi");
     let wrapper = managed::docker_wrapper(work.path(), docker, &log, &prelude);
-    let o = publisher(&wrapper, argv);
+    let o = managed::command(&wrapper, argv)
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
     let calls = managed::logged_calls(&log);
     assert_eq!(
         o.status.code(),
@@ -402,8 +408,9 @@ fn swarm_killed_before(docker: &Path, argv: &[&str], when: &str) -> Vec<String> 
 }
 
 /// Failure 5: a Swarm first deploy killed while baking (its build container left) or after
-/// its secrets exist but before its service does: `rm` finds the deployment by its leftovers
-/// and removes all of them (before the fix: "no deployment named NAME").
+/// its secrets exist but before its service does: `rm` finds the deployment by its leftovers'
+/// labels (the killed run's journal is not there to replay) and removes all of them (before
+/// the fix: "no deployment named NAME").
 #[test]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn swarm_leftovers_of_a_killed_first_deploy_are_found_and_removed_by_name() {
