@@ -446,6 +446,9 @@ pub(crate) fn bake(
     let name = format!("fractalic-build-{}", journal.run_id());
     let run_label = journal.run_label();
     let build_label = format!("{LABEL_BUILD}=true");
+    // The deployment's label, so that `lookup`/`rm --force` find a build container that a
+    // killed run left even though its service was never created.
+    let deployment_label = format!("{}={}", crate::update::LABEL_DEPLOYMENT, cfg.name);
     let mut args = vec![
         "create",
         "--name",
@@ -454,6 +457,8 @@ pub(crate) fn bake(
         &run_label,
         "--label",
         &build_label,
+        "--label",
+        &deployment_label,
     ];
     if !cfg.platform.is_empty() {
         args.extend(["--platform", &cfg.platform]);
@@ -506,6 +511,7 @@ pub(crate) fn bake(
     // from it: blanked, so no `label=KEY=VALUE` filter matches them.
     let blank_run = format!("LABEL {LABEL_RUN}=\"\"");
     let blank_build = format!("LABEL {LABEL_BUILD}=\"\"");
+    let blank_deployment = format!("LABEL {}=\"\"", crate::update::LABEL_DEPLOYMENT);
     let hash_label = format!("LABEL {LABEL_PAYLOAD_HASH}={hash}");
     let ids_label = format!(
         "LABEL {LABEL_UID}={} {LABEL_GID}={}",
@@ -517,6 +523,8 @@ pub(crate) fn bake(
         &blank_run,
         "--change",
         &blank_build,
+        "--change",
+        &blank_deployment,
         "--change",
         &hash_label,
         "--change",

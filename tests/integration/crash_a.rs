@@ -376,3 +376,89 @@ fn a_kill_during_create_leaves_no_secret_on_disk() {
     }
     assert_eq!(shared_tmp_leaks(&secret), Vec::<PathBuf>::new());
 }
+
+/// Runs a Swarm deploy through a wrapper that SIGKILLs the publisher when it reaches the
+/// docker call `when` and stops that call; returns the build container names it created.
+/// The run keeps its journal in a state directory of its own, dropped afterwards: what is left
+/// must be found by its labels alone, as from another shell or machine on the same engine.
+fn swarm_killed_before(docker: &Path, argv: &[&str], when: &str) -> Vec<String> {
+    let work = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = work.path().join("calls");
+    let prelude = format!("if [ \"$1 $2\" = '{when}' ]; then kill -9 $PPID; exit 1; fi");
+    let wrapper = managed::docker_wrapper(work.path(), docker, &log, &prelude);
+    let o = managed::command(&wrapper, argv)
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
+    let calls = managed::logged_calls(&log);
+    assert_eq!(
+        o.status.code(),
+        None,
+        "not killed at `{when}`: {:?}; calls: {calls:?}",
+        managed::out(&o)
+    );
+    calls
+        .iter()
+        .filter_map(|c| c.strip_prefix("create --name "))
+        .filter_map(|c| c.split_whitespace().next())
+        .filter(|n| n.starts_with("fractalic-build-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Failure 5: a Swarm first deploy killed while baking (its build container left) or after
+/// its secrets exist but before its service does: `rm` finds the deployment by its leftovers'
+/// labels (the killed run's journal is not there to replay) and removes all of them (before
+/// the fix: "no deployment named NAME").
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn swarm_leftovers_of_a_killed_first_deploy_are_found_and_removed_by_name() {
+    let Some((docker, image, folder, name, _guard)) = swarm::case("fp-crash-sw5") else {
+        return;
+    };
+    // Content no other test bakes, so this deploy does bake (the image tag is a content hash).
+    std::fs::write(folder.path().join("unique.md"), &name).unwrap();
+    let argv = swarm::swarm_argv(folder.path(), &name, &image);
+
+    // Killed while baking: the build container has the payload, the commit never ran.
+    let builds = swarm_killed_before(&docker, &argv, "commit --change");
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let _b = support::ContainerGuard::new(&builds[0]);
+    assert!(managed::state(&docker, &builds[0]).is_some());
+    let o = publisher(&docker, &["rm", "--force", &name]);
+    assert_code(&o, 0);
+    assert!(
+        managed::state(&docker, &builds[0]).is_none(),
+        "the build container {} was left",
+        builds[0]
+    );
+
+    // Killed after "Committed and pushed" and the secrets, before the service.
+    swarm_killed_before(&docker, &argv, "service create");
+    assert!(!swarm::service_exists(&docker, &name));
+    let secrets = swarm::objects(&docker, "secret", &name);
+    assert!(!secrets.is_empty(), "the deploy made no secret to leave");
+    let o = publisher(&docker, &["rm", &name]);
+    assert_code(&o, 0);
+    let (_, err) = managed::out(&o);
+    assert!(
+        err.contains("unfinished deploy"),
+        "rm did not say what it removed: {err}"
+    );
+    for kind in ["secret", "config"] {
+        assert_eq!(
+            swarm::objects(&docker, kind, &name),
+            Vec::<String>::new(),
+            "{kind}s were left"
+        );
+    }
+    let filter = format!("label=fractalic-publisher.deployment={name}");
+    assert_eq!(
+        support::docker_ok(&docker, &["ps", "-aq", "--filter", &filter]),
+        "",
+        "containers of {name} were left"
+    );
+    // Nothing is left to find.
+    assert_code(&publisher(&docker, &["rm", "--force", &name]), 2);
+}
