@@ -919,8 +919,12 @@ fn note_children(list: &[InFlight]) {
 /// [`children_file`]) get until `deadline` to end, then are killed (their process group:
 /// docker runs in its own); the lists are removed. Returns how many were still running.
 pub fn settle_orphans(deadline: Instant) -> usize {
-    let dir = crate::state::state_dir().join("children");
-    let Ok(rd) = std::fs::read_dir(&dir) else {
+    settle_orphans_in(&crate::state::state_dir().join("children"), deadline)
+}
+
+/// [`settle_orphans`] for the lists in `dir`.
+fn settle_orphans_in(dir: &Path, deadline: Instant) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
     };
     let mut orphans: Vec<(u32, Option<u64>)> = Vec::new();
@@ -1056,6 +1060,38 @@ mod tests {
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    #[test]
+    fn a_dead_runs_orphaned_docker_call_is_waited_for_then_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        // The owner: a process that is gone. Its orphan: a live process (in its own group,
+        // as docker calls are), listed with its start time.
+        let mut owner = std::process::Command::new("true").spawn().unwrap();
+        let owner_pid = owner.id();
+        owner.wait().unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let start = crate::journal::process_start(orphan.id());
+        let list = dir.path().join(format!("{owner_pid}-1.json"));
+        std::fs::write(&list, serde_json::json!([[orphan.id(), start]]).to_string()).unwrap();
+        // A live owner's list is not touched.
+        let me = std::process::id();
+        let mine = dir.path().join(format!(
+            "{me}-{}.json",
+            crate::journal::process_start(me).unwrap()
+        ));
+        std::fs::write(&mine, "[]").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(settle_orphans_in(dir.path(), Instant::now()), 1);
+        let status = orphan.wait().unwrap();
+        assert!(!status.success(), "the orphan was killed");
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        assert!(!list.exists(), "the dead run's list is removed");
+        assert!(mine.exists(), "a live run's list stays");
     }
 
     #[test]

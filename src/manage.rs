@@ -457,7 +457,18 @@ impl Manager {
     /// `rm NAME [--force]`: the plugin's `delete(name, opts)`.
     pub fn rm(&self, name: &str, force: bool) -> Result<Value> {
         let mut lock = crate::lock::DeployLock::acquire(name, "rm", Duration::ZERO)?;
-        self.reconcile(&mut lock)?;
+        if force {
+            // The way out of anything: unfinished work is said, not a reason to refuse.
+            let r = crate::reconcile::under_lock(&self.docker, &mut lock);
+            for f in &r.fixed {
+                self.progress.warn(format!("repaired {name}: {f}"));
+            }
+            if let Some(p) = r.problem(name) {
+                self.progress.warn(p);
+            }
+        } else {
+            self.reconcile(&mut lock)?;
+        }
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "delete")?;
         p.host().journal().describe(&o.name, "rm");

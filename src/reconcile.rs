@@ -182,3 +182,52 @@ pub fn report(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_work_is_said_with_what_is_left_and_the_repair() {
+        let mut r = Repair::default();
+        assert!(r.problem("fp-x").is_none());
+        r.unfinished.push(Unrepaired {
+            name: "fp-x".into(),
+            what: "deploy of fp-x by pid 7 (its process is gone; began T, run 7-1-a)".into(),
+            left: vec![Left {
+                what: "fp-x renamed to fp-x.r1-ab".into(),
+                error: "Cannot connect to the Docker daemon".into(),
+                remove_with: "docker rename fp-x.r1-ab fp-x".into(),
+            }],
+            repair: repair_command("fp-x"),
+        });
+        assert!(r.problem("fp-y").is_none(), "another name is not affected");
+        let p = r.problem("fp-x").unwrap();
+        assert!(
+            p.starts_with("unfinished work of a dead run on fp-x: deploy of fp-x by pid 7"),
+            "{p}"
+        );
+        assert!(
+            p.contains("not yet undone: fp-x renamed to fp-x.r1-ab (Cannot connect"),
+            "{p}"
+        );
+        assert!(p.contains("by hand: docker rename fp-x.r1-ab fp-x"), "{p}");
+        assert!(
+            p.contains("repair it with: fractalic-publisher status fp-x"),
+            "{p}"
+        );
+        let j = r.to_json("fp-x");
+        assert_eq!(
+            j["unfinished"][0]["left"][0]["remove_with"],
+            "docker rename fp-x.r1-ab fp-x"
+        );
+        assert!(j["repair"]
+            .as_str()
+            .unwrap()
+            .starts_with("fractalic-publisher status fp-x"));
+        let progress = crate::progress::Progress::stderr(true);
+        let e = report("fp-x", &r, &progress).unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("nothing else was changed"), "{e}");
+    }
+}

@@ -321,3 +321,46 @@ fn an_undo_docker_cannot_run_is_kept_and_said_then_repaired_when_it_can() {
     assert_code(&o, 0);
     assert!(dep.running().is_empty(), "{:?}", dep.running());
 }
+
+/// `serve` reconciles every name at start-up: a journal a killed run left (here: a file with
+/// a secret it had recorded, in a state directory of this test) is undone and removed before
+/// the server says it listens.
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn serve_finishes_a_killed_runs_journal_at_start_up() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let journals = state.path().join("journals");
+    std::fs::create_dir_all(&journals).unwrap();
+    let secret = state.path().join("fractalic-env-left");
+    std::fs::write(&secret, "API_TOKEN=tok-LEFT-BEHIND\n").unwrap();
+    // Written by a process that is gone (a reaped child's pid).
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let name = support::unique_name("fp-crash-serve");
+    let run = format!("{pid}-1-dead");
+    let journal = journals.join(format!("{run}.jsonl"));
+    std::fs::write(
+        &journal,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"journal": 1, "run": run, "pid": pid, "start": 1,
+                "name": name, "command": "deploy", "since": "2026-12-03T10:00:00Z"}),
+            serde_json::json!({"add": 1, "confirmed": true,
+                "res": {"kind": "temp_file", "path": secret}}),
+        ),
+    )
+    .unwrap();
+    let served = crate::serve::Served::try_start(
+        &docker,
+        &[],
+        &[("FRACTALIC_STATE_DIR", state.path().to_str().unwrap())],
+    )
+    .unwrap();
+    assert!(!secret.exists(), "the killed run's secret file is deleted");
+    assert!(!journal.exists(), "its journal is finished and removed");
+    drop(served);
+}
