@@ -241,19 +241,19 @@ pub fn run(p: Prepared) -> Result<Report> {
         port_busy,
     } = p;
     // One deploy (or rollback, stop, start, rm) of a name at a time, CLI and REST alike.
-    let lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
+    let mut lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
+    host.journal().describe(&name, "deploy");
+    // Reconcile first: a run killed on this name is finished or undone before anything here
+    // reads the deployment (the early read below included).
+    crate::reconcile::report(
+        &name,
+        &crate::reconcile::under_lock(&docker, &mut lock),
+        &progress,
+    )?;
     if plugin.has_fn("update") && lock.seen_before() && port_busy.is_none() {
         crate::update::read_early(&host, &docker);
     }
-    let entry = entry_point(
-        &docker,
-        &plugin,
-        &plugin_name,
-        &name,
-        port_busy,
-        &progress,
-        &lock,
-    )?;
+    let entry = entry_point(&docker, &plugin, &plugin_name, &name, port_busy)?;
     // The main-script check copy_payload started must have passed, whatever the plugin did.
     let published = plugin
         .call(entry, (map,))
@@ -295,8 +295,6 @@ fn entry_point(
     plugin_name: &str,
     name: &str,
     port_busy: Option<(u16, Error)>,
-    progress: &Progress,
-    lock: &crate::lock::DeployLock,
 ) -> Result<&'static str> {
     // Only a plugin that can update asks whether the name exists (here, as a container: a
     // platform with other objects answers in its own `update` and `publish`).
@@ -306,23 +304,12 @@ fn entry_point(
             None => Ok("publish"),
         };
     }
-    let mut existing = match docker.container_inspect(name) {
+    let existing = match docker.container_inspect(name) {
         Ok(v) => v,
         // A busy --port stays the answer when Docker cannot say whose it is.
         Err(_) if port_busy.is_some() => return Err(port_busy.map(|(_, e)| e).unwrap()),
         Err(e) => return Err(e),
     };
-    if let Some(holder) = lock.died_holding() {
-        // A command killed half-way (SIGKILL) may have left the live container renamed aside.
-        progress.info(format!(
-            "the last holder of {name}'s lock died holding it ({holder}); checking what it left"
-        ));
-        let fixed = crate::update::recover(docker, name)?;
-        if !fixed.is_empty() {
-            progress.warn(format!("recovered {name}: {}", fixed.join("; ")));
-            existing = docker.container_inspect(name)?;
-        }
-    }
     let labels = existing.as_ref().map(|v| v["Config"]["Labels"].clone());
     let label = |k: &str| {
         labels

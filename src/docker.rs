@@ -802,6 +802,13 @@ enum Killer {
 }
 
 impl Killer {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Killer::Duct(h) => h.pids().first().copied(),
+            Killer::Std(c) => Some(lock(c).id()),
+        }
+    }
+
     fn kill(&self) {
         // Both refuse to signal a process already reaped, so a reused pid is never hit.
         match self {
@@ -820,6 +827,8 @@ struct InFlight {
     call: Call,
     argv: String,
     killer: Killer,
+    /// Its pid and process start time, for the on-disk list (see [`note_children`]).
+    pid: Option<(u32, Option<u64>)>,
 }
 
 struct Children {
@@ -849,8 +858,104 @@ struct Tracked(u64);
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        lock(&CHILDREN).list.retain(|c| c.id != self.0);
+        let mut c = lock(&CHILDREN);
+        c.list.retain(|c| c.id != self.0);
+        note_children(&c.list);
     }
+}
+
+/// The file listing this process's docker calls in flight: `children/PID-START.json` in the
+/// state directory, a JSON array of `[pid, start]`. A process killed with SIGKILL leaves its
+/// docker calls running as orphans; the next command's reconcile ([`settle_orphans`]) lets
+/// them end (or kills them) before it undoes anything, so no orphaned `docker start` lands
+/// after the undo. Rewritten by a rename at each change (no fsync: after a reboot no child
+/// runs), removed while no call is in flight.
+fn children_file() -> Option<&'static PathBuf> {
+    static FILE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let me = std::process::id();
+        let start = crate::journal::process_start(me)?;
+        let dir = crate::state::state_dir().join("children");
+        Some(dir.join(format!("{me}-{start}.json")))
+    })
+    .as_ref()
+}
+
+fn note_children(list: &[InFlight]) {
+    let Some(path) = children_file() else { return };
+    let pids: Vec<(u32, Option<u64>)> = list.iter().filter_map(|c| c.pid).collect();
+    if pids.is_empty() {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let Some(dir) = path.parent() else { return };
+    if !dir.is_dir()
+        && (crate::state::ensure(dir.parent().unwrap_or(dir)).is_err()
+            || crate::state::ensure(dir).is_err())
+    {
+        return;
+    }
+    let beside = path.with_extension("new");
+    let text = serde_json::to_string(&pids).unwrap_or_default();
+    if std::fs::write(&beside, text).is_ok() {
+        let _ = std::fs::rename(&beside, path);
+    }
+}
+
+/// Before a reconcile: the docker calls that dead processes of this tool left running (see
+/// [`children_file`]) get until `deadline` to end, then are killed (their process group:
+/// docker runs in its own); the lists are removed. Returns how many were still running.
+pub fn settle_orphans(deadline: Instant) -> usize {
+    settle_orphans_in(&crate::state::state_dir().join("children"), deadline)
+}
+
+/// [`settle_orphans`] for the lists in `dir`.
+fn settle_orphans_in(dir: &Path, deadline: Instant) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut orphans: Vec<(u32, Option<u64>)> = Vec::new();
+    let mut files = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let mut it = stem.splitn(2, '-');
+        let owner = it.next().and_then(|p| p.parse::<u32>().ok());
+        let start = it.next().and_then(|s| s.parse::<u64>().ok());
+        let Some(owner) = owner else { continue };
+        if crate::journal::alive(owner, start) != Some(false) {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(e.path()) {
+            if let Ok(v) = serde_json::from_str::<Vec<(u32, Option<u64>)>>(&text) {
+                orphans.extend(v);
+            }
+        }
+        files.push(e.path());
+    }
+    let running =
+        |o: &(u32, Option<u64>)| crate::journal::alive(o.0, o.1) == Some(true) && o.1.is_some();
+    orphans.retain(running);
+    let n = orphans.len();
+    while !orphans.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        orphans.retain(running);
+    }
+    for (pid, _) in orphans.iter().filter(|o| running(o)) {
+        if let Ok(pid) = i32::try_from(*pid) {
+            // SAFETY: plain kill(2) on a pid whose start time was just checked.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+    n
 }
 
 /// Spawns through `spawn` and registers the process, atomically with the interrupt check: a
@@ -867,12 +972,15 @@ fn track<T>(
     let (value, killer) = spawn().map_err(SpawnError::Io)?;
     c.next += 1;
     let id = c.next;
+    let pid = killer.pid().map(|p| (p, crate::journal::process_start(p)));
     c.list.push(InFlight {
         id,
         call,
         argv: argv.to_string(),
         killer,
+        pid,
     });
+    note_children(&c.list);
     Ok((value, Tracked(id)))
 }
 
@@ -939,6 +1047,38 @@ mod tests {
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
+    }
+
+    #[test]
+    fn a_dead_runs_orphaned_docker_call_is_waited_for_then_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        // The owner: a process that is gone. Its orphan: a live process (in its own group,
+        // as docker calls are), listed with its start time.
+        let mut owner = std::process::Command::new("true").spawn().unwrap();
+        let owner_pid = owner.id();
+        owner.wait().unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let start = crate::journal::process_start(orphan.id());
+        let list = dir.path().join(format!("{owner_pid}-1.json"));
+        std::fs::write(&list, serde_json::json!([[orphan.id(), start]]).to_string()).unwrap();
+        // A live owner's list is not touched.
+        let me = std::process::id();
+        let mine = dir.path().join(format!(
+            "{me}-{}.json",
+            crate::journal::process_start(me).unwrap()
+        ));
+        std::fs::write(&mine, "[]").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(settle_orphans_in(dir.path(), Instant::now()), 1);
+        let status = orphan.wait().unwrap();
+        assert!(!status.success(), "the orphan was killed");
+        assert!(t0.elapsed() < Duration::from_secs(20));
+        assert!(!list.exists(), "the dead run's list is removed");
+        assert!(mine.exists(), "a live run's list stays");
     }
 
     #[test]

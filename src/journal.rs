@@ -3,10 +3,23 @@
 //! what the undo really did and what it could not do. Each run owns its journal; live journals
 //! are also listed process-wide, so a signal handler can undo every run of the process (the
 //! REST server runs several deploys at once).
+//!
+//! The journal is durable: from its first record on, it is a file `journals/RUN.jsonl` in the
+//! state directory ([`crate::state::state_dir`], 0700; the file 0600), one JSON object a line:
+//! a header (run id, pid and process start time, deployment name, command), then `add` (a
+//! record, written and fsynced BEFORE the change it describes), `confirm` and `drop` lines. The
+//! run holds an flock on it for its whole life and removes it when it ends (commit, or an undo
+//! that left nothing). A file whose process is dead (the lock is free and the pid with that
+//! start time is gone, so a reused pid is not taken for alive) is *unfinished work*: the next
+//! command on that deployment adopts it ([`Journal::adopt`]) and undoes it (src/reconcile.rs).
+//! The header reaches the disk whole (written beside, then renamed); a torn last line (a kill
+//! during a write) is ignored, and it describes a change that had not begun.
 
 use crate::docker::{Docker, QUICK};
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -17,7 +30,8 @@ use std::time::Duration;
 pub const LABEL_RUN: &str = "fractalic-publisher.run";
 
 /// Something a run created (or is creating) and how it is undone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
     /// A container, recorded before `docker create` runs. Until [`Journal::confirm`] it is
     /// undone only through the run label (the name may belong to someone else if the create
@@ -145,6 +159,17 @@ struct State {
     history: Vec<String>,
     /// What the last label sweep could not remove or list (not tied to a recorded entry).
     sweep_left: Vec<Left>,
+    /// The journal's file, once something was recorded (the lock on it is held while open).
+    disk: Option<Disk>,
+    /// The file could not be written: nothing more may be recorded (see [`Journal::record`]).
+    broken: Option<String>,
+}
+
+/// The open journal file of a run.
+#[derive(Debug)]
+struct Disk {
+    path: PathBuf,
+    file: std::fs::File,
 }
 
 /// One run's record of what it created. See the module docs.
@@ -153,6 +178,10 @@ pub struct Journal {
     key: u64,
     run_id: String,
     docker: OnceLock<Arc<Docker>>,
+    /// The deployment and command, for the file's header (see [`Journal::describe`]).
+    about: OnceLock<(String, String)>,
+    /// Where the file goes (the state directory's `journals`); tests give their own.
+    dir: OnceLock<PathBuf>,
     state: Mutex<State>,
     /// Held for a whole undo, so two undos (the run's own and a signal handler's) never
     /// overlap and the second sees the first one's result.
@@ -181,17 +210,171 @@ impl Journal {
     /// A new, empty journal, listed among the live ones until it is dropped.
     pub fn new() -> Arc<Journal> {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed) + 1;
-        let j = Arc::new(Journal {
+        Self::listed(Journal {
             key,
             run_id: new_run_id(key),
             docker: OnceLock::new(),
+            about: OnceLock::new(),
+            dir: OnceLock::new(),
             state: Mutex::new(State::default()),
             undoing: Mutex::new(()),
-        });
+        })
+    }
+
+    fn listed(j: Journal) -> Arc<Journal> {
+        let j = Arc::new(j);
         let mut live = lock(&LIVE);
         live.retain(|(_, w)| w.strong_count() > 0);
-        live.push((key, Arc::downgrade(&j)));
+        live.push((j.key, Arc::downgrade(&j)));
         j
+    }
+
+    /// Names the deployment and the command this run is for (the file's header, so the next
+    /// command on that deployment finds it). The first call wins; call it before recording.
+    pub fn describe(&self, name: &str, command: &str) {
+        let _ = self.about.set((name.to_string(), command.to_string()));
+    }
+
+    /// Uses `dir` instead of the state directory (tests).
+    pub fn set_state_dir(&self, dir: &Path) {
+        let _ = self.dir.set(dir.to_path_buf());
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir
+            .get()
+            .cloned()
+            .unwrap_or_else(crate::state::state_dir)
+    }
+
+    /// The journal's file, if something was recorded and it is not removed yet.
+    pub fn path(&self) -> Option<PathBuf> {
+        lock(&self.state).disk.as_ref().map(|d| d.path.clone())
+    }
+
+    /// Takes over the unfinished journal `found` of a dead run (its lock is held by `found`):
+    /// a journal holding its records, writing to its file, for [`Journal::undo`]. The run id is
+    /// the dead run's, so the label sweep finds what its cut-short creates made.
+    pub fn adopt(found: Found, docker: Arc<Docker>) -> Arc<Journal> {
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed) + 1;
+        let next = found.entries.iter().map(|e| e.0).max().unwrap_or(0);
+        let state = State {
+            entries: found
+                .entries
+                .into_iter()
+                .map(|(id, resource, confirmed)| Entry {
+                    id,
+                    resource,
+                    confirmed,
+                    last_error: None,
+                })
+                .collect(),
+            next,
+            disk: found.file.map(|file| Disk {
+                path: found.path.clone(),
+                file,
+            }),
+            ..State::default()
+        };
+        let j = Journal {
+            key,
+            run_id: found.run,
+            docker: OnceLock::new(),
+            about: OnceLock::new(),
+            dir: OnceLock::new(),
+            state: Mutex::new(state),
+            undoing: Mutex::new(()),
+        };
+        let _ = j.docker.set(docker);
+        let _ = j.about.set((found.name, found.command));
+        Self::listed(j)
+    }
+
+    /// Appends one line to the file (creating it, with its header, first), synced to disk
+    /// before this returns.
+    fn persist(&self, s: &mut State, line: &Value) -> Result<()> {
+        if let Some(b) = &s.broken {
+            return Err(Error::failed(b.clone()));
+        }
+        if s.disk.is_none() {
+            let dir = self.state_dir().join("journals");
+            s.disk = Some(self.create_file(&dir)?);
+        }
+        let Some(d) = s.disk.as_mut() else {
+            return Ok(());
+        };
+        let mut text = line.to_string();
+        text.push('\n');
+        let r = d
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|()| d.file.sync_data());
+        r.map_err(|e| {
+            let msg = format!(
+                "cannot write the undo journal {}: {e}; nothing more is changed",
+                d.path.display()
+            );
+            s.broken = Some(msg.clone());
+            Error::failed(msg)
+        })
+    }
+
+    /// Creates `DIR/RUN.jsonl` holding the header: written beside and renamed into place (so a
+    /// header is never torn), the directory synced, the file locked for this run's life.
+    fn create_file(&self, dir: &Path) -> Result<Disk> {
+        crate::state::ensure(dir.parent().unwrap_or(dir))?;
+        crate::state::ensure(dir)?;
+        let path = dir.join(format!("{}.jsonl", self.run_id));
+        let beside = dir.join(format!(".{}.jsonl.new", self.run_id));
+        let io = |p: &Path, e| Error::Io {
+            path: p.to_path_buf(),
+            source: e,
+        };
+        let (name, command) = self.about.get().cloned().unwrap_or_default();
+        let header = json!({
+            "journal": 1,
+            "run": self.run_id,
+            "pid": std::process::id(),
+            "start": process_start(std::process::id()),
+            "name": name,
+            "command": command,
+            "since": crate::plugin::host::now_utc(),
+        });
+        // One descriptor from creation on: it holds the lock, and the rename keeps its inode.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&beside)
+            .map_err(|e| io(&beside, e))?;
+        let _ = file.try_lock();
+        file.write_all(format!("{header}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&beside);
+                io(&beside, e)
+            })?;
+        std::fs::rename(&beside, &path).map_err(|e| io(&path, e))?;
+        crate::state::sync_dir(dir);
+        Ok(Disk { path, file })
+    }
+
+    /// Removes the file: nothing is left to undo.
+    fn remove_file(s: &mut State) {
+        if let Some(d) = s.disk.take() {
+            let _ = std::fs::remove_file(&d.path);
+            if let Some(dir) = d.path.parent() {
+                crate::state::sync_dir(dir);
+            }
+        }
+    }
+
+    /// Writes `line` when the file exists (confirm and drop lines: losing one only makes an
+    /// undo of a dead run try something that is already done, which counts as done).
+    fn persist_if_open(&self, s: &mut State, line: &Value) {
+        if s.disk.is_some() {
+            let _ = self.persist(s, line);
+        }
     }
 
     /// The docker handle undo steps use (the first one given wins).
@@ -216,8 +399,13 @@ impl Journal {
         if s.closed {
             return Err(Error::Interrupted);
         }
-        s.next += 1;
-        let id = s.next;
+        let id = s.next + 1;
+        // On disk first: the change it describes happens only after this returns.
+        self.persist(
+            &mut s,
+            &json!({"add": id, "res": resource, "confirmed": false}),
+        )?;
+        s.next = id;
         s.entries.push(Entry {
             id,
             resource,
@@ -239,17 +427,24 @@ impl Journal {
             path: path.to_path_buf(),
             source: e,
         };
+        // Recorded while still empty, then written: a kill at any moment leaves no secret in
+        // a file that the next command's reconcile does not delete. (In the temp directory,
+        // where docker's own tools expect it; the pipe that replaces it is issue 16's too.)
+        let tmp = std::env::temp_dir();
         let mut f = tempfile::Builder::new()
             .prefix(prefix)
-            .tempfile()
-            .map_err(|e| io(&std::env::temp_dir(), e))?;
+            .tempfile_in(&tmp)
+            .map_err(|e| io(&tmp, e))?;
         let path = f.path().to_path_buf();
+        let id = s.next + 1;
+        let rec =
+            json!({"add": id, "res": Resource::TempFile { path: path.clone() }, "confirmed": true});
+        self.persist(&mut s, &rec)?; // on failure, dropping `f` deletes the file
         if let Err(e) = f.write_all(contents).and_then(|()| f.flush()) {
             return Err(io(&path, e)); // dropping `f` deletes the file
         }
         let path = f.into_temp_path().keep().map_err(|e| io(&path, e.error))?;
-        s.next += 1;
-        let id = s.next;
+        s.next = id;
         s.entries.push(Entry {
             id,
             resource: Resource::TempFile { path: path.clone() },
@@ -261,19 +456,19 @@ impl Journal {
 
     /// The resource exists for sure (the create succeeded): its name is ours to remove.
     pub fn confirm(&self, token: Token) {
-        if let Some(e) = lock(&self.state)
-            .entries
-            .iter_mut()
-            .find(|e| e.id == token.0)
-        {
+        let mut s = lock(&self.state);
+        if let Some(e) = s.entries.iter_mut().find(|e| e.id == token.0) {
             e.confirmed = true;
+            self.persist_if_open(&mut s, &json!({ "confirm": token.0 }));
         }
     }
 
     /// Drops the record without undoing it (the create failed and made nothing, or the
     /// resource is no longer this run's concern).
     pub fn forget(&self, token: Token) {
-        lock(&self.state).entries.retain(|e| e.id != token.0);
+        let mut s = lock(&self.state);
+        s.entries.retain(|e| e.id != token.0);
+        self.persist_if_open(&mut s, &json!({ "drop": token.0 }));
     }
 
     /// The token of the recorded container `name`, if any.
@@ -318,13 +513,28 @@ impl Journal {
             if s.closed {
                 return Err(Error::Interrupted);
             }
+            let kept: Vec<u64> = s
+                .entries
+                .iter()
+                .filter(|e| !matches!(e.resource, Resource::TempFile { .. }))
+                .map(|e| e.id)
+                .collect();
             s.entries
                 .retain(|e| matches!(e.resource, Resource::TempFile { .. }));
+            // Kept for good: no reconcile may undo them should this run die now.
+            for id in kept {
+                self.persist_if_open(&mut s, &json!({ "drop": id }));
+            }
             s.entries.iter().map(|e| Token(e.id)).collect()
         };
         let mut r = UndoReport::default();
         for t in temp {
             r.merge(self.undo_now(t));
+        }
+        let mut s = lock(&self.state);
+        // A temp file that could not be deleted stays recorded: a reconcile deletes it.
+        if s.entries.is_empty() {
+            Self::remove_file(&mut s);
         }
         Ok(r)
     }
@@ -359,7 +569,13 @@ impl Journal {
             let swept = self.sweep_label();
             report.merge(swept);
         }
-        lock(&self.state).history.extend(report.undone.clone());
+        {
+            let mut s = lock(&self.state);
+            s.history.extend(report.undone.clone());
+            if s.entries.is_empty() && s.sweep_left.is_empty() {
+                Self::remove_file(&mut s);
+            }
+        }
         report.left = self.report().left;
         report
     }
@@ -439,7 +655,10 @@ impl Journal {
     fn settle(&self, id: u64, outcome: &Outcome) {
         let mut s = lock(&self.state);
         match outcome {
-            Outcome::Done(_) => s.entries.retain(|e| e.id != id),
+            Outcome::Done(_) => {
+                s.entries.retain(|e| e.id != id);
+                self.persist_if_open(&mut s, &json!({ "drop": id }));
+            }
             Outcome::Failed(l) => {
                 if let Some(e) = s.entries.iter_mut().find(|e| e.id == id) {
                     e.last_error = Some(l.error.clone());
@@ -457,8 +676,20 @@ impl Journal {
             })
         };
         match resource {
-            // Not known to exist, and the name may be someone else's: the label sweep finds it.
-            Resource::Container { .. } if !confirmed => Outcome::Done(Vec::new()),
+            // Not known to exist, and the name may be someone else's: removed only if the
+            // container of that name carries this run's label. Now, not at the sweep: an older
+            // record's undo (the old container renamed back) may need the name free.
+            Resource::Container { name } if !confirmed => match self.labelled_names() {
+                Ok(names) if names.iter().any(|n| n == name) => {
+                    let args = ["rm", "-f", "-v", name.as_str()];
+                    match self.docker_undo(&args, QUICK, "No such container") {
+                        Ok(()) => Outcome::Done(vec![format!("removed container {name}")]),
+                        Err(e) => failed(e, format!("docker rm -f -v {name}")),
+                    }
+                }
+                Ok(_) => Outcome::Done(Vec::new()),
+                Err(e) => failed(format!("cannot list them: {e}"), self.label_command()),
+            },
             Resource::Container { name } => {
                 let args = ["rm", "-f", "-v", name.as_str()];
                 match self.docker_undo(&args, QUICK, "No such container") {
@@ -537,31 +768,37 @@ impl Journal {
         r
     }
 
+    /// The names of the containers that carry this run's label.
+    fn labelled_names(&self) -> std::result::Result<Vec<String>, String> {
+        let Some(d) = self.docker.get() else {
+            return Err("no docker handle to undo with".into());
+        };
+        let filter = format!("label={}", self.run_label());
+        match d.run_undo(
+            &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+            QUICK,
+        ) {
+            Ok((Some(0), out)) => Ok(out
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Ok((status, out)) => Err(Error::Docker {
+                argv: format!("docker ps -a --filter {filter}"),
+                status,
+                stderr: out.stderr,
+            }
+            .to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn sweep_label_pass(&self) -> UndoReport {
         let mut r = UndoReport::default();
         let label = self.run_label();
-        let filter = format!("label={label}");
-        let list = |d: &Docker| -> std::result::Result<Vec<String>, String> {
-            match d.run_undo(
-                &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
-                QUICK,
-            ) {
-                Ok((Some(0), out)) => Ok(out
-                    .stdout
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect()),
-                Ok((status, out)) => Err(Error::Docker {
-                    argv: format!("docker ps -a --filter {filter}"),
-                    status,
-                    stderr: out.stderr,
-                }
-                .to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        };
+        let list = |_: &Docker| self.labelled_names();
         let Some(d) = self.docker.get() else {
             return r;
         };
@@ -633,9 +870,20 @@ fn live_and_ended() -> (Vec<Arc<Journal>>, Vec<UndoReport>) {
 impl Drop for Journal {
     fn drop(&mut self) {
         // A run that ended without commit or undo (a panic, an early return) still cleans up.
-        if !lock(&self.state).entries.is_empty() {
+        let (pending, closed) = {
+            let s = lock(&self.state);
+            (!s.entries.is_empty(), s.closed)
+        };
+        if pending && !closed {
             self.undo();
         }
+        // Nothing left: no file. Something left (an undo that failed): the file stays, and
+        // its dead process makes it unfinished work for the next command.
+        let mut s = lock(&self.state);
+        if s.entries.is_empty() && s.sweep_left.is_empty() {
+            Self::remove_file(&mut s);
+        }
+        drop(s);
         let mut live = lock(&LIVE);
         if crate::docker::refusing() {
             let r = self.report();
@@ -645,6 +893,169 @@ impl Drop for Journal {
         }
         live.retain(|(k, _)| *k != self.key);
     }
+}
+
+/// A journal file read back: its header, the records still to undo, and (when taken by
+/// [`unfinished`] with `take`) the open file holding its lock.
+#[derive(Debug)]
+pub struct Found {
+    /// The file.
+    pub path: PathBuf,
+    /// The run id (its containers carry it in [`LABEL_RUN`]).
+    pub run: String,
+    /// The process that wrote it.
+    pub pid: u32,
+    /// That process's start time (clock ticks after boot, `/proc/PID/stat` field 22).
+    pub start: Option<u64>,
+    /// The deployment ("" when the run never named one).
+    pub name: String,
+    /// The command ("deploy", "rollback", "start" ...).
+    pub command: String,
+    /// When the run began writing it.
+    pub since: String,
+    /// Records not undone, dropped or kept: (id, what, confirmed), oldest first.
+    pub entries: Vec<(u64, Resource, bool)>,
+    /// The last line was torn (a kill during its write) and was ignored.
+    pub torn: bool,
+    file: Option<std::fs::File>,
+}
+
+impl Found {
+    /// "run 123-1-ab (deploy of fp-x by pid 123, since T)" for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} of {} by pid {} (its process is gone; began {}, run {})",
+            if self.command.is_empty() {
+                "a run"
+            } else {
+                &self.command
+            },
+            if self.name.is_empty() {
+                "?"
+            } else {
+                &self.name
+            },
+            self.pid,
+            self.since,
+            self.run
+        )
+    }
+}
+
+/// Reads a journal file; None when it has no whole header (not a journal).
+pub fn read(path: &Path) -> Option<Found> {
+    let bytes = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // Only lines ended by a newline were written whole.
+    let torn = lines.pop().is_some_and(|l| !l.is_empty());
+    let mut it = lines.into_iter();
+    let h: Value = serde_json::from_str(it.next()?).ok()?;
+    if h["journal"].as_u64() != Some(1) {
+        return None;
+    }
+    let mut f = Found {
+        path: path.to_path_buf(),
+        run: h["run"].as_str()?.to_string(),
+        pid: u32::try_from(h["pid"].as_u64()?).ok()?,
+        start: h["start"].as_u64(),
+        name: h["name"].as_str().unwrap_or("").to_string(),
+        command: h["command"].as_str().unwrap_or("").to_string(),
+        since: h["since"].as_str().unwrap_or("").to_string(),
+        entries: Vec::new(),
+        torn,
+        file: None,
+    };
+    for l in it {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        if let Some(id) = v["add"].as_u64() {
+            if let Ok(r) = serde_json::from_value::<Resource>(v["res"].clone()) {
+                let confirmed = v["confirmed"].as_bool().unwrap_or(false);
+                f.entries.push((id, r, confirmed));
+            }
+        } else if let Some(id) = v["confirm"].as_u64() {
+            if let Some(e) = f.entries.iter_mut().find(|e| e.0 == id) {
+                e.2 = true;
+            }
+        } else if let Some(id) = v["drop"].as_u64() {
+            f.entries.retain(|e| e.0 != id);
+        }
+    }
+    Some(f)
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`), None when it cannot be read.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process that wrote a journal alive? Some(false): gone, or its pid now belongs to a
+/// process started at another time; None: this system cannot tell (no /proc).
+pub fn alive(pid: u32, start: Option<u64>) -> Option<bool> {
+    match process_start(pid) {
+        Some(now) => Some(start.is_none_or(|s| s == now)),
+        None if process_start(std::process::id()).is_some() => Some(false),
+        None => None,
+    }
+}
+
+/// The journals in `dir` whose process is dead (for deployment `name`, or every one), oldest
+/// first. With `take`, each comes with its file's lock held (for [`Journal::adopt`]); without,
+/// the lock is only tried. Files that are not journals are left alone, except the leftovers of
+/// a header that never got renamed into place (nothing was recorded in them).
+pub fn unfinished_in(dir: &Path, name: Option<&str>, take: bool) -> Vec<Found> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let fname = path.file_name().map(|f| f.to_string_lossy().to_string());
+        let Some(fname) = fname else { continue };
+        if !fname.ends_with(".jsonl") || fname.starts_with('.') {
+            continue;
+        }
+        let Some(mut f) = read(&path) else { continue };
+        if name.is_some_and(|n| !f.name.is_empty() && f.name != n) {
+            continue;
+        }
+        if alive(f.pid, f.start) == Some(true) {
+            continue;
+        }
+        // The writer holds an flock on it while it lives; a free lock confirms it is dead
+        // (and, taken, keeps two reconciles from adopting it at once).
+        let Ok(file) = std::fs::OpenOptions::new().append(true).open(&path) else {
+            continue;
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            // No flock on this file system: the pid check alone decides.
+            Err(_) if alive(f.pid, f.start).is_none() => continue,
+            Err(_) => {}
+        }
+        // Re-read under the lock: what the last holder wrote before it let go counts.
+        let Some(mut again) = read(&path) else {
+            continue;
+        };
+        if take {
+            again.file = Some(file);
+        }
+        f = again;
+        out.push(f);
+    }
+    out
+}
+
+/// [`unfinished_in`] in the state directory's `journals`.
+pub fn unfinished(name: Option<&str>, take: bool) -> Vec<Found> {
+    unfinished_in(&crate::state::state_dir().join("journals"), name, take)
 }
 
 #[cfg(test)]
@@ -668,6 +1079,16 @@ mod tests {
         Arc::new(Docker::with_binary(p))
     }
 
+    /// A journal whose file goes in a directory of this test process (never the real state
+    /// directory), kept for the process's life.
+    fn journal() -> Arc<Journal> {
+        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let d = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+        let j = Journal::new();
+        j.set_state_dir(d.path());
+        j
+    }
+
     fn calls(dir: &Path) -> Vec<String> {
         std::fs::read_to_string(dir.join("calls.log"))
             .unwrap_or_default()
@@ -678,7 +1099,7 @@ mod tests {
 
     #[test]
     fn temp_files_are_0600_and_deleted_by_the_undo() {
-        let j = Journal::new();
+        let j = journal();
         let (_, path) = j
             .temp_file("fractalic-test-", b"SECRET_X=s3cret\n")
             .unwrap();
@@ -701,7 +1122,7 @@ mod tests {
 
     #[test]
     fn nothing_is_recorded_after_the_undo() {
-        let j = Journal::new();
+        let j = journal();
         assert!(j.undo().undone.is_empty());
         assert!(matches!(
             j.record(Resource::Container { name: "x".into() }),
@@ -718,7 +1139,7 @@ mod tests {
     #[test]
     fn undo_runs_newest_first_then_sweeps_the_run_label() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::new();
+        let j = journal();
         j.set_docker(fake_docker(dir.path(), "exit 0"));
         let a = j.record(Resource::Container { name: "a".into() }).unwrap();
         j.confirm(a);
@@ -734,6 +1155,7 @@ mod tests {
         assert_eq!(
             calls(dir.path()),
             vec![
+                format!("ps -a --filter {label} --format {{{{.Names}}}}"),
                 "secret rm s".to_string(),
                 "rm -f -v a".to_string(),
                 format!("ps -a --filter {label} --format {{{{.Names}}}}"),
@@ -748,7 +1170,7 @@ mod tests {
     fn a_container_found_by_the_run_label_is_removed_and_verified() {
         let dir = tempfile::tempdir().unwrap();
         // The first `ps` finds the cut-short create's container, the second finds nothing.
-        let j = Journal::new();
+        let j = journal();
         j.set_docker(fake_docker(
             dir.path(),
             &format!(
@@ -766,7 +1188,7 @@ mod tests {
     #[test]
     fn a_failing_rm_is_reported_with_its_cause_and_the_command_to_run() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::new();
+        let j = journal();
         j.set_docker(fake_docker(
             dir.path(),
             "case \"$1\" in rm) echo 'Error response from daemon: device or resource busy' >&2; exit 1;; ps) echo a;; esac",
@@ -794,7 +1216,7 @@ mod tests {
     #[test]
     fn commit_keeps_containers_and_deletes_temp_files() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::new();
+        let j = journal();
         j.set_docker(fake_docker(dir.path(), "exit 0"));
         let a = j.record(Resource::Container { name: "a".into() }).unwrap();
         j.confirm(a);
@@ -808,7 +1230,7 @@ mod tests {
     #[test]
     fn undo_now_and_forget() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::new();
+        let j = journal();
         j.set_docker(fake_docker(dir.path(), "exit 0"));
         let a = j.record(Resource::Container { name: "a".into() }).unwrap();
         j.confirm(a);
@@ -825,8 +1247,8 @@ mod tests {
 
     #[test]
     fn live_journals_are_undone_together_and_dropped_ones_clean_up() {
-        let j1 = Journal::new();
-        let j2 = Journal::new();
+        let j1 = journal();
+        let j2 = journal();
         let (_, p1) = j1.temp_file("fractalic-test-", b"1").unwrap();
         let (_, p2) = j2.temp_file("fractalic-test-", b"2").unwrap();
         let all = Journal::report_all_live();
@@ -836,7 +1258,7 @@ mod tests {
                 .iter()
                 .any(|l| l.what == format!("temp file {}", p.display())));
         }
-        let j3 = Journal::new();
+        let j3 = journal();
         let (_, p3) = j3.temp_file("fractalic-test-", b"3").unwrap();
         drop(j3);
         assert!(!p3.exists(), "a dropped journal undoes what it still holds");
@@ -845,5 +1267,178 @@ mod tests {
         j2.undo();
         assert!(!p1.exists() && !p2.exists());
         assert!(j1.record(Resource::Container { name: "x".into() }).is_err());
+    }
+
+    fn in_dir(dir: &Path) -> Arc<Journal> {
+        let j = Journal::new();
+        j.set_state_dir(dir);
+        j.describe("fp-x", "deploy");
+        j
+    }
+
+    #[test]
+    fn each_record_is_on_disk_before_record_returns_and_the_file_goes_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = in_dir(dir.path());
+        j.set_docker(fake_docker(dir.path(), "exit 0"));
+        assert!(j.path().is_none(), "nothing recorded, no file");
+        let a = j.record(Resource::Container { name: "a".into() }).unwrap();
+        let path = j.path().unwrap();
+        // A reader that is not this process sees the record already.
+        let f = read(&path).unwrap();
+        assert_eq!(f.name, "fp-x");
+        assert_eq!(f.command, "deploy");
+        assert_eq!(f.pid, std::process::id());
+        assert_eq!(f.start, process_start(std::process::id()));
+        assert_eq!(
+            f.entries,
+            vec![(1, Resource::Container { name: "a".into() }, false)]
+        );
+        j.confirm(a);
+        assert!(read(&path).unwrap().entries[0].2, "confirmed on disk");
+        let b = j
+            .record(Resource::StartedContainer { name: "b".into() })
+            .unwrap();
+        j.forget(b);
+        assert_eq!(read(&path).unwrap().entries.len(), 1);
+        // 0700 directories, a 0600 file.
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        // A live run's journal is not unfinished work.
+        assert!(unfinished_in(path.parent().unwrap(), None, false).is_empty());
+        j.commit().unwrap();
+        assert!(!path.exists(), "a committed run leaves no journal");
+        let j = in_dir(dir.path());
+        let (_, tmp) = j.temp_file("fractalic-test-", b"K=V\n").unwrap();
+        assert_eq!(mode(&tmp), 0o600);
+        let path = j.path().unwrap();
+        j.undo();
+        assert!(
+            !path.exists() && !tmp.exists(),
+            "a clean undo leaves nothing"
+        );
+    }
+
+    /// A journal as a run killed with SIGKILL leaves it: written by a process now gone.
+    fn dead_journal(dir: &Path, run: &str, lines: &str) -> PathBuf {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let d = dir.join("journals");
+        crate::state::ensure(dir).unwrap();
+        crate::state::ensure(&d).unwrap();
+        let p = d.join(format!("{run}.jsonl"));
+        let header = json!({"journal": 1, "run": run, "pid": pid, "start": 1,
+            "name": "fp-x", "command": "deploy", "since": "2026-12-03T10:00:00Z"});
+        std::fs::write(&p, format!("{header}\n{lines}")).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let add = |id: u64, n: &str| json!({"add": id, "res": {"kind": "container", "name": n}, "confirmed": true});
+        let p = dead_journal(
+            dir.path(),
+            "1-1-a",
+            &format!(
+                "{}\n{}\n{{\"add\":3,\"res\":{{\"kind\":\"cont",
+                add(1, "a"),
+                add(2, "b")
+            ),
+        );
+        let f = read(&p).unwrap();
+        assert!(f.torn);
+        assert_eq!(f.entries.len(), 2, "{:?}", f.entries);
+        // A garbage line in the middle is skipped too; a file without a header is no journal.
+        std::fs::write(
+            &p,
+            format!(
+                "{{\"journal\":1,\"run\":\"r\",\"pid\":1}}\nxx\n{}\n",
+                add(1, "a")
+            ),
+        )
+        .unwrap();
+        let f = read(&p).unwrap();
+        assert!(!f.torn);
+        assert_eq!(f.entries.len(), 1);
+        std::fs::write(&p, "{\"jour").unwrap();
+        assert!(read(&p).is_none());
+    }
+
+    #[test]
+    fn a_dead_or_reused_pid_is_not_alive() {
+        let me = std::process::id();
+        let start = process_start(me);
+        assert!(start.is_some(), "/proc is readable here");
+        assert_eq!(alive(me, start), Some(true));
+        // The same pid with another start time: a new process that reuses the number.
+        assert_eq!(alive(me, start.map(|s| s + 1)), Some(false));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(alive(pid, None), Some(false));
+    }
+
+    #[test]
+    fn a_dead_runs_journal_is_found_adopted_and_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("fractalic-env-x");
+        std::fs::write(&secret, "K=V\n").unwrap();
+        let add = |id: u64, res: Value| json!({"add": id, "res": res, "confirmed": true});
+        dead_journal(
+            dir.path(),
+            "9-1-b",
+            &format!(
+                "{}\n{}\n{}\n{}\n",
+                add(1, json!({"kind": "temp_file", "path": secret})),
+                add(2, json!({"kind": "container", "name": "a"})),
+                json!({"drop": 2}),
+                add(
+                    3,
+                    json!({"kind": "docker_object", "what": "a renamed", "remove_args": ["rename", "x", "a"]})
+                ),
+            ),
+        );
+        let jdir = dir.path().join("journals");
+        assert!(unfinished_in(&jdir, Some("fp-other"), false).is_empty());
+        let found = unfinished_in(&jdir, Some("fp-x"), true);
+        assert_eq!(found.len(), 1);
+        let f = found.into_iter().next().unwrap();
+        assert_eq!(f.entries.len(), 2);
+        assert!(f.describe().contains("deploy of fp-x"), "{}", f.describe());
+        // Taken: a second reconcile does not get it at the same time.
+        assert!(unfinished_in(&jdir, None, true).is_empty());
+        let path = f.path.clone();
+        let j = Journal::adopt(f, fake_docker(dir.path(), "exit 0"));
+        assert_eq!(j.run_id(), "9-1-b");
+        let r = j.undo();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(calls(dir.path()), vec!["rename x a"]);
+        assert!(!secret.exists(), "the dead run's secret file is deleted");
+        assert!(!path.exists(), "a finished reconcile leaves no journal");
+    }
+
+    #[test]
+    fn an_undo_that_cannot_run_keeps_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = in_dir(dir.path());
+        j.set_docker(fake_docker(
+            dir.path(),
+            "echo 'Cannot connect to the Docker daemon' >&2; exit 1",
+        ));
+        let a = j.record(Resource::Container { name: "a".into() }).unwrap();
+        j.confirm(a);
+        let path = j.path().unwrap();
+        let r = j.undo();
+        assert!(r.left.iter().any(|l| l.what == "container a"), "{r:?}");
+        drop(j);
+        assert!(path.exists(), "what could not be undone stays recorded");
+        let f = unfinished_in(path.parent().unwrap(), Some("fp-x"), false);
+        // Our own process is alive: a journal it dropped is found only once it is dead, but
+        // its records are still there for that moment.
+        assert!(f.is_empty());
+        assert_eq!(read(&path).unwrap().entries.len(), 1);
     }
 }

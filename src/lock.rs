@@ -3,6 +3,9 @@
 //! interleave on one name. An flock on `NAME.lock` in the user's cache directory: the kernel
 //! drops it when the holder dies (even by SIGKILL), so a dead holder's lock is simply free.
 //! The file also says who holds it (pid, command, since) for the message of the one refused.
+//! A holder that dies leaves its line; the next holder sees it ([`DeployLock::died_holding`])
+//! and, unless its reconcile repaired what the dead one left ([`DeployLock::mark_repaired`]),
+//! puts that line back when it lets go: releasing a lock never erases that record.
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -17,6 +20,9 @@ pub struct DeployLock {
     name: String,
     existed: bool,
     stale: Option<String>,
+    /// The dead holder's line as it was, put back on release unless repaired.
+    stale_raw: Option<String>,
+    repaired: bool,
 }
 
 impl DeployLock {
@@ -82,11 +88,16 @@ impl DeployLock {
         // A holder that finished empties the file; one that still names a holder died holding
         // it (SIGKILL): what it was doing may need repair (see update::recover).
         let stale = Some(holder_of(&path)).filter(|h| h != "another command");
+        let stale_raw = stale
+            .as_ref()
+            .and_then(|_| std::fs::read_to_string(&path).ok());
         let mut lock = DeployLock {
             file,
             name: name.to_string(),
             existed,
             stale,
+            stale_raw,
+            repaired: false,
         };
         lock.write_holder(command);
         Ok(lock)
@@ -108,6 +119,37 @@ impl DeployLock {
         self.stale.as_deref()
     }
 
+    /// What the dead holder left was repaired (or there was nothing to repair): on release the
+    /// file is emptied.
+    pub fn mark_repaired(&mut self) {
+        self.repaired = true;
+    }
+
+    /// Would taking this name's lock find a holder's line (one running now, or one that died)?
+    /// A cheap look (one read) for commands that only reconcile when something may be wrong.
+    pub fn may_be_stale(name: &str) -> bool {
+        std::fs::metadata(Self::dir().join(format!("{name}.lock"))).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// The names whose lock file holds a holder's line (running or dead).
+    pub fn names_with_holders() -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(Self::dir()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_suffix(".lock")
+                    .map(str::to_string)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     fn write_holder(&mut self, command: &str) {
         let text = serde_json::json!({
             "pid": std::process::id(),
@@ -115,6 +157,10 @@ impl DeployLock {
             "since": crate::plugin::host::now_utc(),
         })
         .to_string();
+        self.write_text(&text);
+    }
+
+    fn write_text(&mut self, text: &str) {
         let f = &mut self.file;
         let _ = f
             .rewind()
@@ -126,7 +172,13 @@ impl DeployLock {
 
 impl Drop for DeployLock {
     fn drop(&mut self) {
-        let _ = self.file.set_len(0);
+        match self.stale_raw.take() {
+            // Not repaired: the record that a holder died stays for the next command.
+            Some(raw) if !self.repaired => self.write_text(&raw),
+            _ => {
+                let _ = self.file.set_len(0);
+            }
+        }
         let _ = self.file.unlock();
     }
 }
@@ -210,11 +262,19 @@ mod tests {
             l.died_holding(),
             Some("pid 99999 (deploy, since 2026-11-27T10:00:00Z)")
         );
+        // Released before a repair ran (a `stop` that did not reconcile): the record stays.
+        drop(l);
+        let mut l = DeployLock::acquire_in(dir.path(), "fp-x", "stop", Duration::ZERO).unwrap();
+        assert_eq!(
+            l.died_holding(),
+            Some("pid 99999 (deploy, since 2026-11-27T10:00:00Z)")
+        );
+        l.mark_repaired();
         drop(l);
         let l = DeployLock::acquire_in(dir.path(), "fp-x", "deploy", Duration::ZERO).unwrap();
         assert!(
             l.died_holding().is_none(),
-            "a clean release leaves nothing stale"
+            "a release after the repair leaves nothing stale"
         );
     }
 

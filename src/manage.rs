@@ -174,6 +174,17 @@ impl Manager {
     /// `ps`: every plugin's `list_all()` (each makes one docker call, or a fixed few), stopped
     /// deployments only with `all`, sorted by name. A plugin that cannot list is a warning.
     pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
+        let repair = crate::reconcile::all(&self.docker);
+        for f in &repair.fixed {
+            self.progress.warn(format!("repaired: {f}"));
+        }
+        let mut problems: Vec<&str> = repair.unfinished.iter().map(|u| u.name.as_str()).collect();
+        problems.dedup();
+        for n in problems {
+            if let Some(p) = repair.problem(n) {
+                self.progress.warn(p);
+            }
+        }
         let mut entries = Vec::new();
         let (mut listed_any, mut first_error) = (false, None);
         // Each platform is asked in its own thread (its compile, its docker call and its
@@ -243,16 +254,59 @@ impl Manager {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries
             .into_iter()
-            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .map(|e| {
+                let name = e.name.clone();
+                let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+                // Never healthy while a killed run's work on it is unfinished.
+                if repair.problem(&name).is_some() {
+                    v["health"] = "unfinished".into();
+                    v["repair"] = repair.to_json(&name)["repair"].clone();
+                }
+                v
+            })
             .collect())
     }
 
-    /// `status NAME`: the plugin's `status(name)`.
+    /// Reconcile first, under `lock` (held by the command): see [`crate::reconcile`].
+    fn reconcile(&self, lock: &mut crate::lock::DeployLock) -> Result<()> {
+        let r = crate::reconcile::under_lock(&self.docker, lock);
+        crate::reconcile::report(lock.name(), &r, &self.progress)
+    }
+
+    /// Reconcile first for a command that only reads `name`; returns what is still unfinished.
+    fn reconcile_read(&self, name: &str) -> crate::reconcile::Repair {
+        let r = crate::reconcile::first(&self.docker, name);
+        for f in &r.fixed {
+            self.progress.warn(format!("repaired {name}: {f}"));
+        }
+        r
+    }
+
+    /// `status NAME`: the plugin's `status(name)`, after reconcile first. Never healthy while a
+    /// killed run's work on it is unfinished: then `health` says so and `repair` how.
     pub fn status(&self, name: &str) -> Result<Value> {
-        let o = self.owned(name)?;
+        let r = self.reconcile_read(name);
+        let problem = r.problem(name);
+        let o = match self.owned(name) {
+            Ok(o) => o,
+            Err(e) => {
+                return Err(match problem {
+                    Some(p) => Error::failed(format!("{p} ({e})")),
+                    None => e,
+                })
+            }
+        };
         let p = self.plugin(&o.plugin, "status")?;
         let v = p.call("status", (o.name.clone(),))?;
-        to_value::<contract::StatusResult>(&p, "status", v)
+        let mut v = to_value::<contract::StatusResult>(&p, "status", v)?;
+        if let Some(problem) = problem {
+            v["healthy"] = false.into();
+            v["health"] = format!("unfinished: {problem}").into();
+            let extra = r.to_json(name);
+            v["unfinished"] = extra["unfinished"].clone();
+            v["repair"] = extra["repair"].clone();
+        }
+        Ok(v)
     }
 
     /// `logs NAME`: the plugin's `logs(name, opts)`; returns what is left to print (a streamed
@@ -294,15 +348,11 @@ impl Manager {
                 format!("give a release id such as r3 (or 3; see `fractalic-publisher history {name}`), or leave --to out to go back to the previous release"),
             ));
         }
-        let lock = crate::lock::DeployLock::acquire(name, "rollback", lock_wait)?;
-        if lock.died_holding().is_some() {
-            // A command killed half-way may have left the live container renamed aside.
-            for fixed in crate::update::recover(&self.docker, name)? {
-                self.progress.warn(format!("recovered {name}: {fixed}"));
-            }
-        }
+        let mut lock = crate::lock::DeployLock::acquire(name, "rollback", lock_wait)?;
+        self.reconcile(&mut lock)?;
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "rollback")?;
+        p.host().journal().describe(name, "rollback");
         let mut opts = rhai::Map::new();
         opts.insert("to".into(), to.unwrap_or("").into());
         opts.insert("timeout".into(), (timeout.as_secs() as i64).into());
@@ -325,6 +375,11 @@ impl Manager {
 
     /// `history NAME`: the plugin's `history(name)`.
     pub fn history(&self, name: &str) -> Result<Value> {
+        let r = self.reconcile_read(name);
+        if let Some(p) = r.problem(name) {
+            // What history would name as live may not be what serves.
+            return Err(Error::failed(p));
+        }
         let o = self.owned(name)?;
         let p = self.plugin(&o.plugin, "history")?;
         to_value::<Value>(&p, "history", p.call("history", (o.name.clone(),))?)
@@ -332,9 +387,11 @@ impl Manager {
 
     /// `stop NAME`: the plugin's `stop(name)`.
     pub fn stop(&self, name: &str) -> Result<Value> {
+        let mut lock = crate::lock::DeployLock::acquire(name, "stop", Duration::ZERO)?;
+        self.reconcile(&mut lock)?;
         let o = self.owned(name)?;
-        let _lock = crate::lock::DeployLock::acquire(&o.name, "stop", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "stop")?;
+        p.host().journal().describe(&o.name, "stop");
         let v = p.call("stop", (o.name.clone(),))?;
         to_value::<contract::StopResult>(&p, "stop", v)
     }
@@ -342,14 +399,16 @@ impl Manager {
     /// `start NAME`: the plugin's `start(name, opts)`. A deployment that was stopped and does
     /// not become healthy (or an interrupt) leaves it stopped again, as it was.
     pub fn start(&self, name: &str, timeout: Duration) -> Result<Value> {
+        let mut lock = crate::lock::DeployLock::acquire(name, "start", Duration::ZERO)?;
+        self.reconcile(&mut lock)?;
         let o = self.owned(name)?;
-        let _lock = crate::lock::DeployLock::acquire(&o.name, "start", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "start")?;
         let mut opts = rhai::Map::new();
         opts.insert("timeout".into(), (timeout.as_secs() as i64).into());
         // Stopping it again is the undo of this start: an interrupt or a failure does it.
         let journal = crate::journal::Journal::new();
         journal.set_docker(Arc::clone(&self.docker));
+        journal.describe(&o.name, "start");
         if let (false, Some(args)) = (o.running, &o.stop_args) {
             journal.record(crate::journal::Resource::DockerObject {
                 what: format!("{} {} (started)", o.kind, o.name),
@@ -397,9 +456,22 @@ impl Manager {
 
     /// `rm NAME [--force]`: the plugin's `delete(name, opts)`.
     pub fn rm(&self, name: &str, force: bool) -> Result<Value> {
+        let mut lock = crate::lock::DeployLock::acquire(name, "rm", Duration::ZERO)?;
+        if force {
+            // The way out of anything: unfinished work is said, not a reason to refuse.
+            let r = crate::reconcile::under_lock(&self.docker, &mut lock);
+            for f in &r.fixed {
+                self.progress.warn(format!("repaired {name}: {f}"));
+            }
+            if let Some(p) = r.problem(name) {
+                self.progress.warn(p);
+            }
+        } else {
+            self.reconcile(&mut lock)?;
+        }
         let o = self.owned(name)?;
-        let _lock = crate::lock::DeployLock::acquire(&o.name, "rm", Duration::ZERO)?;
         let p = self.plugin(&o.plugin, "delete")?;
+        p.host().journal().describe(&o.name, "rm");
         let mut opts = rhai::Map::new();
         opts.insert("force".into(), force.into());
         let v = p.call("delete", (o.name.clone(), opts))?;

@@ -169,6 +169,17 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         source: e,
     })?;
     install_signals(local)?;
+    // Reconcile first: the deploys a killed server (or CLI) left half-way are finished or
+    // undone before any request is served (docs/crash-safety.md).
+    if let Ok(d) = crate::docker::Docker::locate(cli.docker.as_deref()) {
+        let r = crate::reconcile::all(&Arc::new(d));
+        for f in &r.fixed {
+            eprintln!("warning: repaired: {f}");
+        }
+        for u in &r.unfinished {
+            eprintln!("warning: {}", r.problem(&u.name).unwrap_or_default());
+        }
+    }
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

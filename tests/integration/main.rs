@@ -8,6 +8,7 @@ mod config_file;
 mod contract;
 mod crash;
 mod crash_a;
+mod crash_core;
 mod deploy;
 mod doctor;
 mod engine;
