@@ -109,6 +109,24 @@ pub struct ServeArgs {
     /// Deploys that may run at once; more get 429.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_deploys: u16,
+    /// The Fractalic backend (http://HOST:PORT): every request serve has no route for is
+    /// forwarded there, streamed both ways, so the UI's one backend URL can point at serve.
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
+    /// `token` (default): /api needs the bearer token when one is set, and listening off
+    /// loopback needs one. `none`: no token at all, also off loopback (for the container layout;
+    /// publish the port on the host's loopback only), logged as a WARNING at start.
+    #[arg(long, value_enum, default_value_t = Auth::Token)]
+    pub auth: Auth,
+}
+
+/// `serve --auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Auth {
+    /// A bearer token for /api (required off loopback).
+    Token,
+    /// No token, on purpose (the Fractalic UI cannot send one).
+    None,
 }
 
 /// `ps` flags.

@@ -619,18 +619,14 @@ pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<St
     for (k, v) in &labels {
         args.extend(["--label".into(), format!("{k}={v}")]);
     }
-    // The environment goes in through a 0600 file that the journal owns: deleted right after
-    // the create, and by the undo of a failure or an interrupt whatever happens in between.
-    let mut env_file = None;
+    // The environment goes in through a pipe (`--env-file /dev/stdin`, the content on the
+    // child's stdin): never on argv and never in a file, so a kill at any instant leaves no
+    // secret on this host's disk.
+    let mut env_text = None;
     if let Some(cfg) = &host.deploy {
         if !cfg.env.is_empty() {
-            let mut text = String::new();
-            for (k, v) in &cfg.env {
-                text.push_str(&format!("{k}={v}\n"));
-            }
-            let (token, path) = host.journal.temp_file("fractalic-env-", text.as_bytes())?;
-            args.extend(["--env-file".into(), path.display().to_string()]);
-            env_file = Some(token);
+            args.extend(["--env-file".into(), "/dev/stdin".into()]);
+            env_text = Some(super::host_generic::env_text(&cfg.env).into_bytes());
         }
     }
     args.push("--".into());
@@ -642,13 +638,9 @@ pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<St
         .journal
         .record(Resource::Container { name: name.clone() });
     let created = match &token {
-        Ok(_) => d.run_unchecked(&argv, None, QUICK),
+        Ok(_) => d.run_unchecked(&argv, env_text, QUICK),
         Err(_) => Err(Error::Interrupted),
     };
-    if let Some(t) = env_file {
-        // The env file has served its purpose; a failure to delete it is retried by the undo.
-        let _ = host.journal.undo_now(t);
-    }
     if let Ok(t) = token {
         match &created {
             Ok((Some(0), _)) => {

@@ -88,7 +88,16 @@ pub(crate) fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -
         return Err(Error::failed("docker_run: argv is empty"));
     }
     let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let stdin = map_string(opts, "stdin").map(String::into_bytes);
+    let mut stdin = map_string(opts, "stdin").map(String::into_bytes);
+    if opts.get("env_stdin").and_then(|v| v.as_bool().ok()) == Some(true) {
+        if stdin.is_some() {
+            return Err(Error::failed(
+                "docker_run: `stdin` and `env_stdin` cannot both feed docker's stdin",
+            ));
+        }
+        let cfg = deploy_of(host, "docker_run env_stdin")?;
+        stdin = Some(env_text(&cfg.env).into_bytes());
+    }
     let timeout = opts
         .get("timeout_ms")
         .and_then(|v| v.as_int().ok())
@@ -256,16 +265,10 @@ pub(crate) fn deploy_file_object(
     Ok(m.into())
 }
 
-pub(crate) fn deploy_env_file(host: &Host) -> Result<String> {
-    let cfg = deploy_of(host, "deploy_env_file")?;
-    if cfg.env.is_empty() {
-        return Ok(String::new());
-    }
-    let text: String = cfg.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    let (_, path) = host
-        .journal()
-        .temp_file("fractalic-env-", text.as_bytes())?;
-    Ok(path.display().to_string())
+/// The deploy's environment as `K=V` lines, the `--env-file` format (given to docker only
+/// through a pipe: `docker_run`'s `env_stdin`, `create_container`).
+pub(crate) fn env_text(env: &[(String, String)]) -> String {
+    env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
 /// A `Write` that only hashes.
@@ -443,6 +446,9 @@ pub(crate) fn bake(
     let name = format!("fractalic-build-{}", journal.run_id());
     let run_label = journal.run_label();
     let build_label = format!("{LABEL_BUILD}=true");
+    // The deployment's label, so that `lookup`/`rm --force` find a build container that a
+    // killed run left even though its service was never created.
+    let deployment_label = format!("{}={}", crate::update::LABEL_DEPLOYMENT, cfg.name);
     let mut args = vec![
         "create",
         "--name",
@@ -451,6 +457,8 @@ pub(crate) fn bake(
         &run_label,
         "--label",
         &build_label,
+        "--label",
+        &deployment_label,
     ];
     if !cfg.platform.is_empty() {
         args.extend(["--platform", &cfg.platform]);
@@ -503,6 +511,7 @@ pub(crate) fn bake(
     // from it: blanked, so no `label=KEY=VALUE` filter matches them.
     let blank_run = format!("LABEL {LABEL_RUN}=\"\"");
     let blank_build = format!("LABEL {LABEL_BUILD}=\"\"");
+    let blank_deployment = format!("LABEL {}=\"\"", crate::update::LABEL_DEPLOYMENT);
     let hash_label = format!("LABEL {LABEL_PAYLOAD_HASH}={hash}");
     let ids_label = format!(
         "LABEL {LABEL_UID}={} {LABEL_GID}={}",
@@ -514,6 +523,8 @@ pub(crate) fn bake(
         &blank_run,
         "--change",
         &blank_build,
+        "--change",
+        &blank_deployment,
         "--change",
         &hash_label,
         "--change",

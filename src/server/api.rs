@@ -61,7 +61,7 @@ pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("publish_mode", "\"ingress\" or \"host\" (docker-swarm)"),
 ];
 
-fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
+pub(super) fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
     let ps: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
     let xs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if ps.len() != xs.len() {
@@ -145,7 +145,7 @@ fn host_name(host: &str) -> &str {
 
 /// On a loopback listener, only requests addressed to a loopback name are answered: a site
 /// that makes its own name resolve to 127.0.0.1 (DNS rebinding) is refused.
-fn host_allowed(server: &Server, req: &Request) -> bool {
+pub(super) fn host_allowed(server: &Server, req: &Request) -> bool {
     if !server.loopback {
         return true;
     }

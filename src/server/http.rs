@@ -92,8 +92,43 @@ fn read_some(
     }
 }
 
+/// A request head, read before its body: enough to decide who answers it (`serve` itself or,
+/// with `--backend`, the Fractalic backend), without touching the body.
+#[derive(Debug)]
+pub struct Head {
+    pub method: String,
+    /// The request target exactly as sent (path and query, not decoded).
+    pub target: String,
+    /// The path percent-decoded; None when its escapes are broken.
+    pub path: Option<String>,
+    /// HTTP/1.x minor version (0 or 1).
+    pub version: u8,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The head's bytes as received (for exact forwarding).
+    pub raw: Vec<u8>,
+    /// Bytes after the head that arrived with it (the body's start).
+    pub rest: Vec<u8>,
+}
+
+impl Head {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Reads one request from `stream` within the deadlines and limits above.
 pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
+    let head = read_head(stream)?;
+    read_body(stream, head)
+}
+
+/// Reads a request head (within [`HEAD_DEADLINE`], at most [`MAX_HEAD`] bytes).
+pub fn read_head(stream: &mut TcpStream) -> Result<Head, ReadError> {
     let head_deadline = Instant::now() + HEAD_DEADLINE;
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
@@ -126,15 +161,43 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
         Err(e) => return Err(ReadError::Bad(format!("malformed request: {e}"))),
     }
     let method = req.method.unwrap_or("").to_string();
-    let target = req.path.unwrap_or("/");
+    let target = req.path.unwrap_or("/").to_string();
+    let version = req.version.unwrap_or(1);
     let mut hs = Vec::new();
     for h in req.headers.iter() {
         let v = String::from_utf8_lossy(h.value).trim().to_string();
         hs.push((h.name.to_ascii_lowercase(), v));
     }
-    let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-    let path = percent_decode(raw_path)
-        .ok_or_else(|| ReadError::Bad(format!("bad percent-encoding in path {raw_path:?}")))?;
+    let raw_path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    let path = percent_decode(raw_path);
+    let rest = buf.split_off(head_len);
+    Ok(Head {
+        method,
+        target,
+        path,
+        version,
+        headers: hs,
+        raw: buf,
+        rest,
+    })
+}
+
+/// Reads the body of a request whose head is `head` (Content-Length only, at most
+/// [`MAX_BODY`], within [`BODY_DEADLINE`]) and decodes its path and query.
+pub fn read_body(stream: &mut TcpStream, head: Head) -> Result<Request, ReadError> {
+    let Head {
+        method,
+        target,
+        path,
+        headers: hs,
+        rest,
+        ..
+    } = head;
+    let raw_path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    let raw_query = target.split_once('?').map_or("", |(_, q)| q);
+    let path =
+        path.ok_or_else(|| ReadError::Bad(format!("bad percent-encoding in path {raw_path:?}")))?;
+    let mut chunk = [0u8; 4096];
     let mut query = Vec::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -172,7 +235,7 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
     if len > MAX_BODY {
         return Err(ReadError::TooLarge(len));
     }
-    let mut body = buf[head_len..].to_vec();
+    let mut body = rest;
     if body.len() > len {
         body.truncate(len);
     }
@@ -279,15 +342,26 @@ pub fn reason(status: u16) -> &'static str {
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }
 
+/// The `Server` header of every answer `serve` writes itself.
+pub const SERVER: &str = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
+
 /// Writes a whole response and closes the exchange (`Connection: close`).
 pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    super::access::sent(Some(r.status), r.body.len());
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nServer: {SERVER}\r\n",
+        r.status,
+        reason(r.status)
+    );
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -303,8 +377,9 @@ pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<(
 /// Starts a Server-Sent-Events response; events follow with [`write_event`].
 pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
+    super::access::sent(Some(200), 0);
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\nServer: {SERVER}\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
     );
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -316,12 +391,15 @@ pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io:
 
 /// One SSE event: `id: N` and one `data:` line of JSON (JSON has no raw newlines).
 pub fn write_event(stream: &mut TcpStream, id: u64, data: &str) -> std::io::Result<()> {
-    stream.write_all(format!("id: {id}\ndata: {data}\n\n").as_bytes())?;
+    let e = format!("id: {id}\ndata: {data}\n\n");
+    super::access::sent(None, e.len());
+    stream.write_all(e.as_bytes())?;
     stream.flush()
 }
 
 /// An SSE comment line that keeps proxies and clients from timing the stream out.
 pub fn write_keep_alive(stream: &mut TcpStream) -> std::io::Result<()> {
+    super::access::sent(None, 14);
     stream.write_all(b": keep-alive\n\n")?;
     stream.flush()
 }

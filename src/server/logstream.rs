@@ -57,10 +57,17 @@ pub fn follow(
     let finished = Arc::new(AtomicBool::new(false));
     let sink_out = Arc::clone(&out);
     let sink_stop = Arc::clone(&stop);
+    // The lines are written from another thread: the access log's meter goes along.
+    let meter = super::access::current();
+    let sink_meter = meter.clone();
     let sink = move |line: &str| {
         let data = serde_json::to_string(line).unwrap_or_default();
+        let e = event(None, &data);
+        if let Some(m) = &sink_meter {
+            m.sent(None, e.len());
+        }
         let mut o = lock(&sink_out);
-        let ok = o.write_all(event(None, &data).as_bytes()).is_ok() && o.flush().is_ok();
+        let ok = o.write_all(e.as_bytes()).is_ok() && o.flush().is_ok();
         if !ok {
             sink_stop.store(true, Ordering::SeqCst);
         }
@@ -126,6 +133,9 @@ pub fn follow(
         )),
     };
     if let Some(last) = last {
+        if let Some(m) = &meter {
+            m.sent(None, last.len());
+        }
         let mut o = lock(&out);
         let _ = o.write_all(last.as_bytes());
         let _ = o.flush();

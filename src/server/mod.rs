@@ -2,13 +2,15 @@
 //! the same deploy path and progress events as the CLI. The HTTP layer only parses, authorises
 //! and streams; `api` maps routes onto deploy/manage calls.
 
+pub mod access;
 pub mod api;
+pub mod forward;
 pub mod http;
 pub mod logstream;
 pub mod page;
 pub mod runs;
 
-use crate::cli::{Cli, ServeArgs};
+use crate::cli::{Auth, Cli, ServeArgs};
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -33,9 +35,11 @@ pub struct Server {
     pub token: Option<String>,
     pub cors_origins: Vec<String>,
     pub runs: runs::Runs,
-    /// Listening on a loopback address: then only loopback `Host` names are answered (a page
-    /// elsewhere cannot reach the API through DNS rebinding).
+    /// Listening on a loopback address (or `--auth none`): then only loopback `Host` names are
+    /// answered (a page elsewhere cannot reach the API through DNS rebinding).
     pub loopback: bool,
+    /// `--backend`: where requests without a route of ours go.
+    pub backend: Option<forward::Backend>,
     connections: AtomicUsize,
 }
 
@@ -99,11 +103,25 @@ fn check_origin(o: &str) -> Result<String> {
 impl Server {
     /// Builds the server's settings from the flags (bad ones are exit 2).
     pub fn new(cli: &Cli, a: &ServeArgs, listen: &SocketAddr) -> Result<Server> {
-        let token = read_token(a)?;
-        if token.is_none() && !listen.ip().is_loopback() {
+        let no_auth = a.auth == Auth::None;
+        if no_auth && (a.token_file.is_some() || std::env::var_os(TOKEN_ENV).is_some()) {
+            let given = if a.token_file.is_some() {
+                "--token-file".to_string()
+            } else {
+                TOKEN_ENV.to_string()
+            };
+            return Err(Error::input(
+                format!("--auth none and {given} contradict each other"),
+                format!(
+                    "drop --auth none to require the token, or drop {given} to run without one"
+                ),
+            ));
+        }
+        let token = if no_auth { None } else { read_token(a)? };
+        if token.is_none() && !no_auth && !listen.ip().is_loopback() {
             return Err(Error::input(
                 format!("--listen {listen} is reachable from other machines and no token is set"),
-                format!("pass --token-file FILE (or set {TOKEN_ENV}), or listen on 127.0.0.1"),
+                format!("pass --token-file FILE (or set {TOKEN_ENV}), or listen on 127.0.0.1, or pass --auth none on purpose (inside a container whose port is published on the host's loopback)"),
             ));
         }
         let given = if a.roots.is_empty() {
@@ -140,7 +158,13 @@ impl Server {
             token,
             cors_origins,
             runs: runs::Runs::new(usize::from(a.max_deploys)),
-            loopback: listen.ip().is_loopback(),
+            // Without a token, the Host check is what keeps other web sites out.
+            loopback: listen.ip().is_loopback() || no_auth,
+            backend: a
+                .backend
+                .as_deref()
+                .map(forward::Backend::parse)
+                .transpose()?,
             connections: AtomicUsize::new(0),
         })
     }
@@ -168,6 +192,17 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         path: PathBuf::from(a.listen.clone()),
         source: e,
     })?;
+    if let Some(b) = &server.backend {
+        if b.is_self(local) {
+            return Err(Error::input(
+                format!(
+                    "--backend {} is this server itself (listening on {local})",
+                    b.url
+                ),
+                "give the Fractalic backend's own address (move it to another port first)",
+            ));
+        }
+    }
     install_signals(local)?;
     // Reconcile first: the deploys a killed server (or CLI) left half-way are finished or
     // undone before any request is served (docs/crash-safety.md).
@@ -178,6 +213,29 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         }
         for u in &r.unfinished {
             eprintln!("warning: {}", r.problem(&u.name).unwrap_or_default());
+        }
+    }
+    {
+        let mut err = std::io::stderr().lock();
+        if a.auth == Auth::None {
+            let _ = writeln!(
+                err,
+                "WARNING: --auth none: no token is asked for; anyone who can reach http://{local} can deploy, stop and remove deployments. Publish the port on the host's loopback only (docker run -p 127.0.0.1:{port}:{port} ...)",
+                port = local.port()
+            );
+        }
+        if let Some(b) = &server.backend {
+            let _ = writeln!(
+                err,
+                "forwarding every request without a route here to the Fractalic backend {}",
+                b.url
+            );
+            if server.cors_origins.is_empty() {
+                let _ = writeln!(
+                    err,
+                    "note: no --cors-origin given: browser pages of other origins (the Fractalic UI at http://localhost:3000) are refused"
+                );
+            }
         }
     }
     {
@@ -195,9 +253,17 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
         if n >= MAX_CONNECTIONS {
             server.connections.fetch_sub(1, Ordering::SeqCst);
             let mut s = stream;
-            let _ = http::write_response(
-                &mut s,
-                &http::Response::error(503, "the server is busy; try again shortly"),
+            let started = std::time::Instant::now();
+            let busy = http::Response::error(503, "the server is busy; try again shortly");
+            let _ = http::write_response(&mut s, &busy);
+            access::log(
+                s.peer_addr().ok(),
+                "-",
+                "-",
+                503,
+                busy.body.len() as u64,
+                started,
+                false,
             );
             continue;
         }
@@ -280,39 +346,72 @@ fn install_signals(local: SocketAddr) -> Result<()> {
     .map_err(|e| Error::failed(format!("cannot install the signal handler: {e}")))
 }
 
+/// The answer for a request that could not be read (None: nobody to answer).
+fn read_error(e: http::ReadError) -> Option<http::Response> {
+    Some(match e {
+        http::ReadError::Gone => return None,
+        http::ReadError::Bad(d) => http::Response::error(400, d),
+        http::ReadError::Timeout => http::Response::error(
+            408,
+            format!(
+                "the request did not arrive in time (head within {}s, body within {}s)",
+                http::HEAD_DEADLINE.as_secs(),
+                http::BODY_DEADLINE.as_secs()
+            ),
+        ),
+        http::ReadError::TooLarge(n) => http::Response::error(
+            413,
+            format!(
+                "the body has {n} bytes; at most {} are accepted",
+                http::MAX_BODY
+            ),
+        ),
+        http::ReadError::HeadTooLarge => http::Response::error(
+            431,
+            format!("the request head is over {} bytes", http::MAX_HEAD),
+        ),
+        http::ReadError::LengthRequired => http::Response::error(
+            411,
+            "send the body with a Content-Length header (chunked bodies are not accepted)",
+        ),
+    })
+}
+
 fn handle(server: &Arc<Server>, mut stream: TcpStream) {
+    let started = std::time::Instant::now();
+    let peer = stream.peer_addr().ok();
+    let meter = access::begin();
     let _ = stream.set_nodelay(true);
-    let req = match http::read_request(&mut stream) {
+    let done = |method: &str, path: &str| {
+        let (status, bytes) = meter.get();
+        access::log(peer, method, path, status, bytes, started, false);
+    };
+    let head = match http::read_head(&mut stream) {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(resp) = read_error(e) {
+                let _ = http::write_response(&mut stream, &resp);
+                done("-", "-");
+            }
+            return;
+        }
+    };
+    let method = head.method.clone();
+    let path = access::loggable(&head.target).to_string();
+    if let Some(backend) = &server.backend {
+        if !forward::owns(&head) {
+            let o = forward::handle(server, backend, head, &mut stream);
+            access::log(peer, &method, &path, o.status, o.bytes, started, true);
+            return;
+        }
+    }
+    let req = match http::read_body(&mut stream, head) {
         Ok(r) => r,
         Err(e) => {
-            let resp = match e {
-                http::ReadError::Gone => return,
-                http::ReadError::Bad(d) => http::Response::error(400, d),
-                http::ReadError::Timeout => http::Response::error(
-                    408,
-                    format!(
-                        "the request did not arrive in time (head within {}s, body within {}s)",
-                        http::HEAD_DEADLINE.as_secs(),
-                        http::BODY_DEADLINE.as_secs()
-                    ),
-                ),
-                http::ReadError::TooLarge(n) => http::Response::error(
-                    413,
-                    format!(
-                        "the body has {n} bytes; at most {} are accepted",
-                        http::MAX_BODY
-                    ),
-                ),
-                http::ReadError::HeadTooLarge => http::Response::error(
-                    431,
-                    format!("the request head is over {} bytes", http::MAX_HEAD),
-                ),
-                http::ReadError::LengthRequired => http::Response::error(
-                    411,
-                    "send the body with a Content-Length header (chunked bodies are not accepted)",
-                ),
-            };
-            let _ = http::write_response(&mut stream, &resp);
+            if let Some(resp) = read_error(e) {
+                let _ = http::write_response(&mut stream, &resp);
+            }
+            done(&method, &path);
             return;
         }
     };
@@ -320,6 +419,7 @@ fn handle(server: &Arc<Server>, mut stream: TcpStream) {
         let resp = api::with_cors(server, &req, resp);
         let _ = http::write_response(&mut stream, &resp);
     }
+    done(&method, &path);
 }
 
 /// Compares two secrets in time that does not depend on where they differ.

@@ -270,3 +270,188 @@ fn swarm_first_deploy_whose_tasks_crash_after_health_fails_and_leaves_nothing() 
         );
     }
 }
+
+/// Every file under `dir` (recursively, up to 1 MB each) that holds `secret`.
+fn files_holding(dir: &Path, secret: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            out.extend(files_holding(&p, secret));
+        } else if t.is_file() && e.metadata().is_ok_and(|m| m.len() < 1 << 20) {
+            if let Ok(b) = std::fs::read(&p) {
+                if b.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Env-files this tool ever named in the shared /tmp that hold `secret`.
+fn shared_tmp_leaks(secret: &str) -> Vec<PathBuf> {
+    files_holding(Path::new("/tmp"), secret)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("fractalic-env-"))
+        })
+        .collect()
+}
+
+/// Runs `argv` through a docker wrapper that SIGKILLs the publisher the moment it runs the
+/// docker call `when` (sh test on "$1 $2"), then lets the call go on; with a private TMPDIR and
+/// state directory. Returns them for scanning.
+fn killed_at(
+    docker: &Path,
+    argv: &[&str],
+    when: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = work.path().join("calls");
+    let prelude = format!("if [ \"$1 $2\" = '{when}' ]; then kill -9 $PPID; fi");
+    let wrapper = managed::docker_wrapper(work.path(), docker, &log, &prelude);
+    let o = managed::command(&wrapper, argv)
+        .env("TMPDIR", tmp.path())
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        None,
+        "not killed at `{when}`: {:?}; calls: {:?}",
+        managed::out(&o),
+        managed::logged_calls(&log)
+    );
+    (work, tmp, state)
+}
+
+/// Failure 4: a deploy killed with SIGKILL while `docker create` (docker-registry) or `docker
+/// service create` (docker-swarm) runs leaves no file holding an environment value in TMPDIR,
+/// the state directory or /tmp: the values go to docker through a pipe.
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_kill_during_create_leaves_no_secret_on_disk() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let secret = format!("crashA-env-{}-s3cret", std::process::id());
+    let env = format!("SECRET_X={secret}");
+    let image = support::pull_stand_in(&docker);
+    let name = support::unique_name("fp-crash-env");
+    let _c = Cleanup(docker.clone(), name.clone());
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("hello.md"), script("v1")).unwrap();
+    let mut argv = managed::deploy_argv(folder.path(), &name, &image);
+    argv.extend(["--env", &env]);
+    let (_w, tmp, state) = killed_at(&docker, &argv, "create --name");
+    for dir in [tmp.path(), state.path()] {
+        let leaks = files_holding(dir, &secret);
+        assert!(leaks.is_empty(), "the env value is on disk: {leaks:?}");
+    }
+    assert_eq!(shared_tmp_leaks(&secret), Vec::<PathBuf>::new());
+    // (The create, run on by the wrapper, found its stdin closed with the publisher: whether
+    // the values arrive through the pipe is what every `--env` deploy test shows.)
+    assert!(
+        managed::eventually(30, || managed::state(&docker, &name).is_some()),
+        "the create never ran"
+    );
+
+    let Some((docker, image, folder, name, _guard)) = swarm::case("fp-crash-swenv") else {
+        return;
+    };
+    let mut argv = swarm::swarm_argv(folder.path(), &name, &image);
+    argv.extend(["--env", &env]);
+    let (_w, tmp, state) = killed_at(&docker, &argv, "service create");
+    for dir in [tmp.path(), state.path()] {
+        let leaks = files_holding(dir, &secret);
+        assert!(leaks.is_empty(), "the env value is on disk: {leaks:?}");
+    }
+    assert_eq!(shared_tmp_leaks(&secret), Vec::<PathBuf>::new());
+}
+
+/// Runs a Swarm deploy through a wrapper that SIGKILLs the publisher when it reaches the
+/// docker call `when` and stops that call; returns the build container names it created.
+fn swarm_killed_before(docker: &Path, argv: &[&str], when: &str) -> Vec<String> {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("calls");
+    let prelude = format!("if [ \"$1 $2\" = '{when}' ]; then kill -9 $PPID; exit 1; fi");
+    let wrapper = managed::docker_wrapper(work.path(), docker, &log, &prelude);
+    let o = publisher(&wrapper, argv);
+    let calls = managed::logged_calls(&log);
+    assert_eq!(
+        o.status.code(),
+        None,
+        "not killed at `{when}`: {:?}; calls: {calls:?}",
+        managed::out(&o)
+    );
+    calls
+        .iter()
+        .filter_map(|c| c.strip_prefix("create --name "))
+        .filter_map(|c| c.split_whitespace().next())
+        .filter(|n| n.starts_with("fractalic-build-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Failure 5: a Swarm first deploy killed while baking (its build container left) or after
+/// its secrets exist but before its service does: `rm` finds the deployment by its leftovers
+/// and removes all of them (before the fix: "no deployment named NAME").
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn swarm_leftovers_of_a_killed_first_deploy_are_found_and_removed_by_name() {
+    let Some((docker, image, folder, name, _guard)) = swarm::case("fp-crash-sw5") else {
+        return;
+    };
+    // Content no other test bakes, so this deploy does bake (the image tag is a content hash).
+    std::fs::write(folder.path().join("unique.md"), &name).unwrap();
+    let argv = swarm::swarm_argv(folder.path(), &name, &image);
+
+    // Killed while baking: the build container has the payload, the commit never ran.
+    let builds = swarm_killed_before(&docker, &argv, "commit --change");
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let _b = support::ContainerGuard::new(&builds[0]);
+    assert!(managed::state(&docker, &builds[0]).is_some());
+    let o = publisher(&docker, &["rm", "--force", &name]);
+    assert_code(&o, 0);
+    assert!(
+        managed::state(&docker, &builds[0]).is_none(),
+        "the build container {} was left",
+        builds[0]
+    );
+
+    // Killed after "Committed and pushed" and the secrets, before the service.
+    swarm_killed_before(&docker, &argv, "service create");
+    assert!(!swarm::service_exists(&docker, &name));
+    let secrets = swarm::objects(&docker, "secret", &name);
+    assert!(!secrets.is_empty(), "the deploy made no secret to leave");
+    let o = publisher(&docker, &["rm", &name]);
+    assert_code(&o, 0);
+    let (_, err) = managed::out(&o);
+    assert!(
+        err.contains("unfinished deploy"),
+        "rm did not say what it removed: {err}"
+    );
+    for kind in ["secret", "config"] {
+        assert_eq!(
+            swarm::objects(&docker, kind, &name),
+            Vec::<String>::new(),
+            "{kind}s were left"
+        );
+    }
+    let filter = format!("label=fractalic-publisher.deployment={name}");
+    assert_eq!(
+        support::docker_ok(&docker, &["ps", "-aq", "--filter", &filter]),
+        "",
+        "containers of {name} were left"
+    );
+    // Nothing is left to find.
+    assert_code(&publisher(&docker, &["rm", "--force", &name]), 2);
+}

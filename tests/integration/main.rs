@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backend;
 mod config_file;
 mod contract;
 mod crash;

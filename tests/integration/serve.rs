@@ -138,7 +138,7 @@ fn detail(body: &str) -> String {
         .to_string()
 }
 
-fn deploy_body(folder: &str, name: &str, extra: Value) -> Value {
+pub(crate) fn deploy_body(folder: &str, name: &str, extra: Value) -> Value {
     let image = support::stand_in_image();
     let (repo, tag) = image.rsplit_once(':').unwrap();
     let mut b = json!({

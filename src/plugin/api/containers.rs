@@ -28,7 +28,7 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             sig: "create_container(spec)",
             result: "container id (string)",
             throws: "Docker unavailable, `docker create` failing, a bad spec, an interrupt",
-            about: "`docker create` from `{name, image, port, bind, container_port (8001), labels, restart (\"unless-stopped\"), platform}`. The deploy's environment goes in through a 0600 env-file, never on the command line (deleted right after the create, and by any undo); the `managed`, `plugin`, `created` and `run` labels are added. Recorded in the run's undo journal before the create runs: removed automatically if the run fails or is interrupted. Releases the port lock.",
+            about: "`docker create` from `{name, image, port, bind, container_port (8001), labels, restart (\"unless-stopped\"), platform}`. The deploy's environment goes in through a pipe (`--env-file /dev/stdin`), never on the command line or in a file; the `managed`, `plugin`, `created` and `run` labels are added. Recorded in the run's undo journal before the create runs: removed automatically if the run fails or is interrupted. Releases the port lock.",
         }, |e, n| {
         e.register_fn(n, move |spec: Map| -> RhaiResult<String> {
         let d = h.docker_or_raise()?;

@@ -57,7 +57,7 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             sig: "docker_run(argv, opts)",
             result: "{ok, code, stdout, stderr, undo_id}",
             throws: "docker not runnable, Docker unavailable, the timeout, an interrupt, a `deploy_env` name the CLI reads itself",
-            about: "Runs `docker ARGV...` once. `opts` (all optional): `stdin` (string fed to docker), `timeout_ms` (100 ms - 1 h, default 30000), `undo` (argv that removes what the call creates: recorded in the undo journal before the call, forgotten when it exits non-zero), `what` (how messages name that object), `deploy_env` (true: the deploy's environment is handed to the docker process, for `--env-add KEY`, so values stay off argv). `ok` = exit 0; `code` -1 = killed; `undo_id` -1 without `undo`.",
+            about: "Runs `docker ARGV...` once. `opts` (all optional): `stdin` (string fed to docker), `timeout_ms` (100 ms - 1 h, default 30000), `undo` (argv that removes what the call creates: recorded in the undo journal before the call, forgotten when it exits non-zero), `what` (how messages name that object), `deploy_env` (true: the deploy's environment is handed to the docker process, for `--env-add KEY`, so values stay off argv), `env_stdin` (true: the deploy's environment as `K=V` lines on docker's stdin, for `--env-file /dev/stdin`: values never on argv, in the plugin or in a file; not with `stdin`). `ok` = exit 0; `code` -1 = killed; `undo_id` -1 without `undo`.",
         }, |e, n| {
         e.register_fn(n, move |argv: Array, opts: Map| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;

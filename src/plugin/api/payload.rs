@@ -37,18 +37,6 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
 
     let h = Arc::clone(host);
     api.add(Doc {
-            sig: "deploy_env_file()",
-            result: "path (string)",
-            throws: "the file cannot be written, an interrupt",
-            about: "The path of a 0600 temp file holding the deploy's environment as `K=V` lines (for `--env-file`), `\"\"` when it has none; the journal deletes it when the run ends, however it ends.",
-        }, |e, n| {
-        e.register_fn(n, move || -> RhaiResult<String> {
-        h.check(deploy_env_file(&h))
-    });
-    });
-
-    let h = Arc::clone(host);
-    api.add(Doc {
             sig: "deploy_env_hash()",
             result: "string",
             throws: "never",

@@ -195,7 +195,7 @@ pub fn describe(args: &[&str], out: &Output) -> String {
     )
 }
 
-fn run_with_timeout(
+pub fn run_with_timeout(
     cmd: &mut Command,
     stdin: Option<&[u8]>,
     timeout: Duration,

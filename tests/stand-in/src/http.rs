@@ -28,6 +28,8 @@ pub struct Request {
     pub method: String,
     pub target: String,
     pub path: String,
+    /// Headers as sent (names as sent), in order.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -104,6 +106,7 @@ pub fn read_request<R: BufRead>(r: &mut R) -> Result<Request, ParseError> {
         method: method.to_string(),
         target: target.to_string(),
         path: target.split('?').next().unwrap_or(target).to_string(),
+        headers,
         body,
     })
 }

@@ -1,7 +1,8 @@
 //! fractalic-stand-in: plays the Fractalic production image in tests. As PID 1 it prints
 //! supervisord-like lines and serves the AI server (0.0.0.0:8001), the backend (127.0.0.1:8000)
 //! and the MCP manager (127.0.0.1:5859); run as `curl` (argv[0]) or `fractalic-stand-in curl ...`
-//! it is a minimal curl.
+//! it is a minimal curl; `fractalic-stand-in backend --listen ADDR --root DIR` is a fake of the
+//! Fractalic backend alone (the UI's routes, for `serve --backend` tests; see `backend`).
 //!
 //! Failure switches, read from the environment:
 //! - `STAND_IN_START_DELAY_MS=N`: listen only after N ms;
@@ -19,6 +20,7 @@
 //! them: supervisord.log (the lines also printed on stdout), and per program NAME.log (request
 //! lines) and NAME_error.log (start-up lines and errors).
 
+mod backend;
 mod clock;
 mod curl;
 mod execute;
@@ -102,8 +104,11 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("curl") {
         std::process::exit(curl::main(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some("backend") {
+        std::process::exit(backend::main(&args[2..]));
+    }
     if args.len() > 1 {
-        eprintln!("usage: fractalic-stand-in [curl [-fsS] URL]");
+        eprintln!("usage: fractalic-stand-in [curl [-fsS] URL | backend [--listen ADDR:PORT] [--root DIR]]");
         std::process::exit(2);
     }
     // The switch file wins over the environment: a stopped container's environment is fixed,

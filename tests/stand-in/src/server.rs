@@ -208,6 +208,7 @@ mod tests {
             method: method.into(),
             target: path.into(),
             path: path.into(),
+            headers: vec![],
             body: vec![],
         }
     }
