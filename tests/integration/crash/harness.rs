@@ -1049,18 +1049,21 @@ impl Lab {
         v.into_iter().map(|p| p.display().to_string()).collect()
     }
 
-    /// Files under /tmp and the state directory holding the env secret or the apiKey.
+    /// Files under /tmp and the state directory holding the env secret or the apiKey. Only
+    /// files written since this test started are read (the secret is unique to it; /tmp of a
+    /// shared machine can hold gigabytes of other work).
     pub fn secret_files(&self) -> Vec<String> {
         let mut v = Vec::new();
         files_under(Path::new("/tmp"), &mut v);
         files_under(self.state.path(), &mut v);
+        let since = SystemTime::now() - self.started.elapsed() - Duration::from_secs(2);
         v.into_iter()
             .filter(|p| {
-                std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() < 8 << 20)
-                    && std::fs::read(p).is_ok_and(|b| {
-                        contains(&b, self.secret.as_bytes())
-                            || contains(&b, self.api_key.as_bytes())
-                    })
+                std::fs::metadata(p).is_ok_and(|m| {
+                    m.is_file() && m.len() < 8 << 20 && m.modified().is_ok_and(|t| t >= since)
+                }) && std::fs::read(p).is_ok_and(|b| {
+                    contains(&b, self.secret.as_bytes()) || contains(&b, self.api_key.as_bytes())
+                })
             })
             .map(|p| p.display().to_string())
             .collect()
