@@ -284,6 +284,10 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Sent on every response: a browser never second-guesses the Content-Type (`/logs` is
+/// text the container wrote, which must never be run as HTML or script).
+pub const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n";
+
 /// Longest reason phrase put on a status line (longer details are cut, with `...`).
 pub const MAX_REASON: usize = 300;
 
@@ -337,6 +341,7 @@ pub fn reason_phrase(r: &Response) -> String {
 pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status, reason_phrase(r));
+    head.push_str(SECURITY_HEADERS);
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -355,6 +360,7 @@ pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io:
     let mut head = String::from(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
     );
+    head.push_str(SECURITY_HEADERS);
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

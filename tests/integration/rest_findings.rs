@@ -149,3 +149,73 @@ fn the_servers_own_settings_never_reach_an_api_deployment() {
     assert!(!inside.contains("operator"), "{inside}");
     assert!(!last.to_string().contains(secret));
 }
+
+#[test]
+fn query_flags_rollback_to_follow_service_and_empty_names_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docker, calls) = support::untouchable_docker(dir.path());
+    let s = Served::start(&docker, &[]);
+    let api = |p: &str| format!("{}/api/deployments{p}", s.url);
+    let refused = |r: ureq::Request, want: &str| {
+        let (code, body) = serve::call(r, Some(&json!({})));
+        assert_eq!(code, 400, "{body}");
+        let d = serve::detail(&body);
+        assert!(d.contains(want), "{want:?} not in {d}");
+    };
+    // One rule for every flag: true or false (any case); `all=`, `all=1` are refused.
+    for q in ["all=", "all=1", "all=yes"] {
+        let (code, body) = serve::call(serve::agent().get(&api(&format!("?{q}"))), None);
+        assert_eq!(code, 400, "{q}: {body}");
+        assert!(
+            serve::detail(&body).contains("all=true or all=false"),
+            "{body}"
+        );
+    }
+    // An empty `to` is not "the previous release" (the CLI's `--to ""` is exit 2).
+    refused(serve::agent().post(&api("/x/rollback?to=")), "to=\"\"");
+    // Following a service's log is refused before the stream starts.
+    let (code, body) = serve::call(
+        serve::agent().get(&api("/x/logs?follow=true&service=ai_server")),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(serve::detail(&body).contains("leave out service"), "{body}");
+    // A field that was sent empty is said to be empty, not missing; messages name JSON fields.
+    let deploy = format!("{}/api/deploy/docker-registry", s.url);
+    let post = |b: Value| {
+        serve::call(
+            serve::agent()
+                .post(&deploy)
+                .set("Content-Type", "application/json"),
+            Some(&b),
+        )
+    };
+    let (code, body) = post(json!({"script_name": "", "script_folder": "x"}));
+    assert_eq!(code, 400);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"script_name\" is empty"),
+        "{v}"
+    );
+    assert_eq!(v["field"], "script_name");
+    std::fs::create_dir_all(s.root.path().join("f")).unwrap();
+    std::fs::write(s.root.path().join("f/hello.md"), serve::HELLO).unwrap();
+    let (code, body) =
+        post(json!({"script_name": "hello", "script_folder": "f", "image_name": "UPPER::bad"}));
+    assert_eq!(code, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let d = v["detail"].as_str().unwrap();
+    assert!(d.starts_with("bad image_name"), "{d}");
+    assert!(!d.contains("--"), "no CLI flags over REST: {d}");
+    assert_eq!(v["field"], "image_name");
+    // Every answer says nosniff.
+    let r = serve::agent()
+        .get(&format!("{}/health", s.url))
+        .call()
+        .unwrap();
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(support::calls(&calls).is_empty(), "docker was never run");
+}
