@@ -1261,5 +1261,31 @@ mod tests {
             .map(|s| s.as_str().to_string())
             .collect();
         assert_eq!(stages, ours);
+        // Every {name} has the name rule; required strings may not be empty; an SSE body is
+        // described as a stream whose `data` is JSON, not as one Event document.
+        for (p, item) in doc["paths"].as_object().unwrap() {
+            for prm in item["parameters"].as_array().into_iter().flatten() {
+                if prm["name"] == "name" {
+                    assert!(
+                        prm["schema"]["pattern"].is_string(),
+                        "{p}: name has no pattern"
+                    );
+                }
+            }
+            for (m, op) in item.as_object().unwrap() {
+                for (code, resp) in op["responses"].as_object().into_iter().flatten() {
+                    let sse = &resp["content"]["text/event-stream"];
+                    if sse.is_object() {
+                        assert_eq!(sse["schema"]["type"], "string", "{m} {p} {code}");
+                        assert!(sse["schema"]["x-sse-event"]["properties"]["data"]
+                            ["contentSchema"]
+                            .is_object());
+                    }
+                }
+            }
+        }
+        let req = &doc["components"]["schemas"]["DeployRequest"]["properties"];
+        assert_eq!(req["script_name"]["minLength"], 1);
+        assert_eq!(req["script_folder"]["minLength"], 1);
     }
 }
