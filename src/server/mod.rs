@@ -201,7 +201,8 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
             server.connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
-    drop(listener);
+    // Until the process exits, new connections are answered 503 (not refused by the OS).
+    refuse_while_draining(listener);
     server.runs.close();
     let active = server.runs.active();
     if active > 0 {
@@ -240,6 +241,51 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     }
     let _ = writeln!(std::io::stderr(), "stopped");
     Ok(crate::error::exit::OK)
+}
+
+/// Connections answered 503 at once during a shutdown; more wait in the backlog.
+const DRAIN_CONNECTIONS: usize = 64;
+
+/// During a shutdown: every new connection gets `503 the server is shutting down`, read and
+/// answered on a thread of its own (at most [`DRAIN_CONNECTIONS`] at once), until the process
+/// exits. Nothing new is started.
+fn refuse_while_draining(listener: TcpListener) {
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+    let _ = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if OPEN.fetch_add(1, Ordering::SeqCst) >= DRAIN_CONNECTIONS {
+                    OPEN.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("drain-conn".into())
+                        .spawn(move || {
+                            // Read the request first: closing on unread bytes would reset the
+                            // connection before the client reads the answer.
+                            if !matches!(
+                                http::read_request(&mut stream),
+                                Err(http::ReadError::Gone)
+                            ) {
+                                let _ = http::write_response(
+                                    &mut stream,
+                                    &http::Response::error(
+                                        503,
+                                        "the server is shutting down and takes no new requests",
+                                    )
+                                    .with("Retry-After", "5"),
+                                );
+                            }
+                            OPEN.fetch_sub(1, Ordering::SeqCst);
+                        });
+                if spawned.is_err() {
+                    OPEN.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        });
 }
 
 /// First signal: stop accepting (wake the accept loop with a connection of our own).

@@ -1052,9 +1052,25 @@ fn sigterm_lets_attached_clients_read_the_outcome_and_starts_nothing_new() {
     .unwrap();
     assert!(eventually(30, || state(&docker, &name).as_deref() == Some("running")));
     managed::sigterm(s.child.id());
-    // The signal has landed once the listener is gone; only then the rest of the body.
-    let addr = s.addr();
-    assert!(eventually(10, || TcpStream::connect(&addr).is_err()));
+    // The signal has landed once a new request is answered 503 (the listener stays open,
+    // so the answer is HTTP, not a refused connection); only then the rest of the body.
+    let url = s.url.clone();
+    assert!(eventually(10, || {
+        matches!(
+            agent().get(&format!("{url}/health")).call(),
+            Err(ureq::Error::Status(503, _))
+        )
+    }));
+    let r = agent().get(&format!("{}/api/plugins", s.url)).call();
+    match r {
+        Err(ureq::Error::Status(503, r)) => {
+            assert_eq!(
+                r.status_text(),
+                "the server is shutting down and takes no new requests"
+            );
+        }
+        other => panic!("want 503 during the shutdown, got {other:?}"),
+    }
     half.write_all(&late_body.as_bytes()[late_body.len() - 5..])
         .unwrap();
     half.set_read_timeout(Some(Duration::from_secs(30)))
