@@ -13,6 +13,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 1024 * 1024;
 /// A request's head must arrive within this.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A connection that sends no byte for this long is closed without an answer (idle
+/// connections must not hold the server's connection slots).
+pub const IDLE_DEADLINE: Duration = Duration::from_secs(2);
 /// A request's body must arrive within this.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Each single write may block this long (a client that stops reading is dropped).
@@ -94,7 +97,17 @@ fn read_some(
 
 /// Reads one request from `stream` within the deadlines and limits above.
 pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
-    let head_deadline = Instant::now() + HEAD_DEADLINE;
+    read_request_within(stream, IDLE_DEADLINE, HEAD_DEADLINE)
+}
+
+/// [`read_request`] with its own deadlines for the first byte and for the whole head.
+pub fn read_request_within(
+    stream: &mut TcpStream,
+    idle: Duration,
+    head: Duration,
+) -> Result<Request, ReadError> {
+    let head_deadline = Instant::now() + head;
+    let idle_deadline = Instant::now() + idle.min(head);
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     let head_len = loop {
@@ -104,7 +117,12 @@ pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
         if buf.len() > MAX_HEAD {
             return Err(ReadError::HeadTooLarge);
         }
-        let n = match read_some(stream, &mut chunk, head_deadline) {
+        let deadline = if buf.is_empty() {
+            idle_deadline
+        } else {
+            head_deadline
+        };
+        let n = match read_some(stream, &mut chunk, deadline) {
             Ok(0) if buf.is_empty() => return Err(ReadError::Gone),
             Ok(0) => return Err(ReadError::Bad("the request head ended early".into())),
             Ok(n) => n,

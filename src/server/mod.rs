@@ -19,8 +19,15 @@ use std::time::Duration;
 
 /// Environment variable holding the bearer token (when `--token-file` is not given).
 pub const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
-/// Connections served at once; more are answered 503 at once.
+/// Connections served at once; more go to the overflow (see [`overflow`]).
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once for one peer address; more go to the overflow.
+pub const MAX_PER_PEER: usize = 256;
+/// Connections over the limits read and answered at once (`/health` normally, the rest 503);
+/// more than this are answered 503 without reading.
+pub const OVERFLOW_CONNECTIONS: usize = 64;
+/// How long an overflow connection may take to send its request head.
+pub const OVERFLOW_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for running deploys before rolling them back.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
@@ -37,6 +44,8 @@ pub struct Server {
     /// elsewhere cannot reach the API through DNS rebinding).
     pub loopback: bool,
     connections: AtomicUsize,
+    /// Open connections per peer address.
+    peers: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr> {
@@ -142,7 +151,76 @@ impl Server {
             runs: runs::Runs::new(usize::from(a.max_deploys)),
             loopback: listen.ip().is_loopback(),
             connections: AtomicUsize::new(0),
+            peers: Default::default(),
         })
+    }
+}
+
+impl Server {
+    /// Takes a connection slot for `stream`'s peer, unless the server ([`MAX_CONNECTIONS`]) or
+    /// that peer ([`MAX_PER_PEER`]) is at its limit.
+    fn admit(&self, stream: &TcpStream) -> Option<Option<std::net::IpAddr>> {
+        let ip = stream.peer_addr().ok().map(|a| a.ip());
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = ip.map_or(0, |ip| peers.get(&ip).copied().unwrap_or(0));
+        if self.connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS || mine >= MAX_PER_PEER {
+            return None;
+        }
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        if let Some(ip) = ip {
+            *peers.entry(ip).or_insert(0) += 1;
+        }
+        Some(ip)
+    }
+
+    /// Gives back the slot [`Server::admit`] took.
+    fn leave(&self, ip: Option<std::net::IpAddr>) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ip) = ip {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = peers.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    peers.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A connection over the limits: read within [`OVERFLOW_DEADLINE`] on a thread of its own
+/// (at most [`OVERFLOW_CONNECTIONS`]) and answered: `GET /health` as always (monitoring keeps
+/// working while idle connections hold the slots), anything else 503.
+fn overflow(server: &Arc<Server>, mut stream: TcpStream) {
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+    let busy = || {
+        http::Response::error(503, "the server is busy (too many connections, or too many from your address); try again shortly").with("Retry-After", "1")
+    };
+    if OPEN.fetch_add(1, Ordering::SeqCst) >= OVERFLOW_CONNECTIONS {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
+        let _ = http::write_response(&mut stream, &busy());
+        return;
+    }
+    let srv = Arc::clone(server);
+    let spawned = std::thread::Builder::new()
+        .name("overflow".into())
+        .spawn(move || {
+            let _ = stream.set_nodelay(true);
+            match http::read_request_within(&mut stream, OVERFLOW_DEADLINE, OVERFLOW_DEADLINE) {
+                Ok(req) if req.method == "GET" && req.path == "/health" => {
+                    if let Some(resp) = api::route(&srv, &req, &mut stream) {
+                        let _ = http::write_response(&mut stream, &resp);
+                    }
+                }
+                Err(http::ReadError::Gone) => {}
+                _ => {
+                    let _ = http::write_response(&mut stream, &busy());
+                }
+            }
+            OPEN.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -180,25 +258,19 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
             break;
         }
         let Ok(stream) = stream else { continue };
-        let n = server.connections.fetch_add(1, Ordering::SeqCst);
-        if n >= MAX_CONNECTIONS {
-            server.connections.fetch_sub(1, Ordering::SeqCst);
-            let mut s = stream;
-            let _ = http::write_response(
-                &mut s,
-                &http::Response::error(503, "the server is busy; try again shortly"),
-            );
+        let Some(peer) = server.admit(&stream) else {
+            overflow(&server, stream);
             continue;
-        }
+        };
         let srv = Arc::clone(&server);
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
                 handle(&srv, stream);
-                srv.connections.fetch_sub(1, Ordering::SeqCst);
+                srv.leave(peer);
             });
         if spawned.is_err() {
-            server.connections.fetch_sub(1, Ordering::SeqCst);
+            server.leave(peer);
         }
     }
     // Until the process exits, new connections are answered 503 (not refused by the OS).

@@ -219,3 +219,48 @@ fn query_flags_rollback_to_follow_service_and_empty_names_are_refused_before_any
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert!(support::calls(&calls).is_empty(), "docker was never run");
 }
+
+#[test]
+fn six_hundred_idle_connections_neither_lock_out_health_nor_stay_open() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let s = Served::start(&serve::any_docker(), &[]);
+    let addr = s.addr();
+    // Connections that send nothing, more than the server serves at once.
+    let idle: Vec<TcpStream> = (0..600)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    // /health still answers while they hold every slot.
+    let t = Instant::now();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    let r = agent.get(&format!("{}/health", s.url)).call();
+    assert!(
+        matches!(&r, Ok(r) if r.status() == 200),
+        "/health during 600 idle connections: {r:?} after {:?}",
+        t.elapsed()
+    );
+    // And the idle ones are closed by the server within a few seconds, not held for long.
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = first.read(&mut buf);
+    assert!(
+        matches!(n, Ok(0)) || n.is_err() && t.elapsed() < Duration::from_secs(8),
+        "an idle connection was kept open: {n:?} after {:?}",
+        t.elapsed()
+    );
+    // Once they are gone, every route is served again.
+    let ok = crate::managed::eventually(10, || {
+        agent
+            .get(&format!("{}/openapi.json", s.url))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ok, "the server recovered");
+}
