@@ -783,6 +783,60 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
     })
 }
 
+/// Merges `args` (from the request `body`) over the script folder's deployment `file` as the
+/// CLI merges its flags: a field the request sent wins, the file fills the rest, then the
+/// defaults. An `env_file` the file names must lie inside the server's root.
+fn with_deploy_file(
+    body: &Value,
+    args: &DeployArgs,
+    file: &Path,
+    root: Option<&Path>,
+) -> Result<DeployArgs, Response> {
+    let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    let pick = |k: &str, v: &Option<String>| if given(k) { v.clone() } else { None };
+    let flags = crate::cli::DeployFlags {
+        plugin: Some(args.plugin.clone()),
+        config: Some(file.to_path_buf()),
+        script_name: Some(args.script_name.clone()),
+        script_folder: Some(args.script_folder.clone()),
+        name: pick("container_name", &args.name),
+        image: pick("image_name", &args.image),
+        platform: pick("platform", &args.platform),
+        port: pick("port", &args.port),
+        env: args.env.clone(),
+        exclude: if given("exclude") {
+            args.exclude.clone()
+        } else {
+            Vec::new()
+        },
+        pull: given("pull").then_some(args.pull),
+        timeout: given("timeout").then(|| args.timeout.clone()),
+        replicas: given("replicas").then(|| args.replicas.clone()),
+        registry: given("registry").then(|| args.registry.clone()),
+        publish_mode: given("publish_mode").then(|| args.publish_mode.clone()),
+        quiet: true,
+        ..Default::default()
+    };
+    let merged = crate::deploy_file::merge(&flags).map_err(|e| error_response(&e))?;
+    let mut out = merged.args;
+    out.quiet = true;
+    if let (Some(f), Some(root)) = (&out.env_file, root) {
+        let inside = f.canonicalize().is_ok_and(|c| c.starts_with(root));
+        if !inside {
+            return Err(Response::error(
+                403,
+                format!(
+                    "{}: env_file {} is outside the folders this server may read ({})",
+                    file.display(),
+                    f.display(),
+                    root.display()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// `path` with `.` and `..` folded away, without touching the file system.
 fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -887,12 +941,21 @@ fn deploy(
     };
     // The settings.toml / mcp_servers.json search never leaves the root (the server's own
     // working directory may hold the operator's keys).
-    args.confine = server
+    let confine = server
         .roots
         .iter()
         .filter(|r| args.script_folder.starts_with(r))
         .max_by_key(|r| r.as_os_str().len())
         .cloned();
+    // The script folder's deployment file, as the CLI reads it: the request's fields win.
+    let file = args.script_folder.join(crate::deploy_file::FILE_NAME);
+    if file.is_file() {
+        args = match with_deploy_file(&body, &args, &file, confine.as_deref()) {
+            Ok(a) => a,
+            Err(r) => return Some(r),
+        };
+    }
+    args.confine = confine;
 
     let id = progress::new_run_id();
     let run = Arc::new(Run::new(&id));

@@ -457,3 +457,36 @@ fn a_redeploy_reports_the_container_and_image_that_actually_run() {
     );
     assert_eq!(third["details"]["image"], image.as_str(), "{third}");
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn rest_reads_the_folders_deployment_file_and_the_request_wins() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("with-file");
+    let name = support::unique_name("fp-ui-file");
+    let _left = Leftovers(docker.clone(), name.clone(), None);
+    write(
+        &folder,
+        "fractalic-publish.toml",
+        &format!("container_name = \"{name}\"\ntimeout = 90\n\n[environment]\nFROM_FILE = \"file\"\nBOTH = \"file\"\n"),
+    );
+    let mut body = serve::deploy_body(
+        folder.to_str().unwrap(),
+        "x",
+        json!({"env_vars": {"BOTH": "request"}}),
+    );
+    body.as_object_mut().unwrap().remove("container_name");
+    let events = replay_ui(&ui_post(&s.url, &body), true);
+    let r = &events.last().unwrap()["result"];
+    assert_eq!(r["deployment_id"], name.as_str(), "the file named it: {r}");
+    let env = support::docker_ok(&docker, &["inspect", "-f", "{{json .Config.Env}}", &name]);
+    assert!(env.contains("\"FROM_FILE=file\""), "{env}");
+    assert!(env.contains("\"BOTH=request\""), "the request wins: {env}");
+    let o = support::run_docker(&docker, &["exec", &name, "ls", "/payload/hello/"]);
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(!listing.contains("fractalic-publish.toml"), "{listing}");
+}
