@@ -221,7 +221,10 @@ mod tests {
         let shown = terminal_safe("--to \u{1b}[2J\u{1b}]0;pwned\u{7}x\u{9b}y");
         assert_eq!(shown, "--to \\x1b[2J\\x1b]0;pwned\\x07x\\x9by");
         assert!(!shown.chars().any(char::is_control));
-        assert_eq!(terminal_safe("plain \"text\" \u{e9}"), "plain \"text\" \u{e9}");
+        assert_eq!(
+            terminal_safe("plain \"text\" \u{e9}"),
+            "plain \"text\" \u{e9}"
+        );
     }
 
     use super::*;

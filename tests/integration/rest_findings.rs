@@ -264,3 +264,52 @@ fn six_hundred_idle_connections_neither_lock_out_health_nor_stay_open() {
     });
     assert!(ok, "the server recovered");
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_hand_made_bind_label_becomes_no_link_and_no_probe() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    let image = support::pull_stand_in(&docker);
+    let name = support::unique_name("fp-badbind");
+    let _g = Prefixed(docker.clone(), name.clone());
+    support::docker_ok(
+        &docker,
+        &[
+            "create",
+            "--name",
+            &name,
+            "--label",
+            "fractalic-publisher.managed=true",
+            "--label",
+            "fractalic-publisher.plugin=docker-registry",
+            "--label",
+            "fractalic-publisher.port=8001",
+            "--label",
+            "fractalic-publisher.bind=attacker@127.0.0.2",
+            "--label",
+            "fractalic-publisher.script=hello",
+            &image,
+        ],
+    );
+    let o = crate::managed::publisher(&docker, &["ps", "--all", "--json"]);
+    crate::managed::assert_code(&o, 0);
+    let rows: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not listed: {rows}"));
+    let text = row.to_string();
+    assert!(!text.contains("attacker"), "{text}");
+    assert_eq!(row["url"].as_str().unwrap_or(""), "", "{row}");
+    let s = Served::start(&docker, &[]);
+    let (code, body) = serve::call(
+        serve::agent().get(&format!("{}/api/deployments?all=true", s.url)),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains("attacker@"), "{body}");
+}
