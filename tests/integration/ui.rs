@@ -490,3 +490,45 @@ fn rest_reads_the_folders_deployment_file_and_the_request_wins() {
     let listing = String::from_utf8_lossy(&o.stdout);
     assert!(!listing.contains("fractalic-publish.toml"), "{listing}");
 }
+
+#[test]
+fn a_whole_monorepo_as_script_folder_is_refused_quickly_saying_how_to_narrow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docker, calls) = support::untouchable_docker(dir.path());
+    let s = Served::start(&docker, &[]);
+    let repo = ui_repo(s.root.path());
+    // What the default excludes leave out does not count; what is left is over the ceiling.
+    for i in 0..20_001 {
+        let d = repo.join(format!("data/{:03}", i % 200));
+        if i < 200 {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        std::fs::write(d.join(format!("{i}.json")), "{}").unwrap();
+    }
+    let url = format!("{}/api/deploy/docker-registry/stream", s.url);
+    let payload = json!({
+        "image_name": "ghcr.io/fractalic-ai/fractalic",
+        "image_tag": "latest",
+        "script_name": "my-script",
+        "script_folder": repo.to_str().unwrap(),
+    });
+    let Some((status, text, body)) = node_fetch(&url, "POST", Some(&payload)) else {
+        return;
+    };
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        text.contains("is too big to deploy: it holds more than 20000 files"),
+        "{text}"
+    );
+    assert!(text.contains("exclude"), "says how to narrow it: {text}");
+    assert!(!text.contains("--"), "JSON field names over REST: {text}");
+    // Narrowed with `exclude`, the same repository passes validation (and reaches Docker).
+    let mut narrowed = payload.clone();
+    narrowed["exclude"] = json!(["data"]);
+    let (status, _, body) = node_fetch(&url, "POST", Some(&narrowed)).unwrap();
+    assert_ne!(status, 400, "{body}");
+    assert!(
+        !support::calls(&calls).is_empty(),
+        "the narrowed deploy went on to docker"
+    );
+}
