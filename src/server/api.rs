@@ -1339,10 +1339,10 @@ mod tests {
                 for (code, resp) in op["responses"].as_object().into_iter().flatten() {
                     let sse = &resp["content"]["text/event-stream"];
                     if sse.is_object() {
-                        assert_eq!(sse["schema"]["type"], "string", "{m} {p} {code}");
-                        assert!(sse["schema"]["x-sse-event"]["properties"]["data"]
-                            ["contentSchema"]
-                            .is_object());
+                        assert_eq!(sse["schema"]["type"], "object", "{m} {p} {code}");
+                        let data = &sse["schema"]["properties"]["data"];
+                        assert_eq!(data["contentMediaType"], "application/json");
+                        assert!(data["contentSchema"].is_object(), "{m} {p} {code}");
                     }
                 }
             }
