@@ -56,4 +56,7 @@ fi
 
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
+# The REST API fuzzed from its own OpenAPI document (bounded: a few minutes; no 5xx, no answer
+# outside the schema). Needs `pip install schemathesis`; with CI=true a missing one fails.
+scripts/schemathesis.sh "$ROOT/target/debug/fractalic-publisher" || status=$?
 exit "$status"

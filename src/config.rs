@@ -1184,6 +1184,64 @@ pub fn find_config_files(root: &Path, folder: &Path) -> Result<(Vec<ConfigFile>,
     Ok((out, warnings))
 }
 
+/// Most files a script folder may hold after the excludes (a whole monorepo is not copied).
+pub const MAX_PAYLOAD_FILES: u64 = 20_000;
+/// Most bytes a script folder may hold after the excludes.
+pub const MAX_PAYLOAD_BYTES: u64 = 512 << 20;
+
+/// Counts the files and bytes under `folder` that the payload would take (excludes applied),
+/// stopping as soon as either limit is passed: Some((files, bytes)) then, so a folder far too
+/// big is refused after reading only the part that passes the limit.
+pub fn over_ceiling(
+    folder: &Path,
+    excludes: &Excludes,
+    max_files: u64,
+    max_bytes: u64,
+) -> Option<(u64, u64)> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![(folder.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if excludes.is_excluded(&child) {
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push((entry.path(), child));
+            } else if ft.is_file() && excludes.is_included(&child) {
+                files += 1;
+                bytes += entry.metadata().map_or(0, |m| m.len());
+                if files > max_files || bytes > max_bytes {
+                    return Some((files, bytes));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The bad-input error for a folder over the ceiling.
+fn too_big(folder: &Path, files: u64, bytes: u64) -> Error {
+    Error::input(
+        format!(
+            "--script-folder {} is too big to deploy: it holds more than {MAX_PAYLOAD_FILES} files or {} MiB after the excludes (counting stopped at {files} files, {} MiB)",
+            folder.display(),
+            MAX_PAYLOAD_BYTES >> 20,
+            bytes >> 20
+        ),
+        "narrow it: give the folder of the script itself, or leave parts out with --exclude (e.g. --exclude 'data' --exclude '*.csv'); .git, node_modules, .venv and __pycache__ are left out already",
+    )
+}
+
 /// How many skipped payload entries are warned about one by one; the rest are counted.
 const SKIP_WARNINGS_MAX: usize = 20;
 
@@ -1307,6 +1365,14 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
             script_folder.display(),
             project_root.display()
         ));
+    }
+    if let Some((files, bytes)) = over_ceiling(
+        &script_folder,
+        &excludes,
+        MAX_PAYLOAD_FILES,
+        MAX_PAYLOAD_BYTES,
+    ) {
+        return Err(too_big(&script_folder, files, bytes));
     }
     // The whole folder once, as the copy will walk it: unreadable parts are bad input now,
     // and what the payload leaves out is said, not silently dropped.
@@ -1578,6 +1644,37 @@ mod tests {
         // A name the rule cannot carry stays refused.
         let (_t, d) = folder(&["My  Script.md"]);
         assert!(resolve_main_script(&d, "my-script", &none).is_err());
+    }
+
+    #[test]
+    fn a_folder_over_the_ceiling_is_refused_early_saying_how_to_narrow_it() {
+        let (_t, d) = folder(&["s.md"]);
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::create_dir_all(d.join(".git")).unwrap();
+        for i in 0..30 {
+            std::fs::write(d.join(format!("data/{i}.csv")), "x".repeat(100)).unwrap();
+            std::fs::write(d.join(format!(".git/{i}")), "x").unwrap();
+        }
+        let none = Excludes::new(&[]).unwrap();
+        assert_eq!(over_ceiling(&d, &none, 100, 1 << 20), None);
+        assert_eq!(
+            over_ceiling(&d, &none, 10, 1 << 20),
+            Some((11, over_ceiling(&d, &none, 10, 1 << 20).unwrap().1))
+        );
+        assert!(over_ceiling(&d, &none, 1000, 500).is_some_and(|(_, b)| b > 500));
+        let narrowed = Excludes::new(&["data".to_string()]).unwrap();
+        assert_eq!(
+            over_ceiling(&d, &narrowed, 10, 1 << 20),
+            None,
+            ".git and data left out"
+        );
+        let e = too_big(&d, 20_001, 3 << 20).to_string();
+        assert!(
+            e.contains("more than 20000 files or 512 MiB")
+                && e.contains("stopped at 20001 files, 3 MiB")
+                && e.contains("--exclude"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -128,6 +128,25 @@ pub fn one_line(text: &str) -> String {
         .join("; ")
 }
 
+/// `text` safe to print on a terminal: control characters (ESC and the rest, which user input
+/// such as `--to` may carry into a message) shown as `\x1b`-style escapes, never sent raw.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let n = c as u32;
+            if n <= 0xff {
+                out.push_str(&format!("\\x{n:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{n:x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// First non-empty line of docker's stderr, trimmed of docker's own prefixes.
 fn first_line(s: &str) -> &str {
     let line = s
@@ -201,6 +220,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn terminal_escapes_from_user_input_are_shown_not_sent() {
+        let shown = terminal_safe("--to \u{1b}[2J\u{1b}]0;pwned\u{7}x\u{9b}y");
+        assert_eq!(shown, "--to \\x1b[2J\\x1b]0;pwned\\x07x\\x9by");
+        assert!(!shown.chars().any(char::is_control));
+        assert_eq!(
+            terminal_safe("plain \"text\" \u{e9}"),
+            "plain \"text\" \u{e9}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -69,7 +69,10 @@ fn run_command(cli: Cli) -> i32 {
         if wants_json(&cli.command) {
             outln!("{}", manage::render_json_error(&e));
         } else {
-            errln!("error: {}", crate::error::one_line(&e.to_string()));
+            errln!(
+                "error: {}",
+                crate::error::terminal_safe(&crate::error::one_line(&e.to_string()))
+            );
         }
         return e.exit_code();
     }
@@ -83,7 +86,7 @@ fn run_command(cli: Cli) -> i32 {
         return match crate::server::serve(&cli, a) {
             Ok(code) => code,
             Err(e) => {
-                errln!("error: {e}");
+                errln!("error: {}", crate::error::terminal_safe(&e.to_string()));
                 e.exit_code()
             }
         };
@@ -111,7 +114,10 @@ fn run_command(cli: Cli) -> i32 {
             } else if json {
                 outln!("{}", manage::render_json_error(&e));
             } else {
-                errln!("error: {}", crate::error::one_line(&e.to_string()));
+                errln!(
+                    "error: {}",
+                    crate::error::terminal_safe(&crate::error::one_line(&e.to_string()))
+                );
             }
             e.exit_code()
         }

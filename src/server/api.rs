@@ -324,15 +324,21 @@ fn plugins(server: &Server) -> Response {
     }
 }
 
-fn bool_param(req: &Request, name: &str) -> Result<bool, Response> {
-    match req.param(name) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
-        Some(v) => Err(Response::error(
-            400,
-            format!("bad query parameter {name}={v:?}: use true or false"),
+/// The one rule for every boolean query flag (`all`, `follow`, `force`): `true` or `false`,
+/// in any case; absent is false. Anything else, an empty value included, is 400.
+pub fn parse_flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(format!(
+            "bad query parameter {name}={v:?}: use {name}=true or {name}=false"
         )),
     }
+}
+
+fn bool_param(req: &Request, name: &str) -> Result<bool, Response> {
+    parse_flag(name, req.param(name)).map_err(|d| Response::error(400, d))
 }
 
 fn num_param(
@@ -401,6 +407,13 @@ fn logs(server: &Server, req: &Request, name: &str, stream: &mut TcpStream) -> O
             ))
         }
     };
+    if follow && service.is_some() {
+        // Refused before the stream starts (a 200 then `event: error` is too late to act on).
+        return Some(Response::error(
+            400,
+            "follow=true follows the container log only: leave out service (a service's log can be read without follow)",
+        ));
+    }
     let m = match manager(server) {
         Ok(m) => m,
         Err(r) => return Some(r),
@@ -448,7 +461,16 @@ fn rollback(server: &Server, req: &Request, name: &str) -> Response {
         Ok(t) => Duration::from_secs(t.unwrap_or(60)),
         Err(r) => return r,
     };
-    let to = req.param("to").filter(|t| !t.is_empty());
+    // The CLI's rule: an empty --to is bad input, not "the previous release".
+    let to = match req.param("to") {
+        Some(t) if t.trim().is_empty() => {
+            return Response::error(
+                400,
+                "bad query parameter to=\"\": give a release id such as r3 (or 3; see GET .../history), or leave `to` out to go back to the previous release",
+            )
+        }
+        t => t,
+    };
     let m = match manager(server) {
         Ok(m) => m,
         Err(r) => return r,
@@ -567,14 +589,57 @@ fn with_field(mut r: Response) -> Response {
     let Ok(mut v) = serde_json::from_slice::<Value>(&r.body) else {
         return r;
     };
-    let field = v["detail"].as_str().and_then(field_of);
-    if let (Some(f), Some(obj)) = (field, v.as_object_mut()) {
-        obj.insert("field".into(), json!(f));
-        if let Ok(body) = serde_json::to_vec_pretty(&v) {
-            r.body = body;
+    let Some(detail) = v["detail"].as_str().map(str::to_string) else {
+        return r;
+    };
+    let field = field_of(&detail);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("detail".into(), json!(rest_words(&detail)));
+        if let Some(f) = field {
+            obj.insert("field".into(), json!(f));
         }
     }
+    if let Ok(body) = serde_json::to_vec_pretty(&v) {
+        r.body = body;
+    }
     r
+}
+
+/// The CLI flags the shared validation names, as the JSON fields a REST client sent.
+const FLAG_FIELDS: &[(&str, &str)] = &[
+    ("--script-folder", "script_folder"),
+    ("--script-name", "script_name"),
+    ("--publish-mode", "publish_mode"),
+    ("--platform", "platform"),
+    ("--replicas", "replicas"),
+    ("--registry", "registry"),
+    ("--timeout", "timeout"),
+    ("--exclude", "exclude"),
+    ("--image", "image_name"),
+    ("--port", "port"),
+    ("--name", "container_name"),
+    ("--env", "env_vars"),
+];
+
+/// A deploy route's message in a REST client's words: `bad --image "x"` -> `bad image_name
+/// "x"`, `pass the right --script-name` -> `give the right script_name`.
+pub fn rest_words(detail: &str) -> String {
+    let mut d = detail.replace("pass the right --", "give the right --");
+    for (flag, field) in FLAG_FIELDS {
+        let mut out = String::with_capacity(d.len());
+        let mut rest = d.as_str();
+        while let Some(i) = rest.find(flag) {
+            let after = &rest[i + flag.len()..];
+            // Whole flags only (`--env` is not the start of `--env-file`).
+            let whole = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-');
+            out.push_str(&rest[..i]);
+            out.push_str(if whole { field } else { flag });
+            rest = after;
+        }
+        out.push_str(rest);
+        d = out;
+    }
+    d
 }
 
 fn bad(detail: impl Into<String>) -> Response {
@@ -618,16 +683,17 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
             },
         }
     };
-    let script_name = string("script_name")?
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| {
-            bad("field \"script_name\" is required (the main script's name without extension)")
-        })?;
-    let script_folder = string("script_folder")?
-        .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| {
-            bad("field \"script_folder\" is required (the folder holding the script)")
-        })?;
+    let required = |k: &str, what: &str| -> Result<String, Response> {
+        match string(k)? {
+            None => Err(bad(format!("field {k:?} is required ({what})"))),
+            Some(s) if s.trim().is_empty() => {
+                Err(bad(format!("field {k:?} is empty: give {what}")))
+            }
+            Some(s) => Ok(s),
+        }
+    };
+    let script_name = required("script_name", "the main script's name without extension")?;
+    let script_folder = required("script_folder", "the folder holding the script")?;
     let image = match (string("image_name")?, string("image_tag")?) {
         (None, None) => None,
         (Some(n), None) => Some(n),
@@ -715,6 +781,60 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
         quiet: true,
         ..DeployArgs::default()
     })
+}
+
+/// Merges `args` (from the request `body`) over the script folder's deployment `file` as the
+/// CLI merges its flags: a field the request sent wins, the file fills the rest, then the
+/// defaults. An `env_file` the file names must lie inside the server's root.
+fn with_deploy_file(
+    body: &Value,
+    args: &DeployArgs,
+    file: &Path,
+    root: Option<&Path>,
+) -> Result<DeployArgs, Response> {
+    let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
+    let pick = |k: &str, v: &Option<String>| if given(k) { v.clone() } else { None };
+    let flags = crate::cli::DeployFlags {
+        plugin: Some(args.plugin.clone()),
+        config: Some(file.to_path_buf()),
+        script_name: Some(args.script_name.clone()),
+        script_folder: Some(args.script_folder.clone()),
+        name: pick("container_name", &args.name),
+        image: pick("image_name", &args.image),
+        platform: pick("platform", &args.platform),
+        port: pick("port", &args.port),
+        env: args.env.clone(),
+        exclude: if given("exclude") {
+            args.exclude.clone()
+        } else {
+            Vec::new()
+        },
+        pull: given("pull").then_some(args.pull),
+        timeout: given("timeout").then(|| args.timeout.clone()),
+        replicas: given("replicas").then(|| args.replicas.clone()),
+        registry: given("registry").then(|| args.registry.clone()),
+        publish_mode: given("publish_mode").then(|| args.publish_mode.clone()),
+        quiet: true,
+        ..Default::default()
+    };
+    let merged = crate::deploy_file::merge(&flags).map_err(|e| error_response(&e))?;
+    let mut out = merged.args;
+    out.quiet = true;
+    if let (Some(f), Some(root)) = (&out.env_file, root) {
+        let inside = f.canonicalize().is_ok_and(|c| c.starts_with(root));
+        if !inside {
+            return Err(Response::error(
+                403,
+                format!(
+                    "{}: env_file {} is outside the folders this server may read ({})",
+                    file.display(),
+                    f.display(),
+                    root.display()
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// `path` with `.` and `..` folded away, without touching the file system.
@@ -821,12 +941,21 @@ fn deploy(
     };
     // The settings.toml / mcp_servers.json search never leaves the root (the server's own
     // working directory may hold the operator's keys).
-    args.confine = server
+    let confine = server
         .roots
         .iter()
         .filter(|r| args.script_folder.starts_with(r))
         .max_by_key(|r| r.as_os_str().len())
         .cloned();
+    // The script folder's deployment file, as the CLI reads it: the request's fields win.
+    let file = args.script_folder.join(crate::deploy_file::FILE_NAME);
+    if file.is_file() {
+        args = match with_deploy_file(&body, &args, &file, confine.as_deref()) {
+            Ok(a) => a,
+            Err(r) => return Some(r),
+        };
+    }
+    args.confine = confine;
 
     let id = progress::new_run_id();
     let run = Arc::new(Run::new(&id));
@@ -1056,6 +1185,47 @@ mod tests {
     }
 
     #[test]
+    fn rest_messages_name_json_fields_not_flags() {
+        assert_eq!(
+            rest_words("bad --image \"::\": give an image reference"),
+            "bad image_name \"::\": give an image reference"
+        );
+        assert_eq!(
+            rest_words("no main script \"x\" in /s: add x.md (or .py, .sh, .txt), or pass the right --script-name"),
+            "no main script \"x\" in /s: add x.md (or .py, .sh, .txt), or give the right script_name"
+        );
+        assert_eq!(
+            rest_words("--port 80 --env-file x --name y"),
+            "port 80 --env-file x container_name y"
+        );
+        let r = with_field(bad("bad --script-name \"a/b\": use letters"));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["detail"], "bad script_name \"a/b\": use letters");
+        assert_eq!(v["field"], "script_name");
+        let d = deploy_args("p", &json!({"script_name": "", "script_folder": "/x"})).unwrap_err();
+        let v: Value = serde_json::from_slice(&d.body).unwrap();
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("\"script_name\" is empty"),
+            "{v}"
+        );
+        for (v, want) in [
+            (None, Ok(false)),
+            (Some("true"), Ok(true)),
+            (Some("True"), Ok(true)),
+            (Some("FALSE"), Ok(false)),
+        ] {
+            assert_eq!(parse_flag("all", v), want);
+        }
+        for bad_value in ["", "1", "0", "yes", "maybe"] {
+            let e = parse_flag("force", Some(bad_value)).unwrap_err();
+            assert!(e.contains("force=true or force=false"), "{e}");
+        }
+    }
+
+    #[test]
     fn details_name_the_field_they_are_about() {
         for (detail, want) in [
             ("field \"port\" must be integer 1-65535", Some("port")),
@@ -1154,5 +1324,31 @@ mod tests {
             .map(|s| s.as_str().to_string())
             .collect();
         assert_eq!(stages, ours);
+        // Every {name} has the name rule; required strings may not be empty; an SSE body is
+        // described as a stream whose `data` is JSON, not as one Event document.
+        for (p, item) in doc["paths"].as_object().unwrap() {
+            for prm in item["parameters"].as_array().into_iter().flatten() {
+                if prm["name"] == "name" {
+                    assert!(
+                        prm["schema"]["pattern"].is_string(),
+                        "{p}: name has no pattern"
+                    );
+                }
+            }
+            for (m, op) in item.as_object().unwrap() {
+                for (code, resp) in op["responses"].as_object().into_iter().flatten() {
+                    let sse = &resp["content"]["text/event-stream"];
+                    if sse.is_object() {
+                        assert_eq!(sse["schema"]["type"], "object", "{m} {p} {code}");
+                        let data = &sse["schema"]["properties"]["data"];
+                        assert_eq!(data["contentMediaType"], "application/json");
+                        assert!(data["contentSchema"].is_object(), "{m} {p} {code}");
+                    }
+                }
+            }
+        }
+        let req = &doc["components"]["schemas"]["DeployRequest"]["properties"];
+        assert_eq!(req["script_name"]["minLength"], 1);
+        assert_eq!(req["script_folder"]["minLength"], 1);
     }
 }

@@ -13,6 +13,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 1024 * 1024;
 /// A request's head must arrive within this.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+/// A connection that sends no byte for this long is closed without an answer (idle
+/// connections must not hold the server's connection slots).
+pub const IDLE_DEADLINE: Duration = Duration::from_secs(2);
 /// A request's body must arrive within this.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Each single write may block this long (a client that stops reading is dropped).
@@ -123,13 +126,33 @@ impl Head {
 
 /// Reads one request from `stream` within the deadlines and limits above.
 pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
-    let head = read_head(stream)?;
-    read_body(stream, head)
+    read_request_within(stream, IDLE_DEADLINE, HEAD_DEADLINE)
 }
 
-/// Reads a request head (within [`HEAD_DEADLINE`], at most [`MAX_HEAD`] bytes).
+/// [`read_request`] with its own deadlines for the first byte and for the whole head.
+pub fn read_request_within(
+    stream: &mut TcpStream,
+    idle: Duration,
+    head: Duration,
+) -> Result<Request, ReadError> {
+    let h = read_head_within(stream, idle, head)?;
+    read_body(stream, h)
+}
+
+/// Reads a request head (within [`HEAD_DEADLINE`], at most [`MAX_HEAD`] bytes; nothing at all
+/// for [`IDLE_DEADLINE`] is a connection gone idle).
 pub fn read_head(stream: &mut TcpStream) -> Result<Head, ReadError> {
-    let head_deadline = Instant::now() + HEAD_DEADLINE;
+    read_head_within(stream, IDLE_DEADLINE, HEAD_DEADLINE)
+}
+
+/// [`read_head`] with its own deadlines for the first byte and for the whole head.
+pub fn read_head_within(
+    stream: &mut TcpStream,
+    idle: Duration,
+    head: Duration,
+) -> Result<Head, ReadError> {
+    let head_deadline = Instant::now() + head;
+    let idle_deadline = Instant::now() + idle.min(head);
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     let head_len = loop {
@@ -139,7 +162,12 @@ pub fn read_head(stream: &mut TcpStream) -> Result<Head, ReadError> {
         if buf.len() > MAX_HEAD {
             return Err(ReadError::HeadTooLarge);
         }
-        let n = match read_some(stream, &mut chunk, head_deadline) {
+        let deadline = if buf.is_empty() {
+            idle_deadline
+        } else {
+            head_deadline
+        };
+        let n = match read_some(stream, &mut chunk, deadline) {
             Ok(0) if buf.is_empty() => return Err(ReadError::Gone),
             Ok(0) => return Err(ReadError::Bad("the request head ended early".into())),
             Ok(n) => n,
@@ -353,6 +381,10 @@ pub fn reason(status: u16) -> &'static str {
 /// The `Server` header of every answer `serve` writes itself.
 pub const SERVER: &str = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
 
+/// Sent on every response: a browser never second-guesses the Content-Type (`/logs` is
+/// text the container wrote, which must never be run as HTML or script).
+pub const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n";
+
 /// Longest reason phrase put on a status line (longer details are cut, with `...`).
 pub const MAX_REASON: usize = 300;
 
@@ -411,6 +443,7 @@ pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<(
         r.status,
         reason_phrase(r)
     );
+    head.push_str(SECURITY_HEADERS);
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -430,6 +463,7 @@ pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io:
     let mut head = format!(
         "HTTP/1.1 200 OK\r\nServer: {SERVER}\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n",
     );
+    head.push_str(SECURITY_HEADERS);
     for (k, v) in extra {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

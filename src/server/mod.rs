@@ -21,8 +21,15 @@ use std::time::Duration;
 
 /// Environment variable holding the bearer token (when `--token-file` is not given).
 pub const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
-/// Connections served at once; more are answered 503 at once.
+/// Connections served at once; more go to the overflow (see [`overflow`]).
 pub const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once for one peer address; more go to the overflow.
+pub const MAX_PER_PEER: usize = 256;
+/// Connections over the limits read and answered at once (`/health` normally, the rest 503);
+/// more than this are answered 503 without reading.
+pub const OVERFLOW_CONNECTIONS: usize = 64;
+/// How long an overflow connection may take to send its request head.
+pub const OVERFLOW_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for running deploys before rolling them back.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
@@ -41,6 +48,8 @@ pub struct Server {
     /// `--backend`: where requests without a route of ours go.
     pub backend: Option<forward::Backend>,
     connections: AtomicUsize,
+    /// Open connections per peer address.
+    peers: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr> {
@@ -166,7 +175,76 @@ impl Server {
                 .map(forward::Backend::parse)
                 .transpose()?,
             connections: AtomicUsize::new(0),
+            peers: Default::default(),
         })
+    }
+}
+
+impl Server {
+    /// Takes a connection slot for `stream`'s peer, unless the server ([`MAX_CONNECTIONS`]) or
+    /// that peer ([`MAX_PER_PEER`]) is at its limit.
+    fn admit(&self, stream: &TcpStream) -> Option<Option<std::net::IpAddr>> {
+        let ip = stream.peer_addr().ok().map(|a| a.ip());
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = ip.map_or(0, |ip| peers.get(&ip).copied().unwrap_or(0));
+        if self.connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS || mine >= MAX_PER_PEER {
+            return None;
+        }
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        if let Some(ip) = ip {
+            *peers.entry(ip).or_insert(0) += 1;
+        }
+        Some(ip)
+    }
+
+    /// Gives back the slot [`Server::admit`] took.
+    fn leave(&self, ip: Option<std::net::IpAddr>) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ip) = ip {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = peers.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    peers.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A connection over the limits: read within [`OVERFLOW_DEADLINE`] on a thread of its own
+/// (at most [`OVERFLOW_CONNECTIONS`]) and answered: `GET /health` as always (monitoring keeps
+/// working while idle connections hold the slots), anything else 503.
+fn overflow(server: &Arc<Server>, mut stream: TcpStream) {
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+    let busy = || {
+        http::Response::error(503, "the server is busy (too many connections, or too many from your address); try again shortly").with("Retry-After", "1")
+    };
+    if OPEN.fetch_add(1, Ordering::SeqCst) >= OVERFLOW_CONNECTIONS {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
+        let _ = http::write_response(&mut stream, &busy());
+        return;
+    }
+    let srv = Arc::clone(server);
+    let spawned = std::thread::Builder::new()
+        .name("overflow".into())
+        .spawn(move || {
+            let _ = stream.set_nodelay(true);
+            match http::read_request_within(&mut stream, OVERFLOW_DEADLINE, OVERFLOW_DEADLINE) {
+                Ok(req) if req.method == "GET" && req.path == "/health" => {
+                    if let Some(resp) = api::route(&srv, &req, &mut stream) {
+                        let _ = http::write_response(&mut stream, &resp);
+                    }
+                }
+                Err(http::ReadError::Gone) => {}
+                _ => {
+                    let _ = http::write_response(&mut stream, &busy());
+                }
+            }
+            OPEN.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        OPEN.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -249,36 +327,23 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
             break;
         }
         let Ok(stream) = stream else { continue };
-        let n = server.connections.fetch_add(1, Ordering::SeqCst);
-        if n >= MAX_CONNECTIONS {
-            server.connections.fetch_sub(1, Ordering::SeqCst);
-            let mut s = stream;
-            let started = std::time::Instant::now();
-            let busy = http::Response::error(503, "the server is busy; try again shortly");
-            let _ = http::write_response(&mut s, &busy);
-            access::log(
-                s.peer_addr().ok(),
-                "-",
-                "-",
-                503,
-                busy.body.len() as u64,
-                started,
-                false,
-            );
+        let Some(peer) = server.admit(&stream) else {
+            overflow(&server, stream);
             continue;
-        }
+        };
         let srv = Arc::clone(&server);
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
                 handle(&srv, stream);
-                srv.connections.fetch_sub(1, Ordering::SeqCst);
+                srv.leave(peer);
             });
         if spawned.is_err() {
-            server.connections.fetch_sub(1, Ordering::SeqCst);
+            server.leave(peer);
         }
     }
-    drop(listener);
+    // Until the process exits, new connections are answered 503 (not refused by the OS).
+    refuse_while_draining(listener);
     server.runs.close();
     let active = server.runs.active();
     if active > 0 {
@@ -317,6 +382,51 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     }
     let _ = writeln!(std::io::stderr(), "stopped");
     Ok(crate::error::exit::OK)
+}
+
+/// Connections answered 503 at once during a shutdown; more wait in the backlog.
+const DRAIN_CONNECTIONS: usize = 64;
+
+/// During a shutdown: every new connection gets `503 the server is shutting down`, read and
+/// answered on a thread of its own (at most [`DRAIN_CONNECTIONS`] at once), until the process
+/// exits. Nothing new is started.
+fn refuse_while_draining(listener: TcpListener) {
+    static OPEN: AtomicUsize = AtomicUsize::new(0);
+    let _ = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                if OPEN.fetch_add(1, Ordering::SeqCst) >= DRAIN_CONNECTIONS {
+                    OPEN.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("drain-conn".into())
+                        .spawn(move || {
+                            // Read the request first: closing on unread bytes would reset the
+                            // connection before the client reads the answer.
+                            if !matches!(
+                                http::read_request(&mut stream),
+                                Err(http::ReadError::Gone)
+                            ) {
+                                let _ = http::write_response(
+                                    &mut stream,
+                                    &http::Response::error(
+                                        503,
+                                        "the server is shutting down and takes no new requests",
+                                    )
+                                    .with("Retry-After", "5"),
+                                );
+                            }
+                            OPEN.fetch_sub(1, Ordering::SeqCst);
+                        });
+                if spawned.is_err() {
+                    OPEN.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        });
 }
 
 /// First signal: stop accepting (wake the accept loop with a connection of our own).
@@ -422,12 +532,15 @@ fn handle(server: &Arc<Server>, mut stream: TcpStream) {
     done(&method, &path);
 }
 
-/// Compares two secrets in time that does not depend on where they differ.
+/// Compares two secrets in time that depends neither on where they differ nor on their
+/// lengths: both are hashed (SHA-256) and the digests, always 32 bytes, compared in full.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 #[cfg(test)]
@@ -439,6 +552,8 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

@@ -457,3 +457,78 @@ fn a_redeploy_reports_the_container_and_image_that_actually_run() {
     );
     assert_eq!(third["details"]["image"], image.as_str(), "{third}");
 }
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn rest_reads_the_folders_deployment_file_and_the_request_wins() {
+    let Some(docker) = support::docker() else {
+        return;
+    };
+    support::pull_stand_in(&docker);
+    let s = Served::start(&docker, &[]);
+    let folder = s.folder("with-file");
+    let name = support::unique_name("fp-ui-file");
+    let _left = Leftovers(docker.clone(), name.clone(), None);
+    write(
+        &folder,
+        "fractalic-publish.toml",
+        &format!("container_name = \"{name}\"\ntimeout = 90\n\n[environment]\nFROM_FILE = \"file\"\nBOTH = \"file\"\n"),
+    );
+    let mut body = serve::deploy_body(
+        folder.to_str().unwrap(),
+        "x",
+        json!({"env_vars": {"BOTH": "request"}}),
+    );
+    body.as_object_mut().unwrap().remove("container_name");
+    let events = replay_ui(&ui_post(&s.url, &body), true);
+    let r = &events.last().unwrap()["result"];
+    assert_eq!(r["deployment_id"], name.as_str(), "the file named it: {r}");
+    let env = support::docker_ok(&docker, &["inspect", "-f", "{{json .Config.Env}}", &name]);
+    assert!(env.contains("\"FROM_FILE=file\""), "{env}");
+    assert!(env.contains("\"BOTH=request\""), "the request wins: {env}");
+    let o = support::run_docker(&docker, &["exec", &name, "ls", "/payload/hello/"]);
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(!listing.contains("fractalic-publish.toml"), "{listing}");
+}
+
+#[test]
+fn a_whole_monorepo_as_script_folder_is_refused_quickly_saying_how_to_narrow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (docker, calls) = support::untouchable_docker(dir.path());
+    let s = Served::start(&docker, &[]);
+    let repo = ui_repo(s.root.path());
+    // What the default excludes leave out does not count; what is left is over the ceiling.
+    for i in 0..20_001 {
+        let d = repo.join(format!("data/{:03}", i % 200));
+        if i < 200 {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        std::fs::write(d.join(format!("{i}.json")), "{}").unwrap();
+    }
+    let url = format!("{}/api/deploy/docker-registry/stream", s.url);
+    let payload = json!({
+        "image_name": "ghcr.io/fractalic-ai/fractalic",
+        "image_tag": "latest",
+        "script_name": "my-script",
+        "script_folder": repo.to_str().unwrap(),
+    });
+    let Some((status, text, body)) = node_fetch(&url, "POST", Some(&payload)) else {
+        return;
+    };
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        text.contains("is too big to deploy: it holds more than 20000 files"),
+        "{text}"
+    );
+    assert!(text.contains("exclude"), "says how to narrow it: {text}");
+    assert!(!text.contains("--"), "JSON field names over REST: {text}");
+    // Narrowed with `exclude`, the same repository passes validation (and reaches Docker).
+    let mut narrowed = payload.clone();
+    narrowed["exclude"] = json!(["data"]);
+    let (status, _, body) = node_fetch(&url, "POST", Some(&narrowed)).unwrap();
+    assert_ne!(status, 400, "{body}");
+    assert!(
+        !support::calls(&calls).is_empty(),
+        "the narrowed deploy went on to docker"
+    );
+}
