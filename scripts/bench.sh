@@ -8,6 +8,8 @@
 #   BENCH_RUNS=3 scripts/bench.sh   fewer runs per deploy measurement (default 5)
 #   scripts/bench.sh swarm      only the docker-swarm section (needs the test bed's swarm)
 #   scripts/bench.sh container  only section 9: a deploy from inside a container vs the host
+#   scripts/bench.sh cluster    docker-swarm on 1, 2, 3 nodes of scripts/dev-env.sh cluster:
+#                               deploy vs bare, update, node death (scripts/bench/cluster.sh)
 #
 # Every container it creates is named bench-<pid>-... and removed on exit, failure included.
 # Timing: bash's $EPOCHREALTIME (microseconds, no fork) around each command; medians, min, max
@@ -17,6 +19,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HELP="$ROOT/scripts/bench"
+if [[ ${1:-} == cluster ]]; then exec "$HELP/cluster.sh"; fi
 PY="python3 $HELP/bench.py"
 WRAP="$HELP/docker-wrap"
 RUNS=${BENCH_RUNS:-5}

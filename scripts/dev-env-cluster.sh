@@ -27,12 +27,20 @@
 # lacks: publish in host mode. The main engine is never touched.
 #
 # State (pid files, logs, data and exec roots) lives in target/dev-env/cluster/; the machine-wide
-# owner of the cluster (only one fits the addresses) is recorded in /run/fpc-cluster.owner.
+# owner of the cluster (only one fits the addresses) is recorded in /run/fpc-cluster.owner; a
+# cluster another checkout brought up is used as it is, and only that checkout takes it down.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE="$ROOT/target/dev-env/cluster"
+OWN_STATE="$ROOT/target/dev-env/cluster"
 OWNER_FILE=/run/fpc-cluster.owner
+STATE=$OWN_STATE
+# Only one cluster fits the addresses: one that another checkout brought up is the cluster
+# (up reuses it, status, host, stop-node ... act on it), but only its owner may bring it down.
+if [[ -f $OWNER_FILE ]]; then
+	other=$(<"$OWNER_FILE")
+	if [[ $other != "$STATE" && -f $other/nodes ]]; then STATE=$other; fi
+fi
 HUB=fpc-hub
 BRIDGE=fpcbr0
 NET=10.231.0
@@ -291,13 +299,8 @@ healthy() {
 }
 
 check_owner() {
-	if [[ -f $OWNER_FILE && $(<"$OWNER_FILE") != "$STATE" ]]; then
-		local other
-		other=$(<"$OWNER_FILE")
-		if [[ -d $other ]]; then
-			die "another checkout's cluster is up ($other): bring it down there (scripts/dev-env.sh cluster down), or use it"
-		fi
-		log "stale owner file $OWNER_FILE ($other is gone); taking over"
+	if [[ $STATE != "$OWN_STATE" ]]; then
+		die "another checkout's cluster is up ($STATE) but not as asked or not healthy: bring it down there (scripts/dev-env.sh cluster down)"
 	fi
 }
 
@@ -320,13 +323,13 @@ cmd_up() {
 	done
 	((managers <= n)) || bad "--managers $managers needs at least $managers nodes, not $n"
 	need_tools
-	check_owner
 	if [[ $(nodes_count) == "$n" && $(managers_count) == "$managers" ]] && healthy "$n"; then
-		log "the $n-node cluster is up already"
+		log "the $n-node cluster is up already${STATE:+ ($STATE)}"
 		echo "CLUSTER_NODES=$n"
 		echo "CLUSTER_DOCKER_HOST=$(host_of 1)"
 		return 0
 	fi
+	check_owner
 	if [[ $(nodes_count) != 0 ]]; then
 		log "a different or broken cluster is recorded ($(nodes_count) nodes); taking it down first"
 		cmd_down
@@ -372,8 +375,8 @@ cmd_down() {
 		log "no cluster was started from this checkout; nothing to stop"
 		return 0
 	fi
-	if [[ -f $OWNER_FILE && $(<"$OWNER_FILE") != "$STATE" ]]; then
-		die "the cluster up now belongs to $(<"$OWNER_FILE"); not touching it"
+	if [[ $STATE != "$OWN_STATE" ]]; then
+		die "the cluster up now belongs to $STATE; not touching it (bring it down from that checkout)"
 	fi
 	for d in "$STATE"/n*/; do
 		[[ -d $d ]] || continue

@@ -7,6 +7,10 @@
 # If `up` fails: with CI=true that is a failure; otherwise the Docker tests are reported as
 # ignored (FRACTALIC_TEST_NO_DOCKER=1, see build.rs). If `browser` fails: with CI=true that is a
 # failure; otherwise the browser test skips.
+# Then the multi-node swarm for tests/integration/cluster.rs (scripts/dev-env.sh cluster up: three
+# engines in network namespaces), exported as FRACTALIC_TEST_CLUSTER=unix:///.../n1.sock and
+# brought down at the end if this run started it; with CI=true a cluster that cannot come up is
+# a failure, otherwise those tests skip.
 # Screenshots of the page test land in target/webpage/ (keep them as CI artifacts).
 set -euo pipefail
 
@@ -15,8 +19,13 @@ cd "$ROOT"
 
 was_up=no
 if scripts/dev-env.sh status >/dev/null 2>&1; then was_up=yes; fi
+cluster_was_up=no
+if scripts/dev-env.sh cluster status >/dev/null 2>&1; then cluster_was_up=yes; fi
 
 cleanup() {
+	if [[ $cluster_was_up == no && ${KEEP_DEV_ENV:-} != 1 ]]; then
+		scripts/dev-env.sh cluster down || echo "test.sh: dev-env.sh cluster down failed" >&2
+	fi
 	if [[ $was_up == no && ${KEEP_DEV_ENV:-} != 1 ]]; then
 		scripts/dev-env.sh down || echo "test.sh: dev-env.sh down failed" >&2
 	fi
@@ -44,6 +53,15 @@ elif [[ ${CI:-} == true ]]; then
 else
 	echo "test.sh: dev-env.sh up failed; running the tests anyway, Docker tests will be listed as ignored" >&2
 	export FRACTALIC_TEST_NO_DOCKER=1
+fi
+
+if [[ ${FRACTALIC_TEST_NO_DOCKER:-} != 1 ]] && out=$(scripts/dev-env.sh cluster up 3); then
+	export FRACTALIC_TEST_CLUSTER=$(sed -n 's/^CLUSTER_DOCKER_HOST=//p' <<<"$out" | tail -n 1)
+elif [[ ${CI:-} == true ]]; then
+	echo "test.sh: dev-env.sh cluster up failed and CI=true" >&2
+	exit 1
+else
+	echo "test.sh: no multi-node cluster; the cluster tests will skip" >&2
 fi
 
 if ! scripts/dev-env.sh browser >/dev/null; then

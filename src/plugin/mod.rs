@@ -643,17 +643,39 @@ mod tests {
         m.insert("bind".into(), Dynamic::from("0.0.0.0".to_string()));
         let problems = r.call("validate", (m,)).unwrap().into_array().unwrap();
         assert!(problems.is_empty(), "{problems:?}");
-        // docker-swarm: host-mode task URLs at the engine host too.
+        // docker-swarm: host-mode task URLs at the engine host too when the node advertises a
+        // loopback address (or is unknown), else at the task's node address.
         let s = Plugin::load(find("docker-swarm", &[]).unwrap(), h).unwrap();
-        let mut t = rhai::Map::new();
-        t.insert("port".into(), Dynamic::from(30001_i64));
+        let task = |node: &str| {
+            let mut t = rhai::Map::new();
+            t.insert("port".into(), Dynamic::from(30001_i64));
+            t.insert("node".into(), Dynamic::from(node.to_string()));
+            Dynamic::from(t)
+        };
+        let node = |addr: &str| {
+            let mut n = rhai::Map::new();
+            n.insert("addr".into(), Dynamic::from(addr.to_string()));
+            Dynamic::from(n)
+        };
+        let mut nodes = rhai::Map::new();
+        nodes.insert("lo".into(), node("127.0.0.1"));
+        nodes.insert("n2".into(), node("10.231.0.12"));
+        nodes.insert("n6".into(), node("fd00::6"));
         let urls = s
             .call(
                 "urls_of",
-                ("host", rhai::Map::new(), vec![Dynamic::from(t)]),
+                (
+                    "host",
+                    rhai::Map::new(),
+                    vec![task("lo"), task("gone"), task("n2"), task("n6")],
+                    nodes,
+                ),
             )
             .unwrap();
-        assert_eq!(urls.to_string(), "[\"http://10.1.2.3:30001\"]");
+        assert_eq!(
+            urls.to_string(),
+            "[\"http://10.1.2.3:30001\", \"http://10.1.2.3:30001\", \"http://10.231.0.12:30001\", \"http://[fd00::6]:30001\"]"
+        );
     }
 
     #[test]

@@ -409,6 +409,37 @@ fn a_dead_node_degrades_the_deployment_by_name_swarm_heals_it_and_the_node_rejoi
     );
     assert!(c.tasks(&name).iter().all(|(n, _)| *n != victim));
 
+    // An update while the node is down: done on the remaining nodes, naming the missing one.
+    std::fs::write(
+        dir.path().join("hello.md"),
+        "# Updated {id=u}\n\n@return\nblock: u\n",
+    )
+    .unwrap();
+    let o = c.publisher(&deploy_args(dir.path(), &name, &image, "3"));
+    assert_code(&o, 0);
+    let v = json(&o);
+    let warned = v["warnings"].as_array().is_some_and(|w| {
+        w.iter().any(|w| {
+            w.as_str()
+                .unwrap_or("")
+                .starts_with(&format!("node {victim} ("))
+                && w.as_str().unwrap_or("").contains(" is down")
+        })
+    });
+    assert!(warned, "the update does not name the down node: {v}");
+    for url in urls(&v) {
+        assert!(
+            !url.contains(&format!(".{}:", 10 + k.parse::<u8>().unwrap())),
+            "{url}"
+        );
+        let r = execute(&url);
+        assert_eq!(r["success"], true, "{url}: {r}");
+        assert!(
+            r["return_content"].as_str().unwrap().contains("# Updated"),
+            "{url}: {r}"
+        );
+    }
+
     // The node comes back and rejoins.
     g.restore.clear();
     c.script(&["start-node", k]);
