@@ -1021,6 +1021,49 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
     }
 }
 
+/// Stops a container the proxy no longer routes to, once the requests it was serving are done:
+/// polls its TCP table (`/proc/net/tcp*`, readable in any image) until no connection to the AI
+/// server's port is established (the proxy closes its idle ones when the old route goes), for
+/// at most `limit`, then stops it at once (nothing is left for a grace period to finish).
+fn drain_and_stop(d: &Docker, container: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, out) = d.exec(
+            container,
+            &["cat", "/proc/net/tcp", "/proc/net/tcp6"],
+            QUICK,
+        )?;
+        if status != Some(0) || established_on(&out.stdout, crate::proxy::UPSTREAM_PORT) == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.run(&["stop", "-t", "0", container], None, QUICK)
+        .map(|_| ())
+}
+
+/// Established connections whose local port is `port`, in `/proc/net/tcp` text.
+fn established_on(table: &str, port: u16) -> usize {
+    let want = format!("{port:04X}");
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 3).then(|| (f[1], f[3]))
+        })
+        .filter(|(local, state)| {
+            *state == "01"
+                && local
+                    .rsplit(':')
+                    .next()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(&want))
+        })
+        .count()
+}
+
 /// A proxied deployment's new container: started on the proxy network beside the live one,
 /// proven healthy at its own address, renamed into place, then the route moves to it in one
 /// graceful reload (requests in flight finish on the old one), then the old one is stopped and
@@ -1096,13 +1139,11 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
             );
             p.ensure_up()?;
             if plan.running {
-                host.progress
-                    .step(85, format!("Stopping the old container (now {aside})"));
-                d.run(
-                    &["stop", "-t", STOP_GRACE, &aside],
-                    None,
-                    QUICK + Duration::from_secs(5),
-                )?;
+                host.progress.step(
+                    85,
+                    format!("Draining and stopping the old container (now {aside})"),
+                );
+                drain_and_stop(d, &aside, Duration::from_secs(secs.clamp(1, 600) as u64))?;
             }
         } else {
             host.progress.step(
@@ -1564,11 +1605,7 @@ pub fn rollback(
                     what: format!("{aside} stopped"),
                     remove_args: vec!["start".into(), aside.clone()],
                 })?;
-                d.run(
-                    &["stop", "-t", STOP_GRACE, &aside],
-                    None,
-                    QUICK + Duration::from_secs(5),
-                )?;
+                drain_and_stop(d, &aside, Duration::from_secs(secs.clamp(1, 600) as u64))?;
             }
             let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
             let ids: Vec<u64> = owner_out
@@ -1908,6 +1945,21 @@ fn state_of(
         bind: cfg.bind.to_string(),
         script_name: cfg.script_name.clone(),
         main_script: cfg.main_script.clone(),
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    #[test]
+    fn counts_established_connections_on_the_port() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1
+   1: 0200A8C0:1F41 0100A8C0:D2F0 01 00000000:00000000 00:00000000 00000000  1000        0 2 1
+   2: 0200A8C0:1F41 0100A8C0:D2F2 06 00000000:00000000 00:00000000 00000000  1000        0 3 1
+   3: 0200A8C0:9C40 0100A8C0:1F41 01 00000000:00000000 00:00000000 00000000  1000        0 4 1
+";
+        assert_eq!(super::established_on(t, 8001), 1);
+        assert_eq!(super::established_on("", 8001), 0);
     }
 }
 
