@@ -620,7 +620,11 @@ fn a_backend_that_is_down_is_a_502_naming_it() {
             "{\"command\":\"true\",\"path\":\".\"}",
         ),
     );
-    assert_eq!((r.status, r.reason.as_str()), (502, "Bad Gateway"), "{r:?}");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        r.reason.contains("cannot be reached"),
+        "the reason phrase says why: {r:?}"
+    );
     let body = r.body();
     assert_eq!(body.lines().count(), 1, "{body}");
     assert!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 const SETTINGS: &str = "defaultProvider = \"one\"\n[settings.one]\nmodel = \"m\"\napiKey = \"k\"\n";
 
 fn script(version: &str) -> String {
-    format!("# Demo {{id=d}}\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
+    format!("# Demo {{id=d}}\n\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
 }
 
 /// A deployment under test; every container whose name starts with its name is removed when

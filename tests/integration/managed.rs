@@ -175,7 +175,7 @@ pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::Ex
 pub fn docker_wrapper(dir: &Path, docker: &Path, log: &Path, prelude: &str) -> PathBuf {
     let p = dir.join("docker-wrapper");
     let body = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\n{prelude}\nexec '{}' \"$@\"\n",
+        "#!/bin/sh\na=$(printf '%s' \"$*\" | tr '\\n' ' '); printf '%s\\n' \"$a\" >> '{}'\n{prelude}\nexec '{}' \"$@\"\n",
         log.display(),
         docker.display()
     );

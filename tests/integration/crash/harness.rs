@@ -193,7 +193,7 @@ impl Drop for Lab {
 
 /// The script of release `version`.
 pub fn script(version: &str) -> String {
-    format!("# Demo {{id=d}}\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
+    format!("# Demo {{id=d}}\n\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

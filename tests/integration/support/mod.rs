@@ -383,7 +383,7 @@ pub fn counting_docker(dir: &Path, docker: &Path, log: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec {} \"$@\"\n",
+        "#!/bin/sh\na=$(printf '%s' \"$*\" | tr '\\n' ' '); printf '%s\\n' \"$a\" >> {}\nexec {} \"$@\"\n",
         quote(log),
         quote(docker)
     );
