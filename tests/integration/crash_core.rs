@@ -138,7 +138,8 @@ fn execute(url: &str) -> Result<String, String> {
     let content = v["return_content"].as_str().unwrap_or("");
     content
         .lines()
-        .find_map(|l| l.strip_prefix("prompt: echo "))
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .ok_or_else(|| format!("no version in {v}"))
 }

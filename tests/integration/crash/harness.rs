@@ -756,7 +756,8 @@ impl Lab {
             .as_str()
             .unwrap_or("")
             .lines()
-            .find_map(|l| l.strip_prefix("prompt: echo "))
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_string)
             .ok_or_else(|| format!("/execute answered without a version: {v}"))
     }
