@@ -40,7 +40,23 @@ chmod 600 "$work/token"
 
 # A docker that knows no containers: the fuzzer must never reach the shared engine's real
 # deployments (the stateful phase follows links from the listing to stop and delete).
-printf '#!/bin/sh\ncase "$1" in version) echo 27.0.0;; esac\nexit 0\n' >"$work/docker"
+# A docker that knows no object: `inspect` answers as the real CLI does for a missing one
+# ("[]" and "No such ...", exit 1); listings are empty.
+cat >"$work/docker" <<'FAKE'
+#!/bin/sh
+case "$1" in version) echo 27.0.0; exit 0;; esac
+kind=object
+for a in "$@"; do
+	case "$a" in
+	container) kind=container ;;
+	image) kind=image ;;
+	service) kind=service ;;
+	inspect) echo "[]"; echo "Error: No such $kind: ${last:-x}" >&2; exit 1 ;;
+	esac
+	last=$a
+done
+exit 0
+FAKE
 chmod +x "$work/docker"
 "$BIN" --docker "$work/docker" serve --listen 127.0.0.1:0 --root "$work/root" --token-file "$work/token" >"$work/out" 2>"$work/err" &
 pid=$!

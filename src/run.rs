@@ -293,15 +293,6 @@ fn manage(cli: &Cli) -> Result<()> {
     let claim = crate::cleanup::claim_or_park;
     match &cli.command {
         Command::Ps(a) => {
-            // The front proxy's state, looked up beside the listing (text mode only: `ps --json`
-            // stays the list of deployments; `proxy status --json` has the proxy).
-            let proxy = (!a.json.json).then(|| {
-                let flag = cli.docker.clone();
-                std::thread::spawn(move || {
-                    let d = crate::docker::Docker::locate(flag.as_deref()).ok()?;
-                    d.container_inspect(crate::proxy::PROXY_NAME).ok().flatten()
-                })
-            });
             let entries = m.ps(a.all)?;
             claim();
             if a.json.json {
@@ -313,14 +304,6 @@ fn manage(cli: &Cli) -> Result<()> {
                 );
             } else {
                 out!("{}", manage::render_ps(&entries));
-            }
-            if let Some(v) = proxy.and_then(|t| t.join().ok()).flatten() {
-                outln!(
-                    "front proxy: {} {} ({}; `fractalic-publisher proxy status` for its routes)",
-                    crate::proxy::PROXY_NAME,
-                    v["State"]["Status"].as_str().unwrap_or("?"),
-                    v["Config"]["Image"].as_str().unwrap_or("?")
-                );
             }
         }
         Command::Status(a) => {

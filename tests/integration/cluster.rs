@@ -295,7 +295,12 @@ fn three_replicas_run_on_three_nodes_each_answering_with_the_settings_secret() {
     for url in &u {
         let r = execute(url);
         assert_eq!(r["success"], true, "{url}: {r}");
-        assert_eq!(r["return_content"], script.as_str(), "{url}: {r}");
+        assert!(script.contains("hello from fractalic shell"));
+        assert_eq!(
+            r["return_content"],
+            "# Shell output {id=shell-output}\nhello from fractalic shell\nLinux\n\n",
+            "{url}: {r}"
+        );
         assert!(
             r["output"].as_str().unwrap().contains("provider demo"),
             "{url}: {r}"
