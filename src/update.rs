@@ -1021,6 +1021,20 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
     }
 }
 
+/// The owner of `/payload` in `name` (the image's user), for files written beside it.
+fn payload_owner(d: &Docker, name: &str) -> Result<Owner> {
+    let (_, out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
+    let ids: Vec<u64> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Ok(Owner {
+        uid: ids.first().copied().unwrap_or(0),
+        gid: ids.get(1).copied().unwrap_or(0),
+    })
+}
+
 /// Stops a container the proxy no longer routes to, once the requests it was serving are done:
 /// polls its TCP table (`/proc/net/tcp*`, readable in any image) until no connection to the AI
 /// server's port is established (the proxy closes its idle ones when the old route goes), for
@@ -1607,17 +1621,7 @@ pub fn rollback(
                 })?;
                 drain_and_stop(d, &aside, Duration::from_secs(secs.clamp(1, 600) as u64))?;
             }
-            let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
-            let ids: Vec<u64> = owner_out
-                .stdout
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let owner = Owner {
-                uid: ids.first().copied().unwrap_or(0),
-                gid: ids.get(1).copied().unwrap_or(0),
-            };
-            write_history(d, name, &bytes, owner)
+            write_history(d, name, &bytes, payload_owner(d, name)?)
         };
         return match steps() {
             Ok(()) => Ok(
@@ -1677,17 +1681,7 @@ pub fn rollback(
             port,
             secs,
         )?;
-        let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
-        let ids: Vec<u64> = owner_out
-            .stdout
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let owner = Owner {
-            uid: ids.first().copied().unwrap_or(0),
-            gid: ids.get(1).copied().unwrap_or(0),
-        };
-        write_history(d, name, &bytes, owner)
+        write_history(d, name, &bytes, payload_owner(d, name)?)
     };
     match steps() {
         Ok(()) => Ok(
