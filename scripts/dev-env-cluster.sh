@@ -298,7 +298,35 @@ healthy() {
 	all_ready "$n"
 }
 
+# abandoned: the recorded cluster has not one living process (no engine, no forwarder, nothing
+# in a node's namespace): its owner's processes died with a machine or session restart while
+# /run and the namespaces stayed. Such a cluster serves nobody; any checkout may clear it.
+abandoned() {
+	local name f
+	alive "$STATE/socat-root.pid" socat && return 1
+	for f in "$STATE"/n*/dockerd.pid "$STATE"/n*/socat.pid; do
+		[[ -f $f ]] && alive "$f" "" && return 1
+	done
+	for name in $(ip netns list | awk '{print $1}'); do
+		[[ $name =~ ^fpc-n([0-9]+)$ ]] || continue
+		[[ -n $(node_pids "${BASH_REMATCH[1]}") ]] && return 1
+	done
+	true
+}
+
+# reclaim: take an abandoned cluster of another checkout down and make this checkout's state the
+# cluster's (nothing of it runs, so only the namespaces, links and the owner record go).
+reclaim() {
+	[[ $STATE != "$OWN_STATE" ]] || return 0
+	abandoned || return 1
+	log "the cluster recorded by $STATE has no living process (left by a restart); clearing it"
+	net_down
+	rm -f "$OWNER_FILE"
+	STATE=$OWN_STATE
+}
+
 check_owner() {
+	reclaim || true
 	if [[ $STATE != "$OWN_STATE" ]]; then
 		die "another checkout's cluster is up ($STATE) but not as asked or not healthy: bring it down there (scripts/dev-env.sh cluster down)"
 	fi
@@ -375,6 +403,7 @@ cmd_down() {
 		log "no cluster was started from this checkout; nothing to stop"
 		return 0
 	fi
+	reclaim || true
 	if [[ $STATE != "$OWN_STATE" ]]; then
 		die "the cluster up now belongs to $STATE; not touching it (bring it down from that checkout)"
 	fi
