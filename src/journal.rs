@@ -1018,6 +1018,10 @@ pub fn unfinished_in(dir: &Path, name: Option<&str>, take: bool) -> Vec<Found> {
     for path in paths {
         let fname = path.file_name().map(|f| f.to_string_lossy().to_string());
         let Some(fname) = fname else { continue };
+        if fname.starts_with('.') && fname.ends_with(".jsonl.new") {
+            remove_dead_header(&path);
+            continue;
+        }
         if !fname.ends_with(".jsonl") || fname.starts_with('.') {
             continue;
         }
@@ -1051,6 +1055,34 @@ pub fn unfinished_in(dir: &Path, name: Option<&str>, take: bool) -> Vec<Found> {
         out.push(f);
     }
     out
+}
+
+/// Deletes `.RUN.jsonl.new`, a header that was never renamed into place, when its writer is
+/// dead: it was killed between creating the header and its first record, so nothing of that
+/// record was done (a record is written before the change it describes). A writer holds the
+/// file's lock from its creation on; a header too torn to name its writer goes once its lock is
+/// free and it is a minute old (the instant between `open` and `try_lock`).
+fn remove_dead_header(path: &Path) {
+    let Ok(file) = std::fs::OpenOptions::new().append(true).open(path) else {
+        return;
+    };
+    if file.try_lock().is_err() {
+        return;
+    }
+    let dead = match read(path) {
+        Some(f) => alive(f.pid, f.start) == Some(false),
+        None => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60)),
+    };
+    if dead {
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            crate::state::sync_dir(dir);
+        }
+    }
 }
 
 /// [`unfinished_in`] in the state directory's `journals`.
@@ -1379,6 +1411,27 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert_eq!(alive(pid, None), Some(false));
+    }
+
+    #[test]
+    fn a_header_never_renamed_into_place_goes_when_its_writer_is_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dead_journal(dir.path(), "9-2-c", "");
+        let jdir = dir.path().join("journals");
+        let beside = jdir.join(".9-2-c.jsonl.new");
+        std::fs::rename(&dead, &beside).unwrap();
+        // A live writer's header (this process) stays, and so does a file that is no header.
+        let live = jdir.join(".9-3-d.jsonl.new");
+        let me = std::process::id();
+        let header = json!({"journal": 1, "run": "9-3-d", "pid": me, "start": process_start(me),
+            "name": "fp-x", "command": "deploy", "since": "2026-12-03T10:00:00Z"});
+        std::fs::write(&live, format!("{header}\n")).unwrap();
+        let torn = jdir.join(".9-4-e.jsonl.new");
+        std::fs::write(&torn, "{\"journal\": 1, \"ru").unwrap();
+        assert!(unfinished_in(&jdir, Some("fp-x"), false).is_empty());
+        assert!(!beside.exists(), "the dead writer's header is removed");
+        assert!(live.exists(), "a live writer's header is left alone");
+        assert!(torn.exists(), "a fresh torn header is left alone (its writer may be starting)");
     }
 
     #[test]

@@ -241,7 +241,6 @@ fn current_release(lab: &Lab) -> String {
 }
 
 #[test]
-#[ignore = "issue 16: killed at Creating container (the run's first journal record) the journal's header temp file journals/.RUN.jsonl.new is left in the state dir (reconcile removes RUN.jsonl only); fixed by crash-b"]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn first_deploy_killed_anywhere_leaves_nothing_or_the_release() {
     let Some(mut lab) = Lab::new("first deploy", "fp-crash-first") else {
@@ -770,7 +769,6 @@ fn swarm_update_killed_anywhere_serves_old_or_new() {
 }
 
 #[test]
-#[ignore = "issue 16: killed at Rolling (the run's first journal record) journals/.RUN.jsonl.new is left in the state dir; fixed by crash-b"]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn swarm_rollback_killed_anywhere_serves_old_or_new() {
     let Some(lab) = Lab::new_swarm("swarm rollback", "fp-crash-swrb") else {
@@ -827,7 +825,6 @@ fn swarm_rm_killed_anywhere_leaves_the_deployment_or_nothing() {
 /// `completed`); the deployment serves the old or the new release; a new deploy through the
 /// API converges; nothing is left behind.
 #[test]
-#[ignore = "issue 16: serve killed at Starting the new container (the run's first journal record) leaves journals/.RUN.jsonl.new in the state dir; fixed by crash-b"]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn serve_killed_mid_deploy_and_started_again_tells_the_truth() {
     let Some(mut lab) = Lab::new("serve killed mid-deploy", "fp-crash-serve") else {
