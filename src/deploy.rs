@@ -102,6 +102,8 @@ pub struct Prepared {
     lock_wait: std::time::Duration,
     /// `--port P` is busy now: fine only if it is this deployment's own port (an update).
     port_busy: Option<(u16, Error)>,
+    /// Where plugins are found (a reconcile finishing a killed `rm` loads the deployment's).
+    dirs: Vec<std::path::PathBuf>,
 }
 
 impl Prepared {
@@ -185,7 +187,8 @@ pub fn prepare_config(
     progress: Progress,
 ) -> Result<Prepared> {
     progress.step(1, format!("Validated the deploy of {}", cfg.name));
-    let source = plugin::find(&cfg.plugin, &plugin::search_dirs(plugins_dir))?;
+    let dirs = plugin::search_dirs(plugins_dir);
+    let source = plugin::find(&cfg.plugin, &dirs)?;
     let plugin_source = source.label();
     progress.info(format!("plugin {} from {}", source.name, plugin_source));
     for c in &cfg.config_files {
@@ -231,6 +234,7 @@ pub fn prepare_config(
         progress,
         lock_wait: std::time::Duration::ZERO,
         port_busy: None,
+        dirs,
     })
 }
 
@@ -250,6 +254,7 @@ pub fn run(p: Prepared) -> Result<Report> {
         progress,
         lock_wait,
         port_busy,
+        dirs,
     } = p;
     // One deploy (or rollback, stop, start, rm) of a name at a time, CLI and REST alike.
     let mut lock = crate::lock::DeployLock::acquire(&name, "deploy", lock_wait)?;
@@ -258,7 +263,11 @@ pub fn run(p: Prepared) -> Result<Report> {
     // reads the deployment (the early read below included).
     crate::reconcile::report(
         &name,
-        &crate::reconcile::under_lock(&docker, &mut lock),
+        &crate::reconcile::under_lock(
+            &docker,
+            &mut lock,
+            &crate::manage::Manager::over(Arc::clone(&docker), dirs, progress.clone()),
+        ),
         &progress,
     )?;
     if plugin.has_fn("update") && lock.seen_before() && port_busy.is_none() {

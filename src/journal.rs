@@ -1431,7 +1431,10 @@ mod tests {
         assert!(unfinished_in(&jdir, Some("fp-x"), false).is_empty());
         assert!(!beside.exists(), "the dead writer's header is removed");
         assert!(live.exists(), "a live writer's header is left alone");
-        assert!(torn.exists(), "a fresh torn header is left alone (its writer may be starting)");
+        assert!(
+            torn.exists(),
+            "a fresh torn header is left alone (its writer may be starting)"
+        );
     }
 
     #[test]

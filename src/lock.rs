@@ -119,6 +119,13 @@ impl DeployLock {
         self.stale.as_deref()
     }
 
+    /// The command (`deploy`, `rm` ...) of the holder that died holding the lock, if one did.
+    pub fn died_command(&self) -> Option<String> {
+        let raw = self.stale_raw.as_deref()?;
+        let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+        v["command"].as_str().map(str::to_string)
+    }
+
     /// What the dead holder left was repaired (or there was nothing to repair): on release the
     /// file is emptied.
     pub fn mark_repaired(&mut self) {

@@ -57,6 +57,17 @@ impl Manager {
         })
     }
 
+    /// A manager over an engine already found (a deploy's reconcile finishing a killed `rm`).
+    pub fn over(docker: Arc<Docker>, dirs: Vec<PathBuf>, progress: Progress) -> Self {
+        Manager {
+            docker,
+            dirs,
+            progress,
+            capture: false,
+            follow: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Logs are returned as text instead of streamed to stdout (the REST API).
     pub fn capturing(mut self) -> Self {
         self.capture = true;
@@ -174,7 +185,7 @@ impl Manager {
     /// `ps`: every plugin's `list_all()` (each makes one docker call, or a fixed few), stopped
     /// deployments only with `all`, sorted by name. A plugin that cannot list is a warning.
     pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
-        let repair = crate::reconcile::all(&self.docker);
+        let repair = crate::reconcile::all(&self.docker, self);
         for f in &repair.fixed {
             self.progress.warn(format!("repaired: {f}"));
         }
@@ -269,13 +280,13 @@ impl Manager {
 
     /// Reconcile first, under `lock` (held by the command): see [`crate::reconcile`].
     fn reconcile(&self, lock: &mut crate::lock::DeployLock) -> Result<()> {
-        let r = crate::reconcile::under_lock(&self.docker, lock);
+        let r = crate::reconcile::under_lock(&self.docker, lock, self);
         crate::reconcile::report(lock.name(), &r, &self.progress)
     }
 
     /// Reconcile first for a command that only reads `name`; returns what is still unfinished.
     fn reconcile_read(&self, name: &str) -> crate::reconcile::Repair {
-        let r = crate::reconcile::first(&self.docker, name);
+        let r = crate::reconcile::first(&self.docker, name, self);
         for f in &r.fixed {
             self.progress.warn(format!("repaired {name}: {f}"));
         }
@@ -457,9 +468,10 @@ impl Manager {
     /// `rm NAME [--force]`: the plugin's `delete(name, opts)`.
     pub fn rm(&self, name: &str, force: bool) -> Result<Value> {
         let mut lock = crate::lock::DeployLock::acquire(name, "rm", Duration::ZERO)?;
+        let finishes = lock.died_command().as_deref() == Some("rm");
         if force {
             // The way out of anything: unfinished work is said, not a reason to refuse.
-            let r = crate::reconcile::under_lock(&self.docker, &mut lock);
+            let r = crate::reconcile::under_lock(&self.docker, &mut lock, self);
             for f in &r.fixed {
                 self.progress.warn(format!("repaired {name}: {f}"));
             }
@@ -469,13 +481,52 @@ impl Manager {
         } else {
             self.reconcile(&mut lock)?;
         }
-        let o = self.owned(name)?;
+        let o = match self.owned(name) {
+            // The rm a killed run began is what this one asked for, and it is finished now.
+            Err(Error::NotFound { .. }) if finishes => {
+                return Ok(json!({
+                    "name": name,
+                    "removed": [],
+                    "was": "removed by finishing the rm a killed run began",
+                }));
+            }
+            o => o?,
+        };
         let p = self.plugin(&o.plugin, "delete")?;
         p.host().journal().describe(&o.name, "rm");
         let mut opts = rhai::Map::new();
         opts.insert("force".into(), force.into());
         let v = p.call("delete", (o.name.clone(), opts))?;
         to_value::<contract::DeleteResult>(&p, "delete", v)
+    }
+}
+
+impl crate::reconcile::Finisher for Manager {
+    /// Runs the deployment's plugin's `delete(name, {force: true})` on what is left of it
+    /// (`lookup` finds leftovers too: kept containers, secrets, build containers).
+    fn finish_removal(&self, name: &str) -> Result<Vec<String>> {
+        let o = match self.owned(name) {
+            Ok(o) => o,
+            Err(Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let p = self.plugin(&o.plugin, "delete")?;
+        p.host().journal().describe(&o.name, "rm");
+        let mut opts = rhai::Map::new();
+        opts.insert("force".into(), true.into());
+        let v = p.call("delete", (o.name.clone(), opts))?;
+        let r = to_value::<contract::DeleteResult>(&p, "delete", v)?;
+        let removed: Vec<String> = r["removed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        Ok(if removed.is_empty() {
+            vec![format!("what was left of {name}")]
+        } else {
+            removed
+        })
     }
 }
 

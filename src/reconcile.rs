@@ -75,10 +75,31 @@ fn repair_command(name: &str) -> String {
     format!("fractalic-publisher status {name} (once Docker answers; it runs the undo again)")
 }
 
+/// Finishes what only a platform can: an `rm` that died half-way is carried to its end (the
+/// user asked for the deployment to go; undoing half a removal cannot bring back what went).
+/// Provided by the caller that loads plugins ([`crate::manage::Manager`]); a caller that has
+/// none passes [`NoPlatform`], and the removal is reported unfinished with its repair.
+pub trait Finisher {
+    /// Removes whatever is left of deployment `name` (nothing left: `Ok(empty)`); returns what
+    /// it removed.
+    fn finish_removal(&self, name: &str) -> crate::error::Result<Vec<String>>;
+}
+
+/// A [`Finisher`] that cannot finish anything.
+pub struct NoPlatform;
+
+impl Finisher for NoPlatform {
+    fn finish_removal(&self, name: &str) -> crate::error::Result<Vec<String>> {
+        Err(crate::error::Error::failed(format!(
+            "the removal of {name} can only be finished with its plugin: fractalic-publisher rm --force {name}"
+        )))
+    }
+}
+
 /// Reconciles `lock`'s deployment, whose lock the caller holds: every dead run's journal for
-/// it is undone; a dead holder without a journal gets [`crate::update::recover`]. When nothing
-/// is left unfinished the lock is marked repaired.
-pub fn under_lock(docker: &Arc<Docker>, lock: &mut DeployLock) -> Repair {
+/// it is undone; a dead `rm` is finished by `fin`; a dead holder without a journal gets
+/// [`crate::update::recover`]. When nothing is left unfinished the lock is marked repaired.
+pub fn under_lock(docker: &Arc<Docker>, lock: &mut DeployLock, fin: &dyn Finisher) -> Repair {
     let name = lock.name().to_string();
     let mut r = Repair::default();
     // Docker calls a dead run left running end (or are killed) before its undo starts.
@@ -106,7 +127,26 @@ pub fn under_lock(docker: &Arc<Docker>, lock: &mut DeployLock) -> Repair {
             });
         }
     }
-    if let Some(holder) = lock.died_holding().map(str::to_string) {
+    let holder = lock.died_holding().map(str::to_string);
+    if let (Some(holder), Some("rm")) = (&holder, lock.died_command().as_deref()) {
+        match fin.finish_removal(&name) {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => r.fixed.push(format!(
+                "finished the removal {holder} began: removed {}",
+                done.join(", ")
+            )),
+            Err(e) => r.unfinished.push(Unrepaired {
+                name: name.clone(),
+                what: format!("the removal {holder} began"),
+                left: vec![Left {
+                    what: format!("what is left of {name}"),
+                    error: e.to_string(),
+                    remove_with: format!("fractalic-publisher rm --force {name}"),
+                }],
+                repair: format!("fractalic-publisher rm --force {name}"),
+            }),
+        }
+    } else if let Some(holder) = holder {
         // The live container of an update killed half-way may be renamed aside (a run of a
         // version without journals, or one killed before its first record).
         match crate::update::recover(docker, &name) {
@@ -135,7 +175,7 @@ pub fn under_lock(docker: &Arc<Docker>, lock: &mut DeployLock) -> Repair {
 /// left work on it (a dead journal, or a lock file naming a holder), takes the lock without
 /// waiting and reconciles. A lock held by a live command is left alone: that command finishes
 /// or undoes its own work (and reconciled before it began).
-pub fn first(docker: &Arc<Docker>, name: &str) -> Repair {
+pub fn first(docker: &Arc<Docker>, name: &str, fin: &dyn Finisher) -> Repair {
     if crate::config::check_container_name(name).is_err() {
         return Repair::default();
     }
@@ -143,13 +183,13 @@ pub fn first(docker: &Arc<Docker>, name: &str) -> Repair {
         return Repair::default();
     }
     match DeployLock::acquire(name, "reconcile", Duration::ZERO) {
-        Ok(mut l) => under_lock(docker, &mut l),
+        Ok(mut l) => under_lock(docker, &mut l, fin),
         Err(_) => Repair::default(),
     }
 }
 
 /// [`first`] for every name with unfinished work (`ps`, `serve` at start-up).
-pub fn all(docker: &Arc<Docker>) -> Repair {
+pub fn all(docker: &Arc<Docker>, fin: &dyn Finisher) -> Repair {
     let mut names: Vec<String> = journal::unfinished(None, false)
         .into_iter()
         .map(|f| f.name)
@@ -160,7 +200,7 @@ pub fn all(docker: &Arc<Docker>) -> Repair {
     names.dedup();
     let mut r = Repair::default();
     for n in names {
-        r.merge(first(docker, &n));
+        r.merge(first(docker, &n, fin));
     }
     r
 }

@@ -285,7 +285,12 @@ pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     // Reconcile first: the deploys a killed server (or CLI) left half-way are finished or
     // undone before any request is served (docs/crash-safety.md).
     if let Ok(d) = crate::docker::Docker::locate(cli.docker.as_deref()) {
-        let r = crate::reconcile::all(&Arc::new(d));
+        let m = crate::manage::Manager::over(
+            Arc::new(d),
+            crate::plugin::search_dirs(cli.plugins_dir.as_deref()),
+            crate::progress::Progress::stderr(true),
+        );
+        let r = crate::reconcile::all(m.docker(), &m);
         for f in &r.fixed {
             eprintln!("warning: repaired: {f}");
         }

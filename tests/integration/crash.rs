@@ -284,7 +284,6 @@ fn first_deploy_killed_anywhere_leaves_nothing_or_the_release() {
 }
 
 #[test]
-#[ignore = "defect, not a kill: `history` exits 1 (docker-registry.rhai: Size of object map too large) once a deployment has 4 releases of 3,000 files; the lead routes it"]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn in_place_update_of_3000_files_killed_anywhere_serves_old_or_new() {
     let Some(mut lab) = Lab::new("in-place update", "fp-crash-inplace") else {
@@ -497,7 +496,6 @@ fn rollback_onto_a_kept_container_killed_anywhere_serves_old_or_new() {
 }
 
 #[test]
-#[ignore = "issue 16: rm --force killed at docker call 3 (NAME removed, the kept NAME.r1-* not yet) leaves the kept container, and rm/status then say no deployment named NAME; fixed by crash-a/crash-b"]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn rm_killed_anywhere_leaves_the_deployment_or_nothing() {
     let Some(mut lab) = Lab::new("rm", "fp-crash-rm") else {
@@ -787,7 +785,6 @@ fn swarm_rollback_killed_anywhere_serves_old_or_new() {
 }
 
 #[test]
-#[ignore = "issue 16: rm --force of a swarm deployment killed at docker call 4: status afterwards exits 1 instead of finishing the removal (rm --force again does); fixed by crash-b"]
 #[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
 fn swarm_rm_killed_anywhere_leaves_the_deployment_or_nothing() {
     let Some(mut lab) = Lab::new_swarm("swarm rm", "fp-crash-swrm") else {
