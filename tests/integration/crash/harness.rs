@@ -796,9 +796,22 @@ impl Lab {
             .as_array()
             .and_then(|rs| rs.iter().find(|r| r["id"] == cur.as_str()))
             .ok_or_else(|| format!("history has no current release ({cur:?})"))?;
-        let files = r["state"]["files"]
-            .as_object()
-            .ok_or_else(|| format!("release {cur} has no files in history"))?
+        // The per-file manifest is kept beside the release's folder, not in the history.
+        let dir = r["dir"]
+            .as_str()
+            .ok_or_else(|| format!("release {cur} has no folder in history"))?;
+        let path = format!("/payload/.releases/{dir}.config/manifest.json");
+        let o = support::run_docker(&self.docker, &["exec", &self.name, "cat", &path]);
+        if !o.status.success() {
+            return Err(format!(
+                "release {cur}'s manifest {path} cannot be read: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        let manifest: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&o.stdout)
+                .map_err(|e| format!("release {cur}'s manifest {path}: {e}"))?;
+        let files = manifest
             .iter()
             .map(|(k, v)| {
                 let h = v.as_str().unwrap_or("");
@@ -1058,7 +1071,10 @@ impl Lab {
         files_under(Path::new("/tmp"), &mut v);
         files_under(self.state.path(), &mut v);
         let since = SystemTime::now() - self.started.elapsed() - Duration::from_secs(2);
+        // The lab's own release folders hold the secret by design (they may be under /tmp).
+        let own = self.work.path().to_path_buf();
         v.into_iter()
+            .filter(|p| !Path::new(p).starts_with(&own))
             .filter(|p| {
                 std::fs::metadata(p).is_ok_and(|m| {
                     m.is_file() && m.len() < 8 << 20 && m.modified().is_ok_and(|t| t >= since)
