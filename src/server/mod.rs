@@ -16,7 +16,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Environment variable holding the bearer token (when `--token-file` is not given).
@@ -25,8 +25,8 @@ pub const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
 pub const MAX_CONNECTIONS: usize = 512;
 /// Connections served at once for one peer address; more go to the overflow.
 pub const MAX_PER_PEER: usize = 256;
-/// Connections over the limits read and answered at once (`/health` normally, the rest 503);
-/// more than this are answered 503 without reading.
+/// Connections over the limits waiting to be read and answered (`/health` normally, the rest
+/// 503); when more come, the oldest waiting one is answered 503 to make room.
 pub const OVERFLOW_CONNECTIONS: usize = 64;
 /// How long an overflow connection may take to send its request head.
 pub const OVERFLOW_DEADLINE: Duration = Duration::from_secs(1);
@@ -212,39 +212,97 @@ impl Server {
     }
 }
 
-/// A connection over the limits: read within [`OVERFLOW_DEADLINE`] on a thread of its own
-/// (at most [`OVERFLOW_CONNECTIONS`]) and answered: `GET /health` as always (monitoring keeps
-/// working while idle connections hold the slots), anything else 503.
-fn overflow(server: &Arc<Server>, mut stream: TcpStream) {
-    static OPEN: AtomicUsize = AtomicUsize::new(0);
-    let busy = || {
-        http::Response::error(503, "the server is busy (too many connections, or too many from your address); try again shortly").with("Retry-After", "1")
-    };
-    if OPEN.fetch_add(1, Ordering::SeqCst) >= OVERFLOW_CONNECTIONS {
-        OPEN.fetch_sub(1, Ordering::SeqCst);
-        let _ = http::write_response(&mut stream, &busy());
+/// A connection over the limits: queued for the one overflow thread, which answers `GET
+/// /health` as always (monitoring keeps working while idle connections hold the slots) and
+/// anything else 503. The queue holds at most [`OVERFLOW_CONNECTIONS`]; when it is full the
+/// oldest connection (the one most likely idle, a slowloris) is answered 503 and closed to make
+/// room, so a fresh `/health` is never locked out by a flood of silent connections.
+fn overflow(server: &Arc<Server>, stream: TcpStream) {
+    static QUEUE: OnceLock<Arc<Overflow>> = OnceLock::new();
+    let q = QUEUE.get_or_init(|| {
+        let q = Arc::new(Overflow {
+            waiting: Mutex::new(std::collections::VecDeque::new()),
+            ready: std::sync::Condvar::new(),
+        });
+        let (q2, srv) = (Arc::clone(&q), Arc::clone(server));
+        let _ = std::thread::Builder::new()
+            .name("overflow".into())
+            .spawn(move || q2.run(&srv));
+        q
+    });
+    if stream.set_nonblocking(true).is_err() {
         return;
     }
-    let srv = Arc::clone(server);
-    let spawned = std::thread::Builder::new()
-        .name("overflow".into())
-        .spawn(move || {
-            let _ = stream.set_nodelay(true);
-            match http::read_request_within(&mut stream, OVERFLOW_DEADLINE, OVERFLOW_DEADLINE) {
-                Ok(req) if req.method == "GET" && req.path == "/health" => {
-                    if let Some(resp) = api::route(&srv, &req, &mut stream) {
-                        let _ = http::write_response(&mut stream, &resp);
+    let mut w = q.waiting.lock().unwrap_or_else(|p| p.into_inner());
+    if w.len() >= OVERFLOW_CONNECTIONS {
+        if let Some((mut old, _)) = w.pop_front() {
+            let _ = old.set_nonblocking(false);
+            let _ = old.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = http::write_response(&mut old, &overflow_busy());
+        }
+    }
+    w.push_back((stream, std::time::Instant::now()));
+    q.ready.notify_one();
+}
+
+fn overflow_busy() -> http::Response {
+    http::Response::error(503, "the server is busy (too many connections, or too many from your address); try again shortly").with("Retry-After", "1")
+}
+
+/// The overflow queue: connections over the limits, with when each came.
+struct Overflow {
+    waiting: Mutex<std::collections::VecDeque<(TcpStream, std::time::Instant)>>,
+    ready: std::sync::Condvar,
+}
+
+impl Overflow {
+    /// Looks at every queued connection (peeking, without blocking): one whose request head
+    /// has arrived is read and answered; one silent past [`OVERFLOW_DEADLINE`] gets 503; one
+    /// closed by its client is dropped. Waits on the condvar while the queue is empty; while it
+    /// is not, looks again every 2 ms (a poll interval, bounded by the deadline of each entry).
+    fn run(&self, server: &Arc<Server>) {
+        let mut buf = [0u8; http::MAX_HEAD];
+        loop {
+            let mut due = Vec::new();
+            {
+                let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                while w.is_empty() {
+                    w = self.ready.wait(w).unwrap_or_else(|p| p.into_inner());
+                }
+                let mut keep = std::collections::VecDeque::with_capacity(w.len());
+                while let Some((stream, since)) = w.pop_front() {
+                    match stream.peek(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n)
+                            if n == buf.len() || buf[..n].windows(4).any(|x| x == b"\r\n\r\n") =>
+                        {
+                            due.push((stream, true));
+                        }
+                        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {}
+                        _ if since.elapsed() >= OVERFLOW_DEADLINE => due.push((stream, false)),
+                        _ => keep.push_back((stream, since)),
                     }
                 }
-                Err(http::ReadError::Gone) => {}
-                _ => {
-                    let _ = http::write_response(&mut stream, &busy());
+                *w = keep;
+            }
+            for (mut stream, arrived) in due {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let short = Duration::from_millis(100);
+                match arrived.then(|| http::read_request_within(&mut stream, short, short)) {
+                    Some(Ok(req)) if req.method == "GET" && req.path == "/health" => {
+                        if let Some(resp) = api::route(server, &req, &mut stream) {
+                            let _ = http::write_response(&mut stream, &resp);
+                        }
+                    }
+                    Some(Err(http::ReadError::Gone)) => {}
+                    _ => {
+                        let _ = http::write_response(&mut stream, &overflow_busy());
+                    }
                 }
             }
-            OPEN.fetch_sub(1, Ordering::SeqCst);
-        });
-    if spawned.is_err() {
-        OPEN.fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
