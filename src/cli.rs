@@ -468,6 +468,12 @@ pub struct DeployFlags {
     /// exit 2, naming the holder) [default: 0].
     #[arg(long, value_name = "SECS")]
     pub lock_wait: Option<String>,
+
+    /// Print the plan (create or update; in place or by a new container, and why; what
+    /// changed; port; image) worked out by the deploy's own code, and change nothing: no
+    /// container, release, lock or journal; the image is only looked up, never pulled.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A complete deploy request: the command line merged with the deployment file
@@ -525,6 +531,8 @@ pub struct DeployArgs {
     pub quiet: bool,
     /// Seconds to wait for the deployment's lock (`--lock-wait`; "0": fail at once).
     pub lock_wait: String,
+    /// `--dry-run`: work out the plan and change nothing ([`crate::deploy::plan`]).
+    pub dry_run: bool,
     /// Set by the REST API to the `--root` the script folder lies in: the project-root search
     /// (for settings.toml and mcp_servers.json) stays inside it, with no working-directory or
     /// install-location fallback, so the server's own files never reach a deployment.
@@ -561,6 +569,7 @@ impl Default for DeployArgs {
             json: false,
             quiet: false,
             lock_wait: "0".to_string(),
+            dry_run: false,
             confine: None,
         }
     }

@@ -10,7 +10,7 @@ use crate::journal::UndoReport;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::ports::PortRequest;
 use crate::progress::Progress;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -170,6 +170,9 @@ pub fn prepare(
         Err(e) => return Err(e),
     };
     let mut p = prepare_config(docker_flag, plugins_dir, cfg, progress)?;
+    if args.dry_run {
+        p.docker.set_dry_run();
+    }
     p.lock_wait = lock_wait;
     p.port_busy = port_busy;
     if let Some(mut m) = p.map.clone().try_cast::<rhai::Map>() {
@@ -360,7 +363,8 @@ fn entry_point(
         ));
     }
     let update = existing.is_some() && ours && plugin.has_fn("update");
-    if update {
+    // (A dry run reads the live release when the plan asks, on the plugin's thread.)
+    if update && !docker.dry_run() {
         if let Some(v) = &existing {
             crate::update::prefetch(plugin.host(), docker, name, v.clone());
         }
@@ -372,6 +376,133 @@ fn entry_point(
         }
     }
     Ok(if update { "update" } else { "publish" })
+}
+
+/// `deploy --dry-run`: runs the deploy's own code (the plugin's `publish` or `update`) on a
+/// docker handle that lets only reads through, and stops at the first change it would make
+/// (a container, a copy, a release switch, any docker call that is not a read, any journal
+/// record). No lock, journal, container or release is made; an image is only looked up. The
+/// plan: create or update; in place or by container (and why); what changed; port; image;
+/// where it stopped; unfinished work of a dead run the real deploy would repair first.
+pub fn plan(p: Prepared) -> Result<Value> {
+    let Prepared {
+        name,
+        script_name,
+        plugin_name,
+        map,
+        host,
+        plugin,
+        docker,
+        port_busy,
+        ..
+    } = p;
+    debug_assert!(docker.dry_run());
+    let unfinished: Vec<String> = crate::journal::unfinished(Some(&name), false)
+        .iter()
+        .map(|f| f.describe())
+        .collect();
+    let entry = entry_point(&docker, &plugin, &plugin_name, &name, port_busy)?;
+    let ran = plugin.call(entry, (map,));
+    host.release_port_lock();
+    let stopped = docker.dry_stopped();
+    let result = match (ran, &stopped) {
+        // It reached a change (the plugin may have caught the stop and failed otherwise).
+        (_, Some(_)) => None,
+        (Ok(v), None) => Some(v),
+        (Err(e), None) => return Err(e),
+    };
+    let facts = host.dry_facts();
+    let kind = match (entry, facts.get("update").and_then(|u| u["kind"].as_str())) {
+        ("publish", _) => "create".to_string(),
+        (_, Some(k)) => k.to_string(),
+        _ => "update".to_string(),
+    };
+    let mut plan = json!({
+        "dry_run": true,
+        "name": name,
+        "script_name": script_name,
+        "plugin": plugin_name,
+        "action": if entry == "publish" { "create" } else { "update" },
+        "kind": kind,
+        "image": facts.get("image").cloned().unwrap_or(Value::Null),
+        "port": facts.get("port").cloned().unwrap_or(Value::Null),
+        "update": facts.get("update").cloned().unwrap_or(Value::Null),
+        "stopped_before": stopped,
+        "unfinished": unfinished,
+        "changed": false,
+    });
+    if let (Some(v), Value::Object(m)) = (result, &mut plan) {
+        // The plugin ran to its end without a change (an update with nothing to do).
+        if let Ok(r) = crate::contract::publish_result(&plugin.source.label(), &v) {
+            m.insert("url".into(), r.url.into());
+        }
+    }
+    if plan["port"].is_null() {
+        if let Some(p) = plan["update"]["port"].as_u64() {
+            plan["port"] = json!({"port": p, "explain": "the deployment's own port"});
+        }
+    }
+    Ok(plan)
+}
+
+/// The plan of [`plan`] as text: one fact per line.
+pub fn render_plan(v: &Value) -> String {
+    let mut out = String::new();
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let what = match (s("action").as_str(), s("kind").as_str()) {
+        ("create", _) => format!("create {} (a new deployment)", s("name")),
+        (_, "none") => format!("nothing to do: {} already serves this", s("name")),
+        (_, "in-place") => format!("update {} in place (no restart)", s("name")),
+        (_, "container") => format!("update {} with a new container", s("name")),
+        (_, k) => format!("update {} ({k})", s("name")),
+    };
+    out.push_str(&format!("Plan (dry run, nothing was changed): {what}\n"));
+    out.push_str(&format!("  plugin:  {}\n", s("plugin")));
+    if let Some(img) = v["image"].as_object() {
+        let name = img.get("name").and_then(Value::as_str).unwrap_or("");
+        let id = img.get("id").and_then(Value::as_str).unwrap_or("");
+        let short = id.strip_prefix("sha256:").unwrap_or(id);
+        let short = &short[..short.len().min(12)];
+        out.push_str(&format!(
+            "  image:   {name}{}\n",
+            if short.is_empty() {
+                String::new()
+            } else {
+                format!(" ({short})")
+            }
+        ));
+        if let Some(n) = img.get("note").and_then(Value::as_str) {
+            out.push_str(&format!("           {n}\n"));
+        }
+    }
+    if let Some(p) = v["port"]["port"].as_u64() {
+        let why = v["port"]["explain"].as_str().unwrap_or("");
+        out.push_str(&format!("  port:    {p} ({why})\n"));
+    }
+    for r in v["update"]["reasons"].as_array().into_iter().flatten() {
+        if let Some(r) = r.as_str() {
+            out.push_str(&format!("  why:     {r}\n"));
+        }
+    }
+    if let Some(from) = v["update"]["from"].as_str().filter(|f| !f.is_empty()) {
+        out.push_str(&format!("  live:    release {from}\n"));
+    }
+    for l in v["update"]["lines"].as_array().into_iter().flatten() {
+        if let Some(l) = l.as_str() {
+            out.push_str(&format!("  change:  {l}\n"));
+        }
+    }
+    if let Some(n) = v["stopped_before"].as_str() {
+        out.push_str(&format!("  next:    {n} (not done)\n"));
+    }
+    for u in v["unfinished"].as_array().into_iter().flatten() {
+        if let Some(u) = u.as_str() {
+            out.push_str(&format!(
+                "  first:   the deploy would repair the unfinished {u}\n"
+            ));
+        }
+    }
+    out
 }
 
 /// Runs a deploy: [`prepare`] then [`run`].

@@ -508,6 +508,7 @@ pub fn merge(flags: &DeployFlags) -> Result<Merged> {
 
     let args = DeployArgs {
         lock_wait: flags.lock_wait.clone().unwrap_or(d.lock_wait.clone()),
+        dry_run: flags.dry_run,
         confine: None,
         plugin,
         script_name,

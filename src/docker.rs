@@ -32,6 +32,45 @@ pub struct Docker {
     context: Option<String>,
     /// Where the engine is (resolved on first use, without a docker call).
     endpoint: OnceLock<Endpoint>,
+    /// `deploy --dry-run`: only calls that read run; the first that would change something
+    /// fails with [`Error::DryRun`] instead of starting.
+    dry: std::sync::atomic::AtomicBool,
+    /// The first change a dry run stopped before.
+    dry_stopped: std::sync::Mutex<Option<String>>,
+}
+
+thread_local! {
+    /// Inside [`reading`]: this thread's calls only read (an `exec` that reads a file).
+    static READING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's docker calls declared read-only (the `docker exec`s that read
+/// the live release for a plan): a dry run lets them through.
+pub fn reading<T>(f: impl FnOnce() -> T) -> T {
+    let before = READING.with(|r| r.replace(true));
+    let out = f();
+    READING.with(|r| r.set(before));
+    out
+}
+
+/// Does `docker ARGS` only read? (Subcommands that list, inspect or print; `cp NAME:PATH -`.)
+pub fn read_only(args: &[&str]) -> bool {
+    let sub = args.first().copied().unwrap_or("");
+    let verb = args.get(1).copied().unwrap_or("");
+    match sub {
+        "inspect" | "ps" | "images" | "version" | "info" | "logs" | "top" | "port" | "stats" => {
+            true
+        }
+        "image" | "container" | "network" | "volume" | "secret" | "config" | "node" | "context" => {
+            matches!(verb, "inspect" | "ls" | "ps" | "show")
+        }
+        "service" => matches!(verb, "inspect" | "ls" | "ps" | "logs"),
+        "system" => matches!(verb, "info" | "df"),
+        "manifest" => verb == "inspect",
+        "buildx" => verb == "imagetools" && args.get(2) == Some(&"inspect"),
+        "cp" => args.get(1).is_some_and(|a| a.contains(':')) && args.get(2) == Some(&"-"),
+        _ => false,
+    }
 }
 
 /// The process's `--context` flag (set once, at startup, before any docker handle is made).
@@ -81,6 +120,42 @@ impl Docker {
         Ok(d)
     }
 
+    /// From now on, this handle runs only calls that read (see [`read_only`], [`reading`]).
+    pub fn set_dry_run(&self) {
+        self.dry.store(true, Ordering::SeqCst);
+    }
+
+    /// Is this handle in a dry run?
+    pub fn dry_run(&self) -> bool {
+        self.dry.load(Ordering::SeqCst)
+    }
+
+    /// In a dry run, refuses a call that would change something.
+    fn dry_guard(&self, args: &[&str]) -> Result<()> {
+        if self.dry_run() && !read_only(args) && !READING.with(std::cell::Cell::get) {
+            return Err(self.dry_stop(format!("`{}`", self.argv(args))));
+        }
+        Ok(())
+    }
+
+    /// The [`Error::DryRun`] for the change `next`; the first one is remembered (a plugin
+    /// may catch the error; the plan still ends where the first change would have been).
+    pub fn dry_stop(&self, next: String) -> Error {
+        let mut s = self.dry_stopped.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(next.clone());
+        }
+        Error::DryRun { next }
+    }
+
+    /// Where a dry run stopped (None: it never reached a change).
+    pub fn dry_stopped(&self) -> Option<String> {
+        self.dry_stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// A handle on a known binary (tests use this with fake programs).
     pub fn with_binary(bin: PathBuf) -> Docker {
         Docker {
@@ -88,6 +163,8 @@ impl Docker {
             calls: AtomicU32::new(0),
             context: None,
             endpoint: OnceLock::new(),
+            dry: std::sync::atomic::AtomicBool::new(false),
+            dry_stopped: std::sync::Mutex::new(None),
         }
     }
 
@@ -207,6 +284,7 @@ impl Docker {
         expr: &duct::Expression,
         timeout: Option<Duration>,
     ) -> Result<std::process::Output> {
+        self.dry_guard(args)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         // Its own process group: a Ctrl-C at the terminal reaches only us, and the handler
         // decides whether this call is waited for (create, undo) or killed.
@@ -260,6 +338,7 @@ impl Docker {
         use std::sync::atomic::AtomicU64;
         use std::time::Instant;
 
+        self.dry_guard(args)?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let cannot_run = |e: std::io::Error| Error::DockerMissing {
             detail: format!("cannot run {}: {e}", self.bin.display()),

@@ -58,6 +58,9 @@ pub enum Error {
     Failed { message: String },
     /// The process was interrupted (Ctrl-C / SIGTERM): the run stops, its journal is undone.
     Interrupted,
+    /// `deploy --dry-run` reached the first change it would make (`next` says which) and
+    /// stopped there, having changed nothing; the deploy turns it into the plan.
+    DryRun { next: String },
 }
 
 impl Error {
@@ -94,6 +97,8 @@ impl Error {
             | Error::Io { .. }
             | Error::Failed { .. } => exit::FAILED,
             Error::Interrupted => exit::INTERRUPTED,
+            // Only seen when something other than a deploy's plan ran in a dry run.
+            Error::DryRun { .. } => exit::FAILED,
         }
     }
 
@@ -114,6 +119,7 @@ impl Error {
             Error::PluginInvalid { .. } => "plugin_invalid",
             Error::Failed { .. } => "failed",
             Error::Interrupted => "interrupted",
+            Error::DryRun { .. } => "dry_run",
         }
     }
 }
@@ -202,6 +208,7 @@ impl fmt::Display for Error {
             }
             Error::Failed { message } => write!(f, "{message}"),
             Error::Interrupted => write!(f, "interrupted"),
+            Error::DryRun { next } => write!(f, "dry run: stopped before {next} (nothing was changed)"),
         }
     }
 }

@@ -395,6 +395,7 @@ impl Journal {
     /// Records a resource about to be created (record first, then create, so an interrupt in
     /// between undoes it too). Fails with [`Error::Interrupted`] once the journal was undone.
     pub fn record(&self, resource: Resource) -> Result<Token> {
+        self.dry_stop(&resource.describe())?;
         let mut s = lock(&self.state);
         if s.closed {
             return Err(Error::Interrupted);
@@ -415,10 +416,20 @@ impl Journal {
         Ok(Token(id))
     }
 
+    /// In a dry run (the docker handle says so) nothing is recorded: every record comes just
+    /// before the change it describes, so the first one is where the plan stops.
+    fn dry_stop(&self, what: &str) -> Result<()> {
+        match self.docker.get() {
+            Some(d) if d.dry_run() => Err(d.dry_stop(format!("making {what}"))),
+            _ => Ok(()),
+        }
+    }
+
     /// Creates a temp file (mode 0600) holding `contents` and records it, atomically with the
     /// check that the journal is still open: the file never exists unrecorded.
     pub fn temp_file(&self, prefix: &str, contents: &[u8]) -> Result<(Token, PathBuf)> {
         use std::io::Write;
+        self.dry_stop(&format!("a temp file {prefix}*"))?;
         let mut s = lock(&self.state);
         if s.closed {
             return Err(Error::Interrupted);

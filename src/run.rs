@@ -446,6 +446,23 @@ fn dispatch(cli: &Cli) -> Result<()> {
             if let Some(f) = &merged.file {
                 progress.info(format!("deployment file {}", f.display()));
             }
+            if args.dry_run {
+                // The plan is the output; the plugin's step messages ("Pulling", "Creating")
+                // would say things that do not happen.
+                let p = deploy::prepare(
+                    cli.docker.as_deref(),
+                    cli.plugins_dir.as_deref(),
+                    args,
+                    Progress::silent(),
+                )?;
+                let plan = deploy::plan(p)?;
+                if args.json {
+                    outln!("{plan}");
+                } else {
+                    out!("{}", deploy::render_plan(&plan));
+                }
+                return Ok(());
+            }
             let report = deploy::deploy(
                 cli.docker.as_deref(),
                 cli.plugins_dir.as_deref(),

@@ -68,6 +68,9 @@ pub struct Host {
     pub(crate) started: Mutex<HashMap<String, Started>>,
     /// The release staged by `copy_payload` and the plan of an update (src/update.rs).
     pub(crate) updates: Mutex<crate::update::UpdateState>,
+    /// `deploy --dry-run`: what the host functions found on the way to the first change
+    /// (the image, the port, the update's plan), for the plan the deploy prints.
+    dry_facts: Mutex<serde_json::Map<String, Value>>,
     /// What the last `wait_http`/`wait_ready` saw (doctor reports its steps from it).
     readiness: Mutex<Option<ReadinessSeen>>,
 }
@@ -113,7 +116,25 @@ impl Host {
             started: Mutex::new(HashMap::new()),
             updates: Mutex::new(crate::update::UpdateState::default()),
             readiness: Mutex::new(None),
+            dry_facts: Mutex::new(serde_json::Map::new()),
         }
+    }
+
+    /// Is this a dry run (`deploy --dry-run`: only reads reach Docker)?
+    pub fn dry_run(&self) -> bool {
+        self.docker.get().is_some_and(|d| d.dry_run())
+    }
+
+    /// In a dry run, notes `key` of the plan (the last value wins).
+    pub(crate) fn dry_fact(&self, key: &str, value: Value) {
+        if self.dry_run() {
+            lock(&self.dry_facts).insert(key.to_string(), value);
+        }
+    }
+
+    /// What a dry run noted (see [`Host::dry_fact`]).
+    pub fn dry_facts(&self) -> serde_json::Map<String, Value> {
+        lock(&self.dry_facts).clone()
     }
 
     /// What the plugin's last readiness wait saw (None: it never waited).
@@ -918,6 +939,52 @@ pub(crate) fn image_map(v: &Value, pulled: bool, cached: bool) -> Map {
     m
 }
 
+/// `pull_image` in a dry run: the image is only looked up in the engine's cache, never
+/// pulled; the plan says when its digest (and so what an update would do) is not known.
+fn dry_image(host: &Host, d: &Docker, image: &str, policy: &str) -> Result<Map> {
+    let cached = d.image_inspect(image)?;
+    let note = match (&cached, policy) {
+        (None, "never") => {
+            return Err(Error::failed(format!(
+                "image {image} is not cached and --pull never forbids pulling it; run `docker pull {image}` or use --pull missing"
+            )))
+        }
+        (None, _) => format!(
+            "{image} is not cached: the deploy would pull it; its id and digest cannot be read without pulling, so the plan assumes the image changes"
+        ),
+        (Some(_), "always") => format!(
+            "{image} is cached; the deploy would pull it first (--pull always), and a newer image there would change the plan to a new container"
+        ),
+        (Some(_), _) => format!("{image} is cached and would be used as it is (--pull {policy})"),
+    };
+    let m = match &cached {
+        Some(v) => image_map(v, false, true),
+        None => {
+            let mut m = Map::new();
+            for k in ["id", "digest", "user"] {
+                m.insert(k.into(), "".into());
+            }
+            m.insert("pulled".into(), false.into());
+            m.insert("cached".into(), false.into());
+            m
+        }
+    };
+    let text = |k: &str| m.get(k).map(|v| v.to_string()).unwrap_or_default();
+    host.dry_fact(
+        "image",
+        serde_json::json!({
+            "name": image,
+            "pull": policy,
+            "cached": cached.is_some(),
+            "id": text("id"),
+            "digest": text("digest"),
+            "digest_known": cached.is_some() && !text("digest").is_empty(),
+            "note": note,
+        }),
+    );
+    Ok(m)
+}
+
 pub(crate) fn pull_image(
     host: &Host,
     d: &Docker,
@@ -927,6 +994,9 @@ pub(crate) fn pull_image(
 ) -> Result<Map> {
     let platform = Some(platform).filter(|p| !p.is_empty());
     const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+    if host.dry_run() {
+        return dry_image(host, d, image, policy);
+    }
     match policy {
         "never" => match d.image_inspect(image)? {
             Some(v) => Ok(image_map(&v, false, true)),

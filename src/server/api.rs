@@ -59,6 +59,7 @@ pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("replicas", "integer 1-100 (docker-swarm)"),
     ("registry", "string HOST:PORT (docker-swarm)"),
     ("publish_mode", "\"ingress\" or \"host\" (docker-swarm)"),
+    ("dry_run", "boolean (true: answer the plan, change nothing)"),
 ];
 
 pub(super) fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
@@ -778,6 +779,11 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
             Some(m @ ("ingress" | "host")) => m.to_string(),
             Some(_) => return Err(wrong("publish_mode")),
         },
+        dry_run: match obj.get("dry_run") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(wrong("dry_run")),
+        },
         quiet: true,
         ..DeployArgs::default()
     })
@@ -956,6 +962,22 @@ fn deploy(
         };
     }
     args.confine = confine;
+    if body["dry_run"] == true {
+        // The plan, answered at once (no run, no events): computed by the deploy's own code
+        // on a docker handle that only reads.
+        args.dry_run = true;
+        let plan = crate::deploy::prepare(
+            server.docker_flag.as_deref(),
+            server.plugins_dir.as_deref(),
+            &args,
+            Progress::silent(),
+        )
+        .and_then(crate::deploy::plan);
+        return Some(match plan {
+            Ok(p) => Response::json(200, &p),
+            Err(e) => error_response(&e),
+        });
+    }
 
     let id = progress::new_run_id();
     let run = Arc::new(Run::new(&id));

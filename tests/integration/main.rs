@@ -14,6 +14,7 @@ mod crash_a;
 mod crash_core;
 mod deploy;
 mod doctor;
+mod dry_run;
 mod engine;
 mod interrupt;
 mod lifecycle;

@@ -35,6 +35,10 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
                 };
                 h.raise(err)
             })?;
+            h.dry_fact(
+                "port",
+                serde_json::json!({"port": choice.port, "explain": choice.explain()}),
+            );
             let mut m = Map::new();
             m.insert("port".into(), i64::from(choice.port).into());
             m.insert("explain".into(), choice.explain().into());

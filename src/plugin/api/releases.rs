@@ -68,14 +68,18 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
                 .get("port_given")
                 .and_then(|v| v.as_bool().ok())
                 .unwrap_or(false);
-            let plan = h.check(update::plan(
-                &h,
-                &d,
-                port_given,
-                &get_str(&image, "id"),
-                &get_str(&image, "digest"),
-            ))?;
+            // Working out the plan only reads (a dry run lets its `docker exec`s through).
+            let plan = h.check(crate::docker::reading(|| {
+                update::plan(
+                    &h,
+                    &d,
+                    port_given,
+                    &get_str(&image, "id"),
+                    &get_str(&image, "digest"),
+                )
+            }))?;
             let v = plan.to_json();
+            h.dry_fact("update", v.clone());
             update::set_plan(&h, plan);
             Ok(to_dynamic(&v))
         });
