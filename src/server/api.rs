@@ -962,6 +962,11 @@ fn deploy(
         };
     }
     args.confine = confine;
+    if body["dry_run"] == true && streaming {
+        return Some(bad(
+            "field \"dry_run\" is answered by POST /api/deploy/{plugin} (one JSON plan, no event stream)",
+        ));
+    }
     if body["dry_run"] == true {
         // The plan, answered at once (no run, no events): computed by the deploy's own code
         // on a docker handle that only reads.
