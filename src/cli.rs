@@ -92,7 +92,7 @@ pub enum Command {
 /// `plugin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
+    /// Print the plugin API reference (Markdown; docs/plugin-api.md's generated block is this output).
     Api(JsonFlag),
 }
 

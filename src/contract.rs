@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The plugin contract as README's "Plugin API" section states it (printed by `plugin api`
+/// The plugin contract as docs/plugin-api.md states it (printed by `plugin api`
 /// ahead of the host functions): entry points, what each must return, and `config`. Kept
 /// beside the types and checks it describes.
 pub const ENTRY_POINTS_MD: &str = r#"A plugin is a Rhai script `NAME.rhai`. It is looked up, first match wins, in `--plugins-dir` /
@@ -37,7 +37,7 @@ never as an empty cell in the output. Fields not listed are kept and shown (`--j
 | `stop(name)` | `stop` | **`{name, state}`** |
 | `start(name, opts)` | `start` | **`{name, state}`**, `url`, `health_ms`; throw when it does not become healthy (the binary then runs `lookup`'s `stop_args` if it was stopped). `opts`: `{timeout}` (seconds) |
 | `delete(name, opts)` | `rm` | **`{name, removed}`** (`removed`: array of strings). `opts`: `{force}`; a running one without force: `bad_input(...)` |
-| `update(config)` | `deploy`, instead of `publish`, when `config.name` is a deployment this tool made with this plugin (under the deployment's lock; see README "Updates"). Without it such a deploy is refused as before | the `publish` map plus `release` and `update`: `{kind: none / in-place / container, release, from, changes, lines, reasons, restarted, elapsed_ms, ...}` (`changes`: names and keys only). docker-registry: the release-switch and container-replacement functions below; docker-swarm can map it onto `docker service update` |
+| `update(config)` | `deploy`, instead of `publish`, when `config.name` is a deployment this tool made with this plugin (under the deployment's lock; see docs/updates.md). Without it such a deploy is refused as before | the `publish` map plus `release` and `update`: `{kind: none / in-place / container, release, from, changes, lines, reasons, restarted, elapsed_ms, ...}` (`changes`: names and keys only). docker-registry: the release-switch and container-replacement functions below; docker-swarm can map it onto `docker service update` |
 | `rollback(name, opts)` | `rollback` (under the lock) | `{name, release, of, kind, restarted}`. `opts`: `{to ("" = the previous release), timeout}` (seconds) |
 | `history(name)` | `history` | `{current, releases: [{id, time, kind, of, outcome, error, changes, state}]}` |
 

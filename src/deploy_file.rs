@@ -201,7 +201,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
             format!("{at}: unknown key {key:?}"),
             "known keys: plugin, script_name, script_folder, container_name, registry_image, \
              platform, [ports] ai_server, bind, [environment], env_file, include_files, \
-             exclude_patterns, pull, timeout, replicas, registry, publish_mode, proxy, domain, tls, tls_cert, tls_key (see README, \"Deployment file\")",
+             exclude_patterns, pull, timeout, replicas, registry, publish_mode, proxy, domain, tls, tls_cert, tls_key (see docs/deployment-file.md)",
         );
     }
     for prefix in ["invalid type: ", "invalid value: "] {
@@ -231,7 +231,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
     let message: String = message.replace('`', "'");
     Error::input(
         format!("{at}: not a valid deployment file"),
-        format!("{message}; fix the TOML (see README, \"Deployment file\")"),
+        format!("{message}; fix the TOML (see docs/deployment-file.md)"),
     )
 }
 

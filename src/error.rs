@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Exit codes, documented in README. Scripts wrapping the binary rely on them.
+/// Exit codes, documented in README ("Exit codes"). Scripts wrapping the binary rely on them.
 pub mod exit {
     /// Deployed and healthy / command succeeded.
     pub const OK: i32 = 0;

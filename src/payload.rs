@@ -249,7 +249,7 @@ pub struct PayloadSpec<'a> {
     /// Add the symlink /fractalic/payload -> /payload.
     pub link_fractalic_payload: bool,
     /// Stage the folder as the release `/payload/.releases/DIR/` instead of
-    /// `/payload/<script>/` (see README, "Updates"); with `link_script`, also the symlink
+    /// `/payload/<script>/` (see docs/updates.md); with `link_script`, also the symlink
     /// `/payload/<script> -> .releases/DIR` that makes it the live release.
     pub release_dir: Option<&'a str>,
     /// With `release_dir`: add the `/payload/<script>` symlink.
@@ -971,7 +971,7 @@ pub const MANIFEST_SUFFIX: &str = ".sha256";
 /// the release folder `DIR/` and its config copies `DIR.config/`, paths relative to
 /// `/payload/.releases`. A name holding a line break, or that is not UTF-8, cannot be written
 /// on a line and is left out (the rest is still checked). The payload appends it as the
-/// archive's last entry; README "Crash safety" says how it is checked.
+/// archive's last entry; docs/updates.md ("In place") says how it is checked.
 #[derive(Debug, Default)]
 struct Manifest {
     dir: String,

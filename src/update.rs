@@ -2,7 +2,7 @@
 //! The plugin's `update`, `rollback` and `history` entry points call these through host
 //! functions (src/plugin/api/releases.rs); a Swarm plugin maps the same entry points onto Swarm's
 //! own verbs instead. Every step that changes something is recorded in the run's undo journal
-//! first, so a failure or Ctrl-C at any point puts the old release back (README, "Updates").
+//! first, so a failure or Ctrl-C at any point puts the old release back (docs/updates.md).
 
 use crate::config::DeployConfig;
 use crate::docker::{Docker, QUICK};

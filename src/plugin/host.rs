@@ -809,7 +809,7 @@ pub(crate) fn copy_payload(
             })
         })
         .collect();
-    // The first release of the deployment (README, "Updates"): the folder in
+    // The first release of the deployment (docs/updates.md): the folder in
     // /payload/.releases/DIR, /payload/<script> a link to it, its config files beside it.
     let dir = crate::release::dir_name(1);
     extra_files.extend(crate::update::config_copies(cfg, &dir));

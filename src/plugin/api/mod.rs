@@ -1,7 +1,7 @@
 //! The host API: every function a plugin script can call, grouped by concern, one module per
 //! group. Each function is registered through [`Api::add`] together with its documentation
 //! (signature, result, what it throws, what it does), so `fractalic-publisher plugin api` (and
-//! README's "Plugin API" section, which is that output) is generated from the registration
+//! docs/plugin-api.md's generated block, which is that output) is generated from the registration
 //! itself and cannot drift from it.
 
 mod containers;
@@ -178,7 +178,7 @@ pub fn reference() -> Vec<FnDoc> {
 
 /// The reference as Markdown: the plugin contract (entry points, `config`), then the host
 /// functions: the conventions and each group's functions. What `plugin api` prints, and
-/// README's "Plugin API" section verbatim.
+/// the generated block of docs/plugin-api.md verbatim.
 pub fn render_text(docs: &[FnDoc]) -> String {
     let mut o = String::from(crate::contract::ENTRY_POINTS_MD);
     o.push_str("\n### Host functions\n\n");
