@@ -47,11 +47,6 @@ pub fn set_output(o: Output) {
     *lock(&OUTPUT) = o;
 }
 
-/// Has an interrupt arrived?
-pub fn interrupted() -> bool {
-    *lock(&FINAL_WORD) == Some(true)
-}
-
 /// Called by the main thread before it prints its result. False once an interrupt arrived:
 /// then the handler has the last word and the caller must not print; [`park`] instead.
 pub fn claim_final_word() -> bool {

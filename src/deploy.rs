@@ -116,11 +116,6 @@ impl Prepared {
     pub fn host(&self) -> &Arc<Host> {
         &self.host
     }
-
-    /// The plugin that will publish.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
-    }
 }
 
 /// Runs a prepared deploy and then undoes it, whether it succeeded or not: a deployment made

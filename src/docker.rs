@@ -98,6 +98,7 @@ impl Docker {
     }
 
     /// This handle with the engine's location fixed (tests: a remote engine behind a fake).
+    #[cfg(test)]
     pub fn with_endpoint(self, endpoint: Endpoint) -> Docker {
         let _ = self.endpoint.set(endpoint);
         self
@@ -1043,11 +1044,6 @@ pub fn kill_children() -> Vec<String> {
         .filter(|c| c.call != Call::Ordinary)
         .map(|c| c.argv.clone())
         .collect()
-}
-
-/// How many docker calls are running now.
-pub fn in_flight() -> usize {
-    lock(&CHILDREN).list.len()
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub enum HealthError {
         last: String,
     },
     /// Nothing can reach the URL from where this process runs (found within one probe).
-    Unreachable { reason: String, waited: Duration },
+    Unreachable { reason: String },
     /// The container stopped while waiting (the caller adds its logs).
     Exited { code: Option<i64>, waited: Duration },
 }
@@ -117,12 +117,7 @@ pub fn wait_http_ok(
             Err(Failure {
                 reason,
                 fatal: true,
-            }) => {
-                return Err(HealthError::Unreachable {
-                    reason,
-                    waited: start.elapsed(),
-                })
-            }
+            }) => return Err(HealthError::Unreachable { reason }),
             Err(Failure { reason, .. }) => reason,
         };
 
@@ -185,10 +180,6 @@ fn probe_routed(
         Route::Direct => probe_with(agent, url, timeout).map_err(soft),
         Route::Via { url: at, .. } => probe_with(agent, at, timeout).map_err(soft),
         Route::NotPublished(why) => Err(soft(why.clone())),
-        Route::Unreachable(why) => Err(Failure {
-            reason: why.clone(),
-            fatal: true,
-        }),
         Route::Exec {
             target,
             url: inside,

@@ -236,6 +236,7 @@ impl Journal {
     }
 
     /// Uses `dir` instead of the state directory (tests).
+    #[cfg(test)]
     pub fn set_state_dir(&self, dir: &Path) {
         let _ = self.dir.set(dir.to_path_buf());
     }
@@ -248,6 +249,7 @@ impl Journal {
     }
 
     /// The journal's file, if something was recorded and it is not removed yet.
+    #[cfg(test)]
     pub fn path(&self) -> Option<PathBuf> {
         lock(&self.state).disk.as_ref().map(|d| d.path.clone())
     }
@@ -417,6 +419,7 @@ impl Journal {
 
     /// Creates a temp file (mode 0600) holding `contents` and records it, atomically with the
     /// check that the journal is still open: the file never exists unrecorded.
+    #[cfg(test)]
     pub fn temp_file(&self, prefix: &str, contents: &[u8]) -> Result<(Token, PathBuf)> {
         use std::io::Write;
         let mut s = lock(&self.state);
@@ -915,7 +918,8 @@ pub struct Found {
     pub since: String,
     /// Records not undone, dropped or kept: (id, what, confirmed), oldest first.
     pub entries: Vec<(u64, Resource, bool)>,
-    /// The last line was torn (a kill during its write) and was ignored.
+    /// The last line was torn (a kill during its write) and was ignored (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub torn: bool,
     file: Option<std::fs::File>,
 }

@@ -270,9 +270,13 @@ pub struct Payload<W = Vec<u8>> {
     pub dirs: usize,
     /// Sum of those files' sizes.
     pub bytes: u64,
-    /// Symlinks taken from the script folder (in-folder links only, stored as links).
+    /// Symlinks taken from the script folder (in-folder links only, stored as links; read by
+    /// the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub symlinks: usize,
-    /// What was left out and why (special files, dangling links, links leaving the folder).
+    /// What was left out and why (special files, dangling links, links leaving the folder;
+    /// read by the tests: the warnings are given as each is found).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub skipped: Vec<Skipped>,
     /// Whether `spec.main_script` was staged as a regular file.
     pub main_script_staged: bool,
@@ -292,18 +296,6 @@ pub enum Skipped {
     /// A symlink to something inside the folder that the payload leaves out (an exclude
     /// pattern, the top-level `.env`, or a special file), so it would dangle in the container.
     ToLeftOut { rel: String, target: String },
-}
-
-impl Skipped {
-    /// The path relative to the script folder ('/'-separated).
-    pub fn rel(&self) -> &str {
-        match self {
-            Skipped::Special { rel, .. }
-            | Skipped::Dangling { rel, .. }
-            | Skipped::Outside { rel, .. }
-            | Skipped::ToLeftOut { rel, .. } => rel,
-        }
-    }
 }
 
 impl fmt::Display for Skipped {

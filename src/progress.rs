@@ -23,6 +23,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
+    #[cfg(test)]
     pub const ALL: [Stage; 7] = [
         Stage::Validating,
         Stage::PullingImage,
@@ -34,6 +35,7 @@ impl Stage {
     ];
 
     /// The wire name (`pulling_image` ...).
+    #[cfg(test)]
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Validating => "validating",
@@ -47,6 +49,7 @@ impl Stage {
     }
 
     /// Parses a wire name; `completed` and `error` are not for plugins to set.
+    #[cfg(test)]
     pub fn parse_step(name: &str) -> Option<Stage> {
         Stage::ALL[..5].iter().copied().find(|s| s.as_str() == name)
     }
@@ -256,6 +259,7 @@ impl Progress {
     }
 
     /// Moves to `stage` (never backwards) without an event of its own.
+    #[cfg(test)]
     pub fn set_stage(&self, stage: Stage) {
         let mut st = self.lock();
         st.stage = st.stage.max(stage);
@@ -303,16 +307,6 @@ impl Progress {
     /// Ends a bar line so later output starts on a fresh line.
     pub fn finish(&self) {
         self.lock().end_bar();
-    }
-
-    /// The highest percentage reported so far.
-    pub fn percent(&self) -> u8 {
-        self.lock().percent
-    }
-
-    /// The current stage.
-    pub fn stage(&self) -> Stage {
-        self.lock().stage
     }
 }
 

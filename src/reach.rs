@@ -82,8 +82,6 @@ pub enum Route {
     },
     /// No running container publishes the port (yet): a failed probe, worth retrying.
     NotPublished(String),
-    /// Nothing can reach it from here: fail now with this reason.
-    Unreachable(String),
 }
 
 impl Route {
@@ -323,7 +321,7 @@ pub fn plan(me: &Me, target: &Target, path: &str) -> Route {
     }
 }
 
-/// Why an exec probe cannot work, for [`Route::Unreachable`].
+/// Why an exec probe cannot work (a fatal probe failure).
 pub fn unreachable(me: &Me, target: &Target, url: &str, why: &str) -> String {
     let names = |n: &[Net]| {
         if n.is_empty() {

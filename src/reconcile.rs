@@ -77,23 +77,11 @@ fn repair_command(name: &str) -> String {
 
 /// Finishes what only a platform can: an `rm` that died half-way is carried to its end (the
 /// user asked for the deployment to go; undoing half a removal cannot bring back what went).
-/// Provided by the caller that loads plugins ([`crate::manage::Manager`]); a caller that has
-/// none passes [`NoPlatform`], and the removal is reported unfinished with its repair.
+/// Provided by the caller that loads plugins ([`crate::manage::Manager`]).
 pub trait Finisher {
     /// Removes whatever is left of deployment `name` (nothing left: `Ok(empty)`); returns what
     /// it removed.
     fn finish_removal(&self, name: &str) -> crate::error::Result<Vec<String>>;
-}
-
-/// A [`Finisher`] that cannot finish anything.
-pub struct NoPlatform;
-
-impl Finisher for NoPlatform {
-    fn finish_removal(&self, name: &str) -> crate::error::Result<Vec<String>> {
-        Err(crate::error::Error::failed(format!(
-            "the removal of {name} can only be finished with its plugin: fractalic-publisher rm --force {name}"
-        )))
-    }
 }
 
 /// Reconciles `lock`'s deployment, whose lock the caller holds: every dead run's journal for

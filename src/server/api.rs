@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::manage::Manager;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::progress::{self, Progress};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -1087,9 +1087,10 @@ fn sse(server: &Server, req: &Request, run: &Run, after: u64, stream: &mut TcpSt
 }
 
 /// A JSON object's keys (for tests of the document).
+#[cfg(test)]
 pub fn keys(v: &Value) -> Vec<String> {
     v.as_object()
-        .map(|m: &Map<String, Value>| m.keys().cloned().collect())
+        .map(|m: &serde_json::Map<String, Value>| m.keys().cloned().collect())
         .unwrap_or_default()
 }
 

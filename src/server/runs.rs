@@ -57,6 +57,7 @@ impl Run {
     }
 
     /// Has the final event been recorded?
+    #[cfg(test)]
     pub fn done(&self) -> bool {
         self.lock().done
     }
