@@ -13,14 +13,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Exit code after an interrupt (128 + SIGINT), as shells expect.
-pub const INTERRUPTED_EXIT: i32 = exit::INTERRUPTED;
+pub(crate) const INTERRUPTED_EXIT: i32 = exit::INTERRUPTED;
 
 /// How long the first interrupt waits for an in-flight create or undo step.
 const SETTLE: Duration = Duration::from_secs(30);
 
 /// How the final words of an interrupt are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// A line on stderr.
     Text,
     /// `deploy --json`: the deploy error object on stdout.
@@ -43,18 +43,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// How an interrupt reports (set once the command line is known).
-pub fn set_output(o: Output) {
+pub(crate) fn set_output(o: Output) {
     *lock(&OUTPUT) = o;
-}
-
-/// Has an interrupt arrived?
-pub fn interrupted() -> bool {
-    *lock(&FINAL_WORD) == Some(true)
 }
 
 /// Called by the main thread before it prints its result. False once an interrupt arrived:
 /// then the handler has the last word and the caller must not print; [`park`] instead.
-pub fn claim_final_word() -> bool {
+pub(crate) fn claim_final_word() -> bool {
     let mut w = lock(&FINAL_WORD);
     match *w {
         Some(true) => false,
@@ -66,21 +61,21 @@ pub fn claim_final_word() -> bool {
 }
 
 /// [`claim_final_word`], or [`park`] when an interrupt has it.
-pub fn claim_or_park() {
+pub(crate) fn claim_or_park() {
     if !claim_final_word() {
         park();
     }
 }
 
 /// Blocks the calling thread for good (the interrupt handler exits the process).
-pub fn park() -> ! {
+pub(crate) fn park() -> ! {
     loop {
         std::thread::park();
     }
 }
 
 /// Installs the Ctrl-C / SIGTERM handler described in the module docs.
-pub fn install_handler() {
+pub(crate) fn install_handler() {
     let _ = ctrlc::set_handler(on_signal);
 }
 
@@ -111,7 +106,7 @@ fn on_signal() {
 }
 
 /// The one-line message of an interrupt.
-pub fn message(report: &UndoReport, killed: &[String], second: bool) -> String {
+pub(crate) fn message(report: &UndoReport, killed: &[String], second: bool) -> String {
     let mut s = String::from(if second {
         "interrupted again: stopped waiting"
     } else {
@@ -150,7 +145,7 @@ pub fn message(report: &UndoReport, killed: &[String], second: bool) -> String {
 
 /// The `--json` object of an interrupt, in the shape of the command's other errors plus
 /// `cleanup: {removed, left}`.
-pub fn json_object(output: Output, message: &str, report: &UndoReport) -> Value {
+pub(crate) fn json_object(output: Output, message: &str, report: &UndoReport) -> Value {
     let mut v = json!({
         "success": false,
         "error": message,

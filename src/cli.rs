@@ -25,10 +25,12 @@ pub struct Cli {
     )]
     pub plugins_dir: Option<PathBuf>,
 
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy a Fractalic script folder with a plugin (e.g. docker-registry); flags may come
@@ -40,12 +42,14 @@ pub enum Command {
     Info {
         /// Plugin name, e.g. docker-registry.
         plugin: String,
+        /// `--json`.
         #[command(flatten)]
         json: JsonFlag,
     },
     /// About writing plugins: `plugin api` prints the plugin API reference (entry points and
     /// host functions), generated from the host functions' registration.
     Plugin {
+        /// What to do about plugins.
         #[command(subcommand)]
         command: PluginCommand,
     },
@@ -76,6 +80,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// The shared front proxy (Caddy) that `--proxy` deployments are served through.
     Proxy {
+        /// What to do with the proxy.
         #[command(subcommand)]
         command: ProxyCommand,
     },
@@ -92,7 +97,7 @@ pub enum Command {
 /// `plugin` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Print the plugin API reference (Markdown; README's "Plugin API" section is this output).
+    /// Print the plugin API reference (Markdown; docs/plugin-api.md's generated block is this output).
     Api(JsonFlag),
 }
 
@@ -106,6 +111,7 @@ pub enum ProxyCommand {
         /// The proxy image (default: $FRACTALIC_PUBLISHER_PROXY_IMAGE, else caddy:2).
         #[arg(long, value_name = "IMAGE")]
         proxy_image: Option<String>,
+        /// `--json`.
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -114,6 +120,7 @@ pub enum ProxyCommand {
         /// Remove it even though deployments are routed through it.
         #[arg(long)]
         force: bool,
+        /// `--json`.
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -165,6 +172,7 @@ pub struct PsArgs {
     /// Also list stopped deployments.
     #[arg(long, short)]
     pub all: bool,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -174,6 +182,7 @@ pub struct PsArgs {
 pub struct NameArgs {
     /// The deployment's container name (see `fractalic-publisher ps`).
     pub name: String,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -227,6 +236,7 @@ pub struct StartArgs {
     /// Seconds to wait for the services to become healthy.
     #[arg(long, default_value = "60", value_name = "SECS")]
     pub timeout: String,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
     /// No progress output (the result still goes to stdout).
@@ -239,6 +249,7 @@ pub struct StartArgs {
 pub struct StopArgs {
     /// The deployment's container name (see `fractalic-publisher ps`).
     pub name: String,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
     /// No progress output (the result still goes to stdout).
@@ -254,6 +265,7 @@ pub struct RmArgs {
     /// Remove it even if it is running.
     #[arg(long, short)]
     pub force: bool,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -272,6 +284,7 @@ pub struct RollbackArgs {
     /// Seconds to wait for another command holding this deployment's lock (0: fail at once).
     #[arg(long, default_value = "0", value_name = "SECS")]
     pub lock_wait: String,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
     /// No progress output (the result still goes to stdout).
@@ -288,6 +301,7 @@ pub struct DoctorArgs {
     /// Seconds to wait for the throwaway container's services.
     #[arg(long, default_value = "60", value_name = "SECS")]
     pub timeout: String,
+    /// `--json`.
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -522,8 +536,9 @@ pub struct DeployArgs {
     pub domain: Option<String>,
     /// The proxy's TLS mode (`none`, `internal`, `acme`, `files`).
     pub tls: Option<String>,
-    /// Certificate and key files for `tls = files`.
+    /// The certificate file for `tls = files`.
     pub tls_cert: Option<PathBuf>,
+    /// The key file for `tls = files`.
     pub tls_key: Option<PathBuf>,
     /// Print one JSON object on stdout instead of text.
     pub json: bool,

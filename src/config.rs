@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The image deployed when `--image` is not given.
-pub const DEFAULT_IMAGE: &str = "ghcr.io/fractalic-ai/fractalic:latest-production";
+pub(crate) const DEFAULT_IMAGE: &str = "ghcr.io/fractalic-ai/fractalic:latest-production";
 /// First host port tried when `--port` is not given.
-pub const DEFAULT_PORT: u16 = 8001;
+pub(crate) const DEFAULT_PORT: u16 = 8001;
 /// Main-script extensions tried in order before falling back to `SCRIPT.*`.
-pub const SCRIPT_EXTENSIONS: &[&str] = &["md", "py", "sh", "txt"];
+pub(crate) const SCRIPT_EXTENSIONS: &[&str] = &["md", "py", "sh", "txt"];
 
 /// A config file found on disk, with its contents (which may be secret: never print them).
 #[derive(Debug, Clone)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// settings.toml, mcp_servers.json or .env.
     pub name: &'static str,
     pub source: PathBuf,
@@ -29,7 +29,7 @@ pub struct ConfigFile {
 
 /// Everything a deploy needs, validated.
 #[derive(Debug)]
-pub struct DeployConfig {
+pub(crate) struct DeployConfig {
     pub plugin: String,
     pub name: String,
     pub script_name: String,
@@ -60,20 +60,20 @@ pub struct DeployConfig {
 
 impl DeployConfig {
     /// Path of the main script inside the container.
-    pub fn script_path(&self) -> String {
+    pub(crate) fn script_path(&self) -> String {
         format!("/payload/{}/{}", self.script_name, self.main_script)
     }
 }
 
 /// Docker's container-name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-pub fn valid_docker_name(s: &str) -> bool {
+pub(crate) fn valid_docker_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Checks a container name given by the user.
-pub fn check_container_name(name: &str) -> Result<()> {
+pub(crate) fn check_container_name(name: &str) -> Result<()> {
     if valid_docker_name(name) && name.len() <= 128 {
         Ok(())
     } else {
@@ -85,7 +85,7 @@ pub fn check_container_name(name: &str) -> Result<()> {
 }
 
 /// Checks a script name: a Docker-style name without `..`.
-pub fn check_script_name(name: &str) -> Result<()> {
+pub(crate) fn check_script_name(name: &str) -> Result<()> {
     if valid_docker_name(name) && !name.contains("..") && name.len() <= 128 {
         Ok(())
     } else {
@@ -98,7 +98,7 @@ pub fn check_script_name(name: &str) -> Result<()> {
 
 /// Applies the original publisher's tag rule to `fractalic-ai/fractalic` images:
 /// no tag or `latest` -> `latest-production`, another tag -> `TAG-production`.
-pub fn production_tag(image: &str) -> String {
+pub(crate) fn production_tag(image: &str) -> String {
     if image.contains('@') {
         return image.to_string();
     }
@@ -118,7 +118,7 @@ pub fn production_tag(image: &str) -> String {
 }
 
 /// Checks an image reference (after [`production_tag`]).
-pub fn check_image(image: &str) -> Result<()> {
+pub(crate) fn check_image(image: &str) -> Result<()> {
     match image_reference_problem(image) {
         None => Ok(()),
         Some(why) => Err(Error::input(
@@ -130,7 +130,7 @@ pub fn check_image(image: &str) -> Result<()> {
 
 /// Why `image` is not a Docker image reference (`[domain[:port]/]path[:tag][@digest]`, the
 /// distribution/reference grammar), or None when it is one.
-pub fn image_reference_problem(image: &str) -> Option<String> {
+pub(crate) fn image_reference_problem(image: &str) -> Option<String> {
     if image.is_empty() {
         return Some("it is empty".into());
     }
@@ -316,7 +316,7 @@ fn digest_problem(d: &str) -> Option<String> {
 }
 
 /// The platform matching this host, as the original chose it.
-pub fn host_platform() -> &'static str {
+pub(crate) fn host_platform() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" | "arm64" => "linux/arm64",
         _ => "linux/amd64",
@@ -324,7 +324,7 @@ pub fn host_platform() -> &'static str {
 }
 
 /// Checks an image platform: OS/ARCH[/VARIANT].
-pub fn check_platform(p: &str) -> Result<()> {
+pub(crate) fn check_platform(p: &str) -> Result<()> {
     let parts: Vec<&str> = p.split('/').collect();
     let ok = (2..=3).contains(&parts.len())
         && parts.iter().all(|s| {
@@ -343,7 +343,7 @@ pub fn check_platform(p: &str) -> Result<()> {
 }
 
 /// Parses a port given by the user: 1-65535.
-pub fn parse_port(s: &str, flag: &str) -> Result<u16> {
+pub(crate) fn parse_port(s: &str, flag: &str) -> Result<u16> {
     match s.trim().parse::<u32>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         _ => Err(Error::input(
@@ -364,7 +364,7 @@ fn parse_timeout(s: &str) -> Result<Duration> {
 }
 
 /// `--replicas`: a whole number from 1 to 100.
-pub fn parse_replicas(s: &str) -> Result<u32> {
+pub(crate) fn parse_replicas(s: &str) -> Result<u32> {
     match s.trim().parse::<u32>() {
         Ok(n) if (1..=100).contains(&n) => Ok(n),
         _ => Err(Error::input(
@@ -375,7 +375,7 @@ pub fn parse_replicas(s: &str) -> Result<u32> {
 }
 
 /// `--registry`: `HOST:PORT` (a host name or IPv4 address, no scheme or path).
-pub fn check_registry(s: &str) -> Result<()> {
+pub(crate) fn check_registry(s: &str) -> Result<()> {
     let bad = || {
         Error::input(
             format!("bad --registry {s:?}"),
@@ -398,7 +398,7 @@ pub fn check_registry(s: &str) -> Result<()> {
 }
 
 /// `--publish-mode`: `ingress` or `host`.
-pub fn check_publish_mode(s: &str) -> Result<()> {
+pub(crate) fn check_publish_mode(s: &str) -> Result<()> {
     match s {
         "ingress" | "host" => Ok(()),
         _ => Err(Error::input(
@@ -409,7 +409,7 @@ pub fn check_publish_mode(s: &str) -> Result<()> {
 }
 
 /// `--domain`: a host name the proxy can route and certify.
-pub fn check_domain(s: &str) -> Result<()> {
+pub(crate) fn check_domain(s: &str) -> Result<()> {
     if crate::proxy::valid_domain(s) {
         Ok(())
     } else {
@@ -421,7 +421,7 @@ pub fn check_domain(s: &str) -> Result<()> {
 }
 
 /// `--tls`.
-pub fn parse_tls(s: &str) -> Result<crate::proxy::Tls> {
+pub(crate) fn parse_tls(s: &str) -> Result<crate::proxy::Tls> {
     crate::proxy::Tls::parse(s).ok_or_else(|| {
         Error::input(
             format!("bad --tls {s:?}"),
@@ -505,7 +505,7 @@ fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
 
 /// The certificate and key of `--tls files` (the key is a secret: never printed).
 #[derive(Clone)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
 }
@@ -522,7 +522,7 @@ impl std::fmt::Debug for TlsFiles {
 
 /// The front-proxy part of a [`DeployConfig`].
 #[derive(Debug, Clone, Default)]
-pub struct ProxySettings {
+pub(crate) struct ProxySettings {
     /// Served through the proxy: Some(true/false) as asked, None: as the deployment is (a new
     /// one: not).
     pub proxy: Option<bool>,
@@ -532,7 +532,7 @@ pub struct ProxySettings {
 }
 
 /// An environment variable name: letters, digits and `_`, not starting with a digit.
-pub fn valid_env_key(k: &str) -> bool {
+pub(crate) fn valid_env_key(k: &str) -> bool {
     let mut c = k.chars();
     matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
@@ -540,10 +540,10 @@ pub fn valid_env_key(k: &str) -> bool {
 
 /// The longest `KEY=VALUE` line Docker's `--env-file` reader accepts (its line scanner holds
 /// 64 KiB including the newline).
-pub const ENV_LINE_MAX: usize = 65_535;
+pub(crate) const ENV_LINE_MAX: usize = 65_535;
 /// The most environment, in bytes, a deploy passes (Linux limits a process's environment to a
 /// few MiB in all; beyond this a container would fail to start).
-pub const ENV_TOTAL_MAX: usize = 1 << 20;
+pub(crate) const ENV_TOTAL_MAX: usize = 1 << 20;
 
 /// What an env item may show of itself in an error: the text before its first separator
 /// (`=`, `:` or whitespace) when that is a plain name; never anything after it, which may be a
@@ -589,7 +589,7 @@ fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
 
 /// Checks that the container environment fits what Docker and Linux accept: each `K=V` at most
 /// [`ENV_LINE_MAX`] bytes, all of it at most [`ENV_TOTAL_MAX`]. Names only in errors.
-pub fn check_env_sizes(env: &[(String, String, String)]) -> Result<()> {
+pub(crate) fn check_env_sizes(env: &[(String, String, String)]) -> Result<()> {
     let mut total = 0;
     for (k, v, origin) in env {
         let line = k.len() + 1 + v.len();
@@ -612,7 +612,7 @@ pub fn check_env_sizes(env: &[(String, String, String)]) -> Result<()> {
 
 /// Reads an env file: `K=V` lines, `#` comments, blank lines, optional `export `, and one pair
 /// of matching surrounding quotes stripped from the value.
-pub fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_env_file(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(parse_env_file_at(path)?
         .into_iter()
         .map(|(k, v, _)| (k, v))
@@ -677,7 +677,7 @@ fn valid_main_script_name(name: &str) -> bool {
 /// of characters other than `a-z0-9` one hyphen, none at either end (`My Script.md` ->
 /// `my-script`, `Hello_World.md` -> `hello-world`). Applied to a given script name too, it
 /// compares names case-, space-, underscore- and hyphen-insensitively.
-pub fn ui_script_name(file_name: &str) -> String {
+pub(crate) fn ui_script_name(file_name: &str) -> String {
     let stem = match file_name.rsplit_once('.') {
         Some((stem, _)) if !stem.is_empty() => stem,
         _ => file_name,
@@ -749,7 +749,7 @@ fn ui_name_candidates(folder: &Path, want: &str, excludes: &Excludes) -> Vec<Str
 /// the one file the name can only mean as the Fractalic UI makes names (`my-script` for
 /// `My Script.md`, maybe in a subfolder: the UI sends its repository as the folder), with a
 /// warning saying so (second element). Several such files are bad input naming them.
-pub fn resolve_main_script(
+pub(crate) fn resolve_main_script(
     folder: &Path,
     script: &str,
     excludes: &Excludes,
@@ -800,7 +800,7 @@ pub fn resolve_main_script(
 }
 
 /// `cannot read PATH` as bad input (exit 2): the script folder, or something in it.
-pub fn unreadable(path: &Path, e: &std::io::Error) -> Error {
+pub(crate) fn unreadable(path: &Path, e: &std::io::Error) -> Error {
     Error::input(
         format!("cannot read {}", path.display()),
         format!(
@@ -895,7 +895,7 @@ fn main_candidate(folder: &Path, name: &str, excludes: &Excludes) -> Result<Cand
 /// order. It must end up in the payload as a regular file: one that an exclude pattern drops,
 /// a symlink leaving the folder or dangling, or a name outside the script-name rule is bad
 /// input, named with the reason.
-pub fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Result<String> {
+pub(crate) fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Result<String> {
     for ext in SCRIPT_EXTENSIONS {
         let name = format!("{script}.{ext}");
         match main_candidate(folder, &name, excludes)? {
@@ -942,7 +942,7 @@ pub fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Res
 /// The project root of a deploy confined to `root` (the REST API's `--root`): the nearest
 /// directory holding `fractalic.py` from the script folder up to `root`, never above it; else
 /// the script folder itself (then only its own config files are used).
-pub fn project_root_within(script_folder: &Path, root: &Path) -> PathBuf {
+pub(crate) fn project_root_within(script_folder: &Path, root: &Path) -> PathBuf {
     script_folder
         .ancestors()
         .take_while(|d| d.starts_with(root))
@@ -952,7 +952,7 @@ pub fn project_root_within(script_folder: &Path, root: &Path) -> PathBuf {
 
 /// The Fractalic project root: walk up to a directory holding `fractalic.py`, from the script
 /// folder, then the working directory, then the binary's location; else the working directory.
-pub fn project_root(script_folder: &Path) -> PathBuf {
+pub(crate) fn project_root(script_folder: &Path) -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let exe_dir = std::env::current_exe()
         .ok()
@@ -979,7 +979,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Checks that settings.toml parses. The error names the file and position, never its text.
-pub fn check_settings_toml(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn check_settings_toml(path: &Path, contents: &[u8]) -> Result<()> {
     let text = std::str::from_utf8(contents).map_err(|_| {
         Error::input(
             format!("{} is not UTF-8 text", path.display()),
@@ -1008,7 +1008,7 @@ pub fn check_settings_toml(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Checks that mcp_servers.json parses. serde_json's message carries only the position.
-pub fn check_mcp_json(path: &Path, contents: &[u8]) -> Result<()> {
+pub(crate) fn check_mcp_json(path: &Path, contents: &[u8]) -> Result<()> {
     serde_json::from_slice::<serde_json::Value>(contents)
         .map(|_| ())
         .map_err(|e| {
@@ -1026,12 +1026,12 @@ pub fn check_mcp_json(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Largest config, env or token file read (settings.toml, mcp_servers.json, .env,
 /// --env-file, the deployment file, --token-file).
-pub const MAX_SMALL_FILE: u64 = 1024 * 1024;
+pub(crate) const MAX_SMALL_FILE: u64 = 1024 * 1024;
 
 /// Reads a small file the user pointed at (`what` names it in messages): it must be a regular
 /// file (a FIFO would block and /dev/zero never ends) of at most [`MAX_SMALL_FILE`] bytes.
 /// Problems are bad input naming the path.
-pub fn read_small(path: &Path, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_small(path: &Path, what: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| {
         Error::input(
@@ -1121,7 +1121,10 @@ fn usable_config(path: &Path, confine: Option<&Path>) -> std::result::Result<(),
 /// (which wins), plus the folder's `.env`. Each is parsed; contents stay in memory only. A
 /// candidate that is not a regular file, or (in the script folder) a symlink leaving the
 /// folder, is passed over with a warning (second element).
-pub fn find_config_files(root: &Path, folder: &Path) -> Result<(Vec<ConfigFile>, Vec<String>)> {
+pub(crate) fn find_config_files(
+    root: &Path,
+    folder: &Path,
+) -> Result<(Vec<ConfigFile>, Vec<String>)> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let canon_folder = folder
@@ -1185,14 +1188,14 @@ pub fn find_config_files(root: &Path, folder: &Path) -> Result<(Vec<ConfigFile>,
 }
 
 /// Most files a script folder may hold after the excludes (a whole monorepo is not copied).
-pub const MAX_PAYLOAD_FILES: u64 = 20_000;
+pub(crate) const MAX_PAYLOAD_FILES: u64 = 20_000;
 /// Most bytes a script folder may hold after the excludes.
-pub const MAX_PAYLOAD_BYTES: u64 = 512 << 20;
+pub(crate) const MAX_PAYLOAD_BYTES: u64 = 512 << 20;
 
 /// Counts the files and bytes under `folder` that the payload would take (excludes applied),
 /// stopping as soon as either limit is passed: Some((files, bytes)) then, so a folder far too
 /// big is refused after reading only the part that passes the limit.
-pub fn over_ceiling(
+pub(crate) fn over_ceiling(
     folder: &Path,
     excludes: &Excludes,
     max_files: u64,
@@ -1247,13 +1250,13 @@ const SKIP_WARNINGS_MAX: usize = 20;
 
 /// Validates deploy flags into a [`DeployConfig`]. Any problem is [`Error::Input`] (exit 2).
 /// Docker is not run here: everything a user can get wrong is found before it is.
-pub fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
+pub(crate) fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
     deploy_config_with(args, true)
 }
 
 /// [`deploy_config`] without the check that `--port` is free now: for an update of a
 /// deployment that already holds that port.
-pub fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> {
+pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> {
     deploy_config_with(args, false)
 }
 

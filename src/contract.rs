@@ -7,10 +7,10 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// The plugin contract as README's "Plugin API" section states it (printed by `plugin api`
+/// The plugin contract as docs/plugin-api.md states it (printed by `plugin api`
 /// ahead of the host functions): entry points, what each must return, and `config`. Kept
 /// beside the types and checks it describes.
-pub const ENTRY_POINTS_MD: &str = r#"A plugin is a Rhai script `NAME.rhai`. It is looked up, first match wins, in `--plugins-dir` /
+pub(crate) const ENTRY_POINTS_MD: &str = r#"A plugin is a Rhai script `NAME.rhai`. It is looked up, first match wins, in `--plugins-dir` /
 `FRACTALIC_PUBLISHER_PLUGINS`, then `./plugins`, then `$XDG_CONFIG_HOME/fractalic-publisher/plugins`
 (`~/.config/...`), then the plugins built into the binary. Files are re-read on every run; the
 deploy says which file it used. The engine is hardened: operation, call-depth, expression-depth,
@@ -37,7 +37,7 @@ never as an empty cell in the output. Fields not listed are kept and shown (`--j
 | `stop(name)` | `stop` | **`{name, state}`** |
 | `start(name, opts)` | `start` | **`{name, state}`**, `url`, `health_ms`; throw when it does not become healthy (the binary then runs `lookup`'s `stop_args` if it was stopped). `opts`: `{timeout}` (seconds) |
 | `delete(name, opts)` | `rm` | **`{name, removed}`** (`removed`: array of strings). `opts`: `{force}`; a running one without force: `bad_input(...)` |
-| `update(config)` | `deploy`, instead of `publish`, when `config.name` is a deployment this tool made with this plugin (under the deployment's lock; see README "Updates"). Without it such a deploy is refused as before | the `publish` map plus `release` and `update`: `{kind: none / in-place / container, release, from, changes, lines, reasons, restarted, elapsed_ms, ...}` (`changes`: names and keys only). docker-registry: the release-switch and container-replacement functions below; docker-swarm can map it onto `docker service update` |
+| `update(config)` | `deploy`, instead of `publish`, when `config.name` is a deployment this tool made with this plugin (under the deployment's lock; see docs/updates.md). Without it such a deploy is refused as before | the `publish` map plus `release` and `update`: `{kind: none / in-place / container, release, from, changes, lines, reasons, restarted, elapsed_ms, ...}` (`changes`: names and keys only). docker-registry: the release-switch and container-replacement functions below; docker-swarm can map it onto `docker service update` |
 | `rollback(name, opts)` | `rollback` (under the lock) | `{name, release, of, kind, restarted}`. `opts`: `{to ("" = the previous release), timeout}` (seconds) |
 | `history(name)` | `history` | `{current, releases: [{id, time, kind, of, outcome, error, changes, state}]}` |
 
@@ -56,7 +56,7 @@ given), `domain`, `tls` (`""`: not given);
 
 /// One configuration file of a deploy, as plugins see it (never its content).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ConfigFileRef {
+pub(crate) struct ConfigFileRef {
     /// `settings.toml`, `.env` or `mcp_servers.json`.
     pub name: String,
     /// Where it is read from on this host.
@@ -68,7 +68,7 @@ pub struct ConfigFileRef {
 /// The config handed to a plugin's `validate(config)` and `publish(config)`: names, paths and
 /// flags; never secret values (`env_keys` holds only the variables' names).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PluginConfig {
+pub(crate) struct PluginConfig {
     pub plugin: String,
     pub name: String,
     pub script_name: String,
@@ -206,7 +206,7 @@ fn type_name(v: &Value) -> &'static str {
 /// What `publish(config)` returns. `url` is required; the rest is optional and typed; every
 /// other field the plugin reports is kept in `extra` (shown under `details.plugin_result`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PublishResult {
+pub(crate) struct PublishResult {
     pub url: String,
     #[serde(default)]
     pub deployment_id: Option<String>,
@@ -241,7 +241,7 @@ pub struct PublishResult {
 }
 
 /// Reads `publish()`'s result.
-pub fn publish_result(file: &str, v: &rhai::Dynamic) -> Result<PublishResult> {
+pub(crate) fn publish_result(file: &str, v: &rhai::Dynamic) -> Result<PublishResult> {
     let c = Check {
         file,
         entry: "publish",
@@ -288,7 +288,7 @@ pub fn publish_result(file: &str, v: &rhai::Dynamic) -> Result<PublishResult> {
 
 /// What `lookup(name)` returns for a deployment it knows (it returns () for one it does not).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LookupResult {
+pub(crate) struct LookupResult {
     /// The object's real name.
     pub name: String,
     /// Its `fractalic-publisher.plugin` label ("" when it has none).
@@ -311,7 +311,7 @@ fn default_kind() -> String {
 }
 
 /// Reads `lookup(name)`'s result: None when the plugin answered ().
-pub fn lookup_result(file: &str, v: &rhai::Dynamic) -> Result<Option<LookupResult>> {
+pub(crate) fn lookup_result(file: &str, v: &rhai::Dynamic) -> Result<Option<LookupResult>> {
     if v.is_unit() {
         return Ok(None);
     }
@@ -338,7 +338,7 @@ pub fn lookup_result(file: &str, v: &rhai::Dynamic) -> Result<Option<LookupResul
 /// One row of `ps`, as `list_all()` returns it. The table shows the named columns; `--json`
 /// shows every field the plugin gave.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ListEntry {
+pub(crate) struct ListEntry {
     pub name: String,
     pub plugin: String,
     pub state: String,
@@ -356,7 +356,7 @@ pub struct ListEntry {
 }
 
 /// Reads `list_all()`'s result: an array of entries.
-pub fn list_result(file: &str, v: &rhai::Dynamic) -> Result<Vec<ListEntry>> {
+pub(crate) fn list_result(file: &str, v: &rhai::Dynamic) -> Result<Vec<ListEntry>> {
     let c = Check {
         file,
         entry: "list_all",
@@ -391,7 +391,7 @@ pub fn list_result(file: &str, v: &rhai::Dynamic) -> Result<Vec<ListEntry>> {
 
 /// What `status(name)` returns: `name` and `state` are required, the rest is shown as given.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatusResult {
+pub(crate) struct StatusResult {
     pub name: String,
     pub state: String,
     #[serde(flatten)]
@@ -400,7 +400,7 @@ pub struct StatusResult {
 
 /// What `start(name, opts)` returns.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StartResult {
+pub(crate) struct StartResult {
     pub name: String,
     pub state: String,
     #[serde(default)]
@@ -413,7 +413,7 @@ pub struct StartResult {
 
 /// What `stop(name)` returns.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StopResult {
+pub(crate) struct StopResult {
     pub name: String,
     pub state: String,
     #[serde(flatten)]
@@ -422,7 +422,7 @@ pub struct StopResult {
 
 /// What `delete(name, opts)` returns: what it removed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DeleteResult {
+pub(crate) struct DeleteResult {
     pub name: String,
     pub removed: Vec<String>,
     #[serde(flatten)]
@@ -430,7 +430,7 @@ pub struct DeleteResult {
 }
 
 /// Reads a management entry point's result (`status`, `start`, `stop`, `delete`).
-pub fn entry_result<T: serde::de::DeserializeOwned>(
+pub(crate) fn entry_result<T: serde::de::DeserializeOwned>(
     file: &str,
     entry: &str,
     v: &rhai::Dynamic,

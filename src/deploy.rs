@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// What a successful deploy reports (the plugin's result plus what we know of the config).
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub name: String,
     pub script_name: String,
     /// The run's id (every progress event's `deployment_id`).
@@ -31,7 +31,7 @@ pub struct Report {
 }
 
 /// The config as plugins see it: names, paths and flags; never secret values.
-pub fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
+pub(crate) fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
     let (port, port_exact) = match cfg.port {
         PortRequest::Preferred(p) => (p, false),
         PortRequest::Exact(p) => (p, true),
@@ -80,14 +80,14 @@ pub fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
 }
 
 /// [`plugin_config`] as the Rhai map handed to `validate` and `publish`.
-pub fn config_map(cfg: &DeployConfig) -> rhai::Dynamic {
+pub(crate) fn config_map(cfg: &DeployConfig) -> rhai::Dynamic {
     rhai::serde::to_dynamic(plugin_config(cfg)).unwrap_or(rhai::Dynamic::UNIT)
 }
 
 /// A deploy that passed every check that needs no Docker daemon: flags, files, the plugin's
 /// own `validate`. [`run`] carries it out. The REST API prepares on the request thread (so bad
 /// input is an HTTP 400 before any stream starts) and runs on a thread of its own.
-pub struct Prepared {
+pub(crate) struct Prepared {
     name: String,
     script_name: String,
     script_path: String,
@@ -108,25 +108,20 @@ pub struct Prepared {
 
 impl Prepared {
     /// The deployment's name (its container name).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The host the plugin calls (what its readiness wait saw, its journal).
-    pub fn host(&self) -> &Arc<Host> {
+    pub(crate) fn host(&self) -> &Arc<Host> {
         &self.host
-    }
-
-    /// The plugin that will publish.
-    pub fn plugin(&self) -> &Plugin {
-        &self.plugin
     }
 }
 
 /// Runs a prepared deploy and then undoes it, whether it succeeded or not: a deployment made
 /// only to prove that deploys work (doctor's throwaway), removed by the same journal that
 /// removes a failed deploy's leftovers (and, on Ctrl-C, by the interrupt handler).
-pub fn run_and_undo(p: Prepared) -> (Result<Report>, UndoReport) {
+pub(crate) fn run_and_undo(p: Prepared) -> (Result<Report>, UndoReport) {
     let published = p
         .plugin
         .call("publish", (p.map.clone(),))
@@ -150,7 +145,7 @@ pub fn run_and_undo(p: Prepared) -> (Result<Report>, UndoReport) {
 }
 
 /// Validates a deploy: bad input fails here, before Docker is touched.
-pub fn prepare(
+pub(crate) fn prepare(
     docker_flag: Option<&Path>,
     plugins_dir: Option<&Path>,
     args: &DeployArgs,
@@ -183,7 +178,7 @@ pub fn prepare(
 }
 
 /// [`prepare`] for a config built in code (doctor's throwaway deployment).
-pub fn prepare_config(
+pub(crate) fn prepare_config(
     docker_flag: Option<&Path>,
     plugins_dir: Option<&Path>,
     cfg: DeployConfig,
@@ -243,7 +238,7 @@ pub fn prepare_config(
 
 /// Runs a prepared deploy: the plugin's `publish`. A failure undoes what the run created
 /// (its journal) and says what that undo really did.
-pub fn run(p: Prepared) -> Result<Report> {
+pub(crate) fn run(p: Prepared) -> Result<Report> {
     let Prepared {
         name,
         script_name,
@@ -384,7 +379,7 @@ fn entry_point(
 /// record). No lock, journal, container or release is made; an image is only looked up. The
 /// plan: create or update; in place or by container (and why); what changed; port; image;
 /// where it stopped; unfinished work of a dead run the real deploy would repair first.
-pub fn plan(p: Prepared) -> Result<Value> {
+pub(crate) fn plan(p: Prepared) -> Result<Value> {
     let Prepared {
         name,
         script_name,
@@ -446,7 +441,7 @@ pub fn plan(p: Prepared) -> Result<Value> {
 }
 
 /// The plan of [`plan`] as text: one fact per line.
-pub fn render_plan(v: &Value) -> String {
+pub(crate) fn render_plan(v: &Value) -> String {
     let mut out = String::new();
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let what = match (s("action").as_str(), s("kind").as_str()) {
@@ -506,7 +501,7 @@ pub fn render_plan(v: &Value) -> String {
 }
 
 /// Runs a deploy: [`prepare`] then [`run`].
-pub fn deploy(
+pub(crate) fn deploy(
     docker_flag: Option<&Path>,
     plugins_dir: Option<&Path>,
     args: &DeployArgs,
@@ -517,7 +512,7 @@ pub fn deploy(
 
 /// The original failure, followed by what the undo really did and what it left (with the
 /// commands that remove it).
-pub fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
+pub(crate) fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
     if undo.undone.is_empty() && undo.left.is_empty() {
         return e;
     }
@@ -542,7 +537,7 @@ pub fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
 }
 
 /// The seed's "Expected Output", with this tool's management commands.
-pub fn render_text(r: &Report) -> String {
+pub(crate) fn render_text(r: &Report) -> String {
     let url = r.result.url.as_str();
     let container = r.result.container.as_deref().unwrap_or(&r.name);
     let mut o = String::new();
@@ -628,11 +623,11 @@ pub fn render_text(r: &Report) -> String {
 }
 
 /// The `--json` object for a successful deploy (the REST API's `result`, too).
-pub fn render_json(r: &Report) -> Value {
+pub(crate) fn render_json(r: &Report) -> Value {
     crate::outcome::success(r)
 }
 
 /// The `--json` object for a failure.
-pub fn render_json_error(e: &Error) -> Value {
+pub(crate) fn render_json_error(e: &Error) -> Value {
     crate::outcome::failure(e, None, None)
 }

@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// The file looked for in the script folder, then in the project root.
-pub const FILE_NAME: &str = "fractalic-publish.toml";
+pub(crate) const FILE_NAME: &str = "fractalic-publish.toml";
 
 /// What `--print-config` shows instead of a secret value.
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// The keys a deployment file may hold (the seed's "Plugin Configuration" names where it has
 /// one). Every value is optional; the command line wins over each.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     /// `deploy PLUGIN` (`plugin_name` as in the seed's DeploymentConfig is accepted too).
     #[serde(alias = "plugin_name")]
     pub plugin: Option<Spanned<String>>,
@@ -71,14 +71,14 @@ pub struct FileConfig {
 /// `[ports]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Ports {
+pub(crate) struct Ports {
     /// The host port of the AI server (`--port`): exactly this one.
     pub ai_server: Option<Spanned<i64>>,
 }
 
 /// The merge's result: what to deploy and which file (if any) it came from.
 #[derive(Debug)]
-pub struct Merged {
+pub(crate) struct Merged {
     pub args: DeployArgs,
     pub file: Option<PathBuf>,
 }
@@ -126,7 +126,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// The deployment file to use: `--config FILE`; else `fractalic-publish.toml` in the script
 /// folder given on the command line (the working directory when none is); else in the project
 /// root found from there ([`config::project_root`]). `None` when there is none.
-pub fn locate(flags: &DeployFlags) -> Result<Option<PathBuf>> {
+pub(crate) fn locate(flags: &DeployFlags) -> Result<Option<PathBuf>> {
     if let Some(p) = &flags.config {
         if !p.is_file() {
             return Err(Error::input(
@@ -201,7 +201,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
             format!("{at}: unknown key {key:?}"),
             "known keys: plugin, script_name, script_folder, container_name, registry_image, \
              platform, [ports] ai_server, bind, [environment], env_file, include_files, \
-             exclude_patterns, pull, timeout, replicas, registry, publish_mode, proxy, domain, tls, tls_cert, tls_key (see README, \"Deployment file\")",
+             exclude_patterns, pull, timeout, replicas, registry, publish_mode, proxy, domain, tls, tls_cert, tls_key (see docs/deployment-file.md)",
         );
     }
     for prefix in ["invalid type: ", "invalid value: "] {
@@ -231,7 +231,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
     let message: String = message.replace('`', "'");
     Error::input(
         format!("{at}: not a valid deployment file"),
-        format!("{message}; fix the TOML (see README, \"Deployment file\")"),
+        format!("{message}; fix the TOML (see docs/deployment-file.md)"),
     )
 }
 
@@ -438,7 +438,7 @@ fn places(file: Option<&Loaded>, flag: &str, key: &str) -> String {
 /// Merges the command line over the deployment file (if any): a flag given wins; environment
 /// variables merge by name (`--env` wins); lists given on the command line replace the file's.
 /// Then the defaults fill what neither gives. Bad or missing values are bad input (exit 2).
-pub fn merge(flags: &DeployFlags) -> Result<Merged> {
+pub(crate) fn merge(flags: &DeployFlags) -> Result<Merged> {
     let loaded = match locate(flags)? {
         Some(p) => {
             let l = load(&p)?;
@@ -615,7 +615,7 @@ fn inside_pattern(file: &Path, folder: &Path) -> Option<String> {
 
 /// What `--print-config` shows: the file's keys, resolved and validated, secrets redacted.
 #[derive(Debug, Clone, Serialize)]
-pub struct Printed {
+pub(crate) struct Printed {
     /// The deployment file merged in, if any (JSON only; a comment in TOML).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
@@ -644,12 +644,12 @@ pub struct Printed {
 
 /// `[ports]` of [`Printed`].
 #[derive(Debug, Clone, Serialize)]
-pub struct PrintedPorts {
+pub(crate) struct PrintedPorts {
     pub ai_server: u16,
 }
 
 /// The merged settings after validation (the same checks a deploy makes, without Docker).
-pub fn printed(merged: &Merged, cfg: &DeployConfig) -> Printed {
+pub(crate) fn printed(merged: &Merged, cfg: &DeployConfig) -> Printed {
     let a = &merged.args;
     Printed {
         config_file: merged.file.as_ref().map(|p| p.display().to_string()),
@@ -681,7 +681,7 @@ pub fn printed(merged: &Merged, cfg: &DeployConfig) -> Printed {
 }
 
 /// `--print-config` text: TOML (a comment names the file) or pretty JSON.
-pub fn render(p: &Printed, json: bool) -> Result<String> {
+pub(crate) fn render(p: &Printed, json: bool) -> Result<String> {
     if json {
         return serde_json::to_string_pretty(p)
             .map(|s| s + "\n")

@@ -11,21 +11,21 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Environment variable naming the docker binary (overridden by `--docker`).
-pub const DOCKER_ENV: &str = "FRACTALIC_PUBLISHER_DOCKER";
+pub(crate) const DOCKER_ENV: &str = "FRACTALIC_PUBLISHER_DOCKER";
 
 /// Deadline for quick calls (ps, inspect, create, cp, start, rm ...).
-pub const QUICK: Duration = Duration::from_secs(30);
+pub(crate) const QUICK: Duration = Duration::from_secs(30);
 
 /// What a finished docker command printed.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     pub stdout: String,
     pub stderr: String,
 }
 
 /// A handle on the docker CLI.
 #[derive(Debug)]
-pub struct Docker {
+pub(crate) struct Docker {
     bin: PathBuf,
     calls: AtomicU32,
     /// `--context NAME`, put before every call's arguments.
@@ -46,7 +46,7 @@ thread_local! {
 
 /// Runs `f` with this thread's docker calls declared read-only (the `docker exec`s that read
 /// the live release for a plan): a dry run lets them through.
-pub fn reading<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn reading<T>(f: impl FnOnce() -> T) -> T {
     let before = READING.with(|r| r.replace(true));
     let out = f();
     READING.with(|r| r.set(before));
@@ -54,7 +54,7 @@ pub fn reading<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Does `docker ARGS` only read? (Subcommands that list, inspect or print; `cp NAME:PATH -`.)
-pub fn read_only(args: &[&str]) -> bool {
+pub(crate) fn read_only(args: &[&str]) -> bool {
     let sub = args.first().copied().unwrap_or("");
     let verb = args.get(1).copied().unwrap_or("");
     match sub {
@@ -78,7 +78,7 @@ static CONTEXT: OnceLock<Option<String>> = OnceLock::new();
 
 /// Sets the `--context NAME` every docker call of this process gets; a name docker would not
 /// accept is bad input. Call once, before [`Docker::locate`].
-pub fn set_context(name: Option<&str>) -> Result<()> {
+pub(crate) fn set_context(name: Option<&str>) -> Result<()> {
     if let Some(n) = name {
         if !crate::engine::valid_context_name(n) {
             return Err(Error::input(
@@ -93,7 +93,7 @@ pub fn set_context(name: Option<&str>) -> Result<()> {
 
 impl Docker {
     /// Finds docker: `flag` (from `--docker`), else `FRACTALIC_PUBLISHER_DOCKER`, else `which docker`.
-    pub fn locate(flag: Option<&Path>) -> Result<Docker> {
+    pub(crate) fn locate(flag: Option<&Path>) -> Result<Docker> {
         let from_env = std::env::var_os(DOCKER_ENV).filter(|v| !v.is_empty());
         let bin = match (flag, from_env) {
             (Some(p), _) => resolve_given(p, "--docker")?,
@@ -121,12 +121,12 @@ impl Docker {
     }
 
     /// From now on, this handle runs only calls that read (see [`read_only`], [`reading`]).
-    pub fn set_dry_run(&self) {
+    pub(crate) fn set_dry_run(&self) {
         self.dry.store(true, Ordering::SeqCst);
     }
 
     /// Is this handle in a dry run?
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.dry.load(Ordering::SeqCst)
     }
 
@@ -140,7 +140,7 @@ impl Docker {
 
     /// The [`Error::DryRun`] for the change `next`; the first one is remembered (a plugin
     /// may catch the error; the plan still ends where the first change would have been).
-    pub fn dry_stop(&self, next: String) -> Error {
+    pub(crate) fn dry_stop(&self, next: String) -> Error {
         let mut s = self.dry_stopped.lock().unwrap_or_else(|p| p.into_inner());
         if s.is_none() {
             *s = Some(next.clone());
@@ -149,7 +149,7 @@ impl Docker {
     }
 
     /// Where a dry run stopped (None: it never reached a change).
-    pub fn dry_stopped(&self) -> Option<String> {
+    pub(crate) fn dry_stopped(&self) -> Option<String> {
         self.dry_stopped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -157,7 +157,7 @@ impl Docker {
     }
 
     /// A handle on a known binary (tests use this with fake programs).
-    pub fn with_binary(bin: PathBuf) -> Docker {
+    pub(crate) fn with_binary(bin: PathBuf) -> Docker {
         Docker {
             bin,
             calls: AtomicU32::new(0),
@@ -169,25 +169,26 @@ impl Docker {
     }
 
     /// This handle with `--context NAME` before every call's arguments.
-    pub fn with_context(mut self, name: &str) -> Docker {
+    pub(crate) fn with_context(mut self, name: &str) -> Docker {
         self.context = Some(name.to_string());
         self
     }
 
     /// This handle with the engine's location fixed (tests: a remote engine behind a fake).
-    pub fn with_endpoint(self, endpoint: Endpoint) -> Docker {
+    #[cfg(test)]
+    pub(crate) fn with_endpoint(self, endpoint: Endpoint) -> Docker {
         let _ = self.endpoint.set(endpoint);
         self
     }
 
     /// The `--context` in use, if any.
-    pub fn context(&self) -> Option<&str> {
+    pub(crate) fn context(&self) -> Option<&str> {
         self.context.as_deref()
     }
 
     /// Where the engine is: from `--context`, `DOCKER_HOST`, `DOCKER_CONTEXT` or the CLI's
     /// current context (see [`crate::engine::resolve`]); resolved once, without a docker call.
-    pub fn endpoint(&self) -> &Endpoint {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         self.endpoint.get_or_init(|| {
             crate::engine::resolve(&crate::engine::Sources::from_env(self.context()))
         })
@@ -204,19 +205,24 @@ impl Docker {
     }
 
     /// The binary in use.
-    pub fn binary(&self) -> &Path {
+    pub(crate) fn binary(&self) -> &Path {
         &self.bin
     }
 
     /// How many docker processes this handle has started.
-    pub fn calls(&self) -> u32 {
+    pub(crate) fn calls(&self) -> u32 {
         self.calls.load(Ordering::Relaxed)
     }
 
     /// Runs `docker ARGS`, feeding `stdin` if given, killing it after `timeout`.
     /// A non-zero exit becomes [`Error::Docker`] (or [`Error::DaemonDown`] when the daemon is
     /// unreachable).
-    pub fn run(&self, args: &[&str], stdin: Option<Vec<u8>>, timeout: Duration) -> Result<Output> {
+    pub(crate) fn run(
+        &self,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Output> {
         let (status, out) = self.run_unchecked(args, stdin, timeout)?;
         if status == Some(0) {
             Ok(out)
@@ -227,7 +233,7 @@ impl Docker {
 
     /// Like [`Docker::run`] but returns the exit status (None: killed by a signal) instead of
     /// failing on non-zero. Failing to start docker or a timeout are still errors.
-    pub fn run_unchecked(
+    pub(crate) fn run_unchecked(
         &self,
         args: &[&str],
         stdin: Option<Vec<u8>>,
@@ -238,7 +244,7 @@ impl Docker {
 
     /// Like [`Docker::run_unchecked`], with `env` added to the docker process's environment
     /// (values the CLI reads itself, e.g. `--env-add KEY` without a value, stay off argv).
-    pub fn run_unchecked_env(
+    pub(crate) fn run_unchecked_env(
         &self,
         args: &[&str],
         stdin: Option<Vec<u8>>,
@@ -327,7 +333,7 @@ impl Docker {
     /// killed when it has taken no input for `idle`, or has not exited `idle` after the input
     /// ended. Returns the exit status, what docker printed, and what `produce` returned (a
     /// producer that stops early sees a broken pipe once docker has gone).
-    pub fn run_with_stdin_stream<T: Send>(
+    pub(crate) fn run_with_stdin_stream<T: Send>(
         &self,
         args: &[&str],
         idle: Duration,
@@ -457,7 +463,7 @@ impl Docker {
     }
 
     /// `docker a b c` as shown in messages (never contains secrets: we never pass any on argv).
-    pub fn argv(&self, args: &[&str]) -> String {
+    pub(crate) fn argv(&self, args: &[&str]) -> String {
         let mut s = String::from("docker");
         for a in self.full(args) {
             s.push(' ');
@@ -480,7 +486,11 @@ impl Docker {
     /// Runs `docker ARGS` as a step of an undo: allowed after an interrupt (when other calls
     /// are refused) and waited for, not killed, by the interrupt handler (only a second
     /// interrupt stops it). Returns the exit status and output like [`Docker::run_unchecked`].
-    pub fn run_undo(&self, args: &[&str], timeout: Duration) -> Result<(Option<i32>, Output)> {
+    pub(crate) fn run_undo(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<(Option<i32>, Output)> {
         let expr = duct::cmd(&self.bin, self.full(args))
             .stdout_capture()
             .stderr_capture()
@@ -520,7 +530,7 @@ impl Docker {
     }
 
     /// `docker version` server version; fails with DaemonDown when no daemon answers.
-    pub fn server_version(&self) -> Result<String> {
+    pub(crate) fn server_version(&self) -> Result<String> {
         let out = self.run(
             &["version", "--format", "{{.Server.Version}}"],
             None,
@@ -530,7 +540,12 @@ impl Docker {
     }
 
     /// `docker pull [--platform P] IMAGE` with the given deadline.
-    pub fn pull(&self, image: &str, platform: Option<&str>, timeout: Duration) -> Result<()> {
+    pub(crate) fn pull(
+        &self,
+        image: &str,
+        platform: Option<&str>,
+        timeout: Duration,
+    ) -> Result<()> {
         let mut args = vec!["pull", "--quiet"];
         if let Some(p) = platform {
             args.extend(["--platform", p]);
@@ -540,22 +555,26 @@ impl Docker {
     }
 
     /// `docker image inspect IMAGE`: None when the image is not in the local cache.
-    pub fn image_inspect(&self, image: &str) -> Result<Option<Value>> {
+    pub(crate) fn image_inspect(&self, image: &str) -> Result<Option<Value>> {
         inspect_one(self, &["image", "inspect", image], QUICK)
     }
 
     /// `docker container inspect NAME`: None when no such container exists.
-    pub fn container_inspect(&self, name: &str) -> Result<Option<Value>> {
+    pub(crate) fn container_inspect(&self, name: &str) -> Result<Option<Value>> {
         self.container_inspect_within(name, QUICK)
     }
 
     /// [`Docker::container_inspect`] with its own deadline.
-    pub fn container_inspect_within(&self, name: &str, timeout: Duration) -> Result<Option<Value>> {
+    pub(crate) fn container_inspect_within(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<Value>> {
         inspect_one(self, &["container", "inspect", name], timeout)
     }
 
     /// `docker exec CONTAINER ARGV...`: exit status and output, without failing on non-zero.
-    pub fn exec(
+    pub(crate) fn exec(
         &self,
         container: &str,
         argv: &[&str],
@@ -571,7 +590,7 @@ impl Docker {
     }
 
     /// `docker rm -f NAME` (also removes anonymous volumes); a missing container is not an error.
-    pub fn remove(&self, name: &str) -> Result<()> {
+    pub(crate) fn remove(&self, name: &str) -> Result<()> {
         let args = ["rm", "-f", "-v", name];
         let (status, out) = self.run_unchecked(&args, None, QUICK)?;
         if status == Some(0) || out.stderr.contains("No such container") {
@@ -582,12 +601,12 @@ impl Docker {
     }
 
     /// Reads one regular file out of a container (`docker cp NAME:PATH -`): None if missing.
-    pub fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn read_file(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
         self.read_file_within(container, path, QUICK)
     }
 
     /// [`Docker::read_file`] with its own deadline.
-    pub fn read_file_within(
+    pub(crate) fn read_file_within(
         &self,
         container: &str,
         path: &str,
@@ -631,7 +650,7 @@ impl Docker {
     /// for commands that end when the user says so (`docker logs --follow`, ended by Ctrl-C).
     /// Returns the exit status (None: killed by a signal); a non-zero exit whose stderr we
     /// cannot see is left to the caller to explain.
-    pub fn stream(&self, args: &[&str], timeout: Option<Duration>) -> Result<Option<i32>> {
+    pub(crate) fn stream(&self, args: &[&str], timeout: Option<Duration>) -> Result<Option<i32>> {
         let expr = duct::cmd(&self.bin, self.full(args))
             .stdin_null()
             .unchecked();
@@ -645,7 +664,7 @@ impl Docker {
     /// than 64 KiB in pieces). Ends when docker exits, when `sink` returns false, or when
     /// `stop` is set (docker is killed then; `stop` is polled every 50 ms, so a caller ends
     /// the follow from another thread). Returns docker's exit status (None: killed).
-    pub fn follow(
+    pub(crate) fn follow(
         &self,
         args: &[&str],
         stop: &AtomicBool,
@@ -733,7 +752,7 @@ fn pump_lines(mut r: impl std::io::Read, sink: &(dyn Fn(&str) -> bool + Sync)) -
 
 /// What [`Docker::exec_until_ok`] saw.
 #[derive(Debug)]
-pub struct ExecOutcome {
+pub(crate) struct ExecOutcome {
     pub ok: bool,
     /// The last attempt's stdout.
     pub stdout: String,
@@ -745,7 +764,7 @@ pub struct ExecOutcome {
 
 /// Signals between a readiness wait and an [`Docker::exec_until_ok`] running beside it.
 #[derive(Debug, Default)]
-pub struct ExecSignals {
+pub(crate) struct ExecSignals {
     /// Give up now (the other wait failed).
     pub stop: AtomicBool,
     /// The other service just answered: retry at once instead of finishing the pause.
@@ -774,7 +793,7 @@ impl Docker {
     /// `signals.stop` is set: about every 200 ms, or at once when `signals.wake` is first set.
     /// A command that keeps failing is reported in the outcome, not as an error; only an
     /// unreachable daemon is an error.
-    pub fn exec_until_ok(
+    pub(crate) fn exec_until_ok(
         &self,
         container: &str,
         argv: &[&str],
@@ -851,7 +870,7 @@ fn resolve_given(p: &Path, source: &str) -> Result<PathBuf> {
 }
 
 /// Does docker's stderr say the daemon could not be reached?
-pub fn daemon_unreachable(stderr: &str) -> bool {
+pub(crate) fn daemon_unreachable(stderr: &str) -> bool {
     stderr.contains("Cannot connect to the Docker daemon")
         || stderr.contains("Is the docker daemon running")
         || stderr.contains("error during connect")
@@ -864,7 +883,7 @@ pub fn daemon_unreachable(stderr: &str) -> bool {
 
 /// What a docker call does, which decides what an interrupt does to it while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Call {
+pub(crate) enum Call {
     /// Reads or changes something that the undo covers anyway: killed on an interrupt.
     Ordinary,
     /// Creates something (`create`, `run`, `service create` ...): waited for on an interrupt,
@@ -876,7 +895,7 @@ pub enum Call {
 
 impl Call {
     /// The kind of `docker ARGS`.
-    pub fn of(args: &[&str]) -> Call {
+    pub(crate) fn of(args: &[&str]) -> Call {
         match args {
             ["create" | "run", ..] => Call::Creates,
             ["container", "create" | "run", ..] => Call::Creates,
@@ -997,7 +1016,7 @@ fn note_children(list: &[InFlight]) {
 /// Before a reconcile: the docker calls that dead processes of this tool left running (see
 /// [`children_file`]) get until `deadline` to end, then are killed (their process group:
 /// docker runs in its own); the lists are removed. Returns how many were still running.
-pub fn settle_orphans(deadline: Instant) -> usize {
+pub(crate) fn settle_orphans(deadline: Instant) -> usize {
     settle_orphans_in(&crate::state::state_dir().join("children"), deadline)
 }
 
@@ -1077,12 +1096,12 @@ fn track<T>(
 }
 
 /// After an interrupt: refuses every new docker call except undo steps.
-pub fn refuse_new_calls() {
+pub(crate) fn refuse_new_calls() {
     lock(&CHILDREN).closed = true;
 }
 
 /// Whether new docker calls are refused (an interrupt arrived).
-pub fn refusing() -> bool {
+pub(crate) fn refusing() -> bool {
     lock(&CHILDREN).closed
 }
 
@@ -1090,7 +1109,7 @@ pub fn refusing() -> bool {
 /// that create something or undo something until they end, `deadline` passes or `stop` is
 /// set (a second interrupt); those still running then are killed. Returns the argv of the
 /// calls that had to be killed while creating or undoing.
-pub fn settle_children(deadline: Instant, stop: &AtomicBool) -> Vec<String> {
+pub(crate) fn settle_children(deadline: Instant, stop: &AtomicBool) -> Vec<String> {
     for c in lock(&CHILDREN)
         .list
         .iter()
@@ -1114,7 +1133,7 @@ pub fn settle_children(deadline: Instant, stop: &AtomicBool) -> Vec<String> {
 }
 
 /// Kills every docker call in flight; returns the argv of those that were creating or undoing.
-pub fn kill_children() -> Vec<String> {
+pub(crate) fn kill_children() -> Vec<String> {
     let c = lock(&CHILDREN);
     c.list.iter().for_each(|c| c.killer.kill());
     c.list
@@ -1122,11 +1141,6 @@ pub fn kill_children() -> Vec<String> {
         .filter(|c| c.call != Call::Ordinary)
         .map(|c| c.argv.clone())
         .collect()
-}
-
-/// How many docker calls are running now.
-pub fn in_flight() -> usize {
-    lock(&CHILDREN).list.len()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Pass,
     Fail,
     /// Not run because an earlier check failed.
@@ -29,7 +29,7 @@ pub enum Outcome {
 
 /// One step of the diagnosis.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// What is checked ("docker binary found" ...).
     pub name: String,
     pub outcome: Outcome,
@@ -41,7 +41,7 @@ pub struct Check {
 
 /// Everything `doctor` found.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// True when every check passed.
     pub ok: bool,
     pub image: String,
@@ -49,7 +49,7 @@ pub struct Report {
 }
 
 /// The checks, in order (all of them appear in every report).
-pub const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     "docker binary found",
     "daemon reachable",
     "image pullable or cached",
@@ -89,7 +89,7 @@ impl Run {
 
 /// Runs every check against `image` (already production-tagged); `timeout` bounds each wait
 /// for the throwaway container's services.
-pub fn run(
+pub(crate) fn run(
     docker_flag: Option<&Path>,
     plugins_dir: Option<&Path>,
     image: &str,
@@ -174,7 +174,7 @@ fn image_id(v: &serde_json::Value) -> String {
 }
 
 /// The plugin that deploys doctor's throwaway.
-pub const PLUGIN: &str = "docker-registry";
+pub(crate) const PLUGIN: &str = "docker-registry";
 
 /// What the throwaway deploy's progress showed: how far it got, and when.
 #[derive(Default)]
@@ -397,7 +397,7 @@ fn lookup_gone(plugins_dir: Option<&Path>, docker_flag: Option<&Path>, name: &st
 }
 
 /// Plain text: one line per check, `[ ok ]`, `[FAIL]` or `[skip]`, the hint under a failure.
-pub fn render_text(r: &Report) -> String {
+pub(crate) fn render_text(r: &Report) -> String {
     let mut o = format!("fractalic-publisher doctor (image {})\n", r.image);
     let width = STEPS.iter().map(|s| s.len()).max().unwrap_or(0);
     for c in &r.checks {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the engine is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// On this machine (a unix socket, a named pipe, or TCP/SSH to a loopback address): ports
     /// are chosen by binding local sockets, deployments are probed at `localhost`.
     Local,
@@ -23,7 +23,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// The remote host's address, or None for a local engine.
-    pub fn remote_host(&self) -> Option<&str> {
+    pub(crate) fn remote_host(&self) -> Option<&str> {
         match self {
             Endpoint::Local => None,
             Endpoint::Remote { host, .. } => Some(host),
@@ -32,7 +32,7 @@ impl Endpoint {
 
     /// The host part of a URL that reaches a port the engine publishes: `localhost`, the remote
     /// host, or `[v6]`.
-    pub fn url_host(&self) -> String {
+    pub(crate) fn url_host(&self) -> String {
         match self.remote_host() {
             None => "localhost".into(),
             Some(h) if h.contains(':') => format!("[{h}]"),
@@ -43,7 +43,7 @@ impl Endpoint {
 
 /// What the engine's location is resolved from (the process's environment, or a test's).
 #[derive(Debug, Clone, Default)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// `--context NAME`.
     pub context_flag: Option<String>,
     /// `DOCKER_HOST`.
@@ -56,7 +56,7 @@ pub struct Sources {
 
 impl Sources {
     /// From this process's environment and the `--context` flag.
-    pub fn from_env(context_flag: Option<&str>) -> Sources {
+    pub(crate) fn from_env(context_flag: Option<&str>) -> Sources {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Sources {
             context_flag: context_flag.map(str::to_string),
@@ -73,7 +73,7 @@ impl Sources {
 /// `DOCKER_HOST`, then `DOCKER_CONTEXT`, then the config's `currentContext`; the `default`
 /// context is `DOCKER_HOST` or the local socket. A context whose endpoint cannot be read is
 /// treated as local (docker itself then says what is wrong with it).
-pub fn resolve(s: &Sources) -> Endpoint {
+pub(crate) fn resolve(s: &Sources) -> Endpoint {
     let context = s.context_flag.clone().or_else(|| {
         if s.docker_host.is_some() {
             return None;
@@ -104,7 +104,7 @@ fn current_context(config_dir: &Path) -> Option<String> {
 
 /// A context's docker endpoint, from the CLI's context store
 /// (`contexts/meta/<sha256 of the name>/meta.json`).
-pub fn context_endpoint(config_dir: &Path, name: &str) -> Option<String> {
+pub(crate) fn context_endpoint(config_dir: &Path, name: &str) -> Option<String> {
     let digest = Sha256::digest(name.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let meta = config_dir
@@ -121,7 +121,7 @@ pub fn context_endpoint(config_dir: &Path, name: &str) -> Option<String> {
 /// Local or remote, from an endpoint URL: `unix://`, `npipe://`, `fd://` and loopback
 /// addresses are this machine; `tcp://HOST:PORT`, `ssh://[USER@]HOST[:PORT]` elsewhere are
 /// remote.
-pub fn parse_endpoint(endpoint: &str) -> Endpoint {
+pub(crate) fn parse_endpoint(endpoint: &str) -> Endpoint {
     let e = endpoint.trim();
     let Some((scheme, rest)) = e.split_once("://") else {
         return Endpoint::Local;
@@ -162,7 +162,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Whether `name` is a valid docker context name (as `docker context create` accepts).
-pub fn valid_context_name(name: &str) -> bool {
+pub(crate) fn valid_context_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '+' | '-'))
@@ -171,7 +171,7 @@ pub fn valid_context_name(name: &str) -> bool {
 
 /// Host ports the engine's containers publish, from `docker ps --format '{{.Ports}}'` lines
 /// such as `0.0.0.0:8001->8001/tcp, :::8001->8001/tcp` or `0.0.0.0:9000-9002->9000-9002/tcp`.
-pub fn published_ports(ps_ports: &str) -> std::collections::BTreeSet<u16> {
+pub(crate) fn published_ports(ps_ports: &str) -> std::collections::BTreeSet<u16> {
     let mut out = std::collections::BTreeSet::new();
     for item in ps_ports.split([',', '\n']) {
         let Some((host, _)) = item.trim().split_once("->") else {

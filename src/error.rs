@@ -4,23 +4,23 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// Exit codes, documented in README. Scripts wrapping the binary rely on them.
-pub mod exit {
+/// Exit codes, documented in README ("Exit codes"). Scripts wrapping the binary rely on them.
+pub(crate) mod exit {
     /// Deployed and healthy / command succeeded.
-    pub const OK: i32 = 0;
+    pub(crate) const OK: i32 = 0;
     /// The operation failed (a deploy failed and nothing of it is left running).
-    pub const FAILED: i32 = 1;
+    pub(crate) const FAILED: i32 = 1;
     /// Bad input: nothing was created or removed.
-    pub const BAD_INPUT: i32 = 2;
+    pub(crate) const BAD_INPUT: i32 = 2;
     /// Docker unavailable: no docker binary, or the daemon does not answer.
-    pub const DOCKER_UNAVAILABLE: i32 = 3;
+    pub(crate) const DOCKER_UNAVAILABLE: i32 = 3;
     /// Interrupted (Ctrl-C / SIGTERM; 128 + SIGINT, as shells expect).
-    pub const INTERRUPTED: i32 = 130;
+    pub(crate) const INTERRUPTED: i32 = 130;
 }
 
 /// Everything that can go wrong, with enough context to say what and where.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// The user gave something we cannot use; `what` names the value, `hint` says what would be right.
     Input { what: String, hint: String },
     /// The named deployment does not exist (bad input: exit 2; HTTP 404).
@@ -65,7 +65,7 @@ pub enum Error {
 
 impl Error {
     /// Shorthand for a bad-input error.
-    pub fn input(what: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub(crate) fn input(what: impl Into<String>, hint: impl Into<String>) -> Self {
         Error::Input {
             what: what.into(),
             hint: hint.into(),
@@ -73,14 +73,14 @@ impl Error {
     }
 
     /// Shorthand for a failed operation.
-    pub fn failed(message: impl Into<String>) -> Self {
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
         Error::Failed {
             message: message.into(),
         }
     }
 
     /// The documented process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Input { .. }
             | Error::NotFound { .. }
@@ -103,7 +103,7 @@ impl Error {
     }
 
     /// A short machine-readable kind for `--json` output.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             // Not found / not ours are bad input to a script; the REST API tells them apart.
             Error::Input { .. } | Error::NotFound { .. } | Error::NotManaged { .. } => "bad_input",
@@ -126,7 +126,7 @@ impl Error {
 
 /// `text` on one line: its lines trimmed, empty ones dropped, joined with "; ". Every error
 /// message is printed through this, so a message is always exactly one line.
-pub fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -136,7 +136,7 @@ pub fn one_line(text: &str) -> String {
 
 /// `text` safe to print on a terminal: control characters (ESC and the rest, which user input
 /// such as `--to` may carry into a message) shown as `\x1b`-style escapes, never sent raw.
-pub fn terminal_safe(text: &str) -> String {
+pub(crate) fn terminal_safe(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -223,7 +223,7 @@ impl std::error::Error for Error {
 }
 
 /// Result alias used across the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Connect timeout of one probe.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Upper bound of one probe's overall timeout.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lower bound of one probe's overall timeout, so the probe made at the deadline can answer.
 const PROBE_TIMEOUT_FLOOR: Duration = Duration::from_millis(50);
 /// Longest body excerpt kept in a "not ready" reason.
@@ -17,7 +17,7 @@ const BODY_EXCERPT: usize = 120;
 
 /// How long a successful wait took.
 #[derive(Debug, Clone)]
-pub struct Waited {
+pub(crate) struct Waited {
     pub elapsed: Duration,
     /// Probes made, the successful one included.
     pub attempts: u32,
@@ -25,7 +25,7 @@ pub struct Waited {
 
 /// Why the service never became ready.
 #[derive(Debug)]
-pub enum HealthError {
+pub(crate) enum HealthError {
     /// The deadline passed; `last` is the last status code or connection error, one line.
     /// `via` names where the probes went when that was not `url` itself.
     Timeout {
@@ -35,7 +35,7 @@ pub enum HealthError {
         last: String,
     },
     /// Nothing can reach the URL from where this process runs (found within one probe).
-    Unreachable { reason: String, waited: Duration },
+    Unreachable { reason: String },
     /// The container stopped while waiting (the caller adds its logs).
     Exited { code: Option<i64>, waited: Duration },
 }
@@ -87,7 +87,7 @@ impl std::error::Error for HealthError {}
 /// `check_every`, and always once right before giving up with [`HealthError::Timeout`]. The
 /// sleep between probes is min(`interval`, time to deadline), so the deadline is overshot by
 /// at most one probe timeout.
-pub fn wait_http_ok(
+pub(crate) fn wait_http_ok(
     url: &str,
     deadline: Instant,
     interval: Duration,
@@ -117,12 +117,7 @@ pub fn wait_http_ok(
             Err(Failure {
                 reason,
                 fatal: true,
-            }) => {
-                return Err(HealthError::Unreachable {
-                    reason,
-                    waited: start.elapsed(),
-                })
-            }
+            }) => return Err(HealthError::Unreachable { reason }),
             Err(Failure { reason, .. }) => reason,
         };
 
@@ -156,7 +151,7 @@ pub fn wait_http_ok(
 
 /// One GET with `timeout` overall (connect at most [`CONNECT_TIMEOUT`]): `Ok((status, body))`
 /// for any HTTP status, `Err(one-line reason)` for connection and protocol errors.
-pub fn probe(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+pub(crate) fn probe(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(CONNECT_TIMEOUT.min(timeout))
         .build();
@@ -185,10 +180,6 @@ fn probe_routed(
         Route::Direct => probe_with(agent, url, timeout).map_err(soft),
         Route::Via { url: at, .. } => probe_with(agent, at, timeout).map_err(soft),
         Route::NotPublished(why) => Err(soft(why.clone())),
-        Route::Unreachable(why) => Err(Failure {
-            reason: why.clone(),
-            fatal: true,
-        }),
         Route::Exec {
             target,
             url: inside,

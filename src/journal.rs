@@ -27,12 +27,12 @@ use std::time::Duration;
 
 /// Label carrying the run id on everything a run creates, so an undo finds what an interrupted
 /// create made even when its name is unknown or already somebody else's.
-pub const LABEL_RUN: &str = "fractalic-publisher.run";
+pub(crate) const LABEL_RUN: &str = "fractalic-publisher.run";
 
 /// Something a run created (or is creating) and how it is undone.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Resource {
+pub(crate) enum Resource {
     /// A container, recorded before `docker create` runs. Until [`Journal::confirm`] it is
     /// undone only through the run label (the name may belong to someone else if the create
     /// failed); after it, `docker rm -f -v NAME` and the run label.
@@ -51,7 +51,7 @@ pub enum Resource {
 
 impl Resource {
     /// What it is, for messages ("container fp-x", "temp file /tmp/fractalic-env-Ab12").
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Resource::Container { name } => format!("container {name}"),
             Resource::TempFile { path } => format!("temp file {}", path.display()),
@@ -63,23 +63,23 @@ impl Resource {
 
 /// A recorded resource, for [`Journal::confirm`], [`Journal::forget`] and [`Journal::undo_now`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token(u64);
+pub(crate) struct Token(u64);
 
 impl Token {
     /// The number plugins hold for this record (see `docker_run` in the host API).
-    pub fn id(self) -> u64 {
+    pub(crate) fn id(self) -> u64 {
         self.0
     }
 
     /// The token of record number `id` (an unknown one is simply not found).
-    pub fn from_id(id: u64) -> Token {
+    pub(crate) fn from_id(id: u64) -> Token {
         Token(id)
     }
 }
 
 /// Something the undo could not remove.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Left {
+pub(crate) struct Left {
     /// What it is ("container fp-x").
     pub what: String,
     /// Why it is still there (the failed command's message).
@@ -90,7 +90,7 @@ pub struct Left {
 
 /// What an undo did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct UndoReport {
+pub(crate) struct UndoReport {
     /// What was removed, in the order it happened ("removed container fp-x").
     pub undone: Vec<String>,
     /// What could not be removed.
@@ -99,19 +99,19 @@ pub struct UndoReport {
 
 impl UndoReport {
     /// Nothing is left.
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.left.is_empty()
     }
 
     /// Adds `other` to this report.
-    pub fn merge(&mut self, other: UndoReport) {
+    pub(crate) fn merge(&mut self, other: UndoReport) {
         self.undone.extend(other.undone);
         self.left.extend(other.left);
     }
 
     /// One line: what was removed and what is left with the command that removes it, e.g.
     /// "removed container fp-x, deleted temp file /tmp/f; nothing of this run is left".
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut parts = Vec::new();
         if !self.undone.is_empty() {
             parts.push(self.undone.join(", "));
@@ -134,7 +134,7 @@ impl UndoReport {
     }
 
     /// `{"removed": [...], "left": [{"what", "error", "remove_with"}]}` for `--json`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({ "removed": self.undone, "left": self.left })
     }
 }
@@ -174,7 +174,7 @@ struct Disk {
 
 /// One run's record of what it created. See the module docs.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     key: u64,
     run_id: String,
     docker: OnceLock<Arc<Docker>>,
@@ -208,7 +208,7 @@ fn new_run_id(key: u64) -> String {
 
 impl Journal {
     /// A new, empty journal, listed among the live ones until it is dropped.
-    pub fn new() -> Arc<Journal> {
+    pub(crate) fn new() -> Arc<Journal> {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed) + 1;
         Self::listed(Journal {
             key,
@@ -231,12 +231,13 @@ impl Journal {
 
     /// Names the deployment and the command this run is for (the file's header, so the next
     /// command on that deployment finds it). The first call wins; call it before recording.
-    pub fn describe(&self, name: &str, command: &str) {
+    pub(crate) fn describe(&self, name: &str, command: &str) {
         let _ = self.about.set((name.to_string(), command.to_string()));
     }
 
     /// Uses `dir` instead of the state directory (tests).
-    pub fn set_state_dir(&self, dir: &Path) {
+    #[cfg(test)]
+    pub(crate) fn set_state_dir(&self, dir: &Path) {
         let _ = self.dir.set(dir.to_path_buf());
     }
 
@@ -248,14 +249,15 @@ impl Journal {
     }
 
     /// The journal's file, if something was recorded and it is not removed yet.
-    pub fn path(&self) -> Option<PathBuf> {
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> Option<PathBuf> {
         lock(&self.state).disk.as_ref().map(|d| d.path.clone())
     }
 
     /// Takes over the unfinished journal `found` of a dead run (its lock is held by `found`):
     /// a journal holding its records, writing to its file, for [`Journal::undo`]. The run id is
     /// the dead run's, so the label sweep finds what its cut-short creates made.
-    pub fn adopt(found: Found, docker: Arc<Docker>) -> Arc<Journal> {
+    pub(crate) fn adopt(found: Found, docker: Arc<Docker>) -> Arc<Journal> {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed) + 1;
         let next = found.entries.iter().map(|e| e.0).max().unwrap_or(0);
         let state = State {
@@ -378,23 +380,23 @@ impl Journal {
     }
 
     /// The docker handle undo steps use (the first one given wins).
-    pub fn set_docker(&self, docker: Arc<Docker>) {
+    pub(crate) fn set_docker(&self, docker: Arc<Docker>) {
         let _ = self.docker.set(docker);
     }
 
     /// This run's id, the value of [`LABEL_RUN`].
-    pub fn run_id(&self) -> &str {
+    pub(crate) fn run_id(&self) -> &str {
         &self.run_id
     }
 
     /// `fractalic-publisher.run=ID`, for `--label` and `--filter label=`.
-    pub fn run_label(&self) -> String {
+    pub(crate) fn run_label(&self) -> String {
         format!("{LABEL_RUN}={}", self.run_id)
     }
 
     /// Records a resource about to be created (record first, then create, so an interrupt in
     /// between undoes it too). Fails with [`Error::Interrupted`] once the journal was undone.
-    pub fn record(&self, resource: Resource) -> Result<Token> {
+    pub(crate) fn record(&self, resource: Resource) -> Result<Token> {
         self.dry_stop(&resource.describe())?;
         let mut s = lock(&self.state);
         if s.closed {
@@ -427,7 +429,8 @@ impl Journal {
 
     /// Creates a temp file (mode 0600) holding `contents` and records it, atomically with the
     /// check that the journal is still open: the file never exists unrecorded.
-    pub fn temp_file(&self, prefix: &str, contents: &[u8]) -> Result<(Token, PathBuf)> {
+    #[cfg(test)]
+    pub(crate) fn temp_file(&self, prefix: &str, contents: &[u8]) -> Result<(Token, PathBuf)> {
         use std::io::Write;
         self.dry_stop(&format!("a temp file {prefix}*"))?;
         let mut s = lock(&self.state);
@@ -466,7 +469,7 @@ impl Journal {
     }
 
     /// The resource exists for sure (the create succeeded): its name is ours to remove.
-    pub fn confirm(&self, token: Token) {
+    pub(crate) fn confirm(&self, token: Token) {
         let mut s = lock(&self.state);
         if let Some(e) = s.entries.iter_mut().find(|e| e.id == token.0) {
             e.confirmed = true;
@@ -476,14 +479,14 @@ impl Journal {
 
     /// Drops the record without undoing it (the create failed and made nothing, or the
     /// resource is no longer this run's concern).
-    pub fn forget(&self, token: Token) {
+    pub(crate) fn forget(&self, token: Token) {
         let mut s = lock(&self.state);
         s.entries.retain(|e| e.id != token.0);
         self.persist_if_open(&mut s, &json!({ "drop": token.0 }));
     }
 
     /// The token of the recorded container `name`, if any.
-    pub fn container(&self, name: &str) -> Option<Token> {
+    pub(crate) fn container(&self, name: &str) -> Option<Token> {
         lock(&self.state)
             .entries
             .iter()
@@ -493,7 +496,7 @@ impl Journal {
 
     /// Undoes one resource now (a temp file that has served its purpose, a container the
     /// plugin removes to retry). On failure it stays recorded, so the final undo tries again.
-    pub fn undo_now(&self, token: Token) -> UndoReport {
+    pub(crate) fn undo_now(&self, token: Token) -> UndoReport {
         // Never beside a full undo (a signal handler's): the same container removed twice at
         // once makes docker fail one of them.
         let _one_at_a_time = lock(&self.undoing);
@@ -518,7 +521,7 @@ impl Journal {
     /// The run succeeded: keeps what it created (nothing is undone later), except temp files,
     /// which are deleted now (they hold secrets). Fails with [`Error::Interrupted`] when an
     /// interrupt's undo got there first.
-    pub fn commit(&self) -> Result<UndoReport> {
+    pub(crate) fn commit(&self) -> Result<UndoReport> {
         let temp: Vec<Token> = {
             let mut s = lock(&self.state);
             if s.closed {
@@ -553,7 +556,7 @@ impl Journal {
     /// Undoes everything recorded, newest first, then removes whatever still carries the run
     /// label and checks that nothing does; closes the journal. Returns what this pass did and
     /// what is left.
-    pub fn undo(&self) -> UndoReport {
+    pub(crate) fn undo(&self) -> UndoReport {
         let _one_at_a_time = lock(&self.undoing);
         let snapshot: Vec<(u64, Resource, bool)> = {
             let mut s = lock(&self.state);
@@ -593,7 +596,7 @@ impl Journal {
 
     /// Everything undone so far by full undos, and what is still recorded (with the last
     /// error, if an undo failed), without running anything.
-    pub fn report(&self) -> UndoReport {
+    pub(crate) fn report(&self) -> UndoReport {
         let s = lock(&self.state);
         UndoReport {
             undone: s.history.clone(),
@@ -608,7 +611,7 @@ impl Journal {
 
     /// Undoes every live journal of the process (see [`Journal::undo`]) and returns, per
     /// journal, everything undone and what is left.
-    pub fn undo_all_live() -> UndoReport {
+    pub(crate) fn undo_all_live() -> UndoReport {
         let mut all = UndoReport::default();
         let (journals, ended) = live_and_ended();
         for j in journals {
@@ -621,7 +624,7 @@ impl Journal {
 
     /// What every live journal still holds, without running anything (for a second
     /// interrupt that does not wait any more).
-    pub fn report_all_live() -> UndoReport {
+    pub(crate) fn report_all_live() -> UndoReport {
         let mut all = UndoReport::default();
         let (journals, ended) = live_and_ended();
         for j in journals {
@@ -909,7 +912,7 @@ impl Drop for Journal {
 /// A journal file read back: its header, the records still to undo, and (when taken by
 /// [`unfinished`] with `take`) the open file holding its lock.
 #[derive(Debug)]
-pub struct Found {
+pub(crate) struct Found {
     /// The file.
     pub path: PathBuf,
     /// The run id (its containers carry it in [`LABEL_RUN`]).
@@ -926,14 +929,15 @@ pub struct Found {
     pub since: String,
     /// Records not undone, dropped or kept: (id, what, confirmed), oldest first.
     pub entries: Vec<(u64, Resource, bool)>,
-    /// The last line was torn (a kill during its write) and was ignored.
+    /// The last line was torn (a kill during its write) and was ignored (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub torn: bool,
     file: Option<std::fs::File>,
 }
 
 impl Found {
     /// "run 123-1-ab (deploy of fp-x by pid 123, since T)" for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} of {} by pid {} (its process is gone; began {}, run {})",
             if self.command.is_empty() {
@@ -954,7 +958,7 @@ impl Found {
 }
 
 /// Reads a journal file; None when it has no whole header (not a journal).
-pub fn read(path: &Path) -> Option<Found> {
+pub(crate) fn read(path: &Path) -> Option<Found> {
     let bytes = std::fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&bytes);
     let mut lines: Vec<&str> = text.split('\n').collect();
@@ -998,7 +1002,7 @@ pub fn read(path: &Path) -> Option<Found> {
 }
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`), None when it cannot be read.
-pub fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
     let rest = &s[s.rfind(')')? + 1..];
@@ -1007,7 +1011,7 @@ pub fn process_start(pid: u32) -> Option<u64> {
 
 /// Is the process that wrote a journal alive? Some(false): gone, or its pid now belongs to a
 /// process started at another time; None: this system cannot tell (no /proc).
-pub fn alive(pid: u32, start: Option<u64>) -> Option<bool> {
+pub(crate) fn alive(pid: u32, start: Option<u64>) -> Option<bool> {
     match process_start(pid) {
         Some(now) => Some(start.is_none_or(|s| s == now)),
         None if process_start(std::process::id()).is_some() => Some(false),
@@ -1019,7 +1023,7 @@ pub fn alive(pid: u32, start: Option<u64>) -> Option<bool> {
 /// first. With `take`, each comes with its file's lock held (for [`Journal::adopt`]); without,
 /// the lock is only tried. Files that are not journals are left alone, except the leftovers of
 /// a header that never got renamed into place (nothing was recorded in them).
-pub fn unfinished_in(dir: &Path, name: Option<&str>, take: bool) -> Vec<Found> {
+pub(crate) fn unfinished_in(dir: &Path, name: Option<&str>, take: bool) -> Vec<Found> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
@@ -1097,7 +1101,7 @@ fn remove_dead_header(path: &Path) {
 }
 
 /// [`unfinished_in`] in the state directory's `journals`.
-pub fn unfinished(name: Option<&str>, take: bool) -> Vec<Found> {
+pub(crate) fn unfinished(name: Option<&str>, take: bool) -> Vec<Found> {
     unfinished_in(&crate::state::state_dir().join("journals"), name, take)
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A held deployment lock; dropping it lets go.
 #[derive(Debug)]
-pub struct DeployLock {
+pub(crate) struct DeployLock {
     file: File,
     name: String,
     existed: bool,
@@ -27,7 +27,7 @@ pub struct DeployLock {
 
 impl DeployLock {
     /// The directory holding the lock files: next to the port lock.
-    pub fn dir() -> PathBuf {
+    pub(crate) fn dir() -> PathBuf {
         crate::ports::PortLock::path()
             .parent()
             .map_or_else(std::env::temp_dir, Path::to_path_buf)
@@ -36,12 +36,17 @@ impl DeployLock {
 
     /// Takes the lock of deployment `name` for `command` (e.g. "deploy"), waiting up to
     /// `wait` (zero: fail at once). Refused: [`Error::Locked`] (exit 2) naming the holder.
-    pub fn acquire(name: &str, command: &str, wait: Duration) -> Result<DeployLock> {
+    pub(crate) fn acquire(name: &str, command: &str, wait: Duration) -> Result<DeployLock> {
         Self::acquire_in(&Self::dir(), name, command, wait)
     }
 
     /// [`DeployLock::acquire`] with the lock files in `dir`.
-    pub fn acquire_in(dir: &Path, name: &str, command: &str, wait: Duration) -> Result<Self> {
+    pub(crate) fn acquire_in(
+        dir: &Path,
+        name: &str,
+        command: &str,
+        wait: Duration,
+    ) -> Result<Self> {
         crate::config::check_container_name(name)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             path: dir.to_path_buf(),
@@ -104,23 +109,23 @@ impl DeployLock {
     }
 
     /// The deployment this lock is for.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// Some command of this tool took this name's lock before on this host (so the name is
     /// likely deployed: worth reading its live release early).
-    pub fn seen_before(&self) -> bool {
+    pub(crate) fn seen_before(&self) -> bool {
         self.existed
     }
 
     /// The holder that died holding the lock (its pid, command and time), if one did.
-    pub fn died_holding(&self) -> Option<&str> {
+    pub(crate) fn died_holding(&self) -> Option<&str> {
         self.stale.as_deref()
     }
 
     /// The command (`deploy`, `rm` ...) of the holder that died holding the lock, if one did.
-    pub fn died_command(&self) -> Option<String> {
+    pub(crate) fn died_command(&self) -> Option<String> {
         let raw = self.stale_raw.as_deref()?;
         let v: serde_json::Value = serde_json::from_str(raw).ok()?;
         v["command"].as_str().map(str::to_string)
@@ -128,18 +133,18 @@ impl DeployLock {
 
     /// What the dead holder left was repaired (or there was nothing to repair): on release the
     /// file is emptied.
-    pub fn mark_repaired(&mut self) {
+    pub(crate) fn mark_repaired(&mut self) {
         self.repaired = true;
     }
 
     /// Would taking this name's lock find a holder's line (one running now, or one that died)?
     /// A cheap look (one read) for commands that only reconcile when something may be wrong.
-    pub fn may_be_stale(name: &str) -> bool {
+    pub(crate) fn may_be_stale(name: &str) -> bool {
         std::fs::metadata(Self::dir().join(format!("{name}.lock"))).is_ok_and(|m| m.len() > 0)
     }
 
     /// The names whose lock file holds a holder's line (running or dead).
-    pub fn names_with_holders() -> Vec<String> {
+    pub(crate) fn names_with_holders() -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(Self::dir()) else {
             return Vec::new();
         };
@@ -210,7 +215,7 @@ fn holder_of(path: &Path) -> String {
 }
 
 /// Parses `--lock-wait SECS`: a whole number of seconds from 0 (fail at once) to 3600.
-pub fn parse_wait(s: &str) -> Result<Duration> {
+pub(crate) fn parse_wait(s: &str) -> Result<Duration> {
     match s.trim().parse::<u64>() {
         Ok(n) if n <= 3600 => Ok(Duration::from_secs(n)),
         _ => Err(Error::input(

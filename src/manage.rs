@@ -19,7 +19,7 @@ use std::time::Duration;
 const SEE_PS: &str = "`fractalic-publisher ps --all` lists the deployments this tool manages";
 
 /// What every management command needs: docker, where plugins are, where progress goes.
-pub struct Manager {
+pub(crate) struct Manager {
     docker: Arc<Docker>,
     dirs: Vec<PathBuf>,
     progress: Progress,
@@ -28,7 +28,7 @@ pub struct Manager {
 }
 
 /// A deployment this tool created, as its plugin's `lookup(name)` described it.
-pub struct Owned {
+pub(crate) struct Owned {
     /// Its real name.
     pub name: String,
     /// What it is ("container", "Swarm service"), for messages.
@@ -43,7 +43,7 @@ pub struct Owned {
 
 impl Manager {
     /// Finds docker and the plugin directories; `quiet` silences progress (for `--json`).
-    pub fn new(
+    pub(crate) fn new(
         docker_flag: Option<&Path>,
         plugins_dir: Option<&Path>,
         quiet: bool,
@@ -58,7 +58,7 @@ impl Manager {
     }
 
     /// A manager over an engine already found (a deploy's reconcile finishing a killed `rm`).
-    pub fn over(docker: Arc<Docker>, dirs: Vec<PathBuf>, progress: Progress) -> Self {
+    pub(crate) fn over(docker: Arc<Docker>, dirs: Vec<PathBuf>, progress: Progress) -> Self {
         Manager {
             docker,
             dirs,
@@ -69,21 +69,21 @@ impl Manager {
     }
 
     /// Logs are returned as text instead of streamed to stdout (the REST API).
-    pub fn capturing(mut self) -> Self {
+    pub(crate) fn capturing(mut self) -> Self {
         self.capture = true;
         self
     }
 
     /// A followed log goes line by line to `follow` (the REST API's log stream); implies
     /// [`Manager::capturing`] for everything else.
-    pub fn following(mut self, follow: host::Follow) -> Self {
+    pub(crate) fn following(mut self, follow: host::Follow) -> Self {
         self.capture = true;
         self.follow = std::sync::Mutex::new(Some(follow));
         self
     }
 
     /// The docker handle.
-    pub fn docker(&self) -> &Arc<Docker> {
+    pub(crate) fn docker(&self) -> &Arc<Docker> {
         &self.docker
     }
 
@@ -122,7 +122,7 @@ impl Manager {
     /// Looks `name` up in every plugin that defines `lookup(name)` (by plugin name, the first
     /// that knows it wins): exit 2 when none knows it ([`Error::NotFound`]) or it is not ours
     /// ([`Error::NotManaged`]).
-    pub fn owned(&self, name: &str) -> Result<Owned> {
+    pub(crate) fn owned(&self, name: &str) -> Result<Owned> {
         config::check_container_name(name)?;
         for p in self.plugins_with("lookup") {
             let v = p.call("lookup", (name.to_string(),))?;
@@ -184,7 +184,7 @@ impl Manager {
 
     /// `ps`: every plugin's `list_all()` (each makes one docker call, or a fixed few), stopped
     /// deployments only with `all`, sorted by name. A plugin that cannot list is a warning.
-    pub fn ps(&self, all: bool) -> Result<Vec<Value>> {
+    pub(crate) fn ps(&self, all: bool) -> Result<Vec<Value>> {
         let repair = crate::reconcile::all(&self.docker, self);
         for f in &repair.fixed {
             self.progress.warn(format!("repaired: {f}"));
@@ -295,7 +295,7 @@ impl Manager {
 
     /// `status NAME`: the plugin's `status(name)`, after reconcile first. Never healthy while a
     /// killed run's work on it is unfinished: then `health` says so and `repair` how.
-    pub fn status(&self, name: &str) -> Result<Value> {
+    pub(crate) fn status(&self, name: &str) -> Result<Value> {
         let r = self.reconcile_read(name);
         let problem = r.problem(name);
         let o = match self.owned(name) {
@@ -322,7 +322,7 @@ impl Manager {
 
     /// `logs NAME`: the plugin's `logs(name, opts)`; returns what is left to print (a streamed
     /// log has already been written).
-    pub fn logs(
+    pub(crate) fn logs(
         &self,
         name: &str,
         tail: Option<u32>,
@@ -344,7 +344,7 @@ impl Manager {
     }
 
     /// `rollback NAME [--to R]`: the plugin's `rollback(name, opts)`, under the lock.
-    pub fn rollback(
+    pub(crate) fn rollback(
         &self,
         name: &str,
         to: Option<&str>,
@@ -385,7 +385,7 @@ impl Manager {
     }
 
     /// `history NAME`: the plugin's `history(name)`.
-    pub fn history(&self, name: &str) -> Result<Value> {
+    pub(crate) fn history(&self, name: &str) -> Result<Value> {
         let r = self.reconcile_read(name);
         if let Some(p) = r.problem(name) {
             // What history would name as live may not be what serves.
@@ -397,7 +397,7 @@ impl Manager {
     }
 
     /// `stop NAME`: the plugin's `stop(name)`.
-    pub fn stop(&self, name: &str) -> Result<Value> {
+    pub(crate) fn stop(&self, name: &str) -> Result<Value> {
         let mut lock = crate::lock::DeployLock::acquire(name, "stop", Duration::ZERO)?;
         self.reconcile(&mut lock)?;
         let o = self.owned(name)?;
@@ -409,7 +409,7 @@ impl Manager {
 
     /// `start NAME`: the plugin's `start(name, opts)`. A deployment that was stopped and does
     /// not become healthy (or an interrupt) leaves it stopped again, as it was.
-    pub fn start(&self, name: &str, timeout: Duration) -> Result<Value> {
+    pub(crate) fn start(&self, name: &str, timeout: Duration) -> Result<Value> {
         let mut lock = crate::lock::DeployLock::acquire(name, "start", Duration::ZERO)?;
         self.reconcile(&mut lock)?;
         let o = self.owned(name)?;
@@ -466,7 +466,7 @@ impl Manager {
     }
 
     /// `rm NAME [--force]`: the plugin's `delete(name, opts)`.
-    pub fn rm(&self, name: &str, force: bool) -> Result<Value> {
+    pub(crate) fn rm(&self, name: &str, force: bool) -> Result<Value> {
         let mut lock = crate::lock::DeployLock::acquire(name, "rm", Duration::ZERO)?;
         let finishes = lock.died_command().as_deref() == Some("rm");
         if force {
@@ -554,7 +554,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// The `ps` table: NAME PLUGIN SCRIPT STATE HEALTH URL AGE.
-pub fn render_ps(entries: &[Value]) -> String {
+pub(crate) fn render_ps(entries: &[Value]) -> String {
     const COLS: &[(&str, &str)] = &[
         ("NAME", "name"),
         ("PLUGIN", "plugin"),
@@ -594,7 +594,7 @@ pub fn render_ps(entries: &[Value]) -> String {
 }
 
 /// `status` as `Key: value` lines, known keys first in a fixed order, then any others.
-pub fn render_status(v: &Value) -> String {
+pub(crate) fn render_status(v: &Value) -> String {
     const KEYS: &[(&str, &str)] = &[
         ("name", "Name"),
         ("plugin", "Plugin"),
@@ -641,7 +641,7 @@ pub fn render_status(v: &Value) -> String {
 }
 
 /// What `start` prints: the deployment is back and where it answers.
-pub fn render_start(v: &Value) -> String {
+pub(crate) fn render_start(v: &Value) -> String {
     let name = cell(&v["name"]);
     let mut o = format!("Started {name}: healthy");
     if let Some(ms) = v["health_ms"].as_i64() {
@@ -658,7 +658,7 @@ pub fn render_start(v: &Value) -> String {
 }
 
 /// Seconds from a flag value: a whole number from 1 to 3600.
-pub fn parse_secs(s: &str, flag: &str) -> Result<Duration> {
+pub(crate) fn parse_secs(s: &str, flag: &str) -> Result<Duration> {
     match s.trim().parse::<u64>() {
         Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(Error::input(
@@ -669,7 +669,7 @@ pub fn parse_secs(s: &str, flag: &str) -> Result<Duration> {
 }
 
 /// The `--json` object for a failed management command.
-pub fn render_json_error(e: &Error) -> Value {
+pub(crate) fn render_json_error(e: &Error) -> Value {
     json!({
         "success": false,
         "error": crate::error::one_line(&e.to_string()),

@@ -7,14 +7,14 @@ use crate::error::Error;
 use serde_json::{json, Value};
 
 /// The sample request shown to users (the seed's "Sample Usage").
-pub fn sample_curl(url: &str, script_path: &str) -> String {
+pub(crate) fn sample_curl(url: &str, script_path: &str) -> String {
     format!(
         "curl -X POST {url}/execute -H \"Content-Type: application/json\" -d '{{\"filename\": \"{script_path}\"}}'"
     )
 }
 
 /// The outcome of a successful deploy.
-pub fn success(r: &Report) -> Value {
+pub(crate) fn success(r: &Report) -> Value {
     let t = &r.result;
     let res = &t.raw;
     let url = t.url.as_str();
@@ -97,7 +97,7 @@ pub fn success(r: &Report) -> Value {
 
 /// The outcome of a failed deploy: `error` says what failed and what was cleaned up.
 /// `name` and `run_id` are known when the deploy got far enough to have them.
-pub fn failure(e: &Error, name: Option<&str>, run_id: Option<&str>) -> Value {
+pub(crate) fn failure(e: &Error, name: Option<&str>, run_id: Option<&str>) -> Value {
     json!({
         "success": false,
         "message": "Deployment failed",

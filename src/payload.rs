@@ -15,7 +15,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 /// does not belong in a container; `*.ctx`, `*.trc` and `call_tree.json` are artefacts of
 /// local Fractalic runs (the deployed run writes its own); `fractalic-publish.toml` is this
 /// tool's deployment file, which may hold secrets and is not part of the script.
-pub const DEFAULT_EXCLUDES: &[&str] = &[
+pub(crate) const DEFAULT_EXCLUDES: &[&str] = &[
     ".git",
     "__pycache__",
     "*.pyc",
@@ -29,7 +29,7 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
 ];
 
 /// File names holding secrets (API keys): stored with mode 0600 wherever they appear.
-pub const SECRET_NAMES: &[&str] = &["settings.toml", "mcp_servers.json", ".env"];
+pub(crate) const SECRET_NAMES: &[&str] = &["settings.toml", "mcp_servers.json", ".env"];
 
 /// Tar path of the script folders' parent inside the container root (`/payload`).
 const PAYLOAD_DIR: &str = "payload";
@@ -40,7 +40,7 @@ const RELEASES_DIR: &str = ".releases";
 /// [`DEFAULT_EXCLUDES`] plus the user's `--exclude` patterns. A file is taken when an include
 /// pattern matches it and no exclude pattern does; excludes also prune whole directories.
 #[derive(Debug, Clone)]
-pub struct Excludes {
+pub(crate) struct Excludes {
     patterns: Vec<String>,
     /// Patterns without '/': matched against each path component.
     component: GlobSet,
@@ -123,13 +123,16 @@ impl Excludes {
     /// pattern at the script folder and a trailing '/' is ignored, as in .gitignore (except that
     /// a trailing '/' does not restrict the match to directories). The error names the bad
     /// pattern.
-    pub fn new(extra: &[String]) -> Result<Excludes, PayloadError> {
+    pub(crate) fn new(extra: &[String]) -> Result<Excludes, PayloadError> {
         Self::with_includes(&[], extra)
     }
 
     /// Like [`Excludes::new`], keeping only what the `include` patterns (`include_files`, same
     /// syntax) match; an empty list, like `["*"]`, includes everything.
-    pub fn with_includes(include: &[String], extra: &[String]) -> Result<Excludes, PayloadError> {
+    pub(crate) fn with_includes(
+        include: &[String],
+        extra: &[String],
+    ) -> Result<Excludes, PayloadError> {
         let mut patterns: Vec<String> = DEFAULT_EXCLUDES.iter().map(|p| p.to_string()).collect();
         patterns.extend(extra.iter().cloned());
         let everything = include.is_empty() || include.iter().all(|p| p == "*");
@@ -151,30 +154,30 @@ impl Excludes {
     }
 
     /// The include patterns (`["*"]` when everything is included).
-    pub fn include_patterns(&self) -> &[String] {
+    pub(crate) fn include_patterns(&self) -> &[String] {
         &self.include_patterns
     }
 
     /// Whether include patterns restrict the payload (anything but everything).
-    pub fn restricts(&self) -> bool {
+    pub(crate) fn restricts(&self) -> bool {
         self.include.is_some()
     }
 
     /// Whether an include pattern matches `rel` (same rule as [`Excludes::is_excluded`], so
     /// including a directory includes everything under it).
-    pub fn is_included(&self, rel: &str) -> bool {
+    pub(crate) fn is_included(&self, rel: &str) -> bool {
         self.include
             .as_ref()
             .is_none_or(|(c, p)| matches(c, p, rel))
     }
 
     /// Whether the file `rel` goes into the payload: included and not excluded.
-    pub fn takes(&self, rel: &str) -> bool {
+    pub(crate) fn takes(&self, rel: &str) -> bool {
         self.is_included(rel) && !self.is_excluded(rel)
     }
 
     /// The source patterns, defaults first, as given.
-    pub fn patterns(&self) -> &[String] {
+    pub(crate) fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
@@ -182,13 +185,13 @@ impl Excludes {
     /// matches any single path component (like .gitignore: "*.pyc" excludes a/b/c.pyc, ".git"
     /// excludes .git and everything under it); a pattern with '/' matches the whole relative
     /// path (e.g. "data/*.csv") or a directory prefix of it.
-    pub fn is_excluded(&self, rel: &str) -> bool {
+    pub(crate) fn is_excluded(&self, rel: &str) -> bool {
         matches(&self.component, &self.path, rel)
     }
 
     /// The pattern that excludes `rel` (the first one given, defaults first), if any; for
     /// messages that say why a file is left out.
-    pub fn matching(&self, rel: &str) -> Option<&str> {
+    pub(crate) fn matching(&self, rel: &str) -> Option<&str> {
         let rel = rel.trim_matches('/');
         if rel.is_empty() {
             return None;
@@ -214,21 +217,21 @@ impl Excludes {
     }
 
     /// Whether `pattern` is one of [`DEFAULT_EXCLUDES`] rather than a user's `--exclude`.
-    pub fn is_default(pattern: &str) -> bool {
+    pub(crate) fn is_default(pattern: &str) -> bool {
         DEFAULT_EXCLUDES.contains(&pattern)
     }
 }
 
 /// Numeric owner of every entry in the payload (the image's appuser).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub uid: u64,
     pub gid: u64,
 }
 
 /// A generated file placed outside the script folder, e.g. a config file.
 #[derive(Debug, Clone)]
-pub struct ExtraFile {
+pub(crate) struct ExtraFile {
     /// Absolute path in the container, e.g. "/fractalic/settings.toml".
     pub path: String,
     pub contents: Vec<u8>,
@@ -237,7 +240,7 @@ pub struct ExtraFile {
 
 /// Everything [`build`] needs.
 #[derive(Debug)]
-pub struct PayloadSpec<'a> {
+pub(crate) struct PayloadSpec<'a> {
     /// Already validated: no '/', no "..", a Docker-style name; checked again defensively.
     pub script_name: &'a str,
     pub script_folder: &'a Path,
@@ -249,7 +252,7 @@ pub struct PayloadSpec<'a> {
     /// Add the symlink /fractalic/payload -> /payload.
     pub link_fractalic_payload: bool,
     /// Stage the folder as the release `/payload/.releases/DIR/` instead of
-    /// `/payload/<script>/` (see README, "Updates"); with `link_script`, also the symlink
+    /// `/payload/<script>/` (see docs/updates.md); with `link_script`, also the symlink
     /// `/payload/<script> -> .releases/DIR` that makes it the live release.
     pub release_dir: Option<&'a str>,
     /// With `release_dir`: add the `/payload/<script>` symlink.
@@ -261,7 +264,7 @@ pub struct PayloadSpec<'a> {
 
 /// The tar stream (or where it was written) and what it holds from the script folder.
 #[derive(Debug)]
-pub struct Payload<W = Vec<u8>> {
+pub(crate) struct Payload<W = Vec<u8>> {
     /// The whole archive, ready for `docker cp - CONTAINER:/`; or the writer it went to.
     pub tar: W,
     /// Regular files taken from the script folder.
@@ -270,9 +273,13 @@ pub struct Payload<W = Vec<u8>> {
     pub dirs: usize,
     /// Sum of those files' sizes.
     pub bytes: u64,
-    /// Symlinks taken from the script folder (in-folder links only, stored as links).
+    /// Symlinks taken from the script folder (in-folder links only, stored as links; read by
+    /// the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub symlinks: usize,
-    /// What was left out and why (special files, dangling links, links leaving the folder).
+    /// What was left out and why (special files, dangling links, links leaving the folder;
+    /// read by the tests: the warnings are given as each is found).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub skipped: Vec<Skipped>,
     /// Whether `spec.main_script` was staged as a regular file.
     pub main_script_staged: bool,
@@ -281,7 +288,7 @@ pub struct Payload<W = Vec<u8>> {
 /// Something in the script folder that the payload leaves out, apart from the excludes. Each
 /// one is worth a warning: the deployed script may expect it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Skipped {
+pub(crate) enum Skipped {
     /// A FIFO, socket or device node (`kind` says which): not content that can be copied.
     Special { rel: String, kind: &'static str },
     /// A symlink whose target does not exist (or that loops).
@@ -292,18 +299,6 @@ pub enum Skipped {
     /// A symlink to something inside the folder that the payload leaves out (an exclude
     /// pattern, the top-level `.env`, or a special file), so it would dangle in the container.
     ToLeftOut { rel: String, target: String },
-}
-
-impl Skipped {
-    /// The path relative to the script folder ('/'-separated).
-    pub fn rel(&self) -> &str {
-        match self {
-            Skipped::Special { rel, .. }
-            | Skipped::Dangling { rel, .. }
-            | Skipped::Outside { rel, .. }
-            | Skipped::ToLeftOut { rel, .. } => rel,
-        }
-    }
 }
 
 impl fmt::Display for Skipped {
@@ -331,7 +326,7 @@ impl fmt::Display for Skipped {
 
 /// What a walk of the script folder found, without building anything (for validation).
 #[derive(Debug, Default)]
-pub struct Survey {
+pub(crate) struct Survey {
     pub files: usize,
     pub dirs: usize,
     pub symlinks: usize,
@@ -341,7 +336,7 @@ pub struct Survey {
 
 /// Why the payload could not be built.
 #[derive(Debug)]
-pub enum PayloadError {
+pub(crate) enum PayloadError {
     /// An include or exclude pattern (`list` says which) does not compile.
     BadPattern {
         list: &'static str,
@@ -402,14 +397,14 @@ impl std::error::Error for PayloadError {
 /// excludes applied, the top-level `.env` left out), then the extra files, then the optional
 /// "fractalic/payload" -> "/payload" link. Every entry is owned by `spec.owner`; no entries are
 /// made for "payload/", "fractalic/" or other parents that exist in the image.
-pub fn build(spec: &PayloadSpec) -> Result<Payload, PayloadError> {
+pub(crate) fn build(spec: &PayloadSpec) -> Result<Payload, PayloadError> {
     build_into(spec, Vec::new())
 }
 
 /// Walks the script folder as [`build`] would, checking that every directory can be listed
 /// and every file opened, and reports what would be copied and what left out. Nothing is read
 /// beyond that.
-pub fn survey(
+pub(crate) fn survey(
     folder: &Path,
     excludes: &Excludes,
     main_script: Option<&str>,
@@ -435,7 +430,10 @@ pub fn survey(
 /// Like [`build`], but writes the archive to `out` as it goes (e.g. straight into the stdin of
 /// `docker cp`), so no copy of the payload is held in memory. A write error is
 /// [`PayloadError::Io`] naming the script folder.
-pub fn build_into<W: io::Write>(spec: &PayloadSpec, out: W) -> Result<Payload<W>, PayloadError> {
+pub(crate) fn build_into<W: io::Write>(
+    spec: &PayloadSpec,
+    out: W,
+) -> Result<Payload<W>, PayloadError> {
     check_script_name(spec.script_name)?;
     let root = spec.script_folder;
     let meta = fs::metadata(root).map_err(|source| PayloadError::Io {
@@ -959,19 +957,19 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
 
 /// Where a release's manifest lives in the container: `payload/.releases/DIR.sha256` (a path
 /// in the tar, relative to `/`).
-pub fn manifest_path(dir: &str) -> String {
+pub(crate) fn manifest_path(dir: &str) -> String {
     format!("{PAYLOAD_DIR}/{RELEASES_DIR}/{dir}{MANIFEST_SUFFIX}")
 }
 
 /// The file name suffix of a release's manifest beside its folder.
-pub const MANIFEST_SUFFIX: &str = ".sha256";
+pub(crate) const MANIFEST_SUFFIX: &str = ".sha256";
 
 /// The manifest of a release, in `sha256sum -c` form (the container checks it with the
 /// `sha256sum` that busybox and coreutils both have): one `HASH  PATH` line per regular file of
 /// the release folder `DIR/` and its config copies `DIR.config/`, paths relative to
 /// `/payload/.releases`. A name holding a line break, or that is not UTF-8, cannot be written
 /// on a line and is left out (the rest is still checked). The payload appends it as the
-/// archive's last entry; README "Crash safety" says how it is checked.
+/// archive's last entry; docs/updates.md ("In place") says how it is checked.
 #[derive(Debug, Default)]
 struct Manifest {
     dir: String,

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::sync::OnceLock;
 
 /// How many ports, starting at the preferred one, are tried before giving up.
-pub const SCAN_LIMIT: u16 = 100;
+pub(crate) const SCAN_LIMIT: u16 = 100;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortRequest {
+pub(crate) enum PortRequest {
     /// This port, or the next free one within [`SCAN_LIMIT`] ports.
     Preferred(u16),
     /// This port or an error (`--port`).
@@ -19,7 +19,7 @@ pub enum PortRequest {
 
 /// Where a port's freedom is judged.
 #[derive(Debug, Clone, Copy)]
-pub enum Vantage<'a> {
+pub(crate) enum Vantage<'a> {
     /// This machine, by binding the address (a local engine).
     Local(IpAddr),
     /// A remote engine: the host ports its containers publish (from `docker ps`); a clash with
@@ -35,7 +35,7 @@ impl From<IpAddr> for Vantage<'static> {
 
 /// Why a port was passed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortBusy {
+pub(crate) enum PortBusy {
     /// A process listens on it (or otherwise holds it) on this host.
     InUse,
     /// A container on the (remote) engine publishes it.
@@ -56,7 +56,7 @@ impl PortBusy {
 
 /// The chosen port and the ports skipped on the way, in scan order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortChoice {
+pub(crate) struct PortChoice {
     /// The port to publish.
     pub port: u16,
     /// Ports tried before `port`, each with why it was skipped.
@@ -67,7 +67,7 @@ impl PortChoice {
     /// One line for the user, e.g. "port 8001 in use, 8002 reserved by another deployment;
     /// using 8003" or "using preferred port 8001". Consecutive ports skipped for the same
     /// reason are shown as a range ("ports 8001-8005 in use").
-    pub fn explain(&self) -> String {
+    pub(crate) fn explain(&self) -> String {
         if self.skipped.is_empty() {
             return format!("using preferred port {}", self.port);
         }
@@ -102,7 +102,7 @@ impl PortChoice {
 
 /// Why no port could be chosen.
 #[derive(Debug)]
-pub enum PortError {
+pub(crate) enum PortError {
     /// The exact port asked for is taken.
     Busy { port: u16, why: PortBusy },
     /// Every port in `from..=to` is taken.
@@ -156,7 +156,7 @@ impl std::error::Error for PortError {}
 /// `reserved`: ports recorded on other deployments (they may be stopped and will want their
 /// port back); the caller leaves out the deployment being replaced. A reserved port counts as
 /// [`PortBusy::Reserved`] even when it is also in use.
-pub fn choose<'a>(
+pub(crate) fn choose<'a>(
     req: PortRequest,
     bind: impl Into<Vantage<'a>>,
     reserved: &BTreeSet<u16>,
@@ -190,7 +190,7 @@ pub fn choose<'a>(
 /// The next free port strictly after `after` within the scan window that starts at `first`
 /// (same rules as [`choose`]); `None` once the window is used up. For retrying when
 /// `docker start` reports "port is already allocated".
-pub fn next_free<'a>(
+pub(crate) fn next_free<'a>(
     first: u16,
     after: u16,
     bind: impl Into<Vantage<'a>>,
@@ -205,7 +205,7 @@ pub fn next_free<'a>(
 
 /// Whether a process could listen on (`bind`, `port`) now: `bind` itself and every interface
 /// (so a listener on 0.0.0.0 or another address also counts). Port 0 is never free.
-pub fn is_free(bind: IpAddr, port: u16) -> bool {
+pub(crate) fn is_free(bind: IpAddr, port: u16) -> bool {
     port != 0 && TcpListener::bind(SocketAddr::new(bind, port)).is_ok() && free_everywhere(port)
 }
 
@@ -251,14 +251,14 @@ fn window(first: u16, start: u16) -> std::ops::RangeInclusive<u16> {
 /// holds a generation number that each holder bumps after creating a container, so a chooser
 /// knows whether the reservations it read before taking the lock are still complete.
 #[derive(Debug)]
-pub struct PortLock {
+pub(crate) struct PortLock {
     file: std::fs::File,
 }
 
 impl PortLock {
     /// `$XDG_CACHE_HOME` (else `~/.cache`)`/fractalic-publisher/ports.lock`, else in the temp
     /// directory.
-    pub fn path() -> std::path::PathBuf {
+    pub(crate) fn path() -> std::path::PathBuf {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from)
@@ -276,7 +276,7 @@ impl PortLock {
     /// Takes the lock at [`PortLock::path`], polling until `deadline` passes. Where that
     /// cannot be created (a `FROM scratch` job container: no HOME, no writable /tmp), the lock
     /// lives in `/dev/shm`, which every container has.
-    pub fn acquire(deadline: std::time::Duration) -> Result<PortLock, String> {
+    pub(crate) fn acquire(deadline: std::time::Duration) -> Result<PortLock, String> {
         let path = Self::path();
         match Self::acquire_at(&path, deadline) {
             Err(e) if !e.contains("held the port lock") => {
@@ -293,7 +293,7 @@ impl PortLock {
     }
 
     /// Takes the lock at `path`, polling until `deadline` passes.
-    pub fn acquire_at(
+    pub(crate) fn acquire_at(
         path: &std::path::Path,
         deadline: std::time::Duration,
     ) -> Result<PortLock, String> {
@@ -329,7 +329,7 @@ impl PortLock {
     }
 
     /// The generation number in the lock file (0 when empty).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         use std::io::{Read, Seek};
         let mut f = &self.file;
         let mut s = String::new();
@@ -338,7 +338,7 @@ impl PortLock {
     }
 
     /// Records that a container with a port label was created; returns the new generation.
-    pub fn bump(&self) -> u64 {
+    pub(crate) fn bump(&self) -> u64 {
         use std::io::{Seek, Write};
         let next = self.generation().wrapping_add(1);
         let mut f = &self.file;
@@ -351,7 +351,7 @@ impl PortLock {
     }
 
     /// The generation number as it is now, read without the lock (None when unreadable).
-    pub fn peek_generation(path: &std::path::Path) -> Option<u64> {
+    pub(crate) fn peek_generation(path: &std::path::Path) -> Option<u64> {
         std::fs::read_to_string(path)
             .ok()
             .map(|s| s.trim().parse().unwrap_or(0))

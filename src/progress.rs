@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 /// The order is the order a deploy goes through them; a run's stage never moves backwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub(crate) enum Stage {
     Validating,
     PullingImage,
     PreparingFiles,
@@ -23,7 +23,8 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 7] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Stage; 7] = [
         Stage::Validating,
         Stage::PullingImage,
         Stage::PreparingFiles,
@@ -34,7 +35,8 @@ impl Stage {
     ];
 
     /// The wire name (`pulling_image` ...).
-    pub fn as_str(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stage::Validating => "validating",
             Stage::PullingImage => "pulling_image",
@@ -47,14 +49,15 @@ impl Stage {
     }
 
     /// Parses a wire name; `completed` and `error` are not for plugins to set.
-    pub fn parse_step(name: &str) -> Option<Stage> {
+    #[cfg(test)]
+    pub(crate) fn parse_step(name: &str) -> Option<Stage> {
         Stage::ALL[..5].iter().copied().find(|s| s.as_str() == name)
     }
 
     /// The stage a step's percentage implies when the plugin does not name one:
     /// 0-9 validating, 10-39 pulling_image, 40-44 preparing_files, 45-59 creating_container,
     /// 60-100 starting_container (health waiting included).
-    pub fn for_percent(p: u8) -> Stage {
+    pub(crate) fn for_percent(p: u8) -> Stage {
         match p {
             0..=9 => Stage::Validating,
             10..=39 => Stage::PullingImage,
@@ -68,7 +71,7 @@ impl Stage {
 /// What kind of event it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A step began.
     Step,
     /// Something to know (plugin `print`, chosen files ...).
@@ -84,7 +87,7 @@ pub enum Kind {
 /// One progress event: the CLI's NDJSON lines, the REST API's SSE `data:` lines and the
 /// re-attach log all carry exactly this.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub(crate) struct Event {
     /// The run this event belongs to (the id to re-attach with).
     pub deployment_id: String,
     /// 1, 2, 3 ... within the run (the SSE `id:`).
@@ -111,18 +114,18 @@ pub struct Event {
 
 impl Event {
     /// Is this the last event of its run?
-    pub fn is_final(&self) -> bool {
+    pub(crate) fn is_final(&self) -> bool {
         matches!(self.kind, Kind::Completed | Kind::Error)
     }
 }
 
 /// ISO 8601 / RFC 3339 UTC time with milliseconds, e.g. `2026-11-27T15:41:30.123Z`.
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 /// A new run id: 16 hex digits, unique within and across processes.
-pub fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     // RandomState is seeded from the OS once per process; mixing in time, pid and a counter
@@ -150,7 +153,7 @@ enum Sink {
 
 /// Shared progress reporter (cheap to clone).
 #[derive(Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     inner: Arc<Mutex<State>>,
 }
 
@@ -201,12 +204,12 @@ impl Progress {
 
     /// Progress on stderr: a bar on a TTY, plain lines otherwise (also when [`no_color`]),
     /// nothing when `quiet`.
-    pub fn stderr(quiet: bool) -> Self {
+    pub(crate) fn stderr(quiet: bool) -> Self {
         Self::styled(if quiet { Style::None } else { Style::Auto })
     }
 
     /// Progress on stderr in `style`.
-    pub fn styled(style: Style) -> Self {
+    pub(crate) fn styled(style: Style) -> Self {
         match style {
             Style::None => Self::with(Sink::Silent),
             Style::Json => Self::with(Sink::Ndjson),
@@ -216,28 +219,28 @@ impl Progress {
     }
 
     /// Plain lines on stderr whatever the terminal.
-    pub fn lines() -> Self {
+    pub(crate) fn lines() -> Self {
         Self::with(Sink::Lines)
     }
 
     /// Nothing at all.
-    pub fn silent() -> Self {
+    pub(crate) fn silent() -> Self {
         Self::with(Sink::Silent)
     }
 
     /// Every event goes to `f` (after the monotonic clamp).
-    pub fn callback(f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+    pub(crate) fn callback(f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         Self::with(Sink::Callback(Box::new(f)))
     }
 
     /// Uses `id` as this run's id (the REST API picks it before the run starts).
-    pub fn with_run_id(self, id: &str) -> Self {
+    pub(crate) fn with_run_id(self, id: &str) -> Self {
         self.lock().run_id = id.to_string();
         self
     }
 
     /// This run's id (every event's `deployment_id`).
-    pub fn run_id(&self) -> String {
+    pub(crate) fn run_id(&self) -> String {
         self.lock().run_id.clone()
     }
 
@@ -247,7 +250,7 @@ impl Progress {
 
     /// Reports a step at `percent` (clamped to 0-100 and to at least the last step's); its
     /// stage follows from the percentage ([`Stage::for_percent`]) unless one was set.
-    pub fn step(&self, percent: i64, message: impl Into<String>) {
+    pub(crate) fn step(&self, percent: i64, message: impl Into<String>) {
         let mut st = self.lock();
         let pct = (percent.clamp(0, 100) as u8).max(st.percent);
         st.percent = pct;
@@ -256,18 +259,19 @@ impl Progress {
     }
 
     /// Moves to `stage` (never backwards) without an event of its own.
-    pub fn set_stage(&self, stage: Stage) {
+    #[cfg(test)]
+    pub(crate) fn set_stage(&self, stage: Stage) {
         let mut st = self.lock();
         st.stage = st.stage.max(stage);
     }
 
     /// Reports an informational line.
-    pub fn info(&self, message: impl Into<String>) {
+    pub(crate) fn info(&self, message: impl Into<String>) {
         self.lock().emit(Kind::Info, message.into(), None, None);
     }
 
     /// Reports a warning (also kept, even when silent: see [`Progress::warnings`]).
-    pub fn warn(&self, message: impl Into<String>) {
+    pub(crate) fn warn(&self, message: impl Into<String>) {
         let message = message.into();
         let mut st = self.lock();
         st.warnings.push(message.clone());
@@ -275,7 +279,7 @@ impl Progress {
     }
 
     /// The last event of a successful run: stage `completed`, 100 %, with the outcome.
-    pub fn complete(&self, message: impl Into<String>, result: serde_json::Value) {
+    pub(crate) fn complete(&self, message: impl Into<String>, result: serde_json::Value) {
         let mut st = self.lock();
         st.percent = 100;
         st.stage = Stage::Completed;
@@ -285,7 +289,7 @@ impl Progress {
 
     /// The last event of a failed run: stage `error`, 100 %, with the error and the failure
     /// object (as `failure`, never as `result`).
-    pub fn fail(&self, error: impl Into<String>, failure: serde_json::Value) {
+    pub(crate) fn fail(&self, error: impl Into<String>, failure: serde_json::Value) {
         let error = error.into();
         let mut st = self.lock();
         st.percent = 100;
@@ -296,29 +300,19 @@ impl Progress {
     }
 
     /// Every warning reported so far, so a `--json` result can carry them.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         self.lock().warnings.clone()
     }
 
     /// Ends a bar line so later output starts on a fresh line.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.lock().end_bar();
-    }
-
-    /// The highest percentage reported so far.
-    pub fn percent(&self) -> u8 {
-        self.lock().percent
-    }
-
-    /// The current stage.
-    pub fn stage(&self) -> Stage {
-        self.lock().stage
     }
 }
 
 /// Whether `NO_COLOR` asks for no colour or terminal decoration: set and not empty
 /// (<https://no-color.org>, the same rule clap applies to its help and errors).
-pub fn no_color() -> bool {
+pub(crate) fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
@@ -333,7 +327,7 @@ fn choose(quiet: bool, terminal: bool, no_color: bool) -> Sink {
 }
 
 /// `[ 40%] message`, as printed in plain mode.
-pub fn plain_line(e: &Event) -> String {
+pub(crate) fn plain_line(e: &Event) -> String {
     match e.kind {
         Kind::Step => format!("[{:>3}%] {}", e.progress, e.message),
         Kind::Info => format!("       {}", e.message),

@@ -20,22 +20,22 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// The proxy container's name (one per engine).
-pub const PROXY_NAME: &str = "fractalic-publisher-proxy";
+pub(crate) const PROXY_NAME: &str = "fractalic-publisher-proxy";
 /// The docker network proxied deployments join.
-pub const NETWORK: &str = "fractalic-publisher";
+pub(crate) const NETWORK: &str = "fractalic-publisher";
 /// Label on the proxy container and the network: what it is to this tool.
-pub const LABEL_ROLE: &str = "fractalic-publisher.role";
+pub(crate) const LABEL_ROLE: &str = "fractalic-publisher.role";
 /// Label on a deployment's containers: it is served through the proxy.
-pub const LABEL_PROXY: &str = "fractalic-publisher.proxy";
+pub(crate) const LABEL_PROXY: &str = "fractalic-publisher.proxy";
 /// Label on a deployment's containers: the host name the proxy routes to it (`--domain`).
-pub const LABEL_DOMAIN: &str = "fractalic-publisher.domain";
+pub(crate) const LABEL_DOMAIN: &str = "fractalic-publisher.domain";
 /// Label on a deployment's containers: the proxy's TLS mode for it (`none`, `internal`, `acme`,
 /// `files`).
-pub const LABEL_TLS: &str = "fractalic-publisher.tls";
+pub(crate) const LABEL_TLS: &str = "fractalic-publisher.tls";
 /// The image users get by default (the official Caddy 2 image).
-pub const DEFAULT_IMAGE: &str = "caddy:2";
+pub(crate) const DEFAULT_IMAGE: &str = "caddy:2";
 /// Environment variable choosing the proxy image (overridden by `--proxy-image`).
-pub const IMAGE_ENV: &str = "FRACTALIC_PUBLISHER_PROXY_IMAGE";
+pub(crate) const IMAGE_ENV: &str = "FRACTALIC_PUBLISHER_PROXY_IMAGE";
 
 /// The Caddy configuration inside the proxy container.
 const CONFIG: &str = "/etc/caddy/fractalic-publisher.json";
@@ -45,14 +45,14 @@ const ROUTES: &str = "/etc/caddy/fractalic-publisher.routes.json";
 /// network, so a TCP admin port would be open to every local user).
 const ADMIN_SOCKET: &str = "/data/fractalic-publisher-admin.sock";
 /// Where Caddy's internal CA puts its root certificate (for `--tls internal`).
-pub const CA_CERT: &str = "/data/caddy/pki/authorities/local/root.crt";
+pub(crate) const CA_CERT: &str = "/data/caddy/pki/authorities/local/root.crt";
 /// The container port every Fractalic deployment serves on.
-pub const UPSTREAM_PORT: u16 = 8001;
+pub(crate) const UPSTREAM_PORT: u16 = 8001;
 
 /// How a route is served to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Tls {
+pub(crate) enum Tls {
     /// Plain HTTP.
     #[default]
     None,
@@ -66,7 +66,7 @@ pub enum Tls {
 
 impl Tls {
     /// Parses the `--tls` value (and the label).
-    pub fn parse(s: &str) -> Option<Tls> {
+    pub(crate) fn parse(s: &str) -> Option<Tls> {
         match s {
             "" | "none" => Some(Tls::None),
             "internal" => Some(Tls::Internal),
@@ -77,7 +77,7 @@ impl Tls {
     }
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Tls::None => "none",
             Tls::Internal => "internal",
@@ -89,7 +89,7 @@ impl Tls {
 
 /// One upstream of a route: a container on the tool's network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The container's name.
     pub container: String,
     /// `IP:PORT` the proxy dials.
@@ -98,7 +98,7 @@ pub struct Upstream {
 
 /// What the proxy serves for one deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
+pub(crate) struct Route {
     /// The deployment's name.
     pub deployment: String,
     /// The host address and port the proxy listens on for it (the deployment's URL).
@@ -114,7 +114,7 @@ pub struct Route {
 
 impl Route {
     /// The URL a client opens (what `deploy` prints for a proxied deployment).
-    pub fn url(&self) -> Option<String> {
+    pub(crate) fn url(&self) -> Option<String> {
         let scheme = if self.tls == Tls::None {
             "http"
         } else {
@@ -181,7 +181,7 @@ fn handler(route: &Route) -> Value {
 
 /// The whole Caddy configuration (JSON) for `routes`: one server per listening host port, one
 /// server for the routes by host name. Deterministic: the same routes give the same bytes.
-pub fn caddy_config(routes: &[Route]) -> Value {
+pub(crate) fn caddy_config(routes: &[Route]) -> Value {
     let mut servers = serde_json::Map::new();
     let mut internal_subjects: Vec<String> = Vec::new();
     let mut acme_subjects: Vec<String> = Vec::new();
@@ -298,7 +298,7 @@ pub fn caddy_config(routes: &[Route]) -> Value {
 
 /// What `proxy status` reports.
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub name: &'static str,
     /// `running`, `exited`, ..., or `missing`.
     pub state: String,
@@ -309,7 +309,7 @@ pub struct Status {
 
 /// One route with the health of its upstreams, probed from inside the proxy container.
 #[derive(Debug, Clone, Serialize)]
-pub struct RouteStatus {
+pub(crate) struct RouteStatus {
     #[serde(flatten)]
     pub route: Route,
     pub url: Option<String>,
@@ -318,25 +318,25 @@ pub struct RouteStatus {
 }
 
 /// The proxy of one engine.
-pub struct Proxy<'a> {
+pub(crate) struct Proxy<'a> {
     docker: &'a Docker,
     image: String,
 }
 
 /// The image to use: `flag`, else `$FRACTALIC_PUBLISHER_PROXY_IMAGE`, else `caddy:2`.
-pub fn image(flag: Option<&str>) -> String {
+pub(crate) fn image(flag: Option<&str>) -> String {
     flag.map(str::to_string)
         .or_else(|| std::env::var(IMAGE_ENV).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
 }
 
 impl<'a> Proxy<'a> {
-    pub fn new(docker: &'a Docker, image: String) -> Self {
+    pub(crate) fn new(docker: &'a Docker, image: String) -> Self {
         Proxy { docker, image }
     }
 
     /// The proxy container's state (`None`: it does not exist).
-    pub fn state(&self) -> Result<Option<String>> {
+    pub(crate) fn state(&self) -> Result<Option<String>> {
         Ok(self
             .docker
             .container_inspect(PROXY_NAME)?
@@ -345,7 +345,7 @@ impl<'a> Proxy<'a> {
 
     /// Makes sure the network and a running proxy exist, then applies every route Docker's
     /// state calls for. Returns what it had to do (empty: the proxy was up).
-    pub fn ensure_up(&self) -> Result<Vec<String>> {
+    pub(crate) fn ensure_up(&self) -> Result<Vec<String>> {
         let mut done = Vec::new();
         self.ensure_network(&mut done)?;
         match self.state()?.as_deref() {
@@ -377,14 +377,14 @@ impl<'a> Proxy<'a> {
     }
 
     /// The proxy network, created when missing.
-    pub fn network(&self) -> Result<&'static str> {
+    pub(crate) fn network(&self) -> Result<&'static str> {
         self.ensure_network(&mut Vec::new())?;
         Ok(NETWORK)
     }
 
     /// Makes sure the proxy is up and serves what Docker's state calls for, then returns the
     /// route of deployment `name`.
-    pub fn route(&self, name: &str) -> Result<Route> {
+    pub(crate) fn route(&self, name: &str) -> Result<Route> {
         self.ensure_up()?;
         self.current_routes()?
             .into_iter()
@@ -399,7 +399,7 @@ impl<'a> Proxy<'a> {
     /// Puts a deployment's `--tls-cert`/`--tls-key` into the proxy as
     /// `/etc/caddy/certs/NAME.crt|.key` (the key 0600), through one `docker cp` of a tar on
     /// stdin: the key is never on a command line or in a host file.
-    pub fn install_tls(&self, name: &str, files: &crate::config::TlsFiles) -> Result<()> {
+    pub(crate) fn install_tls(&self, name: &str, files: &crate::config::TlsFiles) -> Result<()> {
         let mut b = tar::Builder::new(Vec::new());
         let entries = [
             (format!("etc/caddy/certs/{name}.crt"), &files.cert, 0o644),
@@ -424,7 +424,7 @@ impl<'a> Proxy<'a> {
 
     /// Re-applies the routes Docker's state calls for (after a proxied container went away):
     /// starts the proxy only when some deployment still needs it.
-    pub fn sync(&self) -> Result<Vec<String>> {
+    pub(crate) fn sync(&self) -> Result<Vec<String>> {
         if self.state()?.is_none() && self.desired_routes()?.is_empty() {
             return Ok(Vec::new());
         }
@@ -541,7 +541,7 @@ impl<'a> Proxy<'a> {
     }
 
     /// The routes Docker's state calls for: every proxied deployment, its live container(s).
-    pub fn desired_routes(&self) -> Result<Vec<Route>> {
+    pub(crate) fn desired_routes(&self) -> Result<Vec<Route>> {
         let filter = format!("label={LABEL_PROXY}=true");
         let format = "{{.ID}}\t{{.Label \"fractalic-publisher.deployment\"}}";
         let out = self.docker.run(
@@ -598,7 +598,7 @@ impl<'a> Proxy<'a> {
     }
 
     /// The routes the proxy serves now (its own record; empty when it has none).
-    pub fn current_routes(&self) -> Result<Vec<Route>> {
+    pub(crate) fn current_routes(&self) -> Result<Vec<Route>> {
         let (status, out) = self.docker.exec(PROXY_NAME, &["cat", ROUTES], QUICK)?;
         if status != Some(0) {
             return Ok(Vec::new());
@@ -609,7 +609,7 @@ impl<'a> Proxy<'a> {
     /// Writes the configuration for `routes` and reloads Caddy gracefully, in one `docker exec`:
     /// the new file is loaded first and becomes the saved one only once Caddy took it, so a
     /// refused configuration leaves the proxy serving what it served.
-    pub fn apply(&self, routes: &[Route]) -> Result<()> {
+    pub(crate) fn apply(&self, routes: &[Route]) -> Result<()> {
         let mut input = serde_json::to_string(routes).expect("routes serialize");
         input.push('\n');
         input.push_str(&caddy_config(routes).to_string());
@@ -635,7 +635,7 @@ impl<'a> Proxy<'a> {
 
     /// `proxy status`: the container, and each route with its upstreams' health as the proxy
     /// sees it.
-    pub fn status(&self) -> Result<Status> {
+    pub(crate) fn status(&self) -> Result<Status> {
         let inspect = self.docker.container_inspect(PROXY_NAME)?;
         let state = inspect
             .as_ref()
@@ -676,7 +676,7 @@ impl<'a> Proxy<'a> {
     /// One proxied deployment as `status` shows it: the proxy's state, the route's URL, each
     /// upstream with its health as the proxy sees it, and (`--tls internal`) the CA
     /// certificate copied to a host file for `curl --cacert`.
-    pub fn deployment_status(&self, name: &str) -> Result<Value> {
+    pub(crate) fn deployment_status(&self, name: &str) -> Result<Value> {
         let state = self.state()?.unwrap_or_else(|| "missing".into());
         let routes = if state == "running" {
             self.current_routes()?
@@ -718,7 +718,7 @@ impl<'a> Proxy<'a> {
     /// Copies the internal CA's root certificate out of the proxy into
     /// `$XDG_STATE_HOME/fractalic-publisher/proxy-root-ca.crt` (or under ~/.local/state);
     /// None while Caddy has not made it yet.
-    pub fn export_ca(&self) -> Result<Option<std::path::PathBuf>> {
+    pub(crate) fn export_ca(&self) -> Result<Option<std::path::PathBuf>> {
         let Some(pem) = self.docker.read_file(PROXY_NAME, CA_CERT)? else {
             return Ok(None);
         };
@@ -757,7 +757,7 @@ impl<'a> Proxy<'a> {
 
     /// `proxy down`: removes the proxy (and its network when nothing else uses it). Refused
     /// while deployments are routed through it, unless `force`.
-    pub fn down(&self, force: bool) -> Result<Vec<String>> {
+    pub(crate) fn down(&self, force: bool) -> Result<Vec<String>> {
         let routes = self.desired_routes()?;
         if !routes.is_empty() && !force {
             let names: Vec<&str> = routes.iter().map(|r| r.deployment.as_str()).collect();
@@ -786,7 +786,7 @@ impl<'a> Proxy<'a> {
 }
 
 /// `name`'s address on [`NETWORK`], or None when it is not attached (or does not exist).
-pub fn container_address(d: &Docker, name: &str) -> Result<Option<IpAddr>> {
+pub(crate) fn container_address(d: &Docker, name: &str) -> Result<Option<IpAddr>> {
     Ok(d.container_inspect(name)?.and_then(|v| {
         v["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
             .as_str()
@@ -797,7 +797,7 @@ pub fn container_address(d: &Docker, name: &str) -> Result<Option<IpAddr>> {
 /// The routes from `docker container inspect` of the proxied containers: a container is an
 /// upstream when it runs, is attached to [`NETWORK`] and is named as its deployment (the live
 /// one; kept releases are renamed aside).
-pub fn routes_from_inspect(list: &[Value]) -> Vec<Route> {
+pub(crate) fn routes_from_inspect(list: &[Value]) -> Vec<Route> {
     let mut routes: Vec<Route> = Vec::new();
     // Deployments whose live container (named as the deployment) is not proxied.
     let off: Vec<&str> = list
@@ -873,7 +873,7 @@ fn is_replica_of(container: &str, deployment: &str) -> bool {
 }
 
 /// A host name Caddy may route and certify: letters, digits, hyphens, dots; no wildcard.
-pub fn valid_domain(d: &str) -> bool {
+pub(crate) fn valid_domain(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 253
         && d.split('.').all(|l| {

@@ -24,7 +24,7 @@ const CALL: Duration = Duration::from_secs(10);
 
 /// One network a container is attached to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Net {
+pub(crate) struct Net {
     /// The network's name (`bridge`).
     pub name: String,
     /// The network's id (empty when docker gave none).
@@ -35,7 +35,7 @@ pub struct Net {
 
 /// This process's own container, as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Me {
+pub(crate) struct Me {
     /// Container id.
     pub id: String,
     /// Container name, without the leading `/`.
@@ -46,7 +46,7 @@ pub struct Me {
 
 /// Where this process runs relative to the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
+pub(crate) enum Location {
     /// Loopback reaches what the engine publishes: the engine's host, a `--network host`
     /// container, or a container the engine does not know (its own engine inside).
     Host,
@@ -58,7 +58,7 @@ pub enum Location {
 
 /// What the engine knows about a container that publishes a host port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// Container name, without the leading `/`.
     pub name: String,
     /// The container port the host port leads to.
@@ -69,7 +69,7 @@ pub struct Target {
 
 /// How to probe one URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// As given.
     Direct,
     /// At this URL instead; `note` says where that is, for progress and errors.
@@ -82,13 +82,11 @@ pub enum Route {
     },
     /// No running container publishes the port (yet): a failed probe, worth retrying.
     NotPublished(String),
-    /// Nothing can reach it from here: fail now with this reason.
-    Unreachable(String),
 }
 
 impl Route {
     /// Where the probe goes when that is not the URL itself (None for [`Route::Direct`]).
-    pub fn note(&self) -> Option<&str> {
+    pub(crate) fn note(&self) -> Option<&str> {
         match self {
             Route::Via { note, .. } | Route::Exec { note, .. } => Some(note),
             _ => None,
@@ -102,7 +100,7 @@ static LOCATION: OnceLock<Location> = OnceLock::new();
 static SNAPSHOT: Mutex<Option<(Instant, BTreeMap<u16, Target>)>> = Mutex::new(None);
 
 /// Records the docker binary and `--context` the probes of this process use.
-pub fn use_docker(bin: &Path, context: Option<&str>) {
+pub(crate) fn use_docker(bin: &Path, context: Option<&str>) {
     let _ = DOCKER.set((bin.to_path_buf(), context.map(str::to_string)));
 }
 
@@ -116,7 +114,7 @@ fn docker() -> Option<Docker> {
 }
 
 /// Where this process runs, found once: no docker call on the engine's host.
-pub fn location() -> &'static Location {
+pub(crate) fn location() -> &'static Location {
     LOCATION.get_or_init(|| match docker() {
         None => Location::Host,
         Some(d) => detect(&d),
@@ -125,14 +123,14 @@ pub fn location() -> &'static Location {
 
 /// Whether host ports must be judged from the engine's view (what its containers publish)
 /// rather than by binding here: a remote engine, or a sibling container.
-pub fn ports_from_engine(d: &Docker) -> bool {
+pub(crate) fn ports_from_engine(d: &Docker) -> bool {
     d.endpoint().remote_host().is_some() || matches!(location(), Location::Sibling(_))
 }
 
 /// Whether the facts that need no docker call say this may be a sibling container (no engine
 /// bridge in our network namespace, and a container id of our own): then binding a port here
 /// says nothing about the engine's host.
-pub fn maybe_sibling() -> bool {
+pub(crate) fn maybe_sibling() -> bool {
     !engine_bridge_here(Path::new("/sys/class/net")) && !own_ids().is_empty()
 }
 
@@ -183,7 +181,7 @@ fn detect(d: &Docker) -> Location {
 
 /// Whether a Docker bridge (`docker0`, `br-<id>`) is an interface of our network namespace:
 /// then this is the engine's host (or shares its network), and loopback reaches its ports.
-pub fn engine_bridge_here(sys_class_net: &Path) -> bool {
+pub(crate) fn engine_bridge_here(sys_class_net: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(sys_class_net) else {
         return false;
     };
@@ -220,7 +218,7 @@ fn own_ids() -> Vec<String> {
 
 /// The container id in the source of the `/etc/hostname`, `/etc/hosts` or `/etc/resolv.conf`
 /// bind mount (`/var/lib/docker/containers/<64 hex>/hostname`), if any.
-pub fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
+pub(crate) fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
     mountinfo.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (root, point) = (fields.get(3)?, fields.get(4)?);
@@ -234,7 +232,7 @@ pub fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
 }
 
 /// The container id in a cgroup v1 path (`/docker/<id>`, `docker-<id>.scope`), if any.
-pub fn id_from_cgroup(cgroup: &str) -> Option<String> {
+pub(crate) fn id_from_cgroup(cgroup: &str) -> Option<String> {
     cgroup.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
         path.split('/').find_map(|part| {
@@ -266,7 +264,7 @@ fn networks_of(v: &Value) -> Vec<Net> {
 
 /// The host ports a `docker inspect` array's containers publish, each with its container port
 /// and networks.
-pub fn published_targets(inspect: &Value) -> BTreeMap<u16, Target> {
+pub(crate) fn published_targets(inspect: &Value) -> BTreeMap<u16, Target> {
     let mut out = BTreeMap::new();
     for c in inspect.as_array().into_iter().flatten() {
         let name = c["Name"].as_str().unwrap_or("").trim_start_matches('/');
@@ -297,7 +295,7 @@ pub fn published_targets(inspect: &Value) -> BTreeMap<u16, Target> {
 
 /// How `me` reaches `target`'s container port: on a network both are attached to, else
 /// through the engine with `docker exec`. `path` is the URL's path and query.
-pub fn plan(me: &Me, target: &Target, path: &str) -> Route {
+pub(crate) fn plan(me: &Me, target: &Target, path: &str) -> Route {
     let shared = target.networks.iter().find(|t| {
         !t.ip.is_empty()
             && me.networks.iter().any(|m| {
@@ -323,8 +321,8 @@ pub fn plan(me: &Me, target: &Target, path: &str) -> Route {
     }
 }
 
-/// Why an exec probe cannot work, for [`Route::Unreachable`].
-pub fn unreachable(me: &Me, target: &Target, url: &str, why: &str) -> String {
+/// Why an exec probe cannot work (a fatal probe failure).
+pub(crate) fn unreachable(me: &Me, target: &Target, url: &str, why: &str) -> String {
     let names = |n: &[Net]| {
         if n.is_empty() {
             "none".to_string()
@@ -352,7 +350,7 @@ pub fn unreachable(me: &Me, target: &Target, url: &str, why: &str) -> String {
 }
 
 /// `(host, port, path)` of an `http://` URL whose host is loopback; None for any other URL.
-pub fn loopback_parts(url: &str) -> Option<(u16, String)> {
+pub(crate) fn loopback_parts(url: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
@@ -375,7 +373,7 @@ pub fn loopback_parts(url: &str) -> Option<(u16, String)> {
 }
 
 /// How to probe `url` from where this process runs.
-pub fn route(url: &str) -> Route {
+pub(crate) fn route(url: &str) -> Route {
     let Location::Sibling(me) = location() else {
         return Route::Direct;
     };
@@ -429,7 +427,7 @@ fn target(port: u16) -> crate::error::Result<Option<Target>> {
 /// URL as the user knows it). `Ok((status, body))` when it answered, `Err((reason, fatal))`
 /// otherwise; fatal when the container cannot run curl at all, so no retry will help (the
 /// reason then says why nothing reaches it, and the fix).
-pub fn exec_probe(
+pub(crate) fn exec_probe(
     target: &Target,
     url: &str,
     shown: &str,
@@ -480,7 +478,7 @@ fn socket_path() -> Option<PathBuf> {
 
 /// At `deploy`/`serve` start: a Docker socket this user may not open is one clear line naming
 /// the fix (`--group-add` with the socket's group), instead of docker's long message later.
-pub fn socket_check() -> crate::error::Result<()> {
+pub(crate) fn socket_check() -> crate::error::Result<()> {
     let Some(path) = socket_path() else {
         return Ok(());
     };
@@ -493,7 +491,7 @@ pub fn socket_check() -> crate::error::Result<()> {
 }
 
 /// The advice for a socket this process may not open.
-pub fn socket_advice(path: &Path) -> String {
+pub(crate) fn socket_advice(path: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     let (gid, mode) = std::fs::metadata(path)
         .map(|m| (m.gid(), m.mode() & 0o777))

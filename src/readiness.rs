@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a container this run started must have been up before it counts as up: the
 /// default `startsecs` of supervisord, which runs the Fractalic image's services.
-pub const STABLE_FOR: Duration = Duration::from_secs(1);
+pub(crate) const STABLE_FOR: Duration = Duration::from_secs(1);
 /// How often the container is inspected while a service does not answer yet.
 const INSPECT_EVERY: Duration = Duration::from_millis(500);
 /// How long the command inside may take before the container is first looked at.
@@ -26,14 +26,14 @@ const CRASH_LOG_EVERY: Duration = Duration::from_millis(1500);
 const CALL_MIN: Duration = Duration::from_secs(2);
 const CALL_MAX: Duration = Duration::from_secs(10);
 /// supervisord's own log in the Fractalic image.
-pub const SUPERVISORD_LOG: &str = "/tmp/supervisord.log";
+pub(crate) const SUPERVISORD_LOG: &str = "/tmp/supervisord.log";
 /// Longest cause line quoted from a service's error log.
 const CAUSE_MAX: usize = 300;
 
 /// When this run started a container (`docker start` returned): its restart count is then 0,
 /// and it must stay up [`STABLE_FOR`] from here.
 #[derive(Clone, Copy, Debug)]
-pub struct Started {
+pub(crate) struct Started {
     /// When `docker start` returned.
     pub at: Instant,
     /// Wall time just before `docker start` was called (for `docker events --since`).
@@ -42,7 +42,7 @@ pub struct Started {
 
 impl Started {
     /// Records a start that began at `wall` and has just returned.
-    pub fn since(wall: SystemTime) -> Started {
+    pub(crate) fn since(wall: SystemTime) -> Started {
         Started {
             at: Instant::now(),
             wall,
@@ -52,7 +52,7 @@ impl Started {
 
 /// A container that is stably up.
 #[derive(Debug)]
-pub struct Ready {
+pub(crate) struct Ready {
     /// The health URL's first 2xx.
     pub health: Waited,
     /// The command inside the container (None when none was asked for). Its failure is
@@ -62,7 +62,7 @@ pub struct Ready {
 
 /// Why a container is not ready.
 #[derive(Debug)]
-pub struct NotReady {
+pub(crate) struct NotReady {
     /// Set when the health URL had answered before the failure.
     pub health: Option<Waited>,
     pub error: Error,
@@ -70,7 +70,7 @@ pub struct NotReady {
 
 /// A program that supervisord saw crash repeatedly, from its log.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CrashLoop {
+pub(crate) struct CrashLoop {
     pub program: String,
     /// Unexpected exits since supervisord last started.
     pub exits: usize,
@@ -83,7 +83,7 @@ pub struct CrashLoop {
 /// container restarts). Lines look like `... WARN exited: mcp_manager (exit status 1; not
 /// expected)` and `... INFO gave up: mcp_manager entered FATAL state, too many start retries
 /// too quickly`.
-pub fn crash_loop(log: &str) -> Option<CrashLoop> {
+pub(crate) fn crash_loop(log: &str) -> Option<CrashLoop> {
     let run = log
         .rfind("supervisord started with pid")
         .map_or(log, |i| &log[i..]);
@@ -160,7 +160,7 @@ fn program_role(program: &str) -> Option<&'static str> {
 }
 
 /// The last non-empty line of a text, trimmed and cut to [`CAUSE_MAX`] characters.
-pub fn last_line(text: &str) -> Option<String> {
+pub(crate) fn last_line(text: &str) -> Option<String> {
     let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
     let mut cut: String = line.chars().take(CAUSE_MAX).collect();
     if line.chars().count() > CAUSE_MAX {
@@ -463,7 +463,7 @@ fn first_die_code(d: &Docker, container: &str, since: &str) -> Option<i64> {
 /// everything answers at once this costs one `docker container inspect`, and a second when the
 /// container was not started by this run (its restart count and start time are then taken as
 /// they are when the wait begins).
-pub fn wait(
+pub(crate) fn wait(
     d: &Docker,
     container: &str,
     started: Option<Started>,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Unfinished work that a reconcile could not finish.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Unrepaired {
+pub(crate) struct Unrepaired {
     /// The deployment.
     pub name: String,
     /// Which run left it ("deploy of fp-x by pid 123 (killed; began ...)").
@@ -29,7 +29,7 @@ pub struct Unrepaired {
 
 /// What a reconcile did and what it could not do.
 #[derive(Debug, Clone, Default)]
-pub struct Repair {
+pub(crate) struct Repair {
     /// What was repaired, one line each.
     pub fixed: Vec<String>,
     /// What is still unfinished.
@@ -38,13 +38,13 @@ pub struct Repair {
 
 impl Repair {
     /// Adds `other`.
-    pub fn merge(&mut self, other: Repair) {
+    pub(crate) fn merge(&mut self, other: Repair) {
         self.fixed.extend(other.fixed);
         self.unfinished.extend(other.unfinished);
     }
 
     /// The unfinished work of `name`, as one line ("" when there is none).
-    pub fn problem(&self, name: &str) -> Option<String> {
+    pub(crate) fn problem(&self, name: &str) -> Option<String> {
         let u: Vec<&Unrepaired> = self.unfinished.iter().filter(|u| u.name == name).collect();
         let first = u.first()?;
         let mut s = format!("unfinished work of a dead run on {name}: {}", first.what);
@@ -59,7 +59,7 @@ impl Repair {
     }
 
     /// `{"unfinished": ..., "repair": ...}` fields for `status`/`ps` JSON.
-    pub fn to_json(&self, name: &str) -> Value {
+    pub(crate) fn to_json(&self, name: &str) -> Value {
         let u: Vec<&Unrepaired> = self.unfinished.iter().filter(|u| u.name == name).collect();
         json!({
             "unfinished": u,
@@ -77,29 +77,21 @@ fn repair_command(name: &str) -> String {
 
 /// Finishes what only a platform can: an `rm` that died half-way is carried to its end (the
 /// user asked for the deployment to go; undoing half a removal cannot bring back what went).
-/// Provided by the caller that loads plugins ([`crate::manage::Manager`]); a caller that has
-/// none passes [`NoPlatform`], and the removal is reported unfinished with its repair.
-pub trait Finisher {
+/// Provided by the caller that loads plugins ([`crate::manage::Manager`]).
+pub(crate) trait Finisher {
     /// Removes whatever is left of deployment `name` (nothing left: `Ok(empty)`); returns what
     /// it removed.
     fn finish_removal(&self, name: &str) -> crate::error::Result<Vec<String>>;
 }
 
-/// A [`Finisher`] that cannot finish anything.
-pub struct NoPlatform;
-
-impl Finisher for NoPlatform {
-    fn finish_removal(&self, name: &str) -> crate::error::Result<Vec<String>> {
-        Err(crate::error::Error::failed(format!(
-            "the removal of {name} can only be finished with its plugin: fractalic-publisher rm --force {name}"
-        )))
-    }
-}
-
 /// Reconciles `lock`'s deployment, whose lock the caller holds: every dead run's journal for
 /// it is undone; a dead `rm` is finished by `fin`; a dead holder without a journal gets
 /// [`crate::update::recover`]. When nothing is left unfinished the lock is marked repaired.
-pub fn under_lock(docker: &Arc<Docker>, lock: &mut DeployLock, fin: &dyn Finisher) -> Repair {
+pub(crate) fn under_lock(
+    docker: &Arc<Docker>,
+    lock: &mut DeployLock,
+    fin: &dyn Finisher,
+) -> Repair {
     let name = lock.name().to_string();
     let mut r = Repair::default();
     // Docker calls a dead run left running end (or are killed) before its undo starts.
@@ -175,7 +167,7 @@ pub fn under_lock(docker: &Arc<Docker>, lock: &mut DeployLock, fin: &dyn Finishe
 /// left work on it (a dead journal, or a lock file naming a holder), takes the lock without
 /// waiting and reconciles. A lock held by a live command is left alone: that command finishes
 /// or undoes its own work (and reconciled before it began).
-pub fn first(docker: &Arc<Docker>, name: &str, fin: &dyn Finisher) -> Repair {
+pub(crate) fn first(docker: &Arc<Docker>, name: &str, fin: &dyn Finisher) -> Repair {
     if crate::config::check_container_name(name).is_err() {
         return Repair::default();
     }
@@ -189,7 +181,7 @@ pub fn first(docker: &Arc<Docker>, name: &str, fin: &dyn Finisher) -> Repair {
 }
 
 /// [`first`] for every name with unfinished work (`ps`, `serve` at start-up).
-pub fn all(docker: &Arc<Docker>, fin: &dyn Finisher) -> Repair {
+pub(crate) fn all(docker: &Arc<Docker>, fin: &dyn Finisher) -> Repair {
     let mut names: Vec<String> = journal::unfinished(None, false)
         .into_iter()
         .map(|f| f.name)
@@ -207,7 +199,7 @@ pub fn all(docker: &Arc<Docker>, fin: &dyn Finisher) -> Repair {
 
 /// Says what a reconcile under a command's lock repaired (warnings), and fails with what it
 /// could not: a command that changes a deployment does not build on unfinished work.
-pub fn report(
+pub(crate) fn report(
     name: &str,
     r: &Repair,
     progress: &crate::progress::Progress,

@@ -15,16 +15,16 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 /// Where releases live inside the container.
-pub const RELEASES: &str = "/payload/.releases";
+pub(crate) const RELEASES: &str = "/payload/.releases";
 /// The history file inside the container.
-pub const HISTORY: &str = "/payload/.releases/history.json";
+pub(crate) const HISTORY: &str = "/payload/.releases/history.json";
 /// How many payload releases are kept in the container (the live one included).
-pub const KEEP: usize = 5;
+pub(crate) const KEEP: usize = 5;
 /// Config files the AI server reads on every request (changed in place, no restart).
-pub const READ_PER_REQUEST: &[&str] = &["settings.toml"];
+pub(crate) const READ_PER_REQUEST: &[&str] = &["settings.toml"];
 
 /// `sha256:HEX` of `bytes`.
-pub fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     let mut s = String::with_capacity(71);
     s.push_str("sha256:");
@@ -36,30 +36,30 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// A release's payload files relative to the script folder: `sha256:HEX mode` or
 /// `link -> TARGET`. Kept at [`manifest_path`], never in the history.
-pub type Manifest = BTreeMap<String, String>;
+pub(crate) type Manifest = BTreeMap<String, String>;
 
 /// Names kept per list of changes in the history (the rest are counted).
-pub const NAMES_KEPT: usize = 20;
+pub(crate) const NAMES_KEPT: usize = 20;
 
 /// Where release `dir`'s manifest is kept in the container: in its config folder, which is
 /// kept and pruned with the release folder.
-pub fn manifest_path(dir: &str) -> String {
+pub(crate) fn manifest_path(dir: &str) -> String {
     format!("{RELEASES}/{dir}.config/manifest.json")
 }
 
 /// A manifest as the bytes of its file.
-pub fn manifest_bytes(files: &Manifest) -> Result<Vec<u8>> {
+pub(crate) fn manifest_bytes(files: &Manifest) -> Result<Vec<u8>> {
     serde_json::to_vec(files).map_err(|e| Error::failed(format!("encoding a manifest: {e}")))
 }
 
 /// A manifest file's bytes; None when they are not one (then file changes are not named).
-pub fn parse_manifest(bytes: &[u8]) -> Option<Manifest> {
+pub(crate) fn parse_manifest(bytes: &[u8]) -> Option<Manifest> {
     serde_json::from_slice(bytes).ok()
 }
 
 /// What a release is made of.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     /// One hash over the payload's [`Manifest`].
     pub payload_hash: String,
     /// How many entries the manifest has.
@@ -81,7 +81,7 @@ pub struct State {
 
 /// One release in the history.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Release {
+pub(crate) struct Release {
     /// `r<seq>`.
     pub id: String,
     pub seq: u64,
@@ -106,24 +106,24 @@ pub struct Release {
 
 /// All releases of a deployment, oldest first, and which one is live.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct History {
+pub(crate) struct History {
     pub current: String,
     pub releases: Vec<Release>,
 }
 
 impl History {
     /// The live release.
-    pub fn current(&self) -> Option<&Release> {
+    pub(crate) fn current(&self) -> Option<&Release> {
         self.releases.iter().find(|r| r.id == self.current)
     }
 
     /// The next sequence number.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.releases.iter().map(|r| r.seq).max().unwrap_or(0) + 1
     }
 
     /// A release by id (`r3`) or number (`3`).
-    pub fn find(&self, want: &str) -> Option<&Release> {
+    pub(crate) fn find(&self, want: &str) -> Option<&Release> {
         let want = want.trim();
         let id = if want.starts_with('r') {
             want.to_string()
@@ -135,7 +135,7 @@ impl History {
 
     /// The release a plain `rollback` goes back to: the newest good one before the live one
     /// whose payload differs from it (or whose container differs).
-    pub fn previous(&self) -> Option<&Release> {
+    pub(crate) fn previous(&self) -> Option<&Release> {
         let cur = self.current()?;
         self.releases
             .iter()
@@ -146,7 +146,7 @@ impl History {
 
     /// Release dirs to keep in the container: the live one and the newest good ones, [`KEEP`]
     /// in all.
-    pub fn keep_dirs(&self) -> Vec<String> {
+    pub(crate) fn keep_dirs(&self) -> Vec<String> {
         let mut keep: Vec<String> = Vec::new();
         if let Some(c) = self.current() {
             keep.push(c.dir.clone());
@@ -163,7 +163,7 @@ impl History {
     }
 
     /// Parses the history file's bytes.
-    pub fn parse(bytes: &[u8]) -> Result<History> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<History> {
         serde_json::from_slice(bytes).map_err(|e| {
             Error::failed(format!(
                 "{HISTORY} in the container is not a release history ({e}); move it aside to let the next deploy start a new one"
@@ -174,14 +174,14 @@ impl History {
 
 /// A changed value (image, port, bind).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FromTo {
+pub(crate) struct FromTo {
     pub from: String,
     pub to: String,
 }
 
 /// What differs between two releases. Names and keys only, never values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Changes {
+pub(crate) struct Changes {
     #[serde(default)]
     pub files_added: Vec<String>,
     #[serde(default)]
@@ -219,7 +219,7 @@ pub struct Changes {
 
 impl Changes {
     /// Nothing differs.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Changes::default()
     }
 
@@ -238,7 +238,7 @@ impl Changes {
 
     /// As kept in the history: at most [`NAMES_KEPT`] names per list, with the real count in
     /// `counts` for each list that was cut.
-    pub fn for_history(&self) -> Changes {
+    pub(crate) fn for_history(&self) -> Changes {
         let mut c = self.clone();
         let mut counts = std::mem::take(&mut c.counts);
         for (k, v) in c.lists_mut() {
@@ -257,7 +257,7 @@ impl Changes {
     }
 
     /// Why this change needs a new container (empty: it can go in place).
-    pub fn restart_reasons(&self) -> Vec<String> {
+    pub(crate) fn restart_reasons(&self) -> Vec<String> {
         let mut r = Vec::new();
         if !self.unknown.is_empty() {
             r.push(self.unknown.clone());
@@ -290,7 +290,7 @@ impl Changes {
     }
 
     /// One line per kind of change, for progress and text output.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         // A line names at most LINE_NAMES names; the rest are counted (the full lists are in
         // `--json`'s `changes`).
@@ -372,7 +372,7 @@ fn short(id: &str) -> String {
 
 /// The differences from `old` to `new`; the files by name when both manifests are known,
 /// else (payload hashes differ) counted as `counts.payload`.
-pub fn diff(
+pub(crate) fn diff(
     old: &State,
     old_files: Option<&Manifest>,
     new: &State,
@@ -459,7 +459,7 @@ fn keyed(
 }
 
 /// The manifest of the files under `top/` in a tar archive (paths relative to `top`).
-pub fn manifest_of_tar(tar: &[u8], top: &str) -> Result<BTreeMap<String, String>> {
+pub(crate) fn manifest_of_tar(tar: &[u8], top: &str) -> Result<BTreeMap<String, String>> {
     let bad = |e: std::io::Error| Error::failed(format!("reading back the staged payload: {e}"));
     let mut out = BTreeMap::new();
     let prefix = format!("{}/", top.trim_end_matches('/'));
@@ -493,7 +493,7 @@ pub fn manifest_of_tar(tar: &[u8], top: &str) -> Result<BTreeMap<String, String>
 }
 
 /// One hash over a manifest.
-pub fn payload_hash(files: &BTreeMap<String, String>) -> String {
+pub(crate) fn payload_hash(files: &BTreeMap<String, String>) -> String {
     let mut text = String::new();
     for (k, v) in files {
         text.push_str(k);
@@ -505,7 +505,9 @@ pub fn payload_hash(files: &BTreeMap<String, String>) -> String {
 }
 
 /// The config and environment hashes of a deploy.
-pub fn config_hashes(cfg: &DeployConfig) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+pub(crate) fn config_hashes(
+    cfg: &DeployConfig,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let config = cfg
         .config_files
         .iter()
@@ -520,7 +522,7 @@ pub fn config_hashes(cfg: &DeployConfig) -> (BTreeMap<String, String>, BTreeMap<
 }
 
 /// A release folder name: `r<seq>-<6 hex>` (unique, so a copy cut short never collides).
-pub fn dir_name(seq: u64) -> String {
+pub(crate) fn dir_name(seq: u64) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The state directory the rule in the module docs picks (not created here).
-pub fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     pick(&|k| std::env::var_os(k))
 }
 
@@ -35,7 +35,7 @@ fn euid() -> u32 {
 }
 
 /// Creates `dir` (and its parents) if needed, makes it 0700 and checks it is ours; returns it.
-pub fn ensure(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure(dir: &Path) -> Result<PathBuf> {
     let io = |e| Error::Io {
         path: dir.to_path_buf(),
         source: e,
@@ -62,7 +62,7 @@ pub fn ensure(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Flushes a directory's entries (a new or removed file in it) to disk; best effort.
-pub fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -2,7 +2,7 @@
 //! The plugin's `update`, `rollback` and `history` entry points call these through host
 //! functions (src/plugin/api/releases.rs); a Swarm plugin maps the same entry points onto Swarm's
 //! own verbs instead. Every step that changes something is recorded in the run's undo journal
-//! first, so a failure or Ctrl-C at any point puts the old release back (README, "Updates").
+//! first, so a failure or Ctrl-C at any point puts the old release back (docs/updates.md).
 
 use crate::config::DeployConfig;
 use crate::docker::{Docker, QUICK};
@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Label naming the deployment a container belongs to (a kept old container keeps it).
-pub const LABEL_DEPLOYMENT: &str = "fractalic-publisher.deployment";
+pub(crate) const LABEL_DEPLOYMENT: &str = "fractalic-publisher.deployment";
 /// How many stopped old containers of a deployment are kept for `rollback`.
-pub const KEEP_CONTAINERS: usize = 2;
+pub(crate) const KEEP_CONTAINERS: usize = 2;
 /// Seconds an old container gets to finish requests when it is replaced.
 const STOP_GRACE: &str = "3";
 
@@ -129,7 +129,7 @@ exec curl -fsS http://localhost:5859/status
 "#;
 
 /// The argv of [`LIVE_CHECK`] for script `script` (the `release_check` host function).
-pub fn live_check_argv(script: &str) -> Vec<String> {
+pub(crate) fn live_check_argv(script: &str) -> Vec<String> {
     ["sh", "-c", LIVE_CHECK, "sh", script]
         .iter()
         .map(|s| s.to_string())
@@ -138,7 +138,7 @@ pub fn live_check_argv(script: &str) -> Vec<String> {
 
 /// What an update found: the live release, the new one, and what differs.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub name: String,
     pub history: History,
     /// The new release (outcome filled in when it is applied).
@@ -161,7 +161,7 @@ pub struct Plan {
 
 /// The front-proxy part of an update plan.
 #[derive(Debug, Clone, Default)]
-pub struct ProxyPlan {
+pub(crate) struct ProxyPlan {
     /// The live container is served through the proxy.
     pub was: bool,
     /// The new one will be (`--proxy`/`--no-proxy`, else as it was).
@@ -181,7 +181,7 @@ impl std::fmt::Debug for UpdateState {
 
 impl Plan {
     /// none, in-place or container.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         if self.release.changes.is_empty() && self.reasons.is_empty() {
             "none"
         } else if self.reasons.is_empty() {
@@ -192,7 +192,7 @@ impl Plan {
     }
 
     /// `{kind, release, changes, lines, reasons, from}` for the plugin and `--json`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "kind": self.kind(),
             "release": self.release.id,
@@ -274,7 +274,7 @@ fn read_live(d: &Docker, name: &str, script: &str) -> LiveRead {
     Ok((history, owner, link, manifest))
 }
 
-pub fn config_copies(cfg: &DeployConfig, dir: &str) -> Vec<ExtraFile> {
+pub(crate) fn config_copies(cfg: &DeployConfig, dir: &str) -> Vec<ExtraFile> {
     cfg.config_files
         .iter()
         .map(|c| ExtraFile {
@@ -355,7 +355,7 @@ fn append_file(mut tar: Vec<u8>, path: &str, contents: &[u8], owner: Owner) -> R
 
 /// Works out what an update of the deployment `host.deploy()` names would change.
 /// `port_given`: the user asked for a port (else the deployment keeps its own).
-pub fn plan(
+pub(crate) fn plan(
     host: &Host,
     d: &Docker,
     port_given: bool,
@@ -581,7 +581,7 @@ fn record_failure(host: &Host, d: &Docker, plan: &Plan, error: &Error) {
 }
 
 /// Writes the history file into `container` with one `docker cp`.
-pub fn write_history(d: &Docker, container: &str, bytes: &[u8], owner: Owner) -> Result<()> {
+pub(crate) fn write_history(d: &Docker, container: &str, bytes: &[u8], owner: Owner) -> Result<()> {
     // An empty archive is its end marker alone.
     let tar = append_file(vec![0u8; 1024], HISTORY, bytes, owner)?;
     let dest = format!("{container}:/");
@@ -609,7 +609,7 @@ fn health_within(url: &str, timeout: Duration) -> Result<()> {
 
 /// Applies an in-place plan: copy the release beside the live one, switch with one rename,
 /// verify; any failure switches back. Returns `{release, kind, elapsed_ms, ...}`.
-pub fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
+pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
     let cfg = cfg_of(host)?;
     let name = plan.name.as_str();
     let t0 = Instant::now();
@@ -871,7 +871,7 @@ fn ready_at(
 /// Applies a plan that needs a new container: the new one is proven on a spare port first,
 /// then the old one is renamed aside and stopped, a second new one takes the deployment's
 /// port, and is proven again. Any failure (or Ctrl-C) puts the old one back, running.
-pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
+pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Value> {
     if plan.proxy.will {
         return apply_container_proxied(host, d, plan);
     }
@@ -1231,7 +1231,7 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
 /// cut-short run), an unstarted `name` is removed and that one renamed back. Returns what it
 /// did (nothing, normally: one `docker ps`). The task containers of a Swarm service of that
 /// name (docker-swarm labels them too) are Swarm's, never touched.
-pub fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
+pub(crate) fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
     let filter = format!("label={LABEL_DEPLOYMENT}={name}");
     let out = d.run(
         &[
@@ -1344,7 +1344,7 @@ fn prune_containers(host: &Host, d: &Docker, name: &str) {
 
 /// The history as `history` shows it: config files and environment keys are listed, but not
 /// the hashes of their contents (a hash of a short secret can be guessed back).
-pub fn history_public(h: &History) -> Value {
+pub(crate) fn history_public(h: &History) -> Value {
     let mut v = serde_json::to_value(h).unwrap_or_default();
     for r in v["releases"].as_array_mut().into_iter().flatten() {
         for k in ["env", "config"] {
@@ -1359,7 +1359,7 @@ pub fn history_public(h: &History) -> Value {
 }
 
 /// `history NAME`: the live container's release history.
-pub fn history(d: &Docker, name: &str) -> Result<History> {
+pub(crate) fn history(d: &Docker, name: &str) -> Result<History> {
     match d.read_file(name, HISTORY)? {
         Some(b) => History::parse(&b),
         None => Err(Error::NotFound {
@@ -1373,7 +1373,7 @@ pub fn history(d: &Docker, name: &str) -> Result<History> {
 /// `rollback NAME [--to R]`: back to the previous (or the given) release: in place when the
 /// release folder is still in the container and nothing else differs, else by swapping in the
 /// kept container that ran it.
-pub fn rollback(
+pub(crate) fn rollback(
     host: &Host,
     d: &Arc<Docker>,
     name: &str,
@@ -1702,14 +1702,14 @@ pub fn rollback(
 }
 
 /// A writer that passes everything on and keeps a copy (to hash what was streamed).
-pub struct Tee<W> {
+pub(crate) struct Tee<W> {
     inner: W,
     copy: Vec<u8>,
 }
 
 impl<W: std::io::Write> Tee<W> {
     /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Tee {
             inner,
             copy: Vec::new(),
@@ -1717,7 +1717,7 @@ impl<W: std::io::Write> Tee<W> {
     }
 
     /// What went through.
-    pub fn into_copy(self) -> Vec<u8> {
+    pub(crate) fn into_copy(self) -> Vec<u8> {
         self.copy
     }
 }
@@ -1737,7 +1737,7 @@ impl<W: std::io::Write> std::io::Write for Tee<W> {
 /// Per-run update state kept by the host: the first release `copy_payload` staged, and the
 /// plan an update works from.
 #[derive(Default)]
-pub struct UpdateState {
+pub(crate) struct UpdateState {
     staged: Option<(String, std::collections::BTreeMap<String, String>, Owner)>,
     plan: Option<Plan>,
     /// The deployment's `docker inspect` and the read of its live release, begun as soon as
@@ -1753,7 +1753,7 @@ type LiveRead = Result<(Option<History>, Owner, Option<String>, Option<Manifest>
 
 /// Begins reading the live release of `name` (one `docker exec`) on its own thread, and keeps
 /// `inspect` for the plan: called by the deploy when it knows it will update.
-pub fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value) {
+pub(crate) fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value) {
     let Some(cfg) = host.deploy() else { return };
     let early = lock(&host.updates).early.take();
     if inspect["State"]["Running"].as_bool() != Some(true) {
@@ -1769,7 +1769,7 @@ pub fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value) {
 /// Begins reading the live release of the deploy's name before it is known to exist (beside
 /// the deploy's `docker inspect`, so an update does not wait for one and then the other); a
 /// fresh deploy's read fails at once and is dropped.
-pub fn read_early(host: &Host, d: &Arc<Docker>) {
+pub(crate) fn read_early(host: &Host, d: &Arc<Docker>) {
     let Some(cfg) = host.deploy() else { return };
     let (d, name, script) = (Arc::clone(d), cfg.name.clone(), cfg.script_name.clone());
     let job = std::thread::spawn(move || read_live(&d, &name, &script));
@@ -1777,7 +1777,7 @@ pub fn read_early(host: &Host, d: &Arc<Docker>) {
 }
 
 /// Remembers the first release `copy_payload` staged (its folder, manifest and owner).
-pub fn staged(host: &Host, dir: &str, tar: &[u8], owner: Owner) -> Result<()> {
+pub(crate) fn staged(host: &Host, dir: &str, tar: &[u8], owner: Owner) -> Result<()> {
     let files = release::manifest_of_tar(tar, &format!("payload/.releases/{dir}"))?;
     lock(&host.updates).staged = Some((dir.to_string(), files, owner));
     Ok(())
@@ -1788,7 +1788,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Writes the history of a first deploy (release r1) into `container`.
-pub fn record_first(
+pub(crate) fn record_first(
     host: &Host,
     d: &Arc<Docker>,
     container: &str,
@@ -1837,7 +1837,7 @@ pub fn record_first(
 }
 
 /// Waits for the history write `record_release` began (if any): an error when it failed.
-pub fn finish_record(host: &Host) -> Result<()> {
+pub(crate) fn finish_record(host: &Host) -> Result<()> {
     let job = lock(&host.updates).recording.take();
     match job {
         None => Ok(()),
@@ -1849,19 +1849,19 @@ pub fn finish_record(host: &Host) -> Result<()> {
 
 /// Stores the plan of this run's update.
 /// The full changes of this run's update plan (every name), for the deploy's `--json`.
-pub fn plan_changes(host: &Host) -> Option<Value> {
+pub(crate) fn plan_changes(host: &Host) -> Option<Value> {
     lock(&host.updates)
         .plan
         .as_ref()
         .and_then(|p| serde_json::to_value(&p.release.changes).ok())
 }
 
-pub fn set_plan(host: &Host, plan: Plan) {
+pub(crate) fn set_plan(host: &Host, plan: Plan) {
     lock(&host.updates).plan = Some(plan);
 }
 
 /// The plan of this run's update.
-pub fn the_plan(host: &Host) -> Result<Plan> {
+pub(crate) fn the_plan(host: &Host) -> Result<Plan> {
     lock(&host.updates)
         .plan
         .clone()
@@ -1869,7 +1869,7 @@ pub fn the_plan(host: &Host) -> Result<Plan> {
 }
 
 /// `history NAME` as text: one line per release, newest last.
-pub fn render_history(v: &Value) -> String {
+pub(crate) fn render_history(v: &Value) -> String {
     let mut o = format!(
         "{:<5} {:<20} {:<10} {:<14} {:<14} {:<12} CHANGES\n",
         "", "TIME", "KIND", "PAYLOAD", "IMAGE", "OUTCOME"

@@ -106,5 +106,5 @@ cat <<EOT
 | requests that saw an older release after a newer one | $(backwards) | 0 | $( (($(backwards) == 0)) && echo met || echo "**missed**") |
 | no-change deploy (nothing touched) | $($PY fmt-ms "$WORK/none.ns") | | |
 | restart-needing update (--env), new container (3 runs) | $($PY fmt-ms "$WORK/container.ns") | | |
-| requests failed during those | $(failed container) of $(rounds container); longest gap without an answer $(gap container) ms; the tool's own downtime figure (old stopped to new healthy): $(sort -n "$WORK/downtime.ms" | tr '\n' ' ')ms | old serves until the new one is proven | see README |
+| requests failed during those | $(failed container) of $(rounds container); longest gap without an answer $(gap container) ms; the tool's own downtime figure (old stopped to new healthy): $(sort -n "$WORK/downtime.ms" | tr '\n' ' ')ms | old serves until the new one is proven | see docs/updates.md |
 EOT

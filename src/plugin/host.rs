@@ -20,29 +20,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Label set on every container this tool creates; `ps` finds deployments by it.
-pub const LABEL_MANAGED: &str = "fractalic-publisher.managed";
+pub(crate) const LABEL_MANAGED: &str = "fractalic-publisher.managed";
 /// Label naming the plugin that owns a container.
-pub const LABEL_PLUGIN: &str = "fractalic-publisher.plugin";
+pub(crate) const LABEL_PLUGIN: &str = "fractalic-publisher.plugin";
 /// Label with the creation time (UTC, RFC 3339).
-pub const LABEL_CREATED: &str = "fractalic-publisher.created";
+pub(crate) const LABEL_CREATED: &str = "fractalic-publisher.created";
 /// Label with the host port a deployment publishes (a reservation, also while it is stopped).
-pub const LABEL_PORT: &str = "fractalic-publisher.port";
+pub(crate) const LABEL_PORT: &str = "fractalic-publisher.port";
 
 /// How long a deploy waits for the host-wide port lock (held by others only from their port
 /// choice to their `docker create`).
 pub(crate) const PORT_LOCK_WAIT: Duration = Duration::from_secs(60);
 
-pub type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
+pub(crate) type RhaiResult<T> = std::result::Result<T, Box<EvalAltResult>>;
 
 /// Where a followed log goes when there is no terminal (the REST API): each line to `sink`
 /// until it returns false or `stop` is set (from another thread, e.g. when the client left).
-pub struct Follow {
+pub(crate) struct Follow {
     pub sink: Box<dyn Fn(&str) -> bool + Send + Sync>,
     pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// State shared by the host functions during one command.
-pub struct Host {
+pub(crate) struct Host {
     /// Where progress, `print` and warnings go.
     pub progress: Progress,
     docker: std::sync::OnceLock<Arc<Docker>>,
@@ -77,7 +77,7 @@ pub struct Host {
 
 /// What a plugin's last readiness wait (`wait_http`, `wait_ready`) saw, success or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadinessSeen {
+pub(crate) struct ReadinessSeen {
     /// The container waited for.
     pub container: String,
     /// The health URL polled.
@@ -93,7 +93,7 @@ pub struct ReadinessSeen {
 
 impl Host {
     /// A host; `docker` is None for commands that never need Docker (list, info).
-    pub fn new(progress: Progress, docker: Option<Arc<Docker>>) -> Host {
+    pub(crate) fn new(progress: Progress, docker: Option<Arc<Docker>>) -> Host {
         let cell = std::sync::OnceLock::new();
         let journal = Journal::new();
         if let Some(d) = docker {
@@ -121,7 +121,7 @@ impl Host {
     }
 
     /// Is this a dry run (`deploy --dry-run`: only reads reach Docker)?
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.docker.get().is_some_and(|d| d.dry_run())
     }
 
@@ -133,34 +133,34 @@ impl Host {
     }
 
     /// What a dry run noted (see [`Host::dry_fact`]).
-    pub fn dry_facts(&self) -> serde_json::Map<String, Value> {
+    pub(crate) fn dry_facts(&self) -> serde_json::Map<String, Value> {
         lock(&self.dry_facts).clone()
     }
 
     /// What the plugin's last readiness wait saw (None: it never waited).
-    pub fn readiness_seen(&self) -> Option<ReadinessSeen> {
+    pub(crate) fn readiness_seen(&self) -> Option<ReadinessSeen> {
         lock(&self.readiness).clone()
     }
 
     /// Collects streamed output (logs) instead of writing it to stdout (the REST API).
-    pub fn with_capture(mut self) -> Host {
+    pub(crate) fn with_capture(mut self) -> Host {
         self.capture = Some(Mutex::new(String::new()));
         self
     }
 
     /// Sends a followed log (`logs --follow`) to `follow` instead of stdout (the REST API).
-    pub fn with_follow(mut self, follow: Follow) -> Host {
+    pub(crate) fn with_follow(mut self, follow: Follow) -> Host {
         self.follow = Some(follow);
         self
     }
 
     /// Where a followed log goes, when not to stdout.
-    pub fn follower(&self) -> Option<&Follow> {
+    pub(crate) fn follower(&self) -> Option<&Follow> {
         self.follow.as_ref()
     }
 
     /// Appends to the capture buffer; false when this host does not capture.
-    pub fn capture(&self, text: &str) -> bool {
+    pub(crate) fn capture(&self, text: &str) -> bool {
         match &self.capture {
             Some(c) => {
                 lock(c).push_str(text);
@@ -171,12 +171,12 @@ impl Host {
     }
 
     /// Does this host capture streamed output?
-    pub fn capturing(&self) -> bool {
+    pub(crate) fn capturing(&self) -> bool {
         self.capture.is_some()
     }
 
     /// Takes what was captured.
-    pub fn take_captured(&self) -> String {
+    pub(crate) fn take_captured(&self) -> String {
         self.capture
             .as_ref()
             .map(|c| std::mem::take(&mut *lock(c)))
@@ -185,7 +185,7 @@ impl Host {
 
     /// Stages a validated deploy: `copy_payload` and `create_container` read it (secrets stay
     /// on this side; scripts see only names and paths).
-    pub fn with_deploy(mut self, cfg: DeployConfig) -> Host {
+    pub(crate) fn with_deploy(mut self, cfg: DeployConfig) -> Host {
         self.deploy = Some(cfg);
         // Read before the plugin lists deployments: containers created after this moment
         // bump the generation, so choose_port knows when to look again.
@@ -194,12 +194,12 @@ impl Host {
     }
 
     /// Names the plugin on whose behalf containers are created (the plugin label).
-    pub fn set_plugin(&self, name: &str) {
+    pub(crate) fn set_plugin(&self, name: &str) {
         *lock(&self.plugin) = name.to_string();
     }
 
     /// The plugin on whose behalf this host works ("" before [`Host::set_plugin`]).
-    pub fn plugin_name(&self) -> String {
+    pub(crate) fn plugin_name(&self) -> String {
         lock(&self.plugin).clone()
     }
 
@@ -211,28 +211,28 @@ impl Host {
     }
 
     /// Whether this run changed the front proxy's routes.
-    pub fn proxy_touched(&self) -> bool {
+    pub(crate) fn proxy_touched(&self) -> bool {
         self.proxy_touched
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn deploy(&self) -> Option<&DeployConfig> {
+    pub(crate) fn deploy(&self) -> Option<&DeployConfig> {
         self.deploy.as_ref()
     }
 
     /// The docker handle, if this command has one.
-    pub fn docker(&self) -> Option<&Arc<Docker>> {
+    pub(crate) fn docker(&self) -> Option<&Arc<Docker>> {
         self.docker.get()
     }
 
     /// Gives the host its docker handle (once; later calls are ignored).
-    pub fn set_docker(&self, docker: Arc<Docker>) {
+    pub(crate) fn set_docker(&self, docker: Arc<Docker>) {
         self.journal.set_docker(Arc::clone(&docker));
         let _ = self.docker.set(docker);
     }
 
     /// This run's undo journal: what the plugin created so far, undone on failure or interrupt.
-    pub fn journal(&self) -> &Arc<Journal> {
+    pub(crate) fn journal(&self) -> &Arc<Journal> {
         &self.journal
     }
 
@@ -242,7 +242,7 @@ impl Host {
     }
 
     /// Lets go of the host-wide port lock (a run that ends holding it, e.g. on failure).
-    pub fn release_port_lock(&self) {
+    pub(crate) fn release_port_lock(&self) {
         lock(&self.port_lock).take();
     }
 
@@ -285,7 +285,7 @@ impl Host {
     /// Finishes the main-script check of the last `copy_payload`, if there was one: waits for
     /// it, or runs it now if no start has begun it. An error when the main script is not in
     /// the container as a regular file.
-    pub fn finish_main_check(&self) -> Result<()> {
+    pub(crate) fn finish_main_check(&self) -> Result<()> {
         match lock(&self.main_check).take() {
             None => Ok(()),
             Some(MainCheck::Pending(job)) => job.run(),
@@ -304,7 +304,7 @@ impl Host {
     }
 
     /// If `err` is the error a host function raised, hands back the structured original.
-    pub fn take_failure(&self, err: &EvalAltResult) -> Option<Error> {
+    pub(crate) fn take_failure(&self, err: &EvalAltResult) -> Option<Error> {
         let mut slot = lock(&self.failure);
         let matches = match (err, slot.as_ref()) {
             (EvalAltResult::ErrorRuntime(v, _), Some(stored)) => {
@@ -386,7 +386,7 @@ pub(crate) fn map_int(m: &Map, key: &str) -> Option<i64> {
 }
 
 /// Current UTC time as RFC 3339 (`2026-11-27T03:50:00Z`).
-pub fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -394,7 +394,7 @@ pub fn now_utc() -> String {
 }
 
 /// Formats Unix seconds as RFC 3339 UTC.
-pub fn format_utc(secs: u64) -> String {
+pub(crate) fn format_utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil-from-days.
@@ -830,7 +830,7 @@ pub(crate) fn copy_payload(
             })
         })
         .collect();
-    // The first release of the deployment (README, "Updates"): the folder in
+    // The first release of the deployment (docs/updates.md): the folder in
     // /payload/.releases/DIR, /payload/<script> a link to it, its config files beside it.
     let dir = crate::release::dir_name(1);
     extra_files.extend(crate::update::config_copies(cfg, &dir));

@@ -22,14 +22,14 @@ use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 /// Label on the stopped container an image is baked in (besides the run label).
-pub const LABEL_BUILD: &str = "fractalic-publisher.build";
+pub(crate) const LABEL_BUILD: &str = "fractalic-publisher.build";
 /// Label on a baked image: the content hash its tag is made of.
-pub const LABEL_PAYLOAD_HASH: &str = "fractalic-publisher.payload-hash";
+pub(crate) const LABEL_PAYLOAD_HASH: &str = "fractalic-publisher.payload-hash";
 
 /// Labels on a baked image: the uid and gid that own its payload.
-pub const LABEL_UID: &str = "fractalic-publisher.uid";
+pub(crate) const LABEL_UID: &str = "fractalic-publisher.uid";
 /// See [`LABEL_UID`].
-pub const LABEL_GID: &str = "fractalic-publisher.gid";
+pub(crate) const LABEL_GID: &str = "fractalic-publisher.gid";
 
 /// How long a `docker push` of a baked image may take.
 pub(crate) const PUSH_TIMEOUT: Duration = Duration::from_secs(600);

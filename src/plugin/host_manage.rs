@@ -57,7 +57,7 @@ pub(crate) fn capture_run(
 }
 
 /// The last `n` lines of `text` (all when `n < 0`), keeping a final newline.
-pub fn last_lines(text: &str, n: i64) -> String {
+pub(crate) fn last_lines(text: &str, n: i64) -> String {
     if n < 0 {
         return text.to_string();
     }
@@ -74,7 +74,7 @@ pub fn last_lines(text: &str, n: i64) -> String {
 
 /// Reads `YYYY-MM-DDTHH:MM:SS` (RFC 3339 UTC; a space instead of `T` is accepted) as Unix
 /// seconds.
-pub fn parse_utc(ts: &str) -> Option<u64> {
+pub(crate) fn parse_utc(ts: &str) -> Option<u64> {
     let ts = ts.trim();
     if ts.len() < 19 {
         return None;
@@ -101,7 +101,7 @@ pub fn parse_utc(ts: &str) -> Option<u64> {
 }
 
 /// "42s", "5m", "3h", "2d".
-pub fn human_age(secs: u64) -> String {
+pub(crate) fn human_age(secs: u64) -> String {
     match secs {
         0..=59 => format!("{secs}s"),
         60..=3599 => format!("{}m", secs / 60),

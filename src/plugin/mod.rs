@@ -1,11 +1,11 @@
 //! Plugins: discovery (files on disk override the built-ins embedded in the binary), the
 //! hardened Rhai engine, compilation, and calls into a plugin's named entry points.
 
-pub mod api;
-pub mod host;
-pub mod host_generic;
-pub mod host_manage;
-pub mod user_cache;
+pub(crate) mod api;
+pub(crate) mod host;
+pub(crate) mod host_generic;
+pub(crate) mod host_manage;
+pub(crate) mod user_cache;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Plugins compiled into the binary: (name, source).
-pub const BUILTIN: &[(&str, &str)] = &[
+pub(crate) const BUILTIN: &[(&str, &str)] = &[
     (
         "docker-registry",
         include_str!("../../plugins/docker-registry.rhai"),
@@ -27,11 +27,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
 ];
 
 /// Entry points every plugin must define.
-pub const REQUIRED_FNS: &[&str] = &["info", "validate", "publish"];
+pub(crate) const REQUIRED_FNS: &[&str] = &["info", "validate", "publish"];
 
 /// Where a plugin's code came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A `.rhai` file on disk (re-read on every run).
     File(PathBuf),
     /// Embedded in the binary.
@@ -40,7 +40,7 @@ pub enum Origin {
 
 /// A plugin's name, origin and source code.
 #[derive(Debug, Clone)]
-pub struct PluginSource {
+pub(crate) struct PluginSource {
     pub name: String,
     pub origin: Origin,
     pub code: String,
@@ -48,7 +48,7 @@ pub struct PluginSource {
 
 impl PluginSource {
     /// How errors and progress name this plugin's file: a path, or `<built-in>/NAME.rhai`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.origin {
             Origin::File(p) => p.display().to_string(),
             Origin::BuiltIn => format!("<built-in>/{}.rhai", self.name),
@@ -58,7 +58,7 @@ impl PluginSource {
 
 /// Directories searched for `NAME.rhai`, first match wins: `--plugins-dir` /
 /// `FRACTALIC_PUBLISHER_PLUGINS`, then `./plugins`, then the user's config directory.
-pub fn search_dirs(flag: Option<&Path>) -> Vec<PathBuf> {
+pub(crate) fn search_dirs(flag: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = flag {
         dirs.push(d.to_path_buf());
@@ -84,7 +84,7 @@ fn valid_plugin_name(name: &str) -> bool {
 }
 
 /// Finds plugin `name`: the first `DIR/name.rhai` in `dirs`, else the built-in.
-pub fn find(name: &str, dirs: &[PathBuf]) -> Result<PluginSource> {
+pub(crate) fn find(name: &str, dirs: &[PathBuf]) -> Result<PluginSource> {
     if !valid_plugin_name(name) {
         return Err(Error::input(
             format!("bad plugin name {name:?}"),
@@ -120,7 +120,7 @@ pub fn find(name: &str, dirs: &[PathBuf]) -> Result<PluginSource> {
 }
 
 /// Every plugin that can be used: files in `dirs` (first wins) and the built-ins, by name.
-pub fn available(dirs: &[PathBuf]) -> Vec<PluginSource> {
+pub(crate) fn available(dirs: &[PathBuf]) -> Vec<PluginSource> {
     let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
     for dir in dirs {
         let Ok(rd) = std::fs::read_dir(dir) else {
@@ -143,7 +143,7 @@ pub fn available(dirs: &[PathBuf]) -> Vec<PluginSource> {
 
 /// Builds the hardened engine: limits on operations, depth and sizes, strict variables, no
 /// `eval`, `print`/`debug` routed to progress output, and the host API registered.
-pub fn engine(host: &Arc<Host>) -> Engine {
+pub(crate) fn engine(host: &Arc<Host>) -> Engine {
     let mut engine = Engine::new();
     engine
         .set_max_operations(10_000_000)
@@ -166,7 +166,7 @@ pub fn engine(host: &Arc<Host>) -> Engine {
 }
 
 /// A compiled plugin bound to a host.
-pub struct Plugin {
+pub(crate) struct Plugin {
     pub source: PluginSource,
     engine: Engine,
     ast: AST,
@@ -184,7 +184,7 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     /// Compiles `source` (syntax errors become `file:line:col: message`) and checks that the
     /// required entry points exist.
-    pub fn load(source: PluginSource, host: Arc<Host>) -> Result<Plugin> {
+    pub(crate) fn load(source: PluginSource, host: Arc<Host>) -> Result<Plugin> {
         let engine = engine(&host);
         let label = source.label();
         let mut ast = engine
@@ -213,18 +213,18 @@ impl Plugin {
     }
 
     /// The host this plugin calls.
-    pub fn host(&self) -> &Arc<Host> {
+    pub(crate) fn host(&self) -> &Arc<Host> {
         &self.host
     }
 
     /// Does the plugin define entry point `name` (with any number of parameters)?
-    pub fn has_fn(&self, name: &str) -> bool {
+    pub(crate) fn has_fn(&self, name: &str) -> bool {
         self.ast.iter_functions().any(|m| m.name == name)
     }
 
     /// Calls entry point `name`. A structured error raised by a host function comes back as
     /// itself; anything else the script throws becomes [`Error::Plugin`] with its location.
-    pub fn call(&self, name: &str, args: impl rhai::FuncArgs) -> Result<Dynamic> {
+    pub(crate) fn call(&self, name: &str, args: impl rhai::FuncArgs) -> Result<Dynamic> {
         let mut scope = Scope::new();
         self.engine
             .call_fn::<Dynamic>(&mut scope, &self.ast, name, args)
@@ -298,7 +298,7 @@ pub struct PluginInfo {
 
 impl Plugin {
     /// Calls `info()` and checks its shape.
-    pub fn info(&self) -> Result<PluginInfo> {
+    pub(crate) fn info(&self) -> Result<PluginInfo> {
         let v = self.call("info", ())?;
         let mut info: PluginInfo = rhai::serde::from_dynamic(&v).map_err(|e| Error::Plugin {
             location: self.source.label(),

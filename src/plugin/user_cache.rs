@@ -8,14 +8,14 @@ use std::path::PathBuf;
 
 /// `image_id user uid:gid` lines in a file under the user's cache directory.
 #[derive(Debug, Clone)]
-pub struct UserCache {
+pub(crate) struct UserCache {
     path: PathBuf,
 }
 
 impl UserCache {
     /// `$XDG_CACHE_HOME/fractalic-publisher/image-users`, else `~/.cache/...`; None without
     /// either (or when `FRACTALIC_PUBLISHER_NO_CACHE` is set).
-    pub fn default_location() -> Option<UserCache> {
+    pub(crate) fn default_location() -> Option<UserCache> {
         if std::env::var_os("FRACTALIC_PUBLISHER_NO_CACHE").is_some() {
             return None;
         }
@@ -33,7 +33,7 @@ impl UserCache {
     }
 
     /// A cache in a given file.
-    pub fn at(path: PathBuf) -> UserCache {
+    pub(crate) fn at(path: PathBuf) -> UserCache {
         UserCache { path }
     }
 
@@ -42,7 +42,7 @@ impl UserCache {
     }
 
     /// The remembered ids of `user` in image `image_id`.
-    pub fn get(&self, image_id: &str, user: &str) -> Option<(u64, u64)> {
+    pub(crate) fn get(&self, image_id: &str, user: &str) -> Option<(u64, u64)> {
         if !Self::key_ok(image_id) || !Self::key_ok(user) {
             return None;
         }
@@ -58,7 +58,7 @@ impl UserCache {
     }
 
     /// Remembers the ids; errors are ignored (the cache is only an optimisation).
-    pub fn put(&self, image_id: &str, user: &str, ids: (u64, u64)) {
+    pub(crate) fn put(&self, image_id: &str, user: &str, ids: (u64, u64)) {
         if !Self::key_ok(image_id) || !Self::key_ok(user) {
             return;
         }

@@ -14,14 +14,14 @@ use std::time::Instant;
 
 /// The status and body bytes of one answer, as they are written.
 #[derive(Debug, Default)]
-pub struct Meter {
+pub(crate) struct Meter {
     status: AtomicU16,
     bytes: AtomicU64,
 }
 
 impl Meter {
     /// Counts `bytes` more body bytes (and the status, when the head is written).
-    pub fn sent(&self, status: Option<u16>, bytes: usize) {
+    pub(crate) fn sent(&self, status: Option<u16>, bytes: usize) {
         if let Some(s) = status {
             self.status.store(s, Ordering::SeqCst);
         }
@@ -29,7 +29,7 @@ impl Meter {
     }
 
     /// (status, bytes) so far.
-    pub fn get(&self) -> (u16, u64) {
+    pub(crate) fn get(&self) -> (u16, u64) {
         (
             self.status.load(Ordering::SeqCst),
             self.bytes.load(Ordering::SeqCst),
@@ -42,19 +42,19 @@ thread_local! {
 }
 
 /// A new meter for the request this thread now answers.
-pub fn begin() -> Arc<Meter> {
+pub(crate) fn begin() -> Arc<Meter> {
     let m = Arc::new(Meter::default());
     CURRENT.with(|c| *c.borrow_mut() = Some(Arc::clone(&m)));
     m
 }
 
 /// This thread's meter, to take along to threads that write to the same connection.
-pub fn current() -> Option<Arc<Meter>> {
+pub(crate) fn current() -> Option<Arc<Meter>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
 /// Counts on this thread's meter, if it has one.
-pub fn sent(status: Option<u16>, bytes: usize) {
+pub(crate) fn sent(status: Option<u16>, bytes: usize) {
     CURRENT.with(|c| {
         if let Some(m) = c.borrow().as_ref() {
             m.sent(status, bytes);
@@ -63,7 +63,7 @@ pub fn sent(status: Option<u16>, bytes: usize) {
 }
 
 /// The line for one request (no trailing newline).
-pub fn line(
+pub(crate) fn line(
     peer: Option<SocketAddr>,
     method: &str,
     path: &str,
@@ -85,7 +85,7 @@ pub fn line(
 }
 
 /// Writes the line for one request to stderr in one piece.
-pub fn log(
+pub(crate) fn log(
     peer: Option<SocketAddr>,
     method: &str,
     path: &str,
@@ -100,7 +100,7 @@ pub fn log(
 }
 
 /// The part of a request target to log: the path, never the query (`?token=...`).
-pub fn loggable(target: &str) -> &str {
+pub(crate) fn loggable(target: &str) -> &str {
     target.split(['?', '#']).next().unwrap_or("")
 }
 

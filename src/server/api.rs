@@ -10,20 +10,20 @@ use crate::error::Error;
 use crate::manage::Manager;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::progress::{self, Progress};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The OpenAPI 3.1 document describing every route below.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
 /// A comment line is sent when nothing else was for this long.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Every route: method and path pattern (`{x}` is one path segment).
-pub const ROUTES: &[(&str, &str)] = &[
+pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
     ("GET", "/app.js"),
     ("GET", "/app.css"),
@@ -44,7 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// Fields a deploy request may have, with the JSON type each must be.
-pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
+pub(crate) const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("image_name", "string"),
     ("image_tag", "string"),
     ("script_name", "string"),
@@ -83,7 +83,7 @@ pub(super) fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
 }
 
 /// Adds CORS headers for an allowed `Origin`.
-pub fn with_cors(server: &Server, req: &Request, resp: Response) -> Response {
+pub(crate) fn with_cors(server: &Server, req: &Request, resp: Response) -> Response {
     match req.header("origin") {
         Some(o) if server.cors_origins.iter().any(|a| a == o) => resp
             .with("Access-Control-Allow-Origin", o)
@@ -182,7 +182,11 @@ fn cross_site_write(server: &Server, req: &Request) -> Option<String> {
 }
 
 /// Answers `req`; `None` when the handler already wrote a streamed response.
-pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Option<Response> {
+pub(crate) fn route(
+    server: &Arc<Server>,
+    req: &Request,
+    stream: &mut TcpStream,
+) -> Option<Response> {
     if !host_allowed(server, req) {
         return Some(Response::error(
             403,
@@ -288,7 +292,7 @@ pub fn route(server: &Arc<Server>, req: &Request, stream: &mut TcpStream) -> Opt
 }
 
 /// The HTTP status for an error of the deploy or management path.
-pub fn status_of(e: &Error) -> u16 {
+pub(crate) fn status_of(e: &Error) -> u16 {
     match e {
         Error::NotFound { .. } => 404,
         Error::NotManaged { .. } => 403,
@@ -327,7 +331,7 @@ fn plugins(server: &Server) -> Response {
 
 /// The one rule for every boolean query flag (`all`, `follow`, `force`): `true` or `false`,
 /// in any case; absent is false. Anything else, an empty value included, is 400.
-pub fn parse_flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+pub(crate) fn parse_flag(name: &str, value: Option<&str>) -> Result<bool, String> {
     match value {
         None => Ok(false),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
@@ -543,7 +547,7 @@ fn remove(server: &Server, req: &Request, name: &str) -> Response {
 /// The deploy field a 4xx detail is about, if it names one: the JSON field name (`"port"`,
 /// `script_folder ...`, `env_vars.K`) or the CLI flag the shared validation names
 /// (`--script-name`, `--port`, `bad env name`). Clients put the message next to that field.
-pub fn field_of(detail: &str) -> Option<&'static str> {
+pub(crate) fn field_of(detail: &str) -> Option<&'static str> {
     let d = detail;
     // The JSON field names first, the one the detail is about before any it mentions
     // (`field "image_tag" needs "image_name"` is about image_tag).
@@ -624,7 +628,7 @@ const FLAG_FIELDS: &[(&str, &str)] = &[
 
 /// A deploy route's message in a REST client's words: `bad --image "x"` -> `bad image_name
 /// "x"`, `pass the right --script-name` -> `give the right script_name`.
-pub fn rest_words(detail: &str) -> String {
+pub(crate) fn rest_words(detail: &str) -> String {
     let mut d = detail.replace("pass the right --", "give the right --");
     for (flag, field) in FLAG_FIELDS {
         let mut out = String::with_capacity(d.len());
@@ -648,7 +652,7 @@ fn bad(detail: impl Into<String>) -> Response {
 }
 
 /// Turns a deploy request body into the CLI's flags, checking every field's type first.
-pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
+pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
     let Some(obj) = body.as_object() else {
         return Err(bad("the body must be a JSON object, e.g. {\"script_name\": \"s\", \"script_folder\": \"/path\"}"));
     };
@@ -860,7 +864,7 @@ fn lexical(path: &Path) -> PathBuf {
 
 /// Resolves a request's script_folder: relative to the first root, symlinks followed; it must
 /// end up inside a root (403 otherwise).
-pub fn resolve_folder(server: &Server, given: &Path) -> Result<PathBuf, Response> {
+pub(crate) fn resolve_folder(server: &Server, given: &Path) -> Result<PathBuf, Response> {
     let joined = if given.is_absolute() {
         given.to_path_buf()
     } else {
@@ -1114,9 +1118,10 @@ fn sse(server: &Server, req: &Request, run: &Run, after: u64, stream: &mut TcpSt
 }
 
 /// A JSON object's keys (for tests of the document).
-pub fn keys(v: &Value) -> Vec<String> {
+#[cfg(test)]
+pub(crate) fn keys(v: &Value) -> Vec<String> {
     v.as_object()
-        .map(|m: &Map<String, Value>| m.keys().cloned().collect())
+        .map(|m: &serde_json::Map<String, Value>| m.keys().cloned().collect())
         .unwrap_or_default()
 }
 

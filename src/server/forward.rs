@@ -15,18 +15,18 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// Connecting to the backend may take this long (then 504).
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The backend's answer must begin (status line and headers) within this (then 504).
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest silence inside the backend's answer body (a Fractalic run waiting on a model may be
 /// quiet for minutes); the connection is cut after it.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest silence inside a client's request body (then 408), as [`http::BODY_DEADLINE`].
-pub const BODY_IDLE: Duration = http::BODY_DEADLINE;
+pub(crate) const BODY_IDLE: Duration = http::BODY_DEADLINE;
 /// Largest request body passed on (file saves can be larger than our own API's bodies).
-pub const MAX_BODY: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_BODY: u64 = 64 * 1024 * 1024;
 /// Largest head of the backend's answer.
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Headers that describe one connection, never passed on (RFC 9110 7.6.1), plus `Expect`
 /// (answered here) and the framing headers (set again for the next hop).
@@ -47,7 +47,7 @@ const VIA: &str = "fractalic-publisher";
 
 /// Where the Fractalic backend listens (`--backend http://HOST:PORT`), resolved at start.
 #[derive(Debug, Clone)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// `http://HOST:PORT` as shown in messages.
     pub url: String,
     addrs: Vec<SocketAddr>,
@@ -55,7 +55,7 @@ pub struct Backend {
 
 impl Backend {
     /// Parses and resolves `--backend` (bad input: exit 2).
-    pub fn parse(s: &str) -> Result<Backend> {
+    pub(crate) fn parse(s: &str) -> Result<Backend> {
         let bad = |why: &str| {
             Error::input(
                 format!("bad --backend {s:?}: {why}"),
@@ -117,7 +117,7 @@ impl Backend {
 
     /// Is `local` (the address `serve` listens on) one of the backend's addresses? Forwarding
     /// to ourselves would loop.
-    pub fn is_self(&self, local: SocketAddr) -> bool {
+    pub(crate) fn is_self(&self, local: SocketAddr) -> bool {
         self.addrs.iter().any(|a| {
             a.port() == local.port()
                 && (a.ip() == local.ip()
@@ -129,7 +129,7 @@ impl Backend {
 
 /// Does `serve` answer this request itself? Its route table, everything under `/api` (the
 /// deploy routes and their preflights included), and a path it cannot decode under `/api`.
-pub fn owns(head: &Head) -> bool {
+pub(crate) fn owns(head: &Head) -> bool {
     match &head.path {
         Some(p) => {
             p == "/api"
@@ -144,7 +144,7 @@ pub fn owns(head: &Head) -> bool {
 
 /// How a forwarded exchange went, for the access log.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub status: u16,
     pub bytes: u64,
 }
@@ -349,7 +349,12 @@ fn backend_head(head: &Head, peer: Option<SocketAddr>, framing: Framing) -> Vec<
 }
 
 /// Forwards one request whose head was read to the backend and streams the answer back.
-pub fn handle(server: &Server, backend: &Backend, head: Head, client: &mut TcpStream) -> Outcome {
+pub(crate) fn handle(
+    server: &Server,
+    backend: &Backend,
+    head: Head,
+    client: &mut TcpStream,
+) -> Outcome {
     let req = as_request(&head);
     if !api::host_allowed(server, &req) {
         let d = format!(
@@ -768,7 +773,7 @@ fn answer_framing(method: &str, status: u16, headers: &[(String, Vec<u8>)]) -> F
 /// An incremental reader of chunked framing: gives each data piece to a callback and says
 /// where the message ends (after the last chunk and its trailers).
 #[derive(Debug, Default)]
-pub struct Chunked {
+pub(crate) struct Chunked {
     state: State,
     line: Vec<u8>,
     trailer_bytes: usize,
@@ -786,7 +791,7 @@ enum State {
 
 impl Chunked {
     /// Feeds `input`; `Ok(Some(n))` when the message ended after `n` bytes of it.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         input: &[u8],
         mut data: impl FnMut(&[u8]),

@@ -8,22 +8,22 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Largest request head (request line and headers).
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body; more is answered 413.
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 /// A request's head must arrive within this.
-pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// A connection that sends no byte for this long is closed without an answer (idle
 /// connections must not hold the server's connection slots).
-pub const IDLE_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const IDLE_DEADLINE: Duration = Duration::from_secs(2);
 /// A request's body must arrive within this.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Each single write may block this long (a client that stops reading is dropped).
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A parsed request.
 #[derive(Debug)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     /// The path without the query string, percent-decoded.
     pub path: String,
@@ -36,7 +36,7 @@ pub struct Request {
 
 impl Request {
     /// The first header named `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -44,7 +44,7 @@ impl Request {
     }
 
     /// The first query parameter named `name`.
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == name)
@@ -54,7 +54,7 @@ impl Request {
 
 /// Why a request could not be read; each maps to one status.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The client went away or sent nothing (no answer is possible or needed).
     Gone,
     /// 400 with this detail.
@@ -98,7 +98,7 @@ fn read_some(
 /// A request head, read before its body: enough to decide who answers it (`serve` itself or,
 /// with `--backend`, the Fractalic backend), without touching the body.
 #[derive(Debug)]
-pub struct Head {
+pub(crate) struct Head {
     pub method: String,
     /// The request target exactly as sent (path and query, not decoded).
     pub target: String,
@@ -116,7 +116,7 @@ pub struct Head {
 
 impl Head {
     /// The first header named `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -125,12 +125,12 @@ impl Head {
 }
 
 /// Reads one request from `stream` within the deadlines and limits above.
-pub fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
+pub(crate) fn read_request(stream: &mut TcpStream) -> Result<Request, ReadError> {
     read_request_within(stream, IDLE_DEADLINE, HEAD_DEADLINE)
 }
 
 /// [`read_request`] with its own deadlines for the first byte and for the whole head.
-pub fn read_request_within(
+pub(crate) fn read_request_within(
     stream: &mut TcpStream,
     idle: Duration,
     head: Duration,
@@ -141,12 +141,12 @@ pub fn read_request_within(
 
 /// Reads a request head (within [`HEAD_DEADLINE`], at most [`MAX_HEAD`] bytes; nothing at all
 /// for [`IDLE_DEADLINE`] is a connection gone idle).
-pub fn read_head(stream: &mut TcpStream) -> Result<Head, ReadError> {
+pub(crate) fn read_head(stream: &mut TcpStream) -> Result<Head, ReadError> {
     read_head_within(stream, IDLE_DEADLINE, HEAD_DEADLINE)
 }
 
 /// [`read_head`] with its own deadlines for the first byte and for the whole head.
-pub fn read_head_within(
+pub(crate) fn read_head_within(
     stream: &mut TcpStream,
     idle: Duration,
     head: Duration,
@@ -212,7 +212,7 @@ pub fn read_head_within(
 
 /// Reads the body of a request whose head is `head` (Content-Length only, at most
 /// [`MAX_BODY`], within [`BODY_DEADLINE`]) and decodes its path and query.
-pub fn read_body(stream: &mut TcpStream, head: Head) -> Result<Request, ReadError> {
+pub(crate) fn read_body(stream: &mut TcpStream, head: Head) -> Result<Request, ReadError> {
     let Head {
         method,
         target,
@@ -294,7 +294,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Decodes `%XX` escapes; None for a broken escape or bytes that are not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -313,7 +313,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
 
 /// A response to write.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -321,7 +321,7 @@ pub struct Response {
 
 impl Response {
     /// A JSON body.
-    pub fn json(status: u16, v: &Value) -> Response {
+    pub(crate) fn json(status: u16, v: &Value) -> Response {
         let body = serde_json::to_vec_pretty(v).unwrap_or_default();
         Response {
             status,
@@ -331,12 +331,12 @@ impl Response {
     }
 
     /// `{"detail": "..."}`, the error body every failure uses (FastAPI's shape).
-    pub fn error(status: u16, detail: impl Into<String>) -> Response {
+    pub(crate) fn error(status: u16, detail: impl Into<String>) -> Response {
         Response::json(status, &serde_json::json!({ "detail": detail.into() }))
     }
 
     /// A body of `content_type`.
-    pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+    pub(crate) fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
         Response {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
@@ -345,14 +345,14 @@ impl Response {
     }
 
     /// Adds a header.
-    pub fn with(mut self, name: &str, value: impl Into<String>) -> Response {
+    pub(crate) fn with(mut self, name: &str, value: impl Into<String>) -> Response {
         self.headers.push((name.into(), value.into()));
         self
     }
 }
 
 /// The reason phrase for `status` (the UI shows `HTTP <status>: <statusText>`).
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
@@ -379,20 +379,20 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// The `Server` header of every answer `serve` writes itself.
-pub const SERVER: &str = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
+pub(crate) const SERVER: &str = concat!("fractalic-publisher/", env!("CARGO_PKG_VERSION"));
 
 /// Sent on every response: a browser never second-guesses the Content-Type (`/logs` is
 /// text the container wrote, which must never be run as HTML or script).
-pub const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n";
+pub(crate) const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n";
 
 /// Longest reason phrase put on a status line (longer details are cut, with `...`).
-pub const MAX_REASON: usize = 300;
+pub(crate) const MAX_REASON: usize = 300;
 
 /// The reason phrase for `r`: for an error with a JSON `detail`, that detail as one line of
 /// printable ASCII (the Fractalic UI shows only `HTTP <status>: <statusText>` and never reads
 /// the body, so the reason must be on the status line); otherwise the standard phrase.
 /// Details never hold secrets (the project's rule for every message), so neither does this.
-pub fn reason_phrase(r: &Response) -> String {
+pub(crate) fn reason_phrase(r: &Response) -> String {
     let detail = (r.status >= 400)
         .then(|| serde_json::from_slice::<Value>(&r.body).ok())
         .flatten()
@@ -435,7 +435,7 @@ pub fn reason_phrase(r: &Response) -> String {
 }
 
 /// Writes a whole response and closes the exchange (`Connection: close`).
-pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
+pub(crate) fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     super::access::sent(Some(r.status), r.body.len());
     let mut head = format!(
@@ -457,7 +457,7 @@ pub fn write_response(stream: &mut TcpStream, r: &Response) -> std::io::Result<(
 }
 
 /// Starts a Server-Sent-Events response; events follow with [`write_event`].
-pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io::Result<()> {
+pub(crate) fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io::Result<()> {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     super::access::sent(Some(200), 0);
     let mut head = format!(
@@ -473,7 +473,7 @@ pub fn start_sse(stream: &mut TcpStream, extra: &[(String, String)]) -> std::io:
 }
 
 /// One SSE event: `id: N` and one `data:` line of JSON (JSON has no raw newlines).
-pub fn write_event(stream: &mut TcpStream, id: u64, data: &str) -> std::io::Result<()> {
+pub(crate) fn write_event(stream: &mut TcpStream, id: u64, data: &str) -> std::io::Result<()> {
     let e = format!("id: {id}\ndata: {data}\n\n");
     super::access::sent(None, e.len());
     stream.write_all(e.as_bytes())?;
@@ -481,7 +481,7 @@ pub fn write_event(stream: &mut TcpStream, id: u64, data: &str) -> std::io::Resu
 }
 
 /// An SSE comment line that keeps proxies and clients from timing the stream out.
-pub fn write_keep_alive(stream: &mut TcpStream) -> std::io::Result<()> {
+pub(crate) fn write_keep_alive(stream: &mut TcpStream) -> std::io::Result<()> {
     super::access::sent(None, 14);
     stream.write_all(b": keep-alive\n\n")?;
     stream.flush()

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Log streams open now (a shutdown waits briefly for them to end).
-pub static OPEN: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// How often the watcher looks at the socket and the shutdown flag.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
@@ -34,7 +34,7 @@ fn event(kind: Option<&str>, data: &str) -> String {
 /// Streams `name`'s log (the last `tail` lines first) until it ends or the client leaves.
 /// Unknown or foreign deployments are answered as JSON errors before the stream starts;
 /// anything that fails later is a final `event: error` with `{"detail": ...}`.
-pub fn follow(
+pub(crate) fn follow(
     manager: Manager,
     name: &str,
     tail: Option<u32>,

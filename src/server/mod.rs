@@ -2,13 +2,13 @@
 //! the same deploy path and progress events as the CLI. The HTTP layer only parses, authorises
 //! and streams; `api` maps routes onto deploy/manage calls.
 
-pub mod access;
-pub mod api;
-pub mod forward;
-pub mod http;
-pub mod logstream;
-pub mod page;
-pub mod runs;
+pub(crate) mod access;
+pub(crate) mod api;
+pub(crate) mod forward;
+pub(crate) mod http;
+pub(crate) mod logstream;
+pub(crate) mod page;
+pub(crate) mod runs;
 
 use crate::cli::{Auth, Cli, ServeArgs};
 use crate::error::{Error, Result};
@@ -20,21 +20,21 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Environment variable holding the bearer token (when `--token-file` is not given).
-pub const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
 /// Connections served at once; more go to the overflow (see [`overflow`]).
-pub const MAX_CONNECTIONS: usize = 512;
+pub(crate) const MAX_CONNECTIONS: usize = 512;
 /// Connections served at once for one peer address; more go to the overflow.
-pub const MAX_PER_PEER: usize = 256;
+pub(crate) const MAX_PER_PEER: usize = 256;
 /// Connections over the limits waiting to be read and answered (`/health` normally, the rest
 /// 503); when more come, the oldest waiting one is answered 503 to make room.
-pub const OVERFLOW_CONNECTIONS: usize = 64;
+pub(crate) const OVERFLOW_CONNECTIONS: usize = 64;
 /// How long an overflow connection may take to send its request head.
-pub const OVERFLOW_DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const OVERFLOW_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for running deploys before rolling them back.
-pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
 /// Everything a request handler needs.
-pub struct Server {
+pub(crate) struct Server {
     pub docker_flag: Option<PathBuf>,
     pub plugins_dir: Option<PathBuf>,
     /// Canonical directories a script_folder must lie in.
@@ -111,7 +111,7 @@ fn check_origin(o: &str) -> Result<String> {
 
 impl Server {
     /// Builds the server's settings from the flags (bad ones are exit 2).
-    pub fn new(cli: &Cli, a: &ServeArgs, listen: &SocketAddr) -> Result<Server> {
+    pub(crate) fn new(cli: &Cli, a: &ServeArgs, listen: &SocketAddr) -> Result<Server> {
         let no_auth = a.auth == Auth::None;
         if no_auth && (a.token_file.is_some() || std::env::var_os(TOKEN_ENV).is_some()) {
             let given = if a.token_file.is_some() {
@@ -309,13 +309,13 @@ impl Overflow {
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 /// Has a shutdown begun? (Open log streams end then.)
-pub fn shutting_down() -> bool {
+pub(crate) fn shutting_down() -> bool {
     SHUTDOWN.load(Ordering::SeqCst)
 }
 
 /// Runs the server until SIGINT/SIGTERM; then stops accepting, waits (at most
 /// [`SHUTDOWN_WAIT`]) for running deploys, rolls back any still running, and returns 0.
-pub fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
+pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<i32> {
     let listen = parse_listen(&a.listen)?;
     let server = Arc::new(Server::new(cli, a, &listen)?);
     let listener = TcpListener::bind(listen).map_err(|e| {
@@ -597,7 +597,7 @@ fn handle(server: &Arc<Server>, mut stream: TcpStream) {
 
 /// Compares two secrets in time that depends neither on where they differ nor on their
 /// lengths: both are hashed (SHA-256) and the digests, always 32 bytes, compared in full.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (x, y) = (Sha256::digest(a), Sha256::digest(b));
     x.iter()

@@ -5,17 +5,17 @@
 use super::http::Response;
 
 /// The page.
-pub const INDEX_HTML: &str = include_str!("page/index.html");
+pub(crate) const INDEX_HTML: &str = include_str!("page/index.html");
 /// Its script (`/app.js`).
-pub const APP_JS: &str = include_str!("page/app.js");
+pub(crate) const APP_JS: &str = include_str!("page/app.js");
 /// Its style sheet (`/app.css`).
-pub const APP_CSS: &str = include_str!("page/app.css");
+pub(crate) const APP_CSS: &str = include_str!("page/app.css");
 
 /// Only this origin's script, style and fetches; no inline code, no frames, no plugins.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The response for one of the page's paths (`/`, `/app.js`, `/app.css`).
-pub fn asset(path: &str) -> Option<Response> {
+pub(crate) fn asset(path: &str) -> Option<Response> {
     let (ct, body) = match path {
         "/" => ("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => ("text/javascript; charset=utf-8", APP_JS),

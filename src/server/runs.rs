@@ -8,10 +8,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Finished runs kept for re-attaching (oldest dropped first).
-pub const KEEP_FINISHED: usize = 200;
+pub(crate) const KEEP_FINISHED: usize = 200;
 
 /// One deploy's event log.
-pub struct Run {
+pub(crate) struct Run {
     pub id: String,
     name: std::sync::OnceLock<String>,
     state: Mutex<RunState>,
@@ -25,7 +25,7 @@ struct RunState {
 
 impl Run {
     /// A run with no events yet; its deployment name is set once validation found it.
-    pub fn new(id: &str) -> Run {
+    pub(crate) fn new(id: &str) -> Run {
         Run {
             id: id.to_string(),
             name: std::sync::OnceLock::new(),
@@ -38,7 +38,7 @@ impl Run {
     }
 
     /// The deployment's name ("" until known).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.name.get().map_or("", String::as_str)
     }
 
@@ -47,7 +47,7 @@ impl Run {
     }
 
     /// Appends an event (the final one marks the run done) and wakes every reader.
-    pub fn push(&self, e: Event) {
+    pub(crate) fn push(&self, e: Event) {
         let mut st = self.lock();
         if e.is_final() {
             st.done = true;
@@ -57,13 +57,14 @@ impl Run {
     }
 
     /// Has the final event been recorded?
-    pub fn done(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn done(&self) -> bool {
         self.lock().done
     }
 
     /// Events with `seq > after`, waiting up to `wait` for one when there is none yet.
     /// Returns them and whether the run is done.
-    pub fn events_after(&self, after: u64, wait: Duration) -> (Vec<Event>, bool) {
+    pub(crate) fn events_after(&self, after: u64, wait: Duration) -> (Vec<Event>, bool) {
         let mut st = self.lock();
         let fresh = |st: &RunState| st.events.iter().any(|e| e.seq > after);
         if !fresh(&st) && !st.done {
@@ -83,7 +84,7 @@ impl Run {
     }
 
     /// Waits until the run is done or `wait` passes; true when done.
-    pub fn wait_done(&self, wait: Duration) -> bool {
+    pub(crate) fn wait_done(&self, wait: Duration) -> bool {
         let st = self.lock();
         let st = self
             .changed
@@ -95,7 +96,7 @@ impl Run {
 
     /// Ends a run that has no final event yet with an `error` event saying `why` (the server
     /// is shutting down and rolled it back). Does nothing to a finished run.
-    pub fn fail_unfinished(&self, why: &str) {
+    pub(crate) fn fail_unfinished(&self, why: &str) {
         let mut st = self.lock();
         if st.done {
             return;
@@ -133,7 +134,7 @@ impl Run {
     }
 
     /// The final event, once there is one.
-    pub fn last(&self) -> Option<Event> {
+    pub(crate) fn last(&self) -> Option<Event> {
         let st = self.lock();
         st.events.last().filter(|e| e.is_final()).cloned()
     }
@@ -141,7 +142,7 @@ impl Run {
 
 /// Why a run could not begin.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// A deploy of this name is in flight (its run id).
     NameBusy(String),
     /// The server is shutting down.
@@ -151,7 +152,7 @@ pub enum Refused {
 }
 
 /// Every run of this server.
-pub struct Runs {
+pub(crate) struct Runs {
     max: usize,
     /// Set when the server shuts down: no new run begins.
     closed: std::sync::atomic::AtomicBool,
@@ -168,7 +169,7 @@ struct Inner {
 
 impl Runs {
     /// A registry allowing `max` concurrent deploys.
-    pub fn new(max: usize) -> Runs {
+    pub(crate) fn new(max: usize) -> Runs {
         Runs {
             max: max.max(1),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -183,7 +184,7 @@ impl Runs {
 
     /// Registers `run` as the deploy of `name`, unless that name is in flight or the server is
     /// at its limit.
-    pub fn begin(&self, run: &Arc<Run>, name: &str) -> Result<(), Refused> {
+    pub(crate) fn begin(&self, run: &Arc<Run>, name: &str) -> Result<(), Refused> {
         let mut g = self.lock();
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Refused::Closed);
@@ -201,7 +202,7 @@ impl Runs {
     }
 
     /// The run is over (or never started): the name is free again; the log stays for replays.
-    pub fn end(&self, run: &Run) {
+    pub(crate) fn end(&self, run: &Run) {
         let mut g = self.lock();
         if g.active.get(run.name()).is_some_and(|r| r.id == run.id) {
             g.active.remove(run.name());
@@ -216,13 +217,13 @@ impl Runs {
     }
 
     /// No new run begins from now on (the server is shutting down).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let _g = self.lock();
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Ends every run still in flight with an error event saying `why`.
-    pub fn fail_unfinished(&self, why: &str) {
+    pub(crate) fn fail_unfinished(&self, why: &str) {
         let active: Vec<Arc<Run>> = self.lock().active.values().cloned().collect();
         for r in active {
             r.fail_unfinished(why);
@@ -230,22 +231,22 @@ impl Runs {
     }
 
     /// The run with this id (running or finished).
-    pub fn get(&self, id: &str) -> Option<Arc<Run>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Run>> {
         self.lock().by_id.get(id).cloned()
     }
 
     /// Is a deploy of `name` in flight?
-    pub fn busy(&self, name: &str) -> Option<String> {
+    pub(crate) fn busy(&self, name: &str) -> Option<String> {
         self.lock().active.get(name).map(|r| r.id.clone())
     }
 
     /// How many deploys are in flight.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.lock().active.len()
     }
 
     /// Waits until no deploy is in flight or `wait` passes; true when idle.
-    pub fn wait_idle(&self, wait: Duration) -> bool {
+    pub(crate) fn wait_idle(&self, wait: Duration) -> bool {
         let g = self.lock();
         let g = self
             .idle

@@ -16,7 +16,7 @@ const UI: &str = "http://localhost:3000";
 
 /// The static stand-in binary, built once per test run exactly as `scripts/dev-env.sh up`
 /// builds it for the image (same target dir and flags, so either reuses the other's build).
-pub fn stand_in_bin() -> PathBuf {
+pub(crate) fn stand_in_bin() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let r = BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -55,7 +55,7 @@ pub fn stand_in_bin() -> PathBuf {
 }
 
 /// A process that prints `listening on http://ADDR` first; killed on drop.
-pub struct Listening {
+pub(crate) struct Listening {
     child: Child,
     pub url: String,
     stderr: tempfile::NamedTempFile,
@@ -89,7 +89,7 @@ impl Listening {
     }
 
     /// The fake Fractalic backend serving `root`.
-    pub fn backend(root: &Path) -> Listening {
+    pub(crate) fn backend(root: &Path) -> Listening {
         let mut cmd = Command::new(stand_in_bin());
         cmd.args(["backend", "--listen", "127.0.0.1:0", "--root"])
             .arg(root);
@@ -97,7 +97,7 @@ impl Listening {
     }
 
     /// `serve --listen 127.0.0.1:0 ARGS` (no token in its environment).
-    pub fn serve(docker: &Path, args: &[&str]) -> Result<Listening, String> {
+    pub(crate) fn serve(docker: &Path, args: &[&str]) -> Result<Listening, String> {
         let mut cmd = crate::managed::command(docker, &["serve"]);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -106,12 +106,12 @@ impl Listening {
         Self::spawn(cmd)
     }
 
-    pub fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_string()
     }
 
     /// What it wrote to stderr so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
     }
 }
@@ -135,7 +135,7 @@ impl Drop for Listening {
 
 /// One raw HTTP answer.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub reason: String,
     pub headers: Vec<(String, String)>,
@@ -144,7 +144,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn all(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn all(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -152,12 +152,12 @@ impl Reply {
             .collect()
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.all(name).first().copied()
     }
 
     /// The body, de-chunked when it was chunked.
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let b = if self
             .header("transfer-encoding")
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
@@ -169,7 +169,7 @@ impl Reply {
         String::from_utf8_lossy(&b).into_owned()
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let b = self.body();
         serde_json::from_str(&b).unwrap_or_else(|e| panic!("not JSON ({e}): {b}"))
     }
@@ -230,7 +230,7 @@ fn parse(raw: &[u8]) -> Reply {
 }
 
 /// Sends `request` as is and reads the answer until the server closes.
-pub fn exchange(addr: &str, request: &[u8]) -> Reply {
+pub(crate) fn exchange(addr: &str, request: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     s.write_all(request).unwrap();
@@ -240,7 +240,13 @@ pub fn exchange(addr: &str, request: &[u8]) -> Reply {
 }
 
 /// A request with `Host` (the address) and `headers` (`Name: value` lines).
-pub fn request(method: &str, addr: &str, target: &str, headers: &[&str], body: &str) -> Vec<u8> {
+pub(crate) fn request(
+    method: &str,
+    addr: &str,
+    target: &str,
+    headers: &[&str],
+    body: &str,
+) -> Vec<u8> {
     let mut r = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
     for h in headers {
         r.push_str(h);

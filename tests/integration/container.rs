@@ -11,7 +11,7 @@ use std::process::Output;
 use std::sync::{Mutex, OnceLock};
 
 /// The static binary: `FRACTALIC_PUBLISHER_STATIC`, else built once by scripts/build-static.sh.
-pub fn static_binary() -> PathBuf {
+pub(crate) fn static_binary() -> PathBuf {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let r = BIN.get_or_init(|| {
         if let Some(p) = std::env::var_os("FRACTALIC_PUBLISHER_STATIC").filter(|p| !p.is_empty()) {
@@ -47,7 +47,7 @@ fn is_static(file: &Path) -> bool {
 
 /// A statically linked docker CLI to put into `FROM scratch` images: the one the tests use, or
 /// another on this machine.
-pub fn static_docker_cli(docker: &Path) -> PathBuf {
+pub(crate) fn static_docker_cli(docker: &Path) -> PathBuf {
     let given = std::fs::canonicalize(docker).unwrap_or_else(|_| docker.to_path_buf());
     [
         given,
@@ -71,14 +71,14 @@ fn busybox() -> PathBuf {
 }
 
 /// A test image built at most once while tests use it, and removed when the last lease ends.
-pub struct ImageLease {
+pub(crate) struct ImageLease {
     tag: String,
     slot: &'static Mutex<(usize, Option<String>)>,
 }
 
 impl ImageLease {
     /// Leases the image in `slot`, building it with `build(tag)` if no test holds it now.
-    pub fn take(
+    pub(crate) fn take(
         slot: &'static Mutex<(usize, Option<String>)>,
         prefix: &str,
         build: impl FnOnce(&str),
@@ -96,7 +96,7 @@ impl ImageLease {
         }
     }
 
-    pub fn tag(&self) -> &str {
+    pub(crate) fn tag(&self) -> &str {
         &self.tag
     }
 }
@@ -114,7 +114,7 @@ impl Drop for ImageLease {
 }
 
 /// Builds `dockerfile` with `files` (name in the context, source) as the context.
-pub fn build_image(docker: &Path, tag: &str, dockerfile: &str, files: &[(&str, &Path)]) {
+pub(crate) fn build_image(docker: &Path, tag: &str, dockerfile: &str, files: &[(&str, &Path)]) {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
     for (name, src) in files {
@@ -226,7 +226,7 @@ fn demo_copy() -> tempfile::TempDir {
 }
 
 /// POST `url`/execute for the demo script from this host; the parsed answer.
-pub fn execute(url: &str, file: &str) -> Value {
+pub(crate) fn execute(url: &str, file: &str) -> Value {
     let r = ureq::post(&format!("{url}/execute"))
         .timeout(std::time::Duration::from_secs(30))
         .send_json(serde_json::json!({ "filename": file }))

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hello\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
 
 /// A docker context named `name` on the local socket, in the private config dir `config`.
-pub fn local_context(docker: &Path, config: &Path, name: &str) {
+pub(crate) fn local_context(docker: &Path, config: &Path, name: &str) {
     let o = Command::new(docker)
         .env("DOCKER_CONFIG", config)
         .args([

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 const HELLO: &str = "# Demo task {id=demo-task}\n\n@shell\nprompt: echo hello\nuse-header: \"# Out {id=out}\"\n\n@return\nblock: out\n";
 
 /// A deployment made for a test; its container is removed when this is dropped.
-pub struct Deployed {
+pub(crate) struct Deployed {
     pub name: String,
     pub url: String,
     _guard: ContainerGuard,
@@ -19,7 +19,7 @@ pub struct Deployed {
 }
 
 /// A command line for the built binary with `--docker DOCKER` (plugins from the binary).
-pub fn command(docker: &Path, args: &[&str]) -> Command {
+pub(crate) fn command(docker: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"));
     cmd.arg("--docker").arg(docker).args(args);
     cmd.env_remove("FRACTALIC_PUBLISHER_PLUGINS");
@@ -28,12 +28,12 @@ pub fn command(docker: &Path, args: &[&str]) -> Command {
 }
 
 /// Runs the binary to completion.
-pub fn publisher(docker: &Path, args: &[&str]) -> Output {
+pub(crate) fn publisher(docker: &Path, args: &[&str]) -> Output {
     command(docker, args).output().unwrap()
 }
 
 /// (stdout, stderr) as text.
-pub fn out(o: &Output) -> (String, String) {
+pub(crate) fn out(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -41,19 +41,19 @@ pub fn out(o: &Output) -> (String, String) {
 }
 
 /// Asserts the exit code, showing both streams when it is not the expected one.
-pub fn assert_code(o: &Output, code: i32) {
+pub(crate) fn assert_code(o: &Output, code: i32) {
     let (so, se) = out(o);
     assert_eq!(o.status.code(), Some(code), "stdout:\n{so}\nstderr:\n{se}");
 }
 
 /// stdout parsed as JSON.
-pub fn json(o: &Output) -> Value {
+pub(crate) fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", out(o).0))
 }
 
 /// `deploy docker-registry` of the `hello` script in `folder` as `name`, from the cached `image`.
-pub fn deploy_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
+pub(crate) fn deploy_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&'a str> {
     vec![
         "deploy",
         "docker-registry",
@@ -71,7 +71,7 @@ pub fn deploy_argv<'a>(folder: &'a Path, name: &'a str, image: &'a str) -> Vec<&
 }
 
 /// Deploys the stand-in as a fresh uniquely named deployment; `extra` goes on the deploy line.
-pub fn deploy(docker: &Path, prefix: &str, extra: &[&str]) -> Deployed {
+pub(crate) fn deploy(docker: &Path, prefix: &str, extra: &[&str]) -> Deployed {
     let name = support::unique_name(prefix);
     let guard = ContainerGuard::new(&name);
     let folder = tempfile::tempdir().unwrap();
@@ -92,7 +92,7 @@ pub fn deploy(docker: &Path, prefix: &str, extra: &[&str]) -> Deployed {
 }
 
 /// `docker container inspect NAME` `.State.Status`, or None when there is no such container.
-pub fn state(docker: &Path, name: &str) -> Option<String> {
+pub(crate) fn state(docker: &Path, name: &str) -> Option<String> {
     let o = Command::new(docker)
         .args([
             "container",
@@ -109,7 +109,7 @@ pub fn state(docker: &Path, name: &str) -> Option<String> {
 }
 
 /// Names of all containers (any state) whose name starts with `prefix`.
-pub fn containers_named(docker: &Path, prefix: &str) -> Vec<String> {
+pub(crate) fn containers_named(docker: &Path, prefix: &str) -> Vec<String> {
     let filter = format!("name=^/?{prefix}");
     let o = Command::new(docker)
         .args(["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
@@ -124,7 +124,7 @@ pub fn containers_named(docker: &Path, prefix: &str) -> Vec<String> {
 }
 
 /// Polls `f` every 100 ms until it is true or `secs` pass; returns the last answer.
-pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if f() {
@@ -138,7 +138,7 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Sends SIGINT to `pid` (as Ctrl-C would).
-pub fn sigint(pid: u32) {
+pub(crate) fn sigint(pid: u32) {
     let s = Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
@@ -147,7 +147,7 @@ pub fn sigint(pid: u32) {
 }
 
 /// Sends SIGTERM to `pid`.
-pub fn sigterm(pid: u32) {
+pub(crate) fn sigterm(pid: u32) {
     let s = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -156,7 +156,7 @@ pub fn sigterm(pid: u32) {
 }
 
 /// Waits for a child to exit within `secs`; kills it and panics otherwise.
-pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -172,7 +172,7 @@ pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::Ex
 
 /// A shell script standing in for docker: appends its argv to `log`, runs `prelude` (sh code
 /// that sees "$@"), then execs the real docker.
-pub fn docker_wrapper(dir: &Path, docker: &Path, log: &Path, prelude: &str) -> PathBuf {
+pub(crate) fn docker_wrapper(dir: &Path, docker: &Path, log: &Path, prelude: &str) -> PathBuf {
     let p = dir.join("docker-wrapper");
     let body = format!(
         "#!/bin/sh\na=$(printf '%s' \"$*\" | tr '\\n' ' '); printf '%s\\n' \"$a\" >> '{}'\n{prelude}\nexec '{}' \"$@\"\n",
@@ -185,7 +185,7 @@ pub fn docker_wrapper(dir: &Path, docker: &Path, log: &Path, prelude: &str) -> P
 }
 
 /// The lines a [`docker_wrapper`] logged.
-pub fn logged_calls(log: &Path) -> Vec<String> {
+pub(crate) fn logged_calls(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -194,7 +194,7 @@ pub fn logged_calls(log: &Path) -> Vec<String> {
 }
 
 /// A stopped container with the stand-in image that this tool did not create.
-pub fn foreign_container(docker: &Path, prefix: &str) -> (String, ContainerGuard) {
+pub(crate) fn foreign_container(docker: &Path, prefix: &str) -> (String, ContainerGuard) {
     let name = support::unique_name(prefix);
     let guard = ContainerGuard::new(&name);
     let o = Command::new(docker)
@@ -206,7 +206,7 @@ pub fn foreign_container(docker: &Path, prefix: &str) -> (String, ContainerGuard
 }
 
 /// Kills the child when dropped (a failed assertion must not leave a publisher running).
-pub struct KillOnDrop(pub std::process::Child);
+pub(crate) struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -219,7 +219,7 @@ impl Drop for KillOnDrop {
 
 /// Removes every container whose name starts with the prefix when dropped (for names the
 /// binary makes up, like doctor's throwaway container).
-pub struct PrefixGuard {
+pub(crate) struct PrefixGuard {
     pub docker: PathBuf,
     pub prefix: String,
 }

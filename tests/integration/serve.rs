@@ -27,7 +27,7 @@ pub(crate) const UI_STAGES: &[&str] = &[
 ];
 
 /// A running `serve`; SIGTERM and wait on drop.
-pub struct Served {
+pub(crate) struct Served {
     child: Child,
     pub url: String,
     pub root: tempfile::TempDir,
@@ -35,11 +35,11 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn start(docker: &Path, extra: &[&str]) -> Served {
+    pub(crate) fn start(docker: &Path, extra: &[&str]) -> Served {
         Self::try_start(docker, extra, &[]).expect("serve starts")
     }
 
-    pub fn try_start(
+    pub(crate) fn try_start(
         docker: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
@@ -48,7 +48,7 @@ impl Served {
     }
 
     /// [`Served::try_start`] with the server's working directory `cwd`.
-    pub fn try_start_in(
+    pub(crate) fn try_start_in(
         docker: &Path,
         extra: &[&str],
         env: &[(&str, &str)],
@@ -104,7 +104,7 @@ impl Served {
     }
 }
 
-pub const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "FRACTALIC_PUBLISHER_TOKEN";
 
 impl Drop for Served {
     fn drop(&mut self) {

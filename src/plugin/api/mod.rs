@@ -1,7 +1,7 @@
 //! The host API: every function a plugin script can call, grouped by concern, one module per
 //! group. Each function is registered through [`Api::add`] together with its documentation
 //! (signature, result, what it throws, what it does), so `fractalic-publisher plugin api` (and
-//! README's "Plugin API" section, which is that output) is generated from the registration
+//! docs/plugin-api.md's generated block, which is that output) is generated from the registration
 //! itself and cannot drift from it.
 
 mod containers;
@@ -26,7 +26,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// The groups of the reference, in order: (key, title).
-pub const GROUPS: &[(&str, &str)] = &[
+pub(crate) const GROUPS: &[(&str, &str)] = &[
     ("progress", "Progress, warnings and failure"),
     ("docker", "The engine and any docker subcommand"),
     ("undo", "The undo journal"),
@@ -48,7 +48,7 @@ pub const GROUPS: &[(&str, &str)] = &[
 ];
 
 /// The rules every host function follows (the head of the reference).
-pub const CONVENTIONS: &str = "\
+pub(crate) const CONVENTIONS: &str = "\
 - **Names** are `snake_case`, verb or noun first by what they act on (`create_container`, \
 `docker_run`, `http_request`); a function that reads something the engine may not have returns \
 `()` when it is absent (`container_inspect`, `image_inspect`, `read_container_file`, `next_port`).
@@ -70,7 +70,7 @@ files and the host reads them, and no host function puts a value on a docker com
 
 /// One host function's documentation, written beside its registration.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Doc {
+pub(crate) struct Doc {
     /// `name(arg, arg)`.
     pub sig: &'static str,
     /// What it returns (`()` for nothing).
@@ -83,12 +83,12 @@ pub struct Doc {
 
 impl Doc {
     /// The function's name (the signature up to its parenthesis).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.sig.split('(').next().unwrap_or(self.sig)
     }
 
     /// Its arguments' names.
-    pub fn args(&self) -> Vec<&'static str> {
+    pub(crate) fn args(&self) -> Vec<&'static str> {
         let inner = self
             .sig
             .split_once('(')
@@ -104,7 +104,7 @@ impl Doc {
 
 /// A registered function's documentation, with its group.
 #[derive(Debug, Clone, Serialize)]
-pub struct FnDoc {
+pub(crate) struct FnDoc {
     pub group: &'static str,
     pub name: &'static str,
     pub signature: &'static str,
@@ -115,7 +115,7 @@ pub struct FnDoc {
 }
 
 /// Registers host functions on an engine and keeps their documentation.
-pub struct Api<'e> {
+pub(crate) struct Api<'e> {
     engine: &'e mut Engine,
     group: &'static str,
     docs: Vec<FnDoc>,
@@ -125,7 +125,7 @@ impl Api<'_> {
     /// Registers a function under the name in `doc.sig`, documented by `doc`: `register`
     /// gets the engine and that name (`|e, n| { e.register_fn(n, ...); }`). A test checks each
     /// signature's argument count against what was registered.
-    pub fn add(&mut self, doc: Doc, register: impl FnOnce(&mut Engine, &'static str)) {
+    pub(crate) fn add(&mut self, doc: Doc, register: impl FnOnce(&mut Engine, &'static str)) {
         register(self.engine, doc.name());
         self.docs.push(FnDoc {
             group: self.group,
@@ -146,7 +146,7 @@ impl Api<'_> {
 }
 
 /// Registers the whole host API on `engine`; returns its documentation, in reference order.
-pub fn register(engine: &mut Engine, host: &Arc<Host>) -> Vec<FnDoc> {
+pub(crate) fn register(engine: &mut Engine, host: &Arc<Host>) -> Vec<FnDoc> {
     let mut api = Api {
         engine,
         group: "progress",
@@ -171,15 +171,15 @@ pub fn register(engine: &mut Engine, host: &Arc<Host>) -> Vec<FnDoc> {
 }
 
 /// The documentation of every host function, from a registration on a throwaway engine.
-pub fn reference() -> Vec<FnDoc> {
+pub(crate) fn reference() -> Vec<FnDoc> {
     let host = Arc::new(Host::new(crate::progress::Progress::silent(), None));
     register(&mut Engine::new(), &host)
 }
 
 /// The reference as Markdown: the plugin contract (entry points, `config`), then the host
 /// functions: the conventions and each group's functions. What `plugin api` prints, and
-/// README's "Plugin API" section verbatim.
-pub fn render_text(docs: &[FnDoc]) -> String {
+/// the generated block of docs/plugin-api.md verbatim.
+pub(crate) fn render_text(docs: &[FnDoc]) -> String {
     let mut o = String::from(crate::contract::ENTRY_POINTS_MD);
     o.push_str("\n### Host functions\n\n");
     o.push_str(
@@ -204,7 +204,7 @@ pub fn render_text(docs: &[FnDoc]) -> String {
 }
 
 /// The reference as JSON: `{conventions, groups: [{key, title, functions: [...]}]}`.
-pub fn render_json(docs: &[FnDoc]) -> serde_json::Value {
+pub(crate) fn render_json(docs: &[FnDoc]) -> serde_json::Value {
     let groups: Vec<serde_json::Value> = GROUPS
         .iter()
         .map(|(key, title)| {
@@ -224,16 +224,16 @@ pub fn render_json(docs: &[FnDoc]) -> serde_json::Value {
 
 /// Imports every api module uses.
 mod prelude {
-    pub use super::{Api, Doc};
-    pub use crate::docker::{self, Docker, ExecSignals, QUICK};
-    pub use crate::error::Error;
-    pub use crate::health;
-    pub use crate::journal::Token;
-    pub use crate::ports::{self, PortRequest};
-    pub use crate::readiness::Started;
-    pub use rhai::{Array, Dynamic, Map};
-    pub use std::sync::Arc;
-    pub use std::time::{Duration, Instant, SystemTime};
+    pub(super) use super::{Api, Doc};
+    pub(super) use crate::docker::{self, Docker, ExecSignals, QUICK};
+    pub(super) use crate::error::Error;
+    pub(super) use crate::health;
+    pub(super) use crate::journal::Token;
+    pub(super) use crate::ports::{self, PortRequest};
+    pub(super) use crate::readiness::Started;
+    pub(super) use rhai::{Array, Dynamic, Map};
+    pub(super) use std::sync::Arc;
+    pub(super) use std::time::{Duration, Instant, SystemTime};
 }
 
 #[cfg(test)]

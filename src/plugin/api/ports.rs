@@ -11,7 +11,7 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             sig: "choose_port(preferred, exact, bind, reserved)",
             result: "{port, explain}",
             throws: "bad input (exit 2) for an exact port that is busy; no free port in the window; the port lock not acquired within 60 s",
-            about: "A free host port: `preferred` or the next free one (`exact` false), or exactly `preferred`. `reserved` lists ports other deployments hold. Takes a host-wide lock (held until the next `create_container`) and counts the ports recorded by deployments created since the run began, so parallel deploys pick distinct ports. On a remote engine, or from a sibling container of the engine (see README, \"Inside a container\"), a port is free when no container there publishes it (one `docker ps`), instead of when it can be bound here.",
+            about: "A free host port: `preferred` or the next free one (`exact` false), or exactly `preferred`. `reserved` lists ports other deployments hold. Takes a host-wide lock (held until the next `create_container`) and counts the ports recorded by deployments created since the run began, so parallel deploys pick distinct ports. On a remote engine, or from a sibling container of the engine (see docs/engines.md, \"Inside a container\"), a port is free when no container there publishes it (one `docker ps`), instead of when it can be bound here.",
         }, |e, n| {
         e.register_fn(n, move |preferred: i64, exact: bool, bind: &str, reserved: Array| -> RhaiResult<Map> {
             let bind_ip = h.check(parse_bind(bind))?;

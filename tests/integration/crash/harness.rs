@@ -24,12 +24,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `FRACTALIC_CRASH_SWEEP=full`: every progress step and docker call, more random delays.
-pub fn full_sweep() -> bool {
+pub(super) fn full_sweep() -> bool {
     std::env::var("FRACTALIC_CRASH_SWEEP").is_ok_and(|v| v == "full")
 }
 
 /// The seed of the random delays: `FRACTALIC_CRASH_SEED`, else the clock (printed either way).
-pub fn seed() -> u64 {
+pub(super) fn seed() -> u64 {
     std::env::var("FRACTALIC_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -43,15 +43,15 @@ pub fn seed() -> u64 {
 }
 
 /// A small deterministic generator (xorshift64*): the delays must be reproducible by seed.
-pub struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(super) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
     /// A number in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -60,23 +60,23 @@ impl Rng {
 }
 
 /// Kill as the first progress step containing `s` appears.
-pub fn step(s: &str) -> At {
+pub(super) fn step(s: &str) -> At {
     At::Step(s.to_string())
 }
 
 /// Kill `ms` milliseconds after the first progress step containing `s`.
-pub fn after(s: &str, ms: u64) -> At {
+pub(super) fn after(s: &str, ms: u64) -> At {
     At::AfterStep(s.to_string(), Duration::from_millis(ms))
 }
 
 /// The same point, with the docker calls in flight killed too.
-pub fn group(at: At) -> At {
+pub(super) fn group(at: At) -> At {
     At::Group(Box::new(at))
 }
 
 /// When to kill the run.
 #[derive(Clone, Debug)]
-pub enum At {
+pub(super) enum At {
     /// Never: the run goes to its end (the baseline of a sweep).
     End,
     /// As the first progress step whose message contains this text appears.
@@ -110,7 +110,7 @@ impl std::fmt::Display for At {
 
 /// What a (possibly killed) run did.
 #[derive(Debug)]
-pub struct Run {
+pub(super) struct Run {
     /// The kill point, as planned.
     pub at: String,
     /// True when SIGKILL was sent while it ran; false when it ended first.
@@ -130,7 +130,7 @@ pub struct Run {
 
 /// A release of the test's script folder on the host: what the container must hold.
 #[derive(Clone, Debug)]
-pub struct Release {
+pub(super) struct Release {
     /// The version `/execute` echoes ("v3").
     pub version: String,
     pub dir: PathBuf,
@@ -141,7 +141,7 @@ pub struct Release {
 /// One deployment under a sweep: its unique name and secrets, a per-test state directory,
 /// host folders of each release, the failures found so far. Everything it made is removed
 /// when dropped.
-pub struct Lab {
+pub(super) struct Lab {
     pub docker: PathBuf,
     pub image: String,
     pub name: String,
@@ -192,7 +192,7 @@ impl Drop for Lab {
 }
 
 /// The script of release `version`.
-pub fn script(version: &str) -> String {
+pub(super) fn script(version: &str) -> String {
     format!("# Demo {{id=d}}\n\n@shell\nprompt: echo {version}\nuse-header: \"# Out {{id=out}}\"\n\n@return\nblock: out\n")
 }
 
@@ -219,7 +219,7 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 
 impl Lab {
     /// A lab for a docker-registry deployment named after `prefix`; None without Docker.
-    pub fn new(case: &str, prefix: &str) -> Option<Lab> {
+    pub(super) fn new(case: &str, prefix: &str) -> Option<Lab> {
         let docker = support::docker()?;
         let image = support::pull_stand_in(&docker);
         let seed = seed();
@@ -257,7 +257,7 @@ impl Lab {
 
     /// A lab for a docker-swarm deployment (host publish mode); None without Docker or, out
     /// of CI, without a swarm manager.
-    pub fn new_swarm(case: &str, prefix: &str) -> Option<Lab> {
+    pub(super) fn new_swarm(case: &str, prefix: &str) -> Option<Lab> {
         let docker = support::docker()?;
         let state = support::docker_ok(
             &docker,
@@ -281,7 +281,7 @@ impl Lab {
 
     /// Writes the host folder of release `version`: hello.md echoing it, settings.toml with
     /// the test's apiKey, and `files` data files whose contents name the version.
-    pub fn release(&self, version: &str, files: usize) -> Release {
+    pub(super) fn release(&self, version: &str, files: usize) -> Release {
         let dir = self.work.path().join(version);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -320,7 +320,7 @@ impl Lab {
     }
 
     /// The deploy command line of `rel` (docker-registry, or docker-swarm in host mode).
-    pub fn deploy_args(&self, rel: &Release, extra: &[&str]) -> Vec<String> {
+    pub(super) fn deploy_args(&self, rel: &Release, extra: &[&str]) -> Vec<String> {
         let mut a: Vec<String> = [
             "deploy",
             if self.swarm {
@@ -356,7 +356,7 @@ impl Lab {
     }
 
     /// A command line of the binary, with this lab's state directory.
-    pub fn command(&self, docker: &Path, args: &[String]) -> Command {
+    pub(super) fn command(&self, docker: &Path, args: &[String]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fractalic-publisher"));
         cmd.arg("--docker").arg(docker).args(args);
         cmd.env_remove("FRACTALIC_PUBLISHER_PLUGINS");
@@ -366,7 +366,7 @@ impl Lab {
     }
 
     /// Runs the binary to completion (with a deadline).
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(super) fn run(&self, args: &[&str]) -> Output {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let r = self.run_at(&args, &At::End);
         Output {
@@ -379,7 +379,7 @@ impl Lab {
     /// Runs `args`, killing the publisher with SIGKILL at `at`; after the kill waits until the
     /// docker calls it had started have ended (they run on, orphaned, as after a real kill),
     /// so that what is checked next is what the dead run left, not a race with its children.
-    pub fn run_at(&self, args: &[String], at: &At) -> Run {
+    pub(super) fn run_at(&self, args: &[String], at: &At) -> Run {
         let (at_inner, group) = match at {
             At::Group(a) => (a.as_ref(), true),
             a => (a, false),
@@ -519,14 +519,14 @@ impl Lab {
     }
 
     /// Records a failure of this kill point (reported together at the end).
-    pub fn fail(&mut self, at: &str, what: String) {
+    pub(super) fn fail(&mut self, at: &str, what: String) {
         let msg = format!("[{} | {} | seed {}] {}", self.case, at, self.seed, what);
         eprintln!("FAIL {msg}");
         self.failures.push(msg);
     }
 
     /// Panics with every failure found, or prints the tally.
-    pub fn finish(self) {
+    pub(super) fn finish(self) {
         eprintln!(
             "crash sweep {}: {} kills in {:.1}s, {} failures",
             self.case,
@@ -556,7 +556,7 @@ impl Lab {
     /// within the baseline's duration. Full (`FRACTALIC_CRASH_SWEEP=full`): every `named` step
     /// (as it appears and each `after` ms later), the `ci` points, every progress step and
     /// every docker call of the baseline by number, and `4 * random + 4` delays.
-    pub fn plan(
+    pub(super) fn plan(
         &mut self,
         baseline: &Run,
         ci: Vec<At>,
@@ -593,7 +593,7 @@ impl Lab {
 
     /// All containers of this deployment, by name prefix or the deployment label:
     /// (name, state).
-    pub fn containers(&self) -> Vec<(String, String)> {
+    pub(super) fn containers(&self) -> Vec<(String, String)> {
         let mut seen = BTreeMap::new();
         for filter in [
             format!("name=^/?{}", self.name),
@@ -621,7 +621,7 @@ impl Lab {
     }
 
     /// Containers labelled with a run id (e.g. a swarm build container of that run).
-    pub fn run_containers(&self, run_id: &str) -> Vec<String> {
+    pub(super) fn run_containers(&self, run_id: &str) -> Vec<String> {
         let filter = format!("label=fractalic-publisher.run={run_id}");
         let o = support::run_docker(
             &self.docker,
@@ -647,7 +647,7 @@ impl Lab {
     }
 
     /// Swarm secrets or configs whose name starts with `NAME.` or that carry its label.
-    pub fn objects(&self, kind: &str) -> Vec<String> {
+    pub(super) fn objects(&self, kind: &str) -> Vec<String> {
         let mut v = BTreeSet::new();
         for filter in [
             format!("name={}.", self.name),
@@ -668,7 +668,7 @@ impl Lab {
 
     /// The release files the container `c` holds under /payload/hello/ (path -> sha256), or
     /// why they could not be read.
-    pub fn content_of(&self, c: &str) -> Result<BTreeMap<String, String>, String> {
+    pub(super) fn content_of(&self, c: &str) -> Result<BTreeMap<String, String>, String> {
         let o = support::run_docker(
             &self.docker,
             &[
@@ -701,7 +701,7 @@ impl Lab {
     }
 
     /// Which of `rels` the content is exactly, else a description of how it differs.
-    pub fn which<'a>(
+    pub(super) fn which<'a>(
         &self,
         content: &BTreeMap<String, String>,
         rels: &[&'a Release],
@@ -740,7 +740,7 @@ impl Lab {
     }
 
     /// The version `/execute` of the main script at `url` echoes.
-    pub fn execute(&self, url: &str) -> Result<String, String> {
+    pub(super) fn execute(&self, url: &str) -> Result<String, String> {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(10))
             .build();
@@ -763,7 +763,7 @@ impl Lab {
     }
 
     /// `status NAME --json`: (exit code, parsed stdout or Null, stderr).
-    pub fn status(&self) -> (Option<i32>, Value, String) {
+    pub(super) fn status(&self) -> (Option<i32>, Value, String) {
         let o = self.run(&["status", &self.name, "--json"]);
         let v = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
         (
@@ -774,7 +774,7 @@ impl Lab {
     }
 
     /// `history NAME --json`, or why it failed.
-    pub fn history(&self) -> Result<Value, String> {
+    pub(super) fn history(&self) -> Result<Value, String> {
         let o = self.run(&["history", &self.name, "--json"]);
         if !o.status.success() {
             let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
@@ -789,7 +789,9 @@ impl Lab {
     }
 
     /// The files (path -> sha256 hex) of the release `history` calls current.
-    pub fn history_current_files(&self) -> Result<(String, BTreeMap<String, String>), String> {
+    pub(super) fn history_current_files(
+        &self,
+    ) -> Result<(String, BTreeMap<String, String>), String> {
         let h = self.history()?;
         let cur = h["current"].as_str().unwrap_or("").to_string();
         let r = h["releases"]
@@ -823,7 +825,7 @@ impl Lab {
     }
 
     /// The URL of the container deployment (from its port label).
-    pub fn url(&self) -> Option<String> {
+    pub(super) fn url(&self) -> Option<String> {
         let o = support::run_docker(
             &self.docker,
             &[
@@ -839,7 +841,7 @@ impl Lab {
 
     /// What the docker-registry deployment serves, completely: the release whose every file
     /// is under /payload/hello/ (and nothing else), and whose version /execute answers.
-    pub fn serving<'a>(&self, rels: &[&'a Release]) -> Result<&'a Release, String> {
+    pub(super) fn serving<'a>(&self, rels: &[&'a Release]) -> Result<&'a Release, String> {
         if self.swarm {
             return self.swarm_serving(rels);
         }
@@ -869,7 +871,7 @@ impl Lab {
     }
 
     /// The running task containers of the swarm service: (container, image).
-    pub fn tasks(&self) -> Vec<(String, String)> {
+    pub(super) fn tasks(&self) -> Vec<(String, String)> {
         let filter = format!("label=com.docker.swarm.service.name={}", self.name);
         let o = support::run_docker(
             &self.docker,
@@ -896,7 +898,7 @@ impl Lab {
     }
 
     /// The URLs of the service's running tasks (host-mode ports).
-    pub fn task_urls(&self) -> Vec<String> {
+    pub(super) fn task_urls(&self) -> Vec<String> {
         let o = support::run_docker(
             &self.docker,
             &[
@@ -920,7 +922,10 @@ impl Lab {
     }
 
     /// Which release every running task holds (an error names the first that holds none).
-    pub fn task_releases<'a>(&self, rels: &[&'a Release]) -> Result<Vec<&'a Release>, String> {
+    pub(super) fn task_releases<'a>(
+        &self,
+        rels: &[&'a Release],
+    ) -> Result<Vec<&'a Release>, String> {
         let mut v = Vec::new();
         for (c, _) in self.tasks() {
             let content = self.content_of(&c)?;
@@ -979,7 +984,7 @@ impl Lab {
 
     /// True when `history` names what is live: docker-registry: the current release's files
     /// are `rel`'s; docker-swarm: its image is the running tasks' image.
-    pub fn history_names(&self, rel: &Release) -> Result<(), String> {
+    pub(super) fn history_names(&self, rel: &Release) -> Result<(), String> {
         if !self.swarm {
             let (id, files) = self.history_current_files()?;
             return if files == rel.files {
@@ -1015,7 +1020,7 @@ impl Lab {
     /// Leftovers of a swarm deployment: secrets/configs neither the service nor its history
     /// use (all of them when there is no service), the run's build container, containers of
     /// the name that are not tasks, and the shared ones.
-    pub fn swarm_leftovers(&self, live: bool, run: &Run) -> Vec<String> {
+    pub(super) fn swarm_leftovers(&self, live: bool, run: &Run) -> Vec<String> {
         let mut v = Vec::new();
         let spec = support::run_docker(
             &self.docker,
@@ -1057,7 +1062,7 @@ impl Lab {
     // ---- what must not be there ----
 
     /// Files under the state directory (journals of runs that ended must be gone).
-    pub fn state_files(&self) -> Vec<String> {
+    pub(super) fn state_files(&self) -> Vec<String> {
         let mut v = Vec::new();
         files_under(self.state.path(), &mut v);
         v.into_iter().map(|p| p.display().to_string()).collect()
@@ -1066,7 +1071,7 @@ impl Lab {
     /// Files under /tmp and the state directory holding the env secret or the apiKey. Only
     /// files written since this test started are read (the secret is unique to it; /tmp of a
     /// shared machine can hold gigabytes of other work).
-    pub fn secret_files(&self) -> Vec<String> {
+    pub(super) fn secret_files(&self) -> Vec<String> {
         let mut v = Vec::new();
         files_under(Path::new("/tmp"), &mut v);
         files_under(self.state.path(), &mut v);
@@ -1087,7 +1092,7 @@ impl Lab {
     }
 
     /// The lock file of the name, when it still records a holder (or is held).
-    pub fn lock_problem(&self) -> Option<String> {
+    pub(super) fn lock_problem(&self) -> Option<String> {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
@@ -1107,7 +1112,7 @@ impl Lab {
     /// Every leftover of a docker-registry deployment whose live release is `live` (None:
     /// removed): anything but NAME running and at most 2 stopped kept containers; the run's
     /// labelled containers; journals; the lock; secrets on disk.
-    pub fn leftovers(&self, live: bool, run: &Run) -> Vec<String> {
+    pub(super) fn leftovers(&self, live: bool, run: &Run) -> Vec<String> {
         if self.swarm {
             return self.swarm_leftovers(live, run);
         }
@@ -1143,7 +1148,7 @@ impl Lab {
     }
 
     /// Leftovers every plugin shares: journals, the lock, secrets on disk.
-    pub fn common_leftovers(&self) -> Vec<String> {
+    pub(super) fn common_leftovers(&self) -> Vec<String> {
         let mut v = Vec::new();
         for f in self.state_files() {
             v.push(format!("state file {f}"));
@@ -1161,7 +1166,7 @@ impl Lab {
 
     /// Removes the deployment whatever state it is in (between sweeps of a case that must
     /// start over).
-    pub fn reset(&self) {
+    pub(super) fn reset(&self) {
         let _ = self.run(&["rm", "--force", &self.name]);
         for (c, _) in self.containers() {
             let _ = Command::new(&self.docker)
@@ -1316,7 +1321,7 @@ fn call_killer(dir: &Path, docker: &Path, log: &Path, k: usize) -> PathBuf {
 }
 
 /// A `serve` process of a lab (same state directory), listening on a free loopback port.
-pub struct Server {
+pub(super) struct Server {
     child: std::process::Child,
     pub url: String,
 }
@@ -1331,7 +1336,7 @@ impl Drop for Server {
 impl Server {
     /// SIGKILL, as `systemctl kill -s KILL` of the unit would; then waits for the docker
     /// calls it had started to end.
-    pub fn kill_hard(&mut self) {
+    pub(super) fn kill_hard(&mut self) {
         let orphans = descendants(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -1341,7 +1346,7 @@ impl Server {
 
 impl Lab {
     /// Starts `serve --listen 127.0.0.1:0 --root WORK` and waits for its `listening on` line.
-    pub fn serve(&self) -> Server {
+    pub(super) fn serve(&self) -> Server {
         let args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--root"]
             .iter()
             .map(|s| s.to_string())
@@ -1374,7 +1379,7 @@ impl Lab {
     }
 
     /// The REST deploy body of `rel` (docker-registry), with `env` and the test's secret.
-    pub fn rest_body(&self, rel: &Release, env: &[(&str, &str)]) -> Value {
+    pub(super) fn rest_body(&self, rel: &Release, env: &[(&str, &str)]) -> Value {
         let (repo, tag) = self.image.rsplit_once(':').unwrap();
         let mut vars = serde_json::Map::new();
         vars.insert("SECRET_X".into(), Value::String(self.secret.clone()));
@@ -1395,7 +1400,7 @@ impl Lab {
 }
 
 /// Reads a Server-Sent Events stream on a thread: each `data:` payload parsed, on `rx`.
-pub fn sse_events(reader: Box<dyn Read + Send>) -> mpsc::Receiver<Value> {
+pub(super) fn sse_events(reader: Box<dyn Read + Send>) -> mpsc::Receiver<Value> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {

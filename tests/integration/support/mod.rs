@@ -12,10 +12,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The image tests deploy; `FRACTALIC_STAND_IN_IMAGE` (set by scripts/test.sh) wins.
-pub const DEFAULT_STAND_IN_IMAGE: &str = "127.0.0.1:5000/fractalic-stand-in:latest-production";
+pub(crate) const DEFAULT_STAND_IN_IMAGE: &str =
+    "127.0.0.1:5000/fractalic-stand-in:latest-production";
 
 /// How long a single docker call may take before the test fails.
-pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 
 static DOCKER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
@@ -31,7 +32,7 @@ fn ci() -> bool {
 /// `FRACTALIC_TEST_NO_DOCKER=1` the harness lists them as ignored (see build.rs). When Docker
 /// is missing without that variable, the harness can only say "ok"; the `SKIPPED` line, written
 /// straight to stderr (not captured by the harness), says the truth.
-pub fn docker() -> Option<PathBuf> {
+pub(crate) fn docker() -> Option<PathBuf> {
     match DOCKER.get_or_init(find_docker) {
         Ok(p) => Some(p.clone()),
         Err(why) if ci() => panic!("CI=true but Docker is unusable: {why}"),
@@ -49,7 +50,7 @@ pub fn docker() -> Option<PathBuf> {
 /// A `docker` that must never run: it appends each call's argv to `DIR/calls` and fails. For
 /// checks that bad input is found before Docker is touched; needs no daemon. Returns the
 /// program and the log.
-pub fn untouchable_docker(dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn untouchable_docker(dir: &Path) -> (PathBuf, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let log = dir.join("calls");
     std::fs::write(&log, "").expect("create call log");
@@ -65,7 +66,7 @@ pub fn untouchable_docker(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// The calls an [`untouchable_docker`] recorded.
-pub fn calls(log: &Path) -> Vec<String> {
+pub(crate) fn calls(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -97,7 +98,7 @@ fn find_docker() -> Result<PathBuf, String> {
 }
 
 /// The stand-in image name (`FRACTALIC_STAND_IN_IMAGE`, default [`DEFAULT_STAND_IN_IMAGE`]).
-pub fn stand_in_image() -> String {
+pub(crate) fn stand_in_image() -> String {
     std::env::var("FRACTALIC_STAND_IN_IMAGE")
         .ok()
         .filter(|s| !s.is_empty())
@@ -106,7 +107,7 @@ pub fn stand_in_image() -> String {
 
 /// `docker pull`s the stand-in image once per test run; panics (with docker's stderr) if that
 /// fails, e.g. because `scripts/dev-env.sh up` was not run.
-pub fn pull_stand_in(docker: &Path) -> String {
+pub(crate) fn pull_stand_in(docker: &Path) -> String {
     static PULLED: OnceLock<Result<(), String>> = OnceLock::new();
     let image = stand_in_image();
     let result = PULLED.get_or_init(|| {
@@ -124,7 +125,7 @@ pub fn pull_stand_in(docker: &Path) -> String {
 }
 
 /// A container name no other test (or run) uses: `<prefix>-<pid>-<counter>-<time>`.
-pub fn unique_name(prefix: &str) -> String {
+pub(crate) fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
@@ -136,18 +137,18 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// Removes the named container (`docker rm -f -v`) when dropped, also when the test panics.
-pub struct ContainerGuard {
+pub(crate) struct ContainerGuard {
     name: String,
 }
 
 impl ContainerGuard {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         ContainerGuard {
             name: name.to_string(),
         }
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 }
@@ -167,25 +168,25 @@ impl Drop for ContainerGuard {
 
 /// Runs `docker ARGS` with captured output and [`DOCKER_TIMEOUT`]; panics only when docker
 /// cannot be started or hangs.
-pub fn run_docker(docker: &Path, args: &[&str]) -> Output {
+pub(crate) fn run_docker(docker: &Path, args: &[&str]) -> Output {
     run_docker_stdin(docker, args, None)
 }
 
 /// Like [`run_docker`], feeding `stdin` to the process.
-pub fn run_docker_stdin(docker: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+pub(crate) fn run_docker_stdin(docker: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     run_with_timeout(Command::new(docker).args(args), stdin, DOCKER_TIMEOUT)
         .unwrap_or_else(|e| panic!("docker {}: {e}", args.join(" ")))
 }
 
 /// Runs `docker ARGS`, asserts it succeeded and returns its trimmed stdout.
-pub fn docker_ok(docker: &Path, args: &[&str]) -> String {
+pub(crate) fn docker_ok(docker: &Path, args: &[&str]) -> String {
     let out = run_docker(docker, args);
     assert!(out.status.success(), "{}", describe(args, &out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// argv, exit status, stdout and stderr of a docker call, for assertion messages.
-pub fn describe(args: &[&str], out: &Output) -> String {
+pub(crate) fn describe(args: &[&str], out: &Output) -> String {
     format!(
         "docker {} -> {}\nstdout: {}\nstderr: {}",
         args.join(" "),
@@ -195,7 +196,7 @@ pub fn describe(args: &[&str], out: &Output) -> String {
     )
 }
 
-pub fn run_with_timeout(
+pub(crate) fn run_with_timeout(
     cmd: &mut Command,
     stdin: Option<&[u8]>,
     timeout: Duration,
@@ -250,7 +251,7 @@ pub fn run_with_timeout(
 }
 
 /// An entry of a tar copied into a container with [`copy_into`]; all owned by appuser 1000:1000.
-pub enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     Dir(&'a str, u32),
     File(&'a str, &'a [u8], u32),
     Symlink(&'a str, &'a str),
@@ -260,7 +261,7 @@ pub enum Entry<'a> {
 /// owned by root) into a container, created or running, with one `docker cp - NAME:/`. Ownership
 /// comes from the tar headers; `-a` would instead look the container's user name up on the host
 /// (moby/moby#34142: "getent unable to find entry \"appuser\"").
-pub fn copy_into(docker: &Path, container: &str, entries: &[Entry]) {
+pub(crate) fn copy_into(docker: &Path, container: &str, entries: &[Entry]) {
     let mut tar = tar::Builder::new(Vec::new());
     for e in entries {
         let mut h = tar::Header::new_gnu();
@@ -299,14 +300,14 @@ pub fn copy_into(docker: &Path, container: &str, entries: &[Entry]) {
 }
 
 /// `docker exec NAME ARGS...` (as the image's user), captured.
-pub fn exec(docker: &Path, container: &str, args: &[&str]) -> Output {
+pub(crate) fn exec(docker: &Path, container: &str, args: &[&str]) -> Output {
     let mut argv = vec!["exec", container];
     argv.extend_from_slice(args);
     run_docker(docker, &argv)
 }
 
 /// The host address (`127.0.0.1:PORT`) a container port is published on.
-pub fn published(docker: &Path, container: &str, port: u16) -> String {
+pub(crate) fn published(docker: &Path, container: &str, port: u16) -> String {
     let out = docker_ok(docker, &["port", container, &format!("{port}/tcp")]);
     out.lines()
         .find(|l| l.starts_with("127.0.0.1:") || l.starts_with("0.0.0.0:"))
@@ -315,7 +316,7 @@ pub fn published(docker: &Path, container: &str, port: u16) -> String {
 }
 
 /// The container's IP address on its (first) network.
-pub fn container_ip(docker: &Path, container: &str) -> String {
+pub(crate) fn container_ip(docker: &Path, container: &str) -> String {
     docker_ok(
         docker,
         &[
@@ -332,7 +333,7 @@ pub fn container_ip(docker: &Path, container: &str) -> String {
 }
 
 /// Polls `docker inspect` until the container stopped; its exit code, or `None` at the deadline.
-pub fn wait_exited(docker: &Path, container: &str, timeout: Duration) -> Option<i64> {
+pub(crate) fn wait_exited(docker: &Path, container: &str, timeout: Duration) -> Option<i64> {
     let deadline = Instant::now() + timeout;
     loop {
         let state = docker_ok(
@@ -356,7 +357,7 @@ pub fn wait_exited(docker: &Path, container: &str, timeout: Duration) -> Option<
 
 /// Polls `url` (GET, every 100 ms) until any HTTP answer arrives; returns its status and body,
 /// or `None` when `timeout` passes first. Connection errors and resets count as "not yet".
-pub fn wait_http(url: &str, timeout: Duration) -> Option<(u16, String)> {
+pub(crate) fn wait_http(url: &str, timeout: Duration) -> Option<(u16, String)> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
@@ -379,7 +380,7 @@ pub fn wait_http(url: &str, timeout: Duration) -> Option<(u16, String)> {
 
 /// A wrapper around `docker` that appends each invocation's argv (one line) to `log`, then execs
 /// the real binary; for tests that count docker calls or look for secrets on command lines.
-pub fn counting_docker(dir: &Path, docker: &Path, log: &Path) -> PathBuf {
+pub(crate) fn counting_docker(dir: &Path, docker: &Path, log: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let script = format!(
@@ -396,7 +397,7 @@ pub fn counting_docker(dir: &Path, docker: &Path, log: &Path) -> PathBuf {
 /// A wrapper around `docker` whose first `docker start` fails the way a port taken between
 /// choosing it and starting fails ("port is already allocated"), without starting anything;
 /// every other call, and every later `start`, goes to the real docker. For the retry paths.
-pub fn port_clash_once_docker(dir: &Path, docker: &Path) -> PathBuf {
+pub(crate) fn port_clash_once_docker(dir: &Path, docker: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let marker = dir.join("clashed");
