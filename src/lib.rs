@@ -24,6 +24,7 @@ pub mod reach;
 pub mod readiness;
 pub mod reconcile;
 pub mod release;
+pub mod replicas;
 pub mod run;
 pub mod server;
 pub mod state;
