@@ -530,6 +530,10 @@ impl<'a> Proxy<'a> {
                 &role,
                 "--label",
                 "fractalic-publisher.image-role=proxy",
+                // Not `managed` (it is no deployment), but the plugin whose deployments it
+                // serves: `ps` lists it from the same `docker ps` call as those.
+                "--label",
+                "fractalic-publisher.plugin=docker-registry",
                 &self.image,
                 "caddy",
                 "run",
