@@ -252,7 +252,9 @@ pub fn converge(
     let want = want.unwrap_or_else(|| now.iter().map(|m| m.index).max().unwrap_or(1));
     let followers: Vec<&Member> = now.iter().filter(|m| m.index >= 2).collect();
     if want <= 1 && followers.is_empty() {
-        return Ok(json!({"replicas": 1}));
+        return Ok(
+            json!({"replicas": 1, "replaced": [], "added": [], "removed": [], "current": []}),
+        );
     }
     let primary_proxied = d
         .container_inspect(name)?

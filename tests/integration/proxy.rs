@@ -816,6 +816,19 @@ fn three_replicas_survive_a_killed_one_heal_and_roll_one_at_a_time() {
         "{st}"
     );
 
+    // ps shows it behind the proxy with its replicas (the followers have no rows of their own).
+    let ps: serde_json::Value = serde_json::from_str(&ok(&docker, &["ps", "--json"])).unwrap();
+    let rows: Vec<&serde_json::Value> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap_or("").starts_with(&name))
+        .collect();
+    assert_eq!(rows.len(), 1, "{ps}");
+    assert_eq!(rows[0]["proxied"], true, "{ps}");
+    assert_eq!(rows[0]["replicas_running"], 3, "{ps}");
+    assert_eq!(rows[0]["health"], "healthy", "{ps}");
+
     // One replica killed under load: the proxy retries elsewhere and its health checks drop it.
     let poll = Releases::start(&url);
     poll.wait_more(10);
