@@ -605,6 +605,27 @@ impl Docker {
         self.read_file_within(container, path, QUICK)
     }
 
+    /// The raw tar stream of `docker cp CONTAINER:PATH -` (a file or a whole directory, owners
+    /// and modes kept), or None when the container or the path does not exist.
+    pub(crate) fn read_tar(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let src = format!("{container}:{path}");
+        let args = ["cp", src.as_str(), "-"];
+        let expr = duct::cmd(&self.bin, self.full(&args))
+            .stdout_capture()
+            .stderr_capture()
+            .stdin_null()
+            .unchecked();
+        let out = self.finish(&args, &expr, Some(QUICK))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if stderr.contains("No such container") || stderr.contains("Could not find the file") {
+                return Ok(None);
+            }
+            return Err(self.classify(&args, out.status.code(), stderr));
+        }
+        Ok(Some(out.stdout))
+    }
+
     /// [`Docker::read_file`] with its own deadline.
     pub(crate) fn read_file_within(
         &self,

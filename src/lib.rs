@@ -24,6 +24,7 @@ mod reach;
 mod readiness;
 mod reconcile;
 mod release;
+mod replicas;
 pub mod run;
 mod server;
 mod state;

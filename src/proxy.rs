@@ -150,6 +150,9 @@ fn reverse_proxy(route: &Route) -> Value {
             "try_duration": "5s",
             "try_interval": "50ms"
         },
+        // A killed replica's address stops answering without a refusal (its veth is gone):
+        // a short dial timeout lets the retry above reach a live one well within try_duration.
+        "transport": { "protocol": "http", "dial_timeout": "1s" },
         "health_checks": {
             "active": { "uri": "/health", "interval": "1s", "timeout": "1s" },
             "passive": { "fail_duration": "5s", "max_fails": 1, "unhealthy_status": [502, 503, 504] }
@@ -432,11 +435,14 @@ impl<'a> Proxy<'a> {
     }
 
     fn ensure_network(&self, done: &mut Vec<String>) -> Result<()> {
-        let (status, _) =
+        let (status, out) =
             self.docker
                 .run_unchecked(&["network", "inspect", NETWORK], None, QUICK)?;
         if status == Some(0) {
             return Ok(());
+        }
+        if out.stderr.contains("ambiguous") {
+            return self.dedupe_network(done);
         }
         let role = format!("{LABEL_ROLE}=network");
         let (status, out) = self.docker.run_unchecked(
@@ -452,6 +458,49 @@ impl<'a> Proxy<'a> {
             )));
         }
         done.push(format!("created the docker network {NETWORK}"));
+        // Docker does not refuse a second network of the same name: two runs creating it at
+        // once make two, and neither can then be named. Keep the oldest.
+        self.dedupe_network(done)
+    }
+
+    /// Several networks named [`NETWORK`] (parallel creates): all but the oldest are removed
+    /// (one in use is refused by Docker and stays; every run keeps the same oldest one).
+    fn dedupe_network(&self, done: &mut Vec<String>) -> Result<()> {
+        let filter = format!("name=^{NETWORK}$");
+        let out = self.docker.run(
+            &[
+                "network",
+                "ls",
+                "--no-trunc",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.ID}}",
+            ],
+            None,
+            QUICK,
+        )?;
+        let ids: Vec<&str> = out.stdout.split_whitespace().collect();
+        if ids.len() < 2 {
+            return Ok(());
+        }
+        let mut args = vec!["network", "inspect", "--format", "{{.Created}} {{.Id}}"];
+        args.extend(ids.iter().copied());
+        let out = self.docker.run(&args, None, QUICK)?;
+        let mut by_age: Vec<&str> = out.stdout.lines().collect();
+        by_age.sort();
+        for line in by_age.iter().skip(1) {
+            if let Some(id) = line.rsplit(' ').next() {
+                let (status, _) = self
+                    .docker
+                    .run_unchecked(&["network", "rm", id], None, QUICK)?;
+                if status == Some(0) {
+                    done.push(format!(
+                        "removed a duplicate docker network {NETWORK} ({id})"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -481,6 +530,10 @@ impl<'a> Proxy<'a> {
                 &role,
                 "--label",
                 "fractalic-publisher.image-role=proxy",
+                // Not `managed` (it is no deployment), but the plugin whose deployments it
+                // serves: `ps` lists it from the same `docker ps` call as those.
+                "--label",
+                "fractalic-publisher.plugin=docker-registry",
                 &self.image,
                 "caddy",
                 "run",
@@ -673,11 +726,20 @@ impl<'a> Proxy<'a> {
         })
     }
 
-    /// One proxied deployment as `status` shows it: the proxy's state, the route's URL, each
-    /// upstream with its health as the proxy sees it, and (`--tls internal`) the CA
-    /// certificate copied to a host file for `curl --cacert`.
+    /// One proxied deployment as `status` shows it: the proxy's state and health (its route
+    /// answers `/health` through it, probed from inside the proxy), the route (URL, domain,
+    /// TLS), each upstream with its health as the proxy sees it, the replica set with the
+    /// containers that are down (`degraded`), and (`--tls internal`) the CA certificate copied
+    /// to a host file for `curl --cacert`.
     pub(crate) fn deployment_status(&self, name: &str) -> Result<Value> {
         let state = self.state()?.unwrap_or_else(|| "missing".into());
+        let replicas = crate::replicas::report(self.docker, name)?;
+        let down: Vec<String> = replicas["down"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
         let routes = if state == "running" {
             self.current_routes()?
         } else {
@@ -686,27 +748,59 @@ impl<'a> Proxy<'a> {
         let Some(r) = routes.into_iter().find(|r| r.deployment == name) else {
             return Ok(json!({
                 "proxy": state,
+                "proxy_health": if state == "running" { "running, but without a route for this deployment" } else { "not running" },
                 "route": "none (run `fractalic-publisher proxy up` to restore the routes)",
+                "replicas": replicas,
             }));
         };
+        let mut list = Vec::new();
         let ups: Vec<String> = r
             .upstreams
             .iter()
             .map(|u| {
                 let ok = self.probe(&format!("http://{}/health", u.dial));
-                format!(
-                    "{} {}",
-                    u.container,
-                    if ok { "healthy" } else { "unhealthy" }
-                )
+                let health = if ok { "healthy" } else { "unhealthy" };
+                list.push(json!({"container": u.container, "dial": u.dial, "health": health}));
+                format!("{} {health}", u.container)
             })
             .collect();
+        let proxy_health = match (r.tls, r.bind, r.port) {
+            (Tls::None, Some(bind), Some(port)) => {
+                let host = match bind {
+                    IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
+                    IpAddr::V6(a) if a.is_unspecified() => "[::1]".to_string(),
+                    IpAddr::V6(a) => format!("[{a}]"),
+                    a => a.to_string(),
+                };
+                if self.probe(&format!("http://{host}:{port}/health")) {
+                    "healthy (the route answers /health)".to_string()
+                } else {
+                    format!("unhealthy (http://{host}:{port}/health does not answer through it)")
+                }
+            }
+            _ if state == "running" => {
+                "running (an HTTPS or host-name route is not probed from inside)".to_string()
+            }
+            _ => "not running".to_string(),
+        };
         let mut v = json!({
             "proxy": state,
+            "proxy_health": proxy_health,
             "route": r.url().unwrap_or_default(),
-            "upstreams": if ups.is_empty() { "none (the route answers 503)".to_string() } else { ups.join(", ") },
+            "domain": r.domain.clone().unwrap_or_default(),
             "tls": r.tls.as_str(),
+            "upstreams": if ups.is_empty() { "none (the route answers 503)".to_string() } else { ups.join(", ") },
+            "upstream_health": list,
+            "replicas": replicas,
         });
+        if !down.is_empty() {
+            v["degraded"] = json!(format!(
+                "{} of {} replica(s) down: {}",
+                down.len(),
+                replicas["replicas"],
+                down.join(", ")
+            ));
+        }
         if r.tls == Tls::Internal {
             if let Some(path) = self.export_ca()? {
                 v["ca_cert"] = json!(path.display().to_string());
@@ -866,10 +960,7 @@ pub(crate) fn routes_from_inspect(list: &[Value]) -> Vec<Route> {
 
 /// `NAME.2`, `NAME.3` ...: the further replicas of a proxied deployment.
 fn is_replica_of(container: &str, deployment: &str) -> bool {
-    container
-        .strip_prefix(deployment)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|n| n.parse::<u16>().is_ok_and(|n| n >= 2))
+    crate::replicas::index_of(container, deployment).is_some()
 }
 
 /// A host name Caddy may route and certify: letters, digits, hyphens, dots; no wildcard.

@@ -206,6 +206,8 @@ impl Plan {
             "payload_hash": self.release.state.payload_hash,
             "port": self.release.state.port,
             "live": self.live,
+            "proxied": self.proxy.will,
+            "was_proxied": self.proxy.was,
         })
     }
 }
@@ -845,7 +847,7 @@ fn ready(
 }
 
 /// [`ready`] for a container reached at `base` (a proxied one: its address on the network).
-fn ready_at(
+pub(crate) fn ready_at(
     host: &Host,
     d: &Docker,
     name: &str,
@@ -1039,7 +1041,7 @@ fn payload_owner(d: &Docker, name: &str) -> Result<Owner> {
 /// polls its TCP table (`/proc/net/tcp*`, readable in any image) until no connection to the AI
 /// server's port is established (the proxy closes its idle ones when the old route goes), for
 /// at most `limit`, then stops it at once (nothing is left for a grace period to finish).
-fn drain_and_stop(d: &Docker, container: &str, limit: Duration) -> Result<()> {
+pub(crate) fn drain_and_stop(d: &Docker, container: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         let (status, out) = d.exec(
@@ -1268,9 +1270,13 @@ pub(crate) fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
     }
     let live = rows.iter().find(|(n, _)| n == name);
     let live_running = live.is_some_and(|(_, st)| st == "running");
-    let aside_running = rows
-        .iter()
-        .find(|(n, st)| n != name && !n.contains(".next-") && st == "running");
+    // Replicas (`NAME.2` ..) run beside the live one: they are not renamed-aside releases.
+    let aside_running = rows.iter().find(|(n, st)| {
+        n != name
+            && !n.contains(".next-")
+            && crate::replicas::index_of(n, name).is_none()
+            && st == "running"
+    });
     if let (false, Some((aside, _))) = (live_running, aside_running) {
         if live.is_some() {
             d.remove(name)?;
@@ -1284,10 +1290,9 @@ pub(crate) fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
         // Created but never started: the new container of an update killed between stopping
         // the old one and starting it. The old one is the aside stopped last.
         let mut last: Option<(String, String)> = None;
-        for (n, _) in rows
-            .iter()
-            .filter(|(n, _)| n != name && !n.contains(".next-"))
-        {
+        for (n, _) in rows.iter().filter(|(n, _)| {
+            n != name && !n.contains(".next-") && crate::replicas::index_of(n, name).is_none()
+        }) {
             if let Some(v) = d.container_inspect(n)? {
                 let at = v["State"]["FinishedAt"].as_str().unwrap_or("").to_string();
                 if last.as_ref().is_none_or(|(_, t)| at > *t) {
@@ -1320,7 +1325,12 @@ fn kept_containers(d: &Docker, name: &str) -> Result<Vec<String>> {
         .stdout
         .lines()
         .map(str::trim)
-        .filter(|n| !n.is_empty() && *n != name && !n.contains(".next-"))
+        .filter(|n| {
+            !n.is_empty()
+                && *n != name
+                && !n.contains(".next-")
+                && crate::replicas::index_of(n, name).is_none()
+        })
         .map(str::to_string)
         .collect())
 }

@@ -601,6 +601,22 @@ pub(crate) fn port_set(a: &Array) -> BTreeSet<u16> {
 }
 
 pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<String> {
+    let env = host
+        .deploy
+        .as_ref()
+        .filter(|cfg| !cfg.env.is_empty())
+        .map(|cfg| super::host_generic::env_text(&cfg.env).into_bytes());
+    create_container_env(host, d, spec, env)
+}
+
+/// [`create_container`] with the environment given as `K=V` lines (a replica cloned from its
+/// deployment's live container takes that one's environment, not a deploy's).
+pub(crate) fn create_container_env(
+    host: &Host,
+    d: &Docker,
+    spec: &Map,
+    env: Option<Vec<u8>>,
+) -> Result<String> {
     let need = |k: &str| {
         map_str(spec, k).ok_or_else(|| Error::failed(format!("create_container: spec needs `{k}`")))
     };
@@ -673,12 +689,9 @@ pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<St
     // The environment goes in through a pipe (`--env-file /dev/stdin`, the content on the
     // child's stdin): never on argv and never in a file, so a kill at any instant leaves no
     // secret on this host's disk.
-    let mut env_text = None;
-    if let Some(cfg) = &host.deploy {
-        if !cfg.env.is_empty() {
-            args.extend(["--env-file".into(), "/dev/stdin".into()]);
-            env_text = Some(super::host_generic::env_text(&cfg.env).into_bytes());
-        }
+    let env_text = env;
+    if env_text.is_some() {
+        args.extend(["--env-file".into(), "/dev/stdin".into()]);
     }
     args.push("--".into());
     args.push(image);

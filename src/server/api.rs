@@ -60,6 +60,22 @@ pub(crate) const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("registry", "string HOST:PORT (docker-swarm)"),
     ("publish_mode", "\"ingress\" or \"host\" (docker-swarm)"),
     ("dry_run", "boolean (true: answer the plan, change nothing)"),
+    (
+        "proxy",
+        "boolean (true: behind the front proxy; false: a port of its own)",
+    ),
+    (
+        "domain",
+        "host name such as app.example.com (behind the proxy)",
+    ),
+    (
+        "custom_domain",
+        "host name such as app.example.com (the original's name for domain)",
+    ),
+    (
+        "tls",
+        "\"none\", \"internal\" or \"acme\" (behind the proxy)",
+    ),
 ];
 
 pub(super) fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
@@ -757,6 +773,48 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
         }
         Some(_) => return Err(wrong("exclude")),
     }
+    let proxy = match obj.get("proxy") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(wrong("proxy")),
+    };
+    let domain = match (string("domain")?, string("custom_domain")?) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(format!(
+                "field \"custom_domain\" {b:?} differs from \"domain\" {a:?}: send one of them"
+            )))
+        }
+        (Some(d), _) | (None, Some(d)) => {
+            if !crate::proxy::valid_domain(&d) {
+                let k = if obj.get("domain").is_some_and(|v| !v.is_null()) {
+                    "domain"
+                } else {
+                    "custom_domain"
+                };
+                let shown: String = d.chars().take(64).collect();
+                return Err(bad(format!(
+                    "field \"{k}\" {shown:?} is not a host name: use letters, digits, '-' and '.', such as app.example.com"
+                )));
+            }
+            Some(d)
+        }
+        (None, None) => None,
+    };
+    let tls = match string("tls")?.as_deref() {
+        None => None,
+        Some(t @ ("none" | "internal" | "acme")) => Some(t.to_string()),
+        Some("files") => {
+            return Err(bad(
+                "field \"tls\" \"files\" needs a certificate and key file, which a request cannot send: use the CLI's --tls-cert/--tls-key, or \"internal\" or \"acme\"",
+            ))
+        }
+        Some(_) => return Err(wrong("tls")),
+    };
+    if proxy == Some(false) && (domain.is_some() || tls.as_deref().is_some_and(|t| t != "none")) {
+        return Err(bad(
+            "field \"proxy\" is false, but \"domain\"/\"tls\" are served only by the front proxy: leave them out or send \"proxy\": true",
+        ));
+    }
     let pull = match string("pull")?.as_deref() {
         None | Some("always") => PullPolicy::Always,
         Some("missing") => PullPolicy::Missing,
@@ -788,6 +846,9 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(wrong("dry_run")),
         },
+        proxy,
+        domain,
+        tls,
         quiet: true,
         ..DeployArgs::default()
     })
@@ -824,6 +885,10 @@ fn with_deploy_file(
         replicas: given("replicas").then(|| args.replicas.clone()),
         registry: given("registry").then(|| args.registry.clone()),
         publish_mode: given("publish_mode").then(|| args.publish_mode.clone()),
+        proxy: args.proxy == Some(true),
+        no_proxy: args.proxy == Some(false),
+        domain: args.domain.clone(),
+        tls: args.tls.clone(),
         quiet: true,
         ..Default::default()
     };
@@ -1146,6 +1211,65 @@ mod tests {
         assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/"), None);
         assert_eq!(matches("/api/deploy/{plugin}", "/api/deploy/a/b"), None);
         assert_eq!(matches("/health", "/health"), Some(vec![]));
+    }
+
+    #[test]
+    fn proxy_fields_reach_the_deploy_flags_and_bad_ones_are_400() {
+        let a = deploy_args(
+            "docker-registry",
+            &json!({"script_name": "s", "script_folder": "/x", "proxy": true, "custom_domain": "app.example.com", "tls": "internal", "replicas": 3}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                a.proxy,
+                a.domain.as_deref(),
+                a.tls.as_deref(),
+                a.replicas.as_str()
+            ),
+            (Some(true), Some("app.example.com"), Some("internal"), "3")
+        );
+        let off = deploy_args(
+            "p",
+            &json!({"script_name": "s", "script_folder": "/x", "proxy": false}),
+        )
+        .unwrap();
+        assert_eq!(off.proxy, Some(false));
+        for (body, field, says) in [
+            (json!({"proxy": "yes"}), "proxy", "must be boolean"),
+            (
+                json!({"domain": "evil.com/\"x"}),
+                "domain",
+                "is not a host name",
+            ),
+            (
+                json!({"custom_domain": "*.x.com"}),
+                "custom_domain",
+                "is not a host name",
+            ),
+            (
+                json!({"domain": "a.com", "custom_domain": "b.com"}),
+                "custom_domain",
+                "differs",
+            ),
+            (json!({"tls": "ssl"}), "tls", "must be \"none\""),
+            (json!({"tls": "files"}), "tls", "--tls-cert"),
+            (
+                json!({"proxy": false, "tls": "internal"}),
+                "proxy",
+                "only by the front proxy",
+            ),
+        ] {
+            let mut b = json!({"script_name": "s", "script_folder": "/x"});
+            for (k, v) in body.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            let r = with_field(deploy_args("p", &b).unwrap_err());
+            assert_eq!(r.status, 400, "{b}");
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(v["detail"].as_str().unwrap().contains(says), "{b}: {v}");
+            assert_eq!(v["field"], field, "{b}: {v}");
+        }
     }
 
     #[test]

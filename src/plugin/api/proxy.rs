@@ -54,6 +54,49 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
 
     let h = Arc::clone(host);
     api.add(Doc {
+            sig: "proxy_replicas(name, count, timeout_secs)",
+            result: "{replicas, replaced, added, removed, current}",
+            throws: "count > 1 for a deployment not behind the proxy (bad input); a new replica not healthy within the timeout (every step undone)",
+            about: "Makes proxied deployment `name` run `count` replicas (-1: as many as it has): `name` itself and clones `name.2` .. `name.N` of it (its image, environment, labels, /payload and config files), load balanced by the front proxy. One replica at a time: a follower that runs the live release is left alone; any other (dead, older, missing) gets a new clone, proven healthy at its own address, then the route switches to it in one graceful reload and the old one is drained and stopped; followers beyond `count` leave the route first, then are drained and removed. Every step is in the undo journal.",
+        }, |e, n| {
+        e.register_fn(n, move |name: &str, count: i64, secs: i64| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            let want = if count < 0 {
+                None
+            } else {
+                Some(h.check(u16::try_from(count).ok().filter(|c| (1..=100).contains(c)).ok_or_else(|| {
+                    Error::input(format!("--replicas {count}"), "use 1-100")
+                }))?)
+            };
+            let v = h.check(crate::replicas::converge(&h, &d, name, want, secs))?;
+            h.check(
+                rhai::serde::to_dynamic(v)
+                    .map_err(|e| Error::failed(format!("proxy_replicas: {e}"))),
+            )
+            .map(|v| v.cast::<Map>())
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+            sig: "replicas_of(name)",
+            result: "{replicas, running, down: [\"NAME.K state\"], containers: [{container, state, status}]}",
+            throws: "Docker unavailable",
+            about: "The replica set of a docker-registry deployment (`name` and its followers `name.2` ..) as `docker ps -a` shows it, in one call; `down` names each one that is not running (or missing below the highest).",
+        }, |e, n| {
+        e.register_fn(n, move |name: &str| -> RhaiResult<Map> {
+            let d = h.docker_or_raise()?;
+            let v = h.check(crate::replicas::report(&d, name))?;
+            h.check(
+                rhai::serde::to_dynamic(v)
+                    .map_err(|e| Error::failed(format!("replicas_of: {e}"))),
+            )
+            .map(|v| v.cast::<Map>())
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
             sig: "container_address(name)",
             result: "IP address or ()",
             throws: "Docker unavailable",

@@ -138,7 +138,7 @@
   }
   function healthBadge(h) {
     if (!h || h === '-') return badge('idle', '\u2013', 'n/a');
-    if (h === 'healthy') return badge('ok', '\u2713\uFE0E', h);
+    if (h === 'healthy' || h.startsWith('healthy (')) return badge('ok', '\u2713\uFE0E', h);
     if (h.startsWith('starting')) return badge('warn', '\u2026', h);
     return badge('bad', '\u2715\uFE0E', h);
   }
@@ -195,6 +195,10 @@
     setText(c.age, d.age || '-');
     row.tr.dataset.state = d.state || '';
     row.tr.dataset.health = d.health || '';
+    // The front proxy's row: listed for its state and health; it is managed with
+    // `fractalic-publisher proxy up|down`, not with a deployment's buttons.
+    row.tr.dataset.role = d.role || '';
+    row.cells.acts.hidden = d.role === 'proxy';
     if (!row.busy) {
       const running = d.state === 'running';
       row.buttons.stop.disabled = !running;
@@ -345,6 +349,25 @@
     return String(v);
   }
 
+  /** A proxied deployment's route, upstreams (with health), replicas and the proxy's health. */
+  function proxyItems(p) {
+    const out = [];
+    const add = (k, v) => { if (v !== undefined && v !== null && v !== '') out.push(el('dt', null, k), el('dd', null, String(v))); };
+    add('route', p.route);
+    add('domain', p.domain);
+    add('tls', p.tls);
+    if (Array.isArray(p.upstream_health)) {
+      add('upstreams', p.upstream_health.map((u) => `${u.container} ${u.health}`).join(', ') || p.upstreams);
+    } else add('upstreams', p.upstreams);
+    if (p.replicas && typeof p.replicas === 'object') {
+      add('replicas', `${p.replicas.running} of ${p.replicas.replicas} running`);
+    }
+    add('degraded', p.degraded);
+    add('proxy', `${p.proxy}${p.proxy_health ? ': ' + p.proxy_health : ''}`);
+    add('ca cert', p.ca_cert);
+    return out;
+  }
+
   async function loadStatus(name) {
     const dl = $('detail-status');
     try {
@@ -354,6 +377,10 @@
       const items = [];
       for (const [k, x] of Object.entries(v)) {
         if (k === 'healthy') continue;
+        if (k === 'proxy' && x && typeof x === 'object') {
+          items.push(...proxyItems(x));
+          continue;
+        }
         const dd = (k === 'url' && x) ? el('dd', null, el('a', { href: x, target: '_blank', rel: 'noopener noreferrer' }, x)) : el('dd', null, plain(x));
         items.push(el('dt', null, k.replace(/_/g, ' ')), dd);
       }
