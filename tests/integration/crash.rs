@@ -490,7 +490,13 @@ fn rollback_onto_a_kept_container_killed_anywhere_serves_old_or_new() {
     rollback_sweep(
         lab,
         true,
-        vec![after("Swapping", 300), after("Swapping", 1200)],
+        // Progress step #3 is the swap's end ("is on release ... again"): found by the full
+        // sweep (the kept containers were left and NAME gone).
+        vec![
+            after("Swapping", 300),
+            after("Swapping", 1200),
+            At::StepNo(3),
+        ],
         &[("Rolling", &[]), ("Swapping", &[100, 300, 600, 1200, 2000])],
     );
 }
