@@ -59,6 +59,14 @@ pub const DEPLOY_FIELDS: &[(&str, &str)] = &[
     ("replicas", "integer 1-100 (docker-swarm)"),
     ("registry", "string HOST:PORT (docker-swarm)"),
     ("publish_mode", "\"ingress\" or \"host\" (docker-swarm)"),
+    (
+        "placement_pref",
+        "\"spread=node.labels.KEY\", \"spread=engine.labels.KEY\" or \"none\" (docker-swarm)",
+    ),
+    (
+        "max_replicas_per_node",
+        "integer 0-100, 0 no limit (docker-swarm)",
+    ),
 ];
 
 pub(super) fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
@@ -574,6 +582,8 @@ pub fn field_of(detail: &str) -> Option<&'static str> {
         ("--replicas", "replicas"),
         ("--registry", "registry"),
         ("--publish-mode", "publish_mode"),
+        ("--placement-pref", "placement_pref"),
+        ("--max-replicas-per-node", "max_replicas_per_node"),
     ];
     FLAGS
         .iter()
@@ -610,6 +620,8 @@ const FLAG_FIELDS: &[(&str, &str)] = &[
     ("--script-folder", "script_folder"),
     ("--script-name", "script_name"),
     ("--publish-mode", "publish_mode"),
+    ("--placement-pref", "placement_pref"),
+    ("--max-replicas-per-node", "max_replicas_per_node"),
     ("--platform", "platform"),
     ("--replicas", "replicas"),
     ("--registry", "registry"),
@@ -778,6 +790,13 @@ pub fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
             Some(m @ ("ingress" | "host")) => m.to_string(),
             Some(_) => return Err(wrong("publish_mode")),
         },
+        placement_pref: match string("placement_pref")? {
+            Some(p) if crate::config::check_placement_pref(&p).is_err() => {
+                return Err(wrong("placement_pref"))
+            }
+            p => p,
+        },
+        max_replicas_per_node: int("max_replicas_per_node", 0, 100)?.map(|n| n.to_string()),
         quiet: true,
         ..DeployArgs::default()
     })
@@ -814,6 +833,8 @@ fn with_deploy_file(
         replicas: given("replicas").then(|| args.replicas.clone()),
         registry: given("registry").then(|| args.registry.clone()),
         publish_mode: given("publish_mode").then(|| args.publish_mode.clone()),
+        placement_pref: pick("placement_pref", &args.placement_pref),
+        max_replicas_per_node: pick("max_replicas_per_node", &args.max_replicas_per_node),
         quiet: true,
         ..Default::default()
     };

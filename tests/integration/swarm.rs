@@ -660,6 +660,19 @@ fn bad_swarm_flags_are_bad_input_before_docker() {
         (vec!["--registry", "http://x:5000"], "HOST:PORT"),
         (vec!["--publish-mode", "mesh"], "--publish-mode"),
         (
+            vec!["--placement-pref", "spread=node.hostname"],
+            "bad --placement-pref \"spread=node.hostname\"",
+        ),
+        (vec!["--placement-pref", "zone"], "spread=node.labels.KEY"),
+        (
+            vec!["--max-replicas-per-node", "101"],
+            "bad --max-replicas-per-node \"101\"",
+        ),
+        (
+            vec!["--max-replicas-per-node=-1"],
+            "from 0 (no limit) to 100",
+        ),
+        (
             vec![
                 "--publish-mode",
                 "host",
