@@ -1160,6 +1160,33 @@ mod tests {
         );
         let plain = deploy_args("p", &json!({"script_name": "s", "script_folder": "/x"})).unwrap();
         assert_eq!(plain.replicas, DeployArgs::default().replicas);
+        assert_eq!(
+            (plain.placement_pref, plain.max_replicas_per_node),
+            (None, None)
+        );
+        let p = deploy_args(
+            "p",
+            &json!({"script_name": "s", "script_folder": "/x", "placement_pref": "spread=node.labels.zone", "max_replicas_per_node": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.placement_pref.as_deref(),
+                p.max_replicas_per_node.as_deref()
+            ),
+            (Some("spread=node.labels.zone"), Some("1"))
+        );
+        for bad in [
+            json!({"script_name": "s", "script_folder": "/x", "placement_pref": "spread=node.hostname"}),
+            json!({"script_name": "s", "script_folder": "/x", "max_replicas_per_node": 101}),
+            json!({"script_name": "s", "script_folder": "/x", "max_replicas_per_node": "1"}),
+        ] {
+            assert_eq!(deploy_args("p", &bad).unwrap_err().status, 400, "{bad}");
+        }
+        assert_eq!(
+            field_of("bad --max-replicas-per-node \"101\": use 0-100"),
+            Some("max_replicas_per_node")
+        );
     }
 
     #[test]
