@@ -208,7 +208,7 @@ engine_start() {
 
 engine_wait() {
 	local k=$1
-	local deadline=$((SECONDS + 60))
+	local deadline=$((SECONDS + 120))
 	until engine_answers "$k" >/dev/null 2>&1; do
 		alive "$STATE/n$k/dockerd.pid" dockerd || break
 		((SECONDS < deadline)) || break
@@ -216,7 +216,7 @@ engine_wait() {
 	done
 	if ! engine_answers "$k" >/dev/null 2>&1; then
 		tail -n 20 "$STATE/n$k/dockerd.log" >&2 || true
-		die "node $k's dockerd did not answer within 60 s (log: $STATE/n$k/dockerd.log)"
+		die "node $k's dockerd did not answer within 120 s (log: $STATE/n$k/dockerd.log)"
 	fi
 }
 

@@ -435,6 +435,18 @@ pub struct DeployFlags {
     #[arg(long, value_name = "MODE")]
     pub publish_mode: Option<String>,
 
+    /// docker-swarm placement preference: spread=node.labels.KEY (or engine.labels.KEY) spreads
+    /// the tasks evenly over the values of that node label; none drops a preference set before
+    /// [default: Swarm's own spread over nodes, the node with the fewest tasks first; an update
+    /// keeps what the service has].
+    #[arg(long, value_name = "PREF")]
+    pub placement_pref: Option<String>,
+
+    /// docker-swarm: at most N tasks on any one node, 0 to 100; 0 is no limit [default: 0 (no
+    /// limit); an update keeps what the service has].
+    #[arg(long, value_name = "N")]
+    pub max_replicas_per_node: Option<String>,
+
     /// Serve the deployment through the shared front proxy (see `proxy status`): it publishes
     /// no port itself, the proxy listens on its host port (and --domain) and routes to the
     /// live container, so every update switches the route with no failed request. A redeploy
@@ -530,6 +542,10 @@ pub struct DeployArgs {
     pub registry: String,
     /// `ingress` or `host`.
     pub publish_mode: String,
+    /// `--placement-pref` (None: not given; an update keeps the service's).
+    pub placement_pref: Option<String>,
+    /// `--max-replicas-per-node` (None: not given; an update keeps the service's).
+    pub max_replicas_per_node: Option<String>,
     /// Served through the front proxy (None: as the deployment is, else not).
     pub proxy: Option<bool>,
     /// Host name routed by the proxy.
@@ -576,6 +592,8 @@ impl Default for DeployArgs {
             replicas: DEFAULT_REPLICAS.to_string(),
             registry: DEFAULT_REGISTRY.to_string(),
             publish_mode: DEFAULT_PUBLISH_MODE.to_string(),
+            placement_pref: None,
+            max_replicas_per_node: None,
             proxy: None,
             domain: None,
             tls: None,

@@ -54,6 +54,11 @@ pub(crate) struct DeployConfig {
     pub registry: String,
     /// `ingress` or `host` (`--publish-mode`).
     pub publish_mode: String,
+    /// `--placement-pref`: `spread=node.labels.KEY`, `spread=engine.labels.KEY` or `none`
+    /// (None: not given).
+    pub placement_pref: Option<String>,
+    /// `--max-replicas-per-node`, 0 (no limit) to 100 (None: not given).
+    pub max_replicas_per_node: Option<u32>,
     /// `--proxy`, `--domain`, `--tls`.
     pub proxy: ProxySettings,
 }
@@ -404,6 +409,44 @@ pub(crate) fn check_publish_mode(s: &str) -> Result<()> {
         _ => Err(Error::input(
             format!("bad --publish-mode {s:?}"),
             "use ingress (Swarm's routing mesh, the production default) or host (each task on its node's own port)",
+        )),
+    }
+}
+
+/// `--placement-pref`: `spread=node.labels.KEY`, `spread=engine.labels.KEY` (the only
+/// descriptors Swarm's scheduler honours; it silently ignores any other) or `none`.
+pub(crate) fn check_placement_pref(s: &str) -> Result<()> {
+    if s == "none" {
+        return Ok(());
+    }
+    let key = s
+        .strip_prefix("spread=node.labels.")
+        .or_else(|| s.strip_prefix("spread=engine.labels."));
+    match key {
+        Some(k)
+            if !k.is_empty()
+                && k.len() <= 128
+                && k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) =>
+        {
+            Ok(())
+        }
+        _ => Err(Error::input(
+            format!("bad --placement-pref {s:?}"),
+            "use spread=node.labels.KEY or spread=engine.labels.KEY (Swarm spreads only over a label's values; \
+             spreading over nodes, the one with the fewest tasks first, is its default without --placement-pref), or none to drop one",
+        )),
+    }
+}
+
+/// `--max-replicas-per-node`: a whole number from 0 (no limit) to 100.
+pub(crate) fn parse_max_replicas_per_node(s: &str) -> Result<u32> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n <= 100 => Ok(n),
+        _ => Err(Error::input(
+            format!("bad --max-replicas-per-node {s:?}"),
+            "use a whole number of tasks from 0 (no limit) to 100",
         )),
     }
 }
@@ -1341,6 +1384,14 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
     let replicas = parse_replicas(&args.replicas)?;
     check_registry(&args.registry)?;
     check_publish_mode(&args.publish_mode)?;
+    if let Some(p) = &args.placement_pref {
+        check_placement_pref(p)?;
+    }
+    let max_replicas_per_node = args
+        .max_replicas_per_node
+        .as_deref()
+        .map(parse_max_replicas_per_node)
+        .transpose()?;
     let proxy = proxy_settings(args)?;
 
     let mut env_at = Vec::new();
@@ -1420,6 +1471,8 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
         replicas,
         registry: args.registry.clone(),
         publish_mode: args.publish_mode.clone(),
+        placement_pref: args.placement_pref.clone(),
+        max_replicas_per_node,
         proxy,
     })
 }
@@ -1531,6 +1584,35 @@ mod tests {
             assert!(e.to_string().contains("HOST:PORT"), "{e}");
         }
         assert!(check_publish_mode("ingress").is_ok() && check_publish_mode("host").is_ok());
+        for ok in [
+            "spread=node.labels.zone",
+            "spread=engine.labels.rack-1",
+            "none",
+        ] {
+            assert!(check_placement_pref(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "spread=node.hostname",
+            "spread=node.labels.",
+            "zone",
+            "spread=node.labels.a b",
+            "",
+        ] {
+            let e = check_placement_pref(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("bad --placement-pref {bad:?}")),
+                "{e}"
+            );
+        }
+        assert_eq!(parse_max_replicas_per_node("0").unwrap(), 0);
+        assert_eq!(parse_max_replicas_per_node("1").unwrap(), 1);
+        for bad in ["-1", "101", "x", ""] {
+            let e = parse_max_replicas_per_node(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("bad --max-replicas-per-node"), "{e}");
+        }
         let e = check_publish_mode("mesh").unwrap_err();
         assert!(e.to_string().contains("ingress"), "{e}");
     }

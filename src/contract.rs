@@ -49,7 +49,9 @@ never as an empty cell in the output. Fields not listed are kept and shown (`--j
 What `validate(config)` and `publish(config)` get (no secret values in it): `plugin`, `name`,
 `script_name`, `script_folder`, `main_script`, `script_path`, `image`, `platform`, `port`,
 `port_exact`, `bind`, `pull`, `timeout` (seconds), `env_keys` (names only), `config_files`
-(`name`, `source`, `dests`), `warnings`, `project_root`, `replicas`, `registry`, `publish_mode`, `proxy` (`"yes"`, `"no"` or `""`: not
+(`name`, `source`, `dests`), `warnings`, `project_root`, `replicas`, `registry`, `publish_mode`,
+`placement_pref` (`spread=node.labels.KEY` ..., `none`, or `""`: not given),
+`max_replicas_per_node` (0 to 100, 0 no limit; -1: not given), `proxy` (`"yes"`, `"no"` or `""`: not
 given), `domain`, `tls` (`""`: not given);
 `port_given` (whether `--port` was given: an update keeps the deployment's port otherwise).
 "#;
@@ -91,6 +93,12 @@ pub(crate) struct PluginConfig {
     pub replicas: u32,
     pub registry: String,
     pub publish_mode: String,
+    /// `--placement-pref`: `spread=...`, `none`, or `""` (not given: a new service gets
+    /// Swarm's default spread, an update keeps the service's).
+    pub placement_pref: String,
+    /// `--max-replicas-per-node`: 0 (no limit) to 100, or -1 (not given: as for
+    /// `placement_pref`).
+    pub max_replicas_per_node: i64,
     /// Served through the front proxy: `"yes"`, `"no"`, or `""` (not given: a new deployment
     /// is not; an update keeps what the deployment has).
     pub proxy: String,

@@ -65,6 +65,8 @@ pub(crate) fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
         replicas: cfg.replicas,
         registry: cfg.registry.clone(),
         publish_mode: cfg.publish_mode.clone(),
+        placement_pref: cfg.placement_pref.clone().unwrap_or_default(),
+        max_replicas_per_node: cfg.max_replicas_per_node.map_or(-1, i64::from),
         proxy: match cfg.proxy.proxy {
             Some(true) => "yes".into(),
             Some(false) => "no".into(),

@@ -57,6 +57,10 @@ pub(crate) struct FileConfig {
     pub registry: Option<Spanned<String>>,
     /// `--publish-mode`, ingress or host.
     pub publish_mode: Option<Spanned<String>>,
+    /// `--placement-pref`, e.g. `spread=node.labels.zone`.
+    pub placement_pref: Option<Spanned<String>>,
+    /// `--max-replicas-per-node`, 0 (no limit) to 100.
+    pub max_replicas_per_node: Option<Spanned<i64>>,
     /// `--proxy` (true) / `--no-proxy` (false).
     pub proxy: Option<bool>,
     /// `--domain`.
@@ -201,7 +205,7 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
             format!("{at}: unknown key {key:?}"),
             "known keys: plugin, script_name, script_folder, container_name, registry_image, \
              platform, [ports] ai_server, bind, [environment], env_file, include_files, \
-             exclude_patterns, pull, timeout, replicas, registry, publish_mode, proxy, domain, tls, tls_cert, tls_key (see docs/deployment-file.md)",
+             exclude_patterns, pull, timeout, replicas, registry, publish_mode, placement_pref, max_replicas_per_node, proxy, domain, tls, tls_cert, tls_key (see docs/deployment-file.md)",
         );
     }
     for prefix in ["invalid type: ", "invalid value: "] {
@@ -358,6 +362,22 @@ fn check(f: &Loaded) -> Result<()> {
     }
     if let Some(s) = &c.publish_mode {
         wrap(s, "publish_mode", config::check_publish_mode(s.get_ref()))?;
+    }
+    if let Some(s) = &c.placement_pref {
+        wrap(
+            s,
+            "placement_pref",
+            config::check_placement_pref(s.get_ref()),
+        )?;
+    }
+    if let Some(r) = &c.max_replicas_per_node {
+        if !(0..=100).contains(r.get_ref()) {
+            return Err(f.bad(
+                r.span(),
+                &format!("max_replicas_per_node {}", r.get_ref()),
+                "use a whole number of tasks from 0 (no limit) to 100",
+            ));
+        }
     }
     if let Some(s) = &c.script_folder {
         let dir = f.resolve(s.get_ref());
@@ -555,6 +575,11 @@ pub(crate) fn merge(flags: &DeployFlags) -> Result<Merged> {
         registry: string(&flags.registry, file.map(|c| &c.registry)).unwrap_or(d.registry),
         publish_mode: string(&flags.publish_mode, file.map(|c| &c.publish_mode))
             .unwrap_or(d.publish_mode),
+        placement_pref: string(&flags.placement_pref, file.map(|c| &c.placement_pref)),
+        max_replicas_per_node: flags.max_replicas_per_node.clone().or_else(|| {
+            file.and_then(|c| c.max_replicas_per_node.as_ref())
+                .map(|r| r.get_ref().to_string())
+        }),
         proxy: if flags.proxy {
             Some(true)
         } else if flags.no_proxy {
@@ -632,6 +657,10 @@ pub(crate) struct Printed {
     pub registry: String,
     pub publish_mode: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_pref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_node: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub env_file: Option<String>,
     pub include_files: Vec<String>,
     pub exclude_patterns: Vec<String>,
@@ -665,6 +694,8 @@ pub(crate) fn printed(merged: &Merged, cfg: &DeployConfig) -> Printed {
         replicas: cfg.replicas,
         registry: cfg.registry.clone(),
         publish_mode: cfg.publish_mode.clone(),
+        placement_pref: cfg.placement_pref.clone(),
+        max_replicas_per_node: cfg.max_replicas_per_node,
         env_file: a.env_file.as_ref().map(|p| p.display().to_string()),
         include_files: cfg.excludes.include_patterns().to_vec(),
         exclude_patterns: a.exclude.clone(),
@@ -1002,12 +1033,52 @@ B = "file-only"
                 ":1:18: bad container_name \"-x\"",
             ),
             ("x", ":1:2: not a valid deployment file"),
+            (
+                "max_replicas_per_node = 101\n",
+                ":1:25: bad max_replicas_per_node 101",
+            ),
+            (
+                "placement_pref = \"spread=node.hostname\"\n",
+                ":1:18: bad placement_pref",
+            ),
         ];
         for (text, want) in cases {
             let file = p.write("bad.toml", text);
             let e = err(&with_config(&file));
             assert!(e.contains(&format!("bad.toml{want}")), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn placement_keys_come_from_the_file_unless_a_flag_gives_them() {
+        let p = Project::new();
+        let file = p.write(
+            "p.toml",
+            "plugin = \"docker-swarm\"\nscript_name = \"hello\"\nscript_folder = \"scripts\"\n\
+             placement_pref = \"spread=node.labels.zone\"\nmax_replicas_per_node = 1\n",
+        );
+        let a = merge(&with_config(&file)).unwrap().args;
+        assert_eq!(
+            (
+                a.placement_pref.as_deref(),
+                a.max_replicas_per_node.as_deref()
+            ),
+            (Some("spread=node.labels.zone"), Some("1"))
+        );
+        let flags = DeployFlags {
+            max_replicas_per_node: Some("2".into()),
+            ..with_config(&file)
+        };
+        assert_eq!(
+            merge(&flags).unwrap().args.max_replicas_per_node.as_deref(),
+            Some("2")
+        );
+        let plain = p.write(
+            "plain.toml",
+            "plugin = \"docker-swarm\"\nscript_name = \"hello\"\nscript_folder = \"scripts\"\n",
+        );
+        let d = merge(&with_config(&plain)).unwrap().args;
+        assert_eq!((d.placement_pref, d.max_replicas_per_node), (None, None));
     }
 
     #[test]

@@ -381,6 +381,8 @@ fn throwaway_config(
         replicas: 1,
         registry: crate::cli::DEFAULT_REGISTRY.into(),
         publish_mode: crate::cli::DEFAULT_PUBLISH_MODE.into(),
+        placement_pref: None,
+        max_replicas_per_node: None,
         proxy: Default::default(),
     };
     Ok((cfg, folder))

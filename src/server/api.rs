@@ -76,6 +76,14 @@ pub(crate) const DEPLOY_FIELDS: &[(&str, &str)] = &[
         "tls",
         "\"none\", \"internal\" or \"acme\" (behind the proxy)",
     ),
+    (
+        "placement_pref",
+        "\"spread=node.labels.KEY\", \"spread=engine.labels.KEY\" or \"none\" (docker-swarm)",
+    ),
+    (
+        "max_replicas_per_node",
+        "integer 0-100, 0 no limit (docker-swarm)",
+    ),
 ];
 
 pub(super) fn matches(pattern: &str, path: &str) -> Option<Vec<String>> {
@@ -595,6 +603,8 @@ pub(crate) fn field_of(detail: &str) -> Option<&'static str> {
         ("--replicas", "replicas"),
         ("--registry", "registry"),
         ("--publish-mode", "publish_mode"),
+        ("--placement-pref", "placement_pref"),
+        ("--max-replicas-per-node", "max_replicas_per_node"),
     ];
     FLAGS
         .iter()
@@ -631,6 +641,8 @@ const FLAG_FIELDS: &[(&str, &str)] = &[
     ("--script-folder", "script_folder"),
     ("--script-name", "script_name"),
     ("--publish-mode", "publish_mode"),
+    ("--placement-pref", "placement_pref"),
+    ("--max-replicas-per-node", "max_replicas_per_node"),
     ("--platform", "platform"),
     ("--replicas", "replicas"),
     ("--registry", "registry"),
@@ -849,6 +861,13 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
         proxy,
         domain,
         tls,
+        placement_pref: match string("placement_pref")? {
+            Some(p) if crate::config::check_placement_pref(&p).is_err() => {
+                return Err(wrong("placement_pref"))
+            }
+            p => p,
+        },
+        max_replicas_per_node: int("max_replicas_per_node", 0, 100)?.map(|n| n.to_string()),
         quiet: true,
         ..DeployArgs::default()
     })
@@ -889,6 +908,8 @@ fn with_deploy_file(
         no_proxy: args.proxy == Some(false),
         domain: args.domain.clone(),
         tls: args.tls.clone(),
+        placement_pref: pick("placement_pref", &args.placement_pref),
+        max_replicas_per_node: pick("max_replicas_per_node", &args.max_replicas_per_node),
         quiet: true,
         ..Default::default()
     };
@@ -1295,6 +1316,33 @@ mod tests {
         );
         let plain = deploy_args("p", &json!({"script_name": "s", "script_folder": "/x"})).unwrap();
         assert_eq!(plain.replicas, DeployArgs::default().replicas);
+        assert_eq!(
+            (plain.placement_pref, plain.max_replicas_per_node),
+            (None, None)
+        );
+        let p = deploy_args(
+            "p",
+            &json!({"script_name": "s", "script_folder": "/x", "placement_pref": "spread=node.labels.zone", "max_replicas_per_node": 1}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.placement_pref.as_deref(),
+                p.max_replicas_per_node.as_deref()
+            ),
+            (Some("spread=node.labels.zone"), Some("1"))
+        );
+        for bad in [
+            json!({"script_name": "s", "script_folder": "/x", "placement_pref": "spread=node.hostname"}),
+            json!({"script_name": "s", "script_folder": "/x", "max_replicas_per_node": 101}),
+            json!({"script_name": "s", "script_folder": "/x", "max_replicas_per_node": "1"}),
+        ] {
+            assert_eq!(deploy_args("p", &bad).unwrap_err().status, 400, "{bad}");
+        }
+        assert_eq!(
+            field_of("bad --max-replicas-per-node \"101\": use 0-100"),
+            Some("max_replicas_per_node")
+        );
     }
 
     #[test]

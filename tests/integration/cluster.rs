@@ -7,10 +7,13 @@
 use crate::managed::{self, assert_code, json, out};
 use crate::support;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 const SETTINGS_SECRET: &str = "sk-cluster-SECRET-5150";
 
@@ -261,9 +264,30 @@ fn three_replicas_run_on_three_nodes_each_answering_with_the_settings_secret() {
         name: name.clone(),
         restore: vec![],
     };
-    let o = c.publisher(&deploy_args(dir.path(), &name, &image, "3"));
+    // At most one task per node: the three land on the three nodes whatever the scheduler's
+    // load, and updates must then be stop-first (no node has room for a fourth task).
+    let mut args = deploy_args(dir.path(), &name, &image, "3");
+    args.extend(["--max-replicas-per-node", "1"]);
+    let o = c.publisher(&args);
     assert_code(&o, 0);
     let v = json(&o);
+    assert_eq!(
+        c.dk(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.Placement.MaxReplicas}} {{.Spec.UpdateConfig.Order}}",
+            &name
+        ]),
+        "1 stop-first",
+        "{v}"
+    );
+    assert_eq!(v["details"]["plugin_result"]["max_replicas_per_node"], 1);
+    assert!(
+        v["warnings"].to_string().contains("updates of")
+            && v["warnings"].to_string().contains("are stop-first"),
+        "{v}"
+    );
 
     let tasks = c.tasks(&name);
     let mut nodes: Vec<&str> = tasks.iter().map(|(n, _)| n.as_str()).collect();
@@ -320,6 +344,11 @@ fn three_replicas_run_on_three_nodes_each_answering_with_the_settings_secret() {
             "{s}"
         );
     }
+
+    // ps --json: one task on each node.
+    let per = ps_nodes(&c, &name);
+    assert_eq!(per.len(), 3, "{per:?}");
+    assert!(per.values().all(|n| *n == 1), "{per:?}");
 
     // The secret's value is in no inspect output, on any node.
     let mut seen = c.dk(&["service", "inspect", &name]);
@@ -414,6 +443,30 @@ fn a_dead_node_degrades_the_deployment_by_name_swarm_heals_it_and_the_node_rejoi
     );
     assert!(c.tasks(&name).iter().all(|(n, _)| *n != victim));
 
+    // While it is down, three tasks at most one per node cannot be placed: said before anything
+    // is made, naming the node.
+    let other = support::unique_name("fp-clp");
+    let _g2 = Guard {
+        c: &c,
+        name: other.clone(),
+        restore: vec![],
+    };
+    let mut args = deploy_args(dir.path(), &other, &image, "3");
+    args.extend(["--max-replicas-per-node", "1"]);
+    let o = c.publisher(&args);
+    assert_code(&o, 1);
+    let err = json(&o)["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains(&format!("cannot place task 3 of 3 of {other}"))
+            && err.contains("--max-replicas-per-node 1 allows 2 task(s)")
+            && err.contains(&format!("{victim} is down")),
+        "{err}"
+    );
+    assert!(c
+        .dk(&["service", "ls", "-q", "--filter", &format!("name={other}")])
+        .is_empty());
+    assert!(objects(&c, "secret", &other).is_empty(), "secrets left");
+
     // An update while the node is down: done on the remaining nodes, naming the missing one.
     std::fs::write(
         dir.path().join("hello.md"),
@@ -490,4 +543,374 @@ fn a_node_cut_off_from_the_registry_fails_the_deploy_by_name_leaving_nothing() {
         .dk(&["service", "ls", "-q", "--filter", &format!("name={name}")])
         .is_empty());
     assert!(objects(&c, "secret", &name).is_empty(), "secrets left");
+}
+
+/// What a client on each node saw during an update: it follows the node's tasks (every 200 ms
+/// it learns their URLs from `docker service ps`, as a front proxy would) and asks
+/// `GET /health` every 20 ms, newest task first.
+struct NodePollers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(String, JoinHandle<Polled>)>,
+    discover: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct Polled {
+    requests: u32,
+    /// Ticks where no task on the node answered (a client that follows the node's tasks).
+    failed: u32,
+    /// Ticks where the node's task from before the update did not answer (a client that keeps
+    /// the URL it had).
+    old_url_failed: u32,
+    /// The longest time with no answer from any task on the node, in ms.
+    longest_gap_ms: u128,
+}
+
+impl NodePollers {
+    fn start(c: &Cluster, name: &str) -> NodePollers {
+        let addrs: BTreeMap<String, String> = c
+            .dk(&[
+                "node",
+                "inspect",
+                "--format",
+                "{{.Description.Hostname}} {{.Status.Addr}}",
+                "fpc-n1",
+                "fpc-n2",
+                "fpc-n3",
+            ])
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(h, a)| (h.to_string(), a.to_string()))
+            .collect();
+        let known: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let find = {
+            let (known, stop, addrs) = (known.clone(), stop.clone(), addrs.clone());
+            let (docker, manager, name) = (c.docker.clone(), c.manager.clone(), name.to_string());
+            move || loop {
+                let o = support::run_docker(
+                    &docker,
+                    &[
+                        "-H",
+                        &manager,
+                        "service",
+                        "ps",
+                        "--filter",
+                        "desired-state=running",
+                        "--format",
+                        "{{.Node}}\t{{.Ports}}",
+                        &name,
+                    ],
+                );
+                for line in String::from_utf8_lossy(&o.stdout).lines() {
+                    let Some((node, ports)) = line.split_once('\t') else {
+                        continue;
+                    };
+                    // "*:30001->8001/tcp"
+                    let port = ports
+                        .split("->8001")
+                        .next()
+                        .and_then(|p| p.rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok());
+                    if let (Some(p), Some(a)) = (port, addrs.get(node)) {
+                        let url = format!("http://{a}:{p}");
+                        let mut k = known.lock().unwrap();
+                        let v = k.entry(node.to_string()).or_default();
+                        if !v.contains(&url) {
+                            v.insert(0, url);
+                        }
+                    }
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        let discover = std::thread::spawn(find);
+        // The first look, so the pollers start with every node's current task.
+        managed::eventually(10, || known.lock().unwrap().len() == addrs.len());
+        let threads = addrs
+            .keys()
+            .map(|node| {
+                let (known, stop, node2) = (known.clone(), stop.clone(), node.clone());
+                let h = std::thread::spawn(move || {
+                    let mut p = Polled::default();
+                    let mut last_ok = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        let tick = Instant::now();
+                        let urls = known
+                            .lock()
+                            .unwrap()
+                            .get(&node2)
+                            .cloned()
+                            .unwrap_or_default();
+                        let answers = |u: &String| {
+                            ureq::get(&format!("{u}/health"))
+                                .timeout(Duration::from_millis(500))
+                                .call()
+                                .is_ok()
+                        };
+                        // The oldest URL is last (new ones are put first).
+                        let old_ok = urls.last().is_some_and(answers);
+                        let ok = old_ok || urls.iter().rev().skip(1).any(answers);
+                        p.requests += 1;
+                        if !old_ok {
+                            p.old_url_failed += 1;
+                        }
+                        if ok {
+                            last_ok = Instant::now();
+                        } else {
+                            p.failed += 1;
+                            p.longest_gap_ms = p.longest_gap_ms.max(last_ok.elapsed().as_millis());
+                        }
+                        let spent = tick.elapsed();
+                        if spent < Duration::from_millis(20) {
+                            std::thread::sleep(Duration::from_millis(20) - spent);
+                        }
+                    }
+                    p
+                });
+                (node.clone(), h)
+            })
+            .collect();
+        NodePollers {
+            stop,
+            threads,
+            discover: Some(discover),
+        }
+    }
+
+    fn finish(mut self) -> BTreeMap<String, Polled> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(d) = self.discover.take() {
+            d.join().unwrap();
+        }
+        self.threads
+            .drain(..)
+            .map(|(n, h)| (n, h.join().unwrap()))
+            .collect()
+    }
+}
+
+/// The /execute answer of every task, by node, from `status --json`'s URLs.
+fn contents_by_node(c: &Cluster, name: &str) -> BTreeMap<String, String> {
+    let s = c.status(name);
+    let mut out = BTreeMap::new();
+    for (node, text) in s["nodes"].as_object().unwrap_or_else(|| panic!("{s}")) {
+        let text = text.as_str().unwrap_or("");
+        // "NAME.2 healthy at http://10.231.0.12:30001" (and "; NAME.5 ..." for a second task).
+        let url = text
+            .split(" healthy at ")
+            .nth(1)
+            .and_then(|u| u.split([';', ' ']).next())
+            .unwrap_or_else(|| panic!("{node}: {text}"));
+        let r = execute(url);
+        out.insert(
+            node.clone(),
+            r["return_content"].as_str().unwrap_or("").to_string(),
+        );
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_rolling_update_reaches_every_node_under_pollers_rollback_returns_each_and_rm_leaves_nothing_on_any_node(
+) {
+    let Some(c) = cluster(3) else { return };
+    let image = support::stand_in_image();
+    let dir = folder();
+    let name = support::unique_name("fp-clu");
+    let g = Guard {
+        c: &c,
+        name: name.clone(),
+        restore: vec![],
+    };
+    // One task per node, always: without the limit a start-first update may leave a node
+    // with none (Swarm places each new task on any node; measured in docs/cluster.md), with it
+    // updates are stop-first and each new task can only go to the node its old one left.
+    let mut args = deploy_args(dir.path(), &name, &image, "3");
+    args.extend(["--max-replicas-per-node", "1"]);
+    let o = c.publisher(&args);
+    assert_code(&o, 0);
+    let v1 = json(&o);
+    let tag1 = v1["details"]["plugin_result"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = contents_by_node(&c, &name);
+    assert_eq!(old.len(), 3, "one task per node: {old:?}");
+    assert!(
+        old.values()
+            .all(|t| t.contains("hello from fractalic shell")),
+        "{old:?}"
+    );
+
+    // The update, with a client on every node.
+    std::fs::write(
+        dir.path().join("hello.md"),
+        "# Rolled {id=u}\n\n@return\nblock: u\n",
+    )
+    .unwrap();
+    let pollers = NodePollers::start(&c, &name);
+    let t0 = Instant::now();
+    let o = c.publisher(&args);
+    let took = t0.elapsed();
+    // What a client that sticks to the old URL would also see is in the docs; this one follows.
+    let polled = pollers.finish();
+    assert_code(&o, 0);
+    let v2 = json(&o);
+    assert_eq!(
+        v2["details"]["plugin_result"]["update_order"], "stop-first",
+        "{v2}"
+    );
+    eprintln!(
+        "rolling update of 3 tasks on 3 nodes: {} ms; per node: {polled:?}",
+        took.as_millis()
+    );
+    assert_eq!(polled.len(), 3, "{polled:?}");
+    for (node, p) in &polled {
+        assert!(p.requests > 10, "{node} was polled: {p:?}");
+    }
+    // Guaranteed: every node runs a task again and answers with the new release.
+    let new = contents_by_node(&c, &name);
+    assert_eq!(
+        new.keys().collect::<Vec<_>>(),
+        old.keys().collect::<Vec<_>>(),
+        "{new:?}"
+    );
+    assert!(new.values().all(|t| t.contains("# Rolled")), "{new:?}");
+    let tag2 = v2["details"]["plugin_result"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(tag1, tag2);
+
+    // Rollback: every node's task runs the first release again.
+    let o = c.publisher(&["rollback", &name, "--json"]);
+    assert_code(&o, 0);
+    assert!(managed::eventually(60, || {
+        let s = c.status(&name);
+        s["healthy"] == true && s["image"] == tag1.as_str()
+    }));
+    let back = contents_by_node(&c, &name);
+    assert_eq!(back.len(), 3, "{back:?}");
+    assert!(
+        back.values()
+            .all(|t| t.contains("hello from fractalic shell")),
+        "{back:?}"
+    );
+
+    // rm: no service, secret or config on the manager, no task container and no image tag of
+    // either release on any node's engine.
+    let o = c.publisher(&["rm", "--force", &name, "--json"]);
+    assert_code(&o, 0);
+    assert!(c
+        .dk(&["service", "ls", "-q", "--filter", &format!("name={name}")])
+        .is_empty());
+    assert!(objects(&c, "secret", &name).is_empty() && objects(&c, "config", &name).is_empty());
+    let filter = format!("label=com.docker.swarm.service.name={name}");
+    for node in &c.nodes {
+        assert!(
+            c.on(node, &["ps", "-aq", "--filter", &filter]).is_empty(),
+            "{node} keeps a task container"
+        );
+        let tags = c.on(node, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        for tag in [&tag1, &tag2] {
+            assert!(!tags.lines().any(|t| t == tag), "{node} keeps {tag}");
+        }
+    }
+    drop(g);
+}
+
+/// Puts a drained node back to active when dropped.
+struct Undrain<'a>(&'a Cluster, String);
+
+impl Drop for Undrain<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0.docker)
+            .args([
+                "-H",
+                &self.0.manager,
+                "node",
+                "update",
+                "--availability",
+                "active",
+                &self.1,
+            ])
+            .output();
+    }
+}
+
+/// `ps --json`'s `nodes` of a deployment: {node: running tasks}.
+fn ps_nodes(c: &Cluster, name: &str) -> BTreeMap<String, u64> {
+    let o = c.publisher(&["ps", "--json"]);
+    assert_code(&o, 0);
+    let list = json(&o);
+    let e = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in ps: {list}"))
+        .clone();
+    e["nodes"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no nodes in {e}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+#[cfg_attr(no_docker, ignore = "needs Docker (FRACTALIC_TEST_NO_DOCKER=1)")]
+fn a_node_drained_by_hand_loses_its_tasks_and_status_and_ps_follow() {
+    let Some(c) = cluster(3) else { return };
+    let image = support::stand_in_image();
+    let dir = folder();
+    let name = support::unique_name("fp-cld");
+    let g = Guard {
+        c: &c,
+        name: name.clone(),
+        restore: vec![],
+    };
+    assert_code(
+        &c.publisher(&deploy_args(dir.path(), &name, &image, "3")),
+        0,
+    );
+    let before = ps_nodes(&c, &name);
+    assert_eq!(before.values().sum::<u64>(), 3, "{before:?}");
+    assert_eq!(before.len(), 3, "one task per node: {before:?}");
+
+    let victim = "fpc-n3".to_string();
+    let _u = Undrain(&c, victim.clone());
+    c.dk(&["node", "update", "--availability", "drain", &victim]);
+
+    // Swarm moves the task; status is healthy again once it runs elsewhere, naming the node.
+    let mut last = Value::Null;
+    let moved = managed::eventually(60, || {
+        last = c.status(&name);
+        last["healthy"] == true && c.tasks(&name).iter().all(|(n, _)| *n != victim)
+    });
+    assert!(moved, "the task never left {victim}: {last}");
+    let st = last["state"].as_str().unwrap();
+    assert!(
+        st.starts_with("running (3 of 3 tasks")
+            && st.contains(&format!("node {victim} (10.231.0.13) is drain")),
+        "{last}"
+    );
+    assert!(last["nodes"].get(&victim).is_none(), "{last}");
+    let after = ps_nodes(&c, &name);
+    assert_eq!(after.values().sum::<u64>(), 3, "{after:?}");
+    assert!(!after.contains_key(&victim), "{after:?}");
+    drop(_u);
+    assert!(managed::eventually(10, || c.dk(&[
+        "node",
+        "inspect",
+        "--format",
+        "{{.Spec.Availability}}",
+        &victim
+    ]) == "active"));
+    drop(g);
 }
