@@ -34,11 +34,12 @@ const STOP_GRACE: &str = "3";
 /// Args: DIR SCRIPT MAIN KEEP-DIRS...
 const SWITCH_IN: &str = r#"set -e
 rel=$1; script=$2; main=$3; shift 3
-# Marks a switch in progress: a switch-back (an interrupted run's undo) waits for it to end,
-# so it cannot be overtaken by a switch whose docker client was killed but which runs on.
-# Only one run holds the deployment's lock, so one left behind is stale.
+# Marks a switch in progress, with this shell's pid: a switch-back (a dead run's undo) stops
+# it first, so a switch whose docker client was killed but which runs on in the container can
+# never flip the link after the switch-back put the old release back. Only one run holds the
+# deployment's lock, so a marker left behind is stale.
 busy=/payload/.releases/.switching
-rm -rf "$busy"; mkdir -p "$busy"; trap 'rmdir "$busy" 2>/dev/null || true' EXIT
+rm -rf "$busy"; mkdir -p "$busy"; echo $$ >"$busy/pid"; trap 'rm -rf "$busy"' EXIT
 cd /payload
 h=.releases/history.json
 m=".releases/$rel.sha256"
@@ -92,8 +93,21 @@ done
 /// Args: DIR SCRIPT.
 const SWITCH_BACK: &str = r#"set -e
 rel=$1; script=$2
+b=/payload/.releases/.switching
+# A switch still running (its run is dead: this is the undo) is stopped and waited for (a
+# zombie counts as gone); a marker of an older version (no pid) is waited on for 10 s.
+p=$(cat "$b/pid" 2>/dev/null || true)
+alive() { [ -d "/proc/$1" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
 i=0
-while [ -d /payload/.releases/.switching ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+if [ -n "$p" ] && alive "$p"; then
+  kill "$p" 2>/dev/null || true
+  while alive "$p" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+  kill -9 "$p" 2>/dev/null || true
+  while alive "$p" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+elif [ -z "$p" ]; then
+  while [ -d "$b" ] && [ ! -f "$b/pid" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+fi
+rm -rf "$b"
 cd /payload
 ln -sfn ".releases/$rel" ".$script.back"
 mv -T ".$script.back" "$script"
