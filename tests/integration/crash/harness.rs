@@ -928,7 +928,14 @@ impl Lab {
     ) -> Result<Vec<&'a Release>, String> {
         let mut v = Vec::new();
         for (c, _) in self.tasks() {
-            let content = self.content_of(&c)?;
+            let content = match self.content_of(&c) {
+                // A task that stopped between the listing and the read (its service is being
+                // removed, or Swarm replaces it) runs nothing: not a mixture.
+                Err(e) if e.contains("is not running") || e.contains("No such container") => {
+                    continue
+                }
+                r => r?,
+            };
             v.push(
                 self.which(&content, rels)
                     .map_err(|e| format!("task {c}: {e}"))?,
