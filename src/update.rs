@@ -1096,6 +1096,14 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
     h.current = plan.release.id.clone();
     let full = build_tar(cfg, &plan.release.dir, owner, true)?;
     let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
+    // The release's manifest, as an unproxied container update writes it: what `history`
+    // names as the files of the release (and what a later in-place update compares with).
+    let full = append_file(
+        full,
+        &release::manifest_path(&plan.release.dir),
+        &release::manifest_bytes(&plan.files)?,
+        owner,
+    )?;
     let suffix = short_suffix();
     let next = format!("{name}.next-{suffix}");
     let from = if plan.history.current.is_empty() {

@@ -540,7 +540,7 @@ fn tls_internal_verifies_with_the_printed_ca() {
 }
 
 /// The proxy is one per engine: its tests take turns.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE: Mutex<()> = Mutex::new(());
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
