@@ -948,6 +948,17 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
             .step(75, format!("Stopping the old container (now {aside})"));
         // The old one answers until its stop returns (the image ignores SIGTERM, so through
         // the grace period); the gap is from then until the new one answers.
+        // Off the proxy: its route goes (the live name is an unproxied container now), so the
+        // proxy lets go of the port the new one publishes. Worked out before the stop: the gap
+        // holds one `docker exec` of the proxy, not the reading of Docker's state too.
+        let off = if plan.proxy.was {
+            host.touch_proxy();
+            let p = crate::proxy::Proxy::new(d, crate::proxy::image(None));
+            let routes = p.desired_routes()?;
+            Some((p, routes))
+        } else {
+            None
+        };
         if plan.running {
             d.run(
                 &["stop", "-t", STOP_GRACE, &aside],
@@ -955,13 +966,13 @@ pub fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<Valu
                 QUICK + Duration::from_secs(5),
             )?;
         }
-        if plan.proxy.was {
-            // Off the proxy: its route goes (the live name is an unproxied container now), so
-            // the proxy lets go of the port the new one publishes.
-            host.touch_proxy();
-            crate::proxy::Proxy::new(d, crate::proxy::image(None)).sync()?;
-        }
         let down = Instant::now();
+        if let Some((p, routes)) = off {
+            // A proxy removed by hand meanwhile holds no port: rebuilding it is enough.
+            if p.apply(&routes).is_err() {
+                p.sync()?;
+            }
+        }
         let wall = SystemTime::now();
         let (status, out) = d.run_unchecked(&["start", &name], None, QUICK)?;
         if status != Some(0) {
@@ -1174,6 +1185,9 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
                     "Moving port {port} from the old container (now {aside}) to the front proxy"
                 ),
             );
+            // The proxy runs with every other route before the stop; the gap is the one reload
+            // that adds this port once the old container let go of it.
+            let routes = p.prepare_move(&name)?;
             if plan.running {
                 d.run(
                     &["stop", "-t", STOP_GRACE, &aside],
@@ -1182,7 +1196,14 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
                 )?;
             }
             let down = Instant::now();
-            p.ensure_up()?;
+            let deadline = down + Duration::from_secs(5);
+            // The engine may release the published port a moment after the stop returns.
+            while let Err(e) = p.apply(&routes) {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             gap = down.elapsed();
         }
         let route = p.route(&name)?;
