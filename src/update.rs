@@ -1206,7 +1206,13 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
             }
             gap = down.elapsed();
         }
-        let route = p.route(&name)?;
+        // The routes were applied just now: what the proxy serves is read back (one exec), not
+        // worked out from Docker's state once more.
+        let route = p
+            .current_routes()?
+            .into_iter()
+            .find(|r| r.deployment == name)
+            .ok_or_else(|| Error::failed(format!("the proxy has no route for {name}")))?;
         if !route.upstreams.iter().any(|u| u.container == name) {
             return Err(Error::failed(format!(
                 "the proxy's route for {name} does not lead to the new container"

@@ -114,7 +114,9 @@ for i in $(seq "$RUNS"); do
 	((i % 2 == 0)) && img=$IMAGE
 	floor_once "$img"
 	t0=$(now)
+	echo "$(date +%s%N) deploy-start $i" >>"$WORK/marks"
 	deploy --image "$img" >"$WORK/u.json"
+	echo "$(date +%s%N) deploy-end $i" >>"$WORK/marks"
 	t1=$(now)
 	grep -q '"kind":"container"' "$WORK/u.json" || { cat "$WORK/u.json" >&2; exit 1; }
 	echo $((t1 - t0)) >>"$WORK/image.ns"
@@ -125,6 +127,10 @@ wait "$POLL_PID" || true
 POLL_PID=
 ROUNDS=$(wc -l <"$WORK/image.poll")
 FAILED=$(awk '$2 != "ok"' "$WORK/image.poll" | wc -l)
+KINDS=$(awk '$2 != "ok" {print $2}' "$WORK/image.poll" | sort | uniq -c | awk '{printf "%s%s x %s", sep, $1, $2; sep=", "}')
+[[ -n $KINDS ]] && KINDS=" ($KINDS)"
+mkdir -p "$HERE/../../target/bench" && cp "$WORK/image.poll" "$HERE/../../target/bench/proxy-image.poll"
+cp "$WORK/marks" "$HERE/../../target/bench/proxy-image.marks"
 IMG_MS=$($PY stats "$WORK/image.ns" | awk '{printf "%.0f", $1/1e6}')
 FLOOR_MS=$($PY stats "$WORK/floor.ns" | awk '{printf "%.0f", $1/1e6}')
 OVER=$((IMG_MS - FLOOR_MS))
@@ -148,5 +154,5 @@ $(row execute "POST /execute of the demo script ($((N / 4)) requests)")
 | deploy end to end (process start to exit) | $($PY fmt-ms "$WORK/image.ns") | | |
 | floor: the new container's own start (create + cp + start + first /health 200, bare) | $($PY fmt-ms "$WORK/floor.ns") | | |
 | deploy minus floor (medians) | $OVER ms | < 300 ms | $(awk -v v="$OVER" 'BEGIN{print (v < 300) ? "met" : "**missed**"}') |
-| requests failed (GET /health + POST /execute every 20 ms) | $FAILED of $ROUNDS | 0 | $( ((FAILED == 0)) && echo met || echo "**missed**") |
+| requests failed (GET /health + POST /execute every 20 ms) | $FAILED of $ROUNDS$KINDS | 0 | $( ((FAILED == 0)) && echo met || echo "**missed**") |
 EOT
