@@ -115,7 +115,7 @@ for i in $(seq "$RUNS"); do
 	floor_once "$img"
 	t0=$(now)
 	echo "$(date +%s%N) deploy-start $i" >>"$WORK/marks"
-	deploy --image "$img" >"$WORK/u.json"
+	deploy --image "$img" >"$WORK/u.json" || { cat "$WORK/u.json" >&2; log "the image change $i failed"; exit 1; }
 	echo "$(date +%s%N) deploy-end $i" >>"$WORK/marks"
 	t1=$(now)
 	grep -q '"kind":"container"' "$WORK/u.json" || { cat "$WORK/u.json" >&2; exit 1; }
