@@ -8,6 +8,8 @@
 #   BENCH_RUNS=3 scripts/bench.sh   fewer runs per deploy measurement (default 5)
 #   scripts/bench.sh swarm      only the docker-swarm section (needs the test bed's swarm)
 #   scripts/bench.sh container  only section 9: a deploy from inside a container vs the host
+#   scripts/bench.sh proxy      only the front proxy: overhead per request, an image change of a
+#                               proxied deployment vs the new container's start (bench/proxy.sh)
 #   scripts/bench.sh cluster    docker-swarm on 1, 2, 3 nodes of scripts/dev-env.sh cluster:
 #                               deploy vs bare, update, node death (scripts/bench/cluster.sh)
 #
@@ -84,8 +86,11 @@ track() { echo "$1" >>"$CREATED"; }
 log "bringing up the dev environment (scripts/dev-env.sh up)"
 DEFAULT_IMAGE=127.0.0.1:5000/fractalic-stand-in:latest-production
 IMAGE_NOTE=""
-if IMAGE=$("$ROOT/scripts/dev-env.sh" up | tail -n 1) && [[ $IMAGE == STAND_IN_IMAGE=* ]]; then
+if DEV_OUT=$("$ROOT/scripts/dev-env.sh" up) && IMAGE=$(tail -n 1 <<<"$DEV_OUT") && [[ $IMAGE == STAND_IN_IMAGE=* ]]; then
 	IMAGE=${IMAGE#STAND_IN_IMAGE=}
+	# The test bed's Caddy image (scripts/bench/proxy.sh), unless one is chosen already.
+	PROXY_PINNED=$(sed -n 's/^PROXY_IMAGE=//p' <<<"$DEV_OUT" | tail -n 1)
+	[[ -z ${FRACTALIC_PUBLISHER_PROXY_IMAGE:-} && -n $PROXY_PINNED ]] && export FRACTALIC_PUBLISHER_PROXY_IMAGE=$PROXY_PINNED
 elif docker image inspect "$DEFAULT_IMAGE" >/dev/null 2>&1; then
 	# E.g. a half-edited stand-in source in a shared tree: the cached image still measures.
 	IMAGE=$DEFAULT_IMAGE
@@ -265,6 +270,12 @@ container_section() {
 if [[ ${1:-} == container ]]; then
 	mkdir -p "$OUT_DIR"
 	container_section | tee "$OUT_DIR/container.md"
+	exit 0
+fi
+
+if [[ ${1:-} == proxy ]]; then
+	mkdir -p "$OUT_DIR"
+	"$HELP/proxy.sh" "$BIN" "$IMAGE" "$RUNS" | tee "$OUT_DIR/proxy.md"
 	exit 0
 fi
 

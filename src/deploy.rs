@@ -270,6 +270,7 @@ pub(crate) fn run(p: Prepared) -> Result<Report> {
         ),
         &progress,
     )?;
+    crate::manage::report_heal(&progress, crate::proxy::heal_for(&docker, &name));
     if plugin.has_fn("update") && lock.seen_before() && port_busy.is_none() {
         crate::update::read_early(&host, &docker);
     }

@@ -143,6 +143,7 @@ impl Manager {
                     "{kind} {real:?} has no {LABEL_PLUGIN} label, so no plugin can manage it; remove it with docker itself"
                 )));
             }
+            self.heal_proxy(&real);
             return Ok(Owned {
                 name: real,
                 kind,
@@ -196,6 +197,7 @@ impl Manager {
                 self.progress.warn(p);
             }
         }
+        report_heal(&self.progress, crate::proxy::heal_all(&self.docker));
         let mut entries = Vec::new();
         let (mut listed_any, mut first_error) = (false, None);
         // Each platform is asked in its own thread (its compile, its docker call and its
@@ -276,6 +278,12 @@ impl Manager {
                 v
             })
             .collect())
+    }
+
+    /// A proxied deployment's front proxy removed or stopped by hand comes back, with every
+    /// route, before the command looks at the deployment (said as a warning; a failure too).
+    fn heal_proxy(&self, name: &str) {
+        report_heal(&self.progress, crate::proxy::heal_for(&self.docker, name));
     }
 
     /// Reconcile first, under `lock` (held by the command): see [`crate::reconcile`].
@@ -550,6 +558,20 @@ fn cell(v: &Value) -> String {
         }
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Says what bringing the front proxy back did, or why it could not.
+pub(crate) fn report_heal(progress: &Progress, r: Result<Vec<String>>) {
+    match r {
+        Ok(done) => {
+            for d in done {
+                progress.warn(format!("the front proxy was not running: {d}"));
+            }
+        }
+        Err(e) => progress.warn(format!(
+            "the front proxy is not running and could not be brought back: {e} (try: fractalic-publisher proxy up)"
+        )),
     }
 }
 

@@ -124,8 +124,9 @@ impl Route {
             return Some(format!("{scheme}://{d}"));
         }
         let (bind, port) = (self.bind?, self.port?);
+        // Spelled as an unproxied deployment's URL is (moving behind the proxy keeps the URL).
         let host = match bind {
-            IpAddr::V4(a) if a.is_unspecified() => "localhost".to_string(),
+            a if a.is_unspecified() || a.is_loopback() => "localhost".to_string(),
             IpAddr::V4(a) => a.to_string(),
             IpAddr::V6(a) => format!("[{a}]"),
         };
@@ -350,7 +351,43 @@ impl<'a> Proxy<'a> {
     /// state calls for. Returns what it had to do (empty: the proxy was up).
     pub(crate) fn ensure_up(&self) -> Result<Vec<String>> {
         let mut done = Vec::new();
-        self.ensure_network(&mut done)?;
+        self.ensure_running(&mut done)?;
+        let routes = self.desired_routes()?;
+        let fresh = !done.is_empty();
+        if fresh || self.current_routes()? != routes {
+            self.apply(&routes)?;
+            if fresh && !routes.is_empty() {
+                done.push(format!("restored {} route(s)", routes.len()));
+            } else if !fresh {
+                done.push(format!("applied {} route(s)", routes.len()));
+            }
+        }
+        Ok(done)
+    }
+
+    /// For deployment `name` moving behind the proxy while its old container still holds its
+    /// port: makes sure the proxy runs and serves every other route, and returns all the
+    /// routes, `name`'s included, for one [`Proxy::apply`] as soon as the port is free (the
+    /// move's only gap is that one `docker exec`).
+    pub(crate) fn prepare_move(&self, name: &str) -> Result<Vec<Route>> {
+        let mut done = Vec::new();
+        self.ensure_running(&mut done)?;
+        let routes = self.desired_routes()?;
+        let others: Vec<Route> = routes
+            .iter()
+            .filter(|r| r.deployment != name)
+            .cloned()
+            .collect();
+        if !done.is_empty() || self.current_routes()? != others {
+            self.apply(&others)?;
+        }
+        Ok(routes)
+    }
+
+    /// The network and a running proxy container (created or started when needed; what it
+    /// did goes to `done`).
+    fn ensure_running(&self, done: &mut Vec<String>) -> Result<()> {
+        self.ensure_network(done)?;
         match self.state()?.as_deref() {
             Some("running") => {}
             Some(_) => {
@@ -366,17 +403,7 @@ impl<'a> Proxy<'a> {
                 ));
             }
         }
-        let routes = self.desired_routes()?;
-        let fresh = !done.is_empty();
-        if fresh || self.current_routes()? != routes {
-            self.apply(&routes)?;
-            if fresh && !routes.is_empty() {
-                done.push(format!("restored {} route(s)", routes.len()));
-            } else if !fresh {
-                done.push(format!("applied {} route(s)", routes.len()));
-            }
-        }
-        Ok(done)
+        Ok(())
     }
 
     /// The proxy network, created when missing.
@@ -458,13 +485,14 @@ impl<'a> Proxy<'a> {
             )));
         }
         done.push(format!("created the docker network {NETWORK}"));
-        // Docker does not refuse a second network of the same name: two runs creating it at
-        // once make two, and neither can then be named. Keep the oldest.
+        // Two runs that both found no network may both have created one (Docker lets names
+        // repeat): then `--network NAME` is ambiguous for everyone.
         self.dedupe_network(done)
     }
 
-    /// Several networks named [`NETWORK`] (parallel creates): all but the oldest are removed
-    /// (one in use is refused by Docker and stays; every run keeps the same oldest one).
+    /// Keeps the oldest of several networks named [`NETWORK`] and removes the others (an
+    /// empty one goes; one with containers attached stays, and the name stays ambiguous: said
+    /// with what to do).
     fn dedupe_network(&self, done: &mut Vec<String>) -> Result<()> {
         let filter = format!("name=^{NETWORK}$");
         let out = self.docker.run(
@@ -475,33 +503,41 @@ impl<'a> Proxy<'a> {
                 "--filter",
                 &filter,
                 "--format",
-                "{{.ID}}",
+                "{{.CreatedAt}}\t{{.ID}}\t{{.Name}}",
             ],
             None,
             QUICK,
         )?;
-        let ids: Vec<&str> = out.stdout.split_whitespace().collect();
-        if ids.len() < 2 {
-            return Ok(());
-        }
-        let mut args = vec!["network", "inspect", "--format", "{{.Created}} {{.Id}}"];
-        args.extend(ids.iter().copied());
-        let out = self.docker.run(&args, None, QUICK)?;
-        let mut by_age: Vec<&str> = out.stdout.lines().collect();
-        by_age.sort();
-        for line in by_age.iter().skip(1) {
-            if let Some(id) = line.rsplit(' ').next() {
-                let (status, _) = self
-                    .docker
-                    .run_unchecked(&["network", "rm", id], None, QUICK)?;
-                if status == Some(0) {
-                    done.push(format!(
-                        "removed a duplicate docker network {NETWORK} ({id})"
-                    ));
-                }
+        let mut rows: Vec<(String, String)> = out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 3 && f[2] == NETWORK).then(|| (f[0].to_string(), f[1].to_string()))
+            })
+            .collect();
+        rows.sort();
+        let mut stuck = Vec::new();
+        for (_, id) in rows.iter().skip(1) {
+            let (status, _) = self
+                .docker
+                .run_unchecked(&["network", "rm", id], None, QUICK)?;
+            if status == Some(0) {
+                done.push(format!(
+                    "removed a duplicate docker network {NETWORK} ({id:.12})"
+                ));
+            } else {
+                stuck.push(id.clone());
             }
         }
-        Ok(())
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::failed(format!(
+                "there are several docker networks named {NETWORK} and containers use more than one ({}); move them to one (docker network disconnect) and remove the others",
+                stuck.iter().map(|i| format!("{i:.12}")).collect::<Vec<_>>().join(", ")
+            )))
+        }
     }
 
     fn create(&self) -> Result<()> {
@@ -879,6 +915,38 @@ impl<'a> Proxy<'a> {
     }
 }
 
+/// Brings the proxy back (with every route) when deployment `name` is proxied and the proxy
+/// is missing or stopped (removed by hand, `docker rm -f`): what every command on a deployment
+/// does first. One `docker container inspect` of both when all is well. Returns what it did.
+pub(crate) fn heal_for(d: &Docker, name: &str) -> Result<Vec<String>> {
+    let (_, out) = d.run_unchecked(&["container", "inspect", name, PROXY_NAME], None, QUICK)?;
+    if crate::docker::daemon_unreachable(&out.stderr) {
+        return Err(Error::DaemonDown { detail: out.stderr });
+    }
+    let list: Vec<Value> = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let find = |n: &str| {
+        list.iter()
+            .find(|c| c["Name"].as_str().map(|x| x.trim_start_matches('/')) == Some(n))
+    };
+    let proxied =
+        find(name).is_some_and(|c| c["Config"]["Labels"][LABEL_PROXY].as_str() == Some("true"));
+    let proxy_runs = find(PROXY_NAME).is_some_and(|c| c["State"]["Running"] == true);
+    if !proxied || proxy_runs {
+        return Ok(Vec::new());
+    }
+    Proxy::new(d, image(None)).ensure_up()
+}
+
+/// [`heal_for`] for every deployment (`ps`): when the proxy is not running but some proxied
+/// container exists, it is brought back with every route.
+pub(crate) fn heal_all(d: &Docker) -> Result<Vec<String>> {
+    let p = Proxy::new(d, image(None));
+    if p.state()?.as_deref() == Some("running") {
+        return Ok(Vec::new());
+    }
+    p.sync()
+}
+
 /// `name`'s address on [`NETWORK`], or None when it is not attached (or does not exist).
 pub(crate) fn container_address(d: &Docker, name: &str) -> Result<Option<IpAddr>> {
     Ok(d.container_inspect(name)?.and_then(|v| {
@@ -1074,7 +1142,7 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("127.0.0.1")));
-        assert_eq!(r.url().unwrap(), "https://127.0.0.1:8443");
+        assert_eq!(r.url().unwrap(), "https://localhost:8443");
     }
 
     #[test]

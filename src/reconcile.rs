@@ -157,10 +157,37 @@ pub(crate) fn under_lock(
             }),
         }
     }
+    if !r.fixed.is_empty() {
+        resync_proxy(docker, &name, &mut r);
+    }
     if r.unfinished.is_empty() {
         lock.mark_repaired();
     }
     r
+}
+
+/// The front proxy's routes follow the containers, but only when they are applied: an undone
+/// or finished proxied run may have left the route on a container it removed or renamed (the
+/// route of a killed update already on the new container, which the undo removed). Applies
+/// what Docker's state calls for (nothing when the proxy is missing and nothing is proxied);
+/// a failure is unfinished work whose repair is `proxy up`.
+fn resync_proxy(docker: &Arc<Docker>, name: &str, r: &mut Repair) {
+    let p = crate::proxy::Proxy::new(docker, crate::proxy::image(None));
+    match p.sync() {
+        Ok(done) => r
+            .fixed
+            .extend(done.into_iter().map(|d| format!("front proxy: {d}"))),
+        Err(e) => r.unfinished.push(Unrepaired {
+            name: name.to_string(),
+            what: "the front proxy's routes after the repair".into(),
+            left: vec![Left {
+                what: format!("the proxy's route of {name}"),
+                error: e.to_string(),
+                remove_with: "fractalic-publisher proxy up".into(),
+            }],
+            repair: "fractalic-publisher proxy up".into(),
+        }),
+    }
 }
 
 /// For a command that only reads `name` (`status`, `history`, `ps`): when a dead run may have

@@ -964,6 +964,17 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
             .step(75, format!("Stopping the old container (now {aside})"));
         // The old one answers until its stop returns (the image ignores SIGTERM, so through
         // the grace period); the gap is from then until the new one answers.
+        // Off the proxy: its route goes (the live name is an unproxied container now), so the
+        // proxy lets go of the port the new one publishes. Worked out before the stop: the gap
+        // holds one `docker exec` of the proxy, not the reading of Docker's state too.
+        let off = if plan.proxy.was {
+            host.touch_proxy();
+            let p = crate::proxy::Proxy::new(d, crate::proxy::image(None));
+            let routes = p.desired_routes()?;
+            Some((p, routes))
+        } else {
+            None
+        };
         if plan.running {
             d.run(
                 &["stop", "-t", STOP_GRACE, &aside],
@@ -971,13 +982,13 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
                 QUICK + Duration::from_secs(5),
             )?;
         }
-        if plan.proxy.was {
-            // Off the proxy: its route goes (the live name is an unproxied container now), so
-            // the proxy lets go of the port the new one publishes.
-            host.touch_proxy();
-            crate::proxy::Proxy::new(d, crate::proxy::image(None)).sync()?;
-        }
         let down = Instant::now();
+        if let Some((p, routes)) = off {
+            // A proxy removed by hand meanwhile holds no port: rebuilding it is enough.
+            if p.apply(&routes).is_err() {
+                p.sync()?;
+            }
+        }
         let wall = SystemTime::now();
         let (status, out) = d.run_unchecked(&["start", &name], None, QUICK)?;
         if status != Some(0) {
@@ -1112,6 +1123,14 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
     h.current = plan.release.id.clone();
     let full = build_tar(cfg, &plan.release.dir, owner, true)?;
     let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
+    // The release's manifest, as an unproxied container update writes it: what `history`
+    // names as the files of the release (and what a later in-place update compares with).
+    let full = append_file(
+        full,
+        &release::manifest_path(&plan.release.dir),
+        &release::manifest_bytes(&plan.files)?,
+        owner,
+    )?;
     let suffix = short_suffix();
     let next = format!("{name}.next-{suffix}");
     let from = if plan.history.current.is_empty() {
@@ -1182,6 +1201,9 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
                     "Moving port {port} from the old container (now {aside}) to the front proxy"
                 ),
             );
+            // The proxy runs with every other route before the stop; the gap is the one reload
+            // that adds this port once the old container let go of it.
+            let routes = p.prepare_move(&name)?;
             if plan.running {
                 d.run(
                     &["stop", "-t", STOP_GRACE, &aside],
@@ -1190,10 +1212,23 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
                 )?;
             }
             let down = Instant::now();
-            p.ensure_up()?;
+            let deadline = down + Duration::from_secs(5);
+            // The engine may release the published port a moment after the stop returns.
+            while let Err(e) = p.apply(&routes) {
+                if Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             gap = down.elapsed();
         }
-        let route = p.route(&name)?;
+        // The routes were applied just now: what the proxy serves is read back (one exec), not
+        // worked out from Docker's state once more.
+        let route = p
+            .current_routes()?
+            .into_iter()
+            .find(|r| r.deployment == name)
+            .ok_or_else(|| Error::failed(format!("the proxy has no route for {name}")))?;
         if !route.upstreams.iter().any(|u| u.container == name) {
             return Err(Error::failed(format!(
                 "the proxy's route for {name} does not lead to the new container"

@@ -15,6 +15,12 @@
   bench.py poll URL SCRIPT OUT STOP       GET /health and POST /execute of SCRIPT every 20 ms
                                           until the file STOP exists; one line per round in OUT:
                                           "ns ok|error marker" (marker: the script's last line)
+  bench.py latency URL METHOD PATH N      N sequential requests on one keep-alive connection
+                                          (POST: /execute of /payload/hello/hello.md); one ns
+                                          time a line, after 50 unmeasured warm-up requests
+  bench.py rps URL METHOD PATH CONC SECS  CONC keep-alive clients (threads) for SECS seconds;
+                                          prints "requests_per_second failed"
+  bench.py pct FILE P...                  the P-th percentiles (nearest rank) of FILE, in ms
 """
 import http.client
 import json
@@ -326,6 +332,78 @@ def poll(url, script, out, stop):
             time.sleep(0.02)
 
 
+EXECUTE_BODY = json.dumps({"filename": "/payload/hello/hello.md"})
+
+
+def _one(c, method, path):
+    if method == "POST":
+        c.request("POST", path, EXECUTE_BODY, {"Content-Type": "application/json"})
+    else:
+        c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    return r.status
+
+
+def _conn(url):
+    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def latency(url, method, path, n):
+    c = _conn(url)
+    for _ in range(50):
+        _one(c, method, path)
+    out = []
+    for _ in range(int(n)):
+        t = time.monotonic_ns()
+        status = _one(c, method, path)
+        out.append(time.monotonic_ns() - t)
+        if status != 200:
+            sys.exit(f"{method} {url}{path}: HTTP {status}")
+    print("\n".join(str(x) for x in out))
+
+
+def rps(url, method, path, conc, secs):
+    import threading
+    done, failed = [0], [0]
+    lock = threading.Lock()
+    end = time.monotonic() + float(secs)
+
+    def client():
+        c = _conn(url)
+        n = f = 0
+        while time.monotonic() < end:
+            try:
+                if _one(c, method, path) == 200:
+                    n += 1
+                else:
+                    f += 1
+            except (OSError, http.client.HTTPException):
+                f += 1
+                c = _conn(url)
+        with lock:
+            done[0] += n
+            failed[0] += f
+
+    ts = [threading.Thread(target=client) for _ in range(int(conc))]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print(f"{done[0] / (time.monotonic() - t0):.0f} {failed[0]}")
+
+
+def pct(path, *ps):
+    xs = sorted(numbers(path))
+    out = []
+    for p in ps:
+        k = max(0, min(len(xs) - 1, int(round(float(p) / 100 * len(xs) + 0.5)) - 1))
+        out.append(f"{xs[k] / 1e6:.3f}")
+    print(" ".join(out))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -340,6 +418,9 @@ def main():
         "get-ns": get_ns,
         "health-burst": lambda url, n: health_burst(url, int(n)),
         "poll": poll,
+        "latency": latency,
+        "rps": rps,
+        "pct": pct,
     }[cmd](*args)
 
 

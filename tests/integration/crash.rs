@@ -7,6 +7,7 @@
 //! case; `scripts/crash-sweep.sh` (FRACTALIC_CRASH_SWEEP=full) runs all of them.
 
 mod harness;
+mod proxied;
 
 use harness::{after, group, step, At, Lab, Release, Run};
 use std::time::Duration;
@@ -411,15 +412,27 @@ fn container_update_killed_anywhere_serves_old_or_new() {
 
 /// A deployment with releases r1 (v1) and r2 (v2), then rollbacks between them killed at
 /// each step; `container`: r2 was a container update (r1's container is kept).
-fn rollback_sweep(mut lab: Lab, container: bool, ci: Vec<At>, named: &[(&str, &[u64])]) {
+fn rollback_sweep(lab: Lab, container: bool, ci: Vec<At>, named: &[(&str, &[u64])]) {
+    rollback_sweep_with(lab, container, &[], ci, named)
+}
+
+/// [`rollback_sweep`] with `extra` flags on every setup deploy (`--proxy`).
+fn rollback_sweep_with(
+    mut lab: Lab,
+    container: bool,
+    extra: &[&str],
+    ci: Vec<At>,
+    named: &[(&str, &[u64])],
+) {
+    let proxied = extra.contains(&"--proxy");
     let v1 = lab.release("v1", 10);
     let v2 = lab.release("v2", 10);
     let env = |v: &str| {
+        let mut e: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if container {
-            vec!["--env".to_string(), format!("GEN={v}")]
-        } else {
-            vec![]
+            e.extend(["--env".to_string(), format!("GEN={v}")]);
         }
+        e
     };
     let e1 = env("v1");
     let e2 = env("v2");
@@ -446,7 +459,7 @@ fn rollback_sweep(mut lab: Lab, container: bool, ci: Vec<At>, named: &[(&str, &[
         };
         let args = rb(to);
         let run = lab.run_at(&args, &at);
-        let ok = check(
+        let mut ok = check(
             &mut lab,
             &run,
             &Expect {
@@ -457,6 +470,12 @@ fn rollback_sweep(mut lab: Lab, container: bool, ci: Vec<At>, named: &[(&str, &[
                 env_tag: container,
             },
         );
+        if proxied {
+            if let Err(why) = proxied::route_leads_to_name(&lab) {
+                lab.fail(&run.at, why);
+                ok = false;
+            }
+        }
         if !ok {
             // Start over from a known state: r1 = v1, r2 = v2, live v2.
             lab.reset();
@@ -466,6 +485,11 @@ fn rollback_sweep(mut lab: Lab, container: bool, ci: Vec<At>, named: &[(&str, &[
             continue;
         }
         live_is_v2 = !live_is_v2;
+    }
+    lab.reset();
+    if proxied {
+        // Only when no other deployment uses it.
+        let _ = lab.run(&["proxy", "down"]);
     }
     lab.finish();
 }

@@ -23,6 +23,7 @@ mod managed;
 mod parallel;
 mod plugins;
 mod proxy;
+mod proxy_ops;
 mod ps;
 mod readiness;
 mod rest_findings;

@@ -206,7 +206,7 @@ fn proxy_routes_follow_docker_reload_fails_nothing_and_comes_back() {
         .find(|r| r["deployment"] == dep.as_str())
         .unwrap_or_else(|| panic!("no route for {dep}: {status}"))
         .clone();
-    assert_eq!(route["url"], base.as_str());
+    assert_eq!(route["url"], format!("http://localhost:{port}"));
     assert_eq!(route["upstream_health"][0][1], true, "{route}");
 
     // The route moves to a second container in one graceful reload while a poller runs:
@@ -402,7 +402,7 @@ fn proxied_updates_and_rollback_fail_no_request_and_the_proxy_comes_back() {
     deploy(&docker, dir.path(), &name, &image, &["--proxy"]);
     let st = status(&docker, &name);
     let url = st["url"].as_str().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{st}");
+    assert!(url.starts_with("http://localhost:"), "{st}");
     assert_eq!(st["proxy"]["proxy"], "running", "{st}");
     assert_eq!(st["healthy"], true, "{st}");
     // It publishes no port of its own.
@@ -515,7 +515,7 @@ fn tls_internal_verifies_with_the_printed_ca() {
     assert!(out.status.success(), "{out:?}");
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let url = st["url"].as_str().unwrap();
-    assert!(url.starts_with("https://127.0.0.1:"), "{st}");
+    assert!(url.starts_with("https://localhost:"), "{st}");
     let ca = st["proxy"]["ca_cert"]
         .as_str()
         .unwrap_or_else(|| panic!("{st}"));
@@ -541,7 +541,7 @@ fn tls_internal_verifies_with_the_printed_ca() {
 }
 
 /// The proxy is one per engine: its tests take turns.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE: Mutex<()> = Mutex::new(());
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }

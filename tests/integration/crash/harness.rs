@@ -798,22 +798,25 @@ impl Lab {
             .as_array()
             .and_then(|rs| rs.iter().find(|r| r["id"] == cur.as_str()))
             .ok_or_else(|| format!("history has no current release ({cur:?})"))?;
-        // The per-file manifest is kept beside the release's folder, not in the history.
-        let dir = r["dir"]
-            .as_str()
-            .ok_or_else(|| format!("release {cur} has no folder in history"))?;
-        let path = format!("/payload/.releases/{dir}.config/manifest.json");
-        let o = support::run_docker(&self.docker, &["exec", &self.name, "cat", &path]);
-        if !o.status.success() {
-            return Err(format!(
-                "release {cur}'s manifest {path} cannot be read: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        let manifest: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&o.stdout)
-                .map_err(|e| format!("release {cur}'s manifest {path}: {e}"))?;
+        // A release's files are in its manifest beside its folder (the history holds no
+        // per-file map since 10,000 files made it too large); older histories had them.
+        let manifest: Value = match r["state"]["files"].as_object() {
+            Some(m) => Value::Object(m.clone()),
+            None => {
+                let dir = r["dir"].as_str().unwrap_or("");
+                let path = format!("/payload/.releases/{dir}.config/manifest.json");
+                let o = support::run_docker(&self.docker, &["exec", &self.name, "cat", &path]);
+                serde_json::from_slice(&o.stdout).map_err(|e| {
+                    format!(
+                        "release {cur} has no files in history and no manifest at {path}: {e} {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )
+                })?
+            }
+        };
         let files = manifest
+            .as_object()
+            .ok_or_else(|| format!("release {cur}'s manifest is not an object"))?
             .iter()
             .map(|(k, v)| {
                 let h = v.as_str().unwrap_or("");
