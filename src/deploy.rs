@@ -270,7 +270,11 @@ pub(crate) fn run(p: Prepared) -> Result<Report> {
         ),
         &progress,
     )?;
-    crate::manage::report_heal(&progress, crate::proxy::heal_for(&docker, &name));
+    // The front proxy serves docker-registry deployments only (another platform's deploy
+    // makes no docker call for it).
+    if plugin_name == "docker-registry" {
+        crate::manage::report_heal(&progress, crate::proxy::heal_for(&docker, &name));
+    }
     if plugin.has_fn("update") && lock.seen_before() && port_busy.is_none() {
         crate::update::read_early(&host, &docker);
     }

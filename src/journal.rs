@@ -1084,9 +1084,17 @@ fn remove_dead_header(path: &Path) {
     if file.try_lock().is_err() {
         return;
     }
-    let dead = match read(path) {
-        Some(f) => alive(f.pid, f.start) == Some(false),
-        None => std::fs::metadata(path)
+    // A run id starts with its writer's pid ([`new_run_id`]): a torn header still names it.
+    let pid_of_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    let dead = match (read(path), pid_of_name) {
+        (Some(f), _) => alive(f.pid, f.start) == Some(false),
+        (None, Some(pid)) if alive(pid, None) == Some(false) => true,
+        (None, _) => std::fs::metadata(path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
@@ -1441,14 +1449,21 @@ mod tests {
         let header = json!({"journal": 1, "run": "9-3-d", "pid": me, "start": process_start(me),
             "name": "fp-x", "command": "deploy", "since": "2026-12-03T10:00:00Z"});
         std::fs::write(&live, format!("{header}\n")).unwrap();
-        let torn = jdir.join(".9-4-e.jsonl.new");
+        let torn = jdir.join(format!(".{me}-4-e.jsonl.new"));
         std::fs::write(&torn, "{\"journal\": 1, \"ru").unwrap();
+        // Torn too, but its name says its writer (a pid above any pid_max) is gone.
+        let torn_dead = jdir.join(".4000000000-5-f.jsonl.new");
+        std::fs::write(&torn_dead, "{\"journal\": 1, \"ru").unwrap();
         assert!(unfinished_in(&jdir, Some("fp-x"), false).is_empty());
         assert!(!beside.exists(), "the dead writer's header is removed");
         assert!(live.exists(), "a live writer's header is left alone");
         assert!(
             torn.exists(),
-            "a fresh torn header is left alone (its writer may be starting)"
+            "a torn header of a live writer is left alone"
+        );
+        assert!(
+            !torn_dead.exists(),
+            "a torn header of a dead writer is removed"
         );
     }
 

@@ -197,8 +197,10 @@ impl Manager {
                 self.progress.warn(p);
             }
         }
-        report_heal(&self.progress, crate::proxy::heal_all(&self.docker));
         let mut entries = Vec::new();
+        // A proxied deployment with no running proxy (removed by hand) gets it back; seen
+        // from the listing itself, so ps stays one docker call per platform when all is well.
+        let (mut proxied, mut proxy_runs) = (false, false);
         let (mut listed_any, mut first_error) = (false, None);
         // Each platform is asked in its own thread (its compile, its docker call and its
         // health probes overlap the others'); the answers are taken in plugin order.
@@ -241,6 +243,12 @@ impl Manager {
             match listed {
                 Ok(v) => {
                     listed_any = true;
+                    proxied |= v
+                        .iter()
+                        .any(|e| e.extra.get("proxied") == Some(&Value::Bool(true)));
+                    proxy_runs |= v
+                        .iter()
+                        .any(|e| e.name == crate::proxy::PROXY_NAME && e.state == "running");
                     entries.extend(v.into_iter().filter(|e| all || e.state == "running"));
                 }
                 // No engine to ask (or an interrupt): no platform can answer.
@@ -263,6 +271,9 @@ impl Manager {
         // Not one platform could list: that is a failure, not an empty list.
         if let (false, Some(e)) = (listed_any, first_error) {
             return Err(e);
+        }
+        if proxied && !proxy_runs {
+            report_heal(&self.progress, crate::proxy::heal_all(&self.docker));
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries
@@ -316,7 +327,16 @@ impl Manager {
             }
         };
         let p = self.plugin(&o.plugin, "status")?;
-        let v = p.call("status", (o.name.clone(),))?;
+        let v = match p.call("status", (o.name.clone(),)) {
+            Ok(v) => v,
+            // What the dead run left half-done is the news, with its repair.
+            Err(e) => {
+                return Err(match problem {
+                    Some(p) => Error::failed(format!("{p} ({e})")),
+                    None => e,
+                })
+            }
+        };
         let mut v = to_value::<contract::StatusResult>(&p, "status", v)?;
         if let Some(problem) = problem {
             v["healthy"] = false.into();

