@@ -535,9 +535,11 @@ impl Journal {
                 .collect();
             s.entries
                 .retain(|e| matches!(e.resource, Resource::TempFile { .. }));
-            // Kept for good: no reconcile may undo them should this run die now.
-            for id in kept {
-                self.persist_if_open(&mut s, &json!({ "drop": id }));
+            // Kept for good: no reconcile may undo them should this run die now. One line for
+            // all of them: a kill between per-record lines would leave a reconcile undoing
+            // half a swap (the kept container renamed back, the live one left aside).
+            if !kept.is_empty() {
+                self.persist_if_open(&mut s, &json!({ "drop": kept }));
             }
             s.entries.iter().map(|e| Token(e.id)).collect()
         };
@@ -996,6 +998,10 @@ pub(crate) fn read(path: &Path) -> Option<Found> {
             }
         } else if let Some(id) = v["drop"].as_u64() {
             f.entries.retain(|e| e.0 != id);
+        } else if let Some(ids) = v["drop"].as_array() {
+            // A commit: every record it names dropped at once.
+            let ids: Vec<u64> = ids.iter().filter_map(Value::as_u64).collect();
+            f.entries.retain(|e| !ids.contains(&e.0));
         }
     }
     Some(f)
@@ -1388,6 +1394,67 @@ mod tests {
             "name": "fp-x", "command": "deploy", "since": "2026-12-03T10:00:00Z"});
         std::fs::write(&p, format!("{header}\n{lines}")).unwrap();
         p
+    }
+
+    #[test]
+    fn a_commit_drops_every_record_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = in_dir(dir.path());
+        j.set_docker(fake_docker(dir.path(), "exit 0"));
+        for what in ["a renamed to a.r1", "b renamed to a", "a started"] {
+            let t = j
+                .record(Resource::DockerObject {
+                    what: what.into(),
+                    remove_args: vec!["rename".into(), "x".into(), "y".into()],
+                })
+                .unwrap();
+            j.confirm(t);
+        }
+        // A temp file that cannot be deleted (a directory) keeps the journal on disk.
+        let stuck = dir.path().join("stuck");
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("f"), "x").unwrap();
+        j.record(Resource::TempFile {
+            path: stuck.clone(),
+        })
+        .unwrap();
+        let path = j.path().unwrap();
+        j.commit().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let drops: Vec<&str> = text.lines().filter(|l| l.contains("\"drop\"")).collect();
+        assert_eq!(
+            drops.len(),
+            1,
+            "one commit line, not one per record: {text}"
+        );
+        let f = read(&path).unwrap();
+        assert_eq!(
+            f.entries.len(),
+            1,
+            "only the temp file is left: {:?}",
+            f.entries
+        );
+        assert!(matches!(f.entries[0].1, Resource::TempFile { .. }));
+    }
+
+    #[test]
+    fn a_commit_line_read_back_drops_all_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let add = |id: u64, n: &str| json!({"add": id, "res": {"kind": "container", "name": n}, "confirmed": true});
+        let p = dead_journal(
+            dir.path(),
+            "1-1-c",
+            &format!(
+                "{}\n{}\n{}\n{}\n",
+                add(1, "a"),
+                add(2, "b"),
+                add(3, "c"),
+                json!({"drop": [1, 3]})
+            ),
+        );
+        let f = read(&p).unwrap();
+        let ids: Vec<u64> = f.entries.iter().map(|e| e.0).collect();
+        assert_eq!(ids, vec![2]);
     }
 
     #[test]
