@@ -702,10 +702,14 @@ impl<'a> Proxy<'a> {
         let mut input = serde_json::to_string(routes).expect("routes serialize");
         input.push('\n');
         input.push_str(&caddy_config(routes).to_string());
+        // One apply at a time (flock, released when its shell dies), each with its own files:
+        // the shell of a killed run's apply runs on in the container, and two sharing the
+        // `.next` files and the log swapped each other's halves and emptied each other's errors.
         let script = format!(
-            "set -e; IFS= read -r routes; printf '%s\\n' \"$routes\" > {ROUTES}.next; cat > {CONFIG}.next; \
-             caddy reload --config {CONFIG}.next --address unix/{ADMIN_SOCKET} --force >/tmp/fp-reload.log 2>&1 || {{ cat /tmp/fp-reload.log >&2; exit 7; }}; \
-             mv -f {CONFIG}.next {CONFIG}; mv -f {ROUTES}.next {ROUTES}"
+            "set -e; if command -v flock >/dev/null 2>&1; then exec 9>/tmp/fp-apply.lock; flock -w 20 9 || {{ echo \"another apply of the routes held the lock for 20 s\" >&2; exit 7; }}; fi; \
+             IFS= read -r routes; printf '%s\\n' \"$routes\" > {ROUTES}.next.$$; cat > {CONFIG}.next.$$; \
+             caddy reload --config {CONFIG}.next.$$ --address unix/{ADMIN_SOCKET} --force >/tmp/fp-reload.$$.log 2>&1 || {{ cat /tmp/fp-reload.$$.log >&2; rm -f /tmp/fp-reload.$$.log {CONFIG}.next.$$ {ROUTES}.next.$$; exit 7; }}; \
+             rm -f /tmp/fp-reload.$$.log; mv -f {CONFIG}.next.$$ {CONFIG}; mv -f {ROUTES}.next.$$ {ROUTES}"
         );
         let (status, out) = self.docker.run_unchecked(
             &["exec", "-i", PROXY_NAME, "sh", "-c", &script],
