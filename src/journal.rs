@@ -47,6 +47,17 @@ pub(crate) enum Resource {
         what: String,
         remove_args: Vec<String>,
     },
+    /// A change that is undone only once it happened: `docker REMOVE_ARGS` runs only while
+    /// `docker CHECK_ARGS` prints `expect` (trimmed); otherwise there is nothing to undo (a
+    /// run killed after the record but before its change reached the engine, or an undo
+    /// already done). A `docker service rollback` run for an update that never happened would
+    /// put back the spec before the previous one.
+    Guarded {
+        what: String,
+        check_args: Vec<String>,
+        expect: String,
+        remove_args: Vec<String>,
+    },
 }
 
 impl Resource {
@@ -56,7 +67,7 @@ impl Resource {
             Resource::Container { name } => format!("container {name}"),
             Resource::TempFile { path } => format!("temp file {}", path.display()),
             Resource::StartedContainer { name } => format!("container {name} (started)"),
-            Resource::DockerObject { what, .. } => what.clone(),
+            Resource::DockerObject { what, .. } | Resource::Guarded { what, .. } => what.clone(),
         }
     }
 }
@@ -645,6 +656,16 @@ impl Journal {
             Resource::DockerObject { remove_args, .. } => {
                 format!("docker {}", remove_args.join(" "))
             }
+            Resource::Guarded {
+                check_args,
+                expect,
+                remove_args,
+                ..
+            } => format!(
+                "docker {} (only while `docker {}` prints {expect})",
+                remove_args.join(" "),
+                check_args.join(" ")
+            ),
         };
         let error = e.last_error.clone().unwrap_or_else(|| {
             if matches!(e.resource, Resource::Container { .. }) && !e.confirmed {
@@ -731,6 +752,46 @@ impl Journal {
                 match self.docker_undo(&args, QUICK, "No such") {
                     Ok(()) => Outcome::Done(vec![format!("removed {what}")]),
                     Err(e) => failed(e, format!("docker {}", remove_args.join(" "))),
+                }
+            }
+            Resource::Guarded {
+                what,
+                check_args,
+                expect,
+                remove_args,
+            } => {
+                let Some(d) = self.docker.get() else {
+                    return failed(
+                        "no docker handle to undo with".into(),
+                        format!("docker {}", remove_args.join(" ")),
+                    );
+                };
+                let check: Vec<&str> = check_args.iter().map(String::as_str).collect();
+                match d.run_undo(&check, QUICK) {
+                    Ok((Some(0), out)) if out.stdout.trim() == expect.trim() => {
+                        let args: Vec<&str> = remove_args.iter().map(String::as_str).collect();
+                        match self.docker_undo(&args, QUICK, "No such") {
+                            Ok(()) => Outcome::Done(vec![format!("undid {what}")]),
+                            Err(e) => failed(e, format!("docker {}", remove_args.join(" "))),
+                        }
+                    }
+                    // The change never reached the engine, or was undone already.
+                    Ok((Some(0), _)) => Outcome::Done(Vec::new()),
+                    Ok((_, out))
+                        if out.stderr.contains("No such") || out.stderr.contains("not found") =>
+                    {
+                        Outcome::Done(Vec::new())
+                    }
+                    Ok((status, out)) => failed(
+                        Error::Docker {
+                            argv: d.argv(&check),
+                            status,
+                            stderr: out.stderr,
+                        }
+                        .to_string(),
+                        format!("docker {}", remove_args.join(" ")),
+                    ),
+                    Err(e) => failed(e.to_string(), format!("docker {}", remove_args.join(" "))),
                 }
             }
         }
@@ -1394,6 +1455,57 @@ mod tests {
             "name": "fp-x", "command": "deploy", "since": "2026-12-03T10:00:00Z"});
         std::fs::write(&p, format!("{header}\n{lines}")).unwrap();
         p
+    }
+
+    #[test]
+    fn a_guarded_undo_runs_only_while_its_change_is_there() {
+        let guarded = || Resource::Guarded {
+            what: "the update of service s".into(),
+            check_args: vec!["service".into(), "inspect".into(), "s".into()],
+            expect: "r4 2026-12-04T05:00:00Z".into(),
+            remove_args: vec!["service".into(), "rollback".into(), "s".into()],
+        };
+        // The update reached Swarm: the spec carries its labels, so it is rolled back.
+        let dir = tempfile::tempdir().unwrap();
+        let j = in_dir(dir.path());
+        j.set_docker(fake_docker(
+            dir.path(),
+            r#"case "$1" in inspect|service) [ "$2" = inspect ] && echo "r4 2026-12-04T05:00:00Z";; esac; exit 0"#,
+        ));
+        j.record(guarded()).unwrap();
+        let r = j.undo();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(
+            calls(dir.path()),
+            vec!["service inspect s", "service rollback s"]
+        );
+        // Killed before the update reached Swarm: the spec is the previous one; nothing runs.
+        let dir = tempfile::tempdir().unwrap();
+        let j = in_dir(dir.path());
+        j.set_docker(fake_docker(
+            dir.path(),
+            r#"[ "$2" = inspect ] && echo "r3 2026-12-04T04:00:00Z"; exit 0"#,
+        ));
+        j.record(guarded()).unwrap();
+        let r = j.undo();
+        assert!(r.is_clean(), "{r:?}");
+        assert_eq!(calls(dir.path()), vec!["service inspect s"]);
+        // The check cannot run: the record stays, naming the command and its condition.
+        let dir = tempfile::tempdir().unwrap();
+        let j = in_dir(dir.path());
+        j.set_docker(fake_docker(
+            dir.path(),
+            "echo 'Cannot connect to the Docker daemon' >&2; exit 1",
+        ));
+        j.record(guarded()).unwrap();
+        let r = j.undo();
+        assert_eq!(r.left.len(), 1, "{r:?}");
+        assert!(
+            r.left[0]
+                .remove_with
+                .contains("docker service rollback s (only while"),
+            "{r:?}"
+        );
     }
 
     #[test]

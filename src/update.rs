@@ -43,7 +43,9 @@ rm -rf "$busy"; mkdir -p "$busy"; echo $$ >"$busy/pid"; trap 'rm -rf "$busy"' EX
 cd /payload
 h=.releases/history.json
 m=".releases/$rel.sha256"
-rm -f "$h.prev"
+# The history this switch replaces, stamped with the run that made it (FP_RUN): a switch-back
+# restores only its own run's copy, never one a finished earlier switch left behind.
+rm -f "$h.prev" "$h.prev.run"
 if [ -n "${FP_STDIN_TAR:-}" ]; then
   if [ "$(readlink "$script" || true)" = ".releases/$rel" ]; then
     echo "release folder $rel is the live one; it is not overwritten" >&2; exit 3
@@ -71,7 +73,7 @@ if [ -f "$c" ]; then
   for d in /fractalic ""; do cp -p "$c" "$d/.settings.toml.next"; done
 fi
 if [ -f "$h.next" ]; then
-  if [ -f "$h" ]; then cp -p "$h" "$h.prev"; fi
+  if [ -f "$h" ]; then cp -p "$h" "$h.prev"; printf '%s\n' "${FP_RUN:-}" >"$h.prev.run"; fi
   mv -f "$h.next" "$h"
 fi
 if [ -f "$c" ]; then
@@ -89,10 +91,11 @@ for d in r*; do
 done
 "#;
 
-/// Puts release `$1` back (the undo of [`SWITCH_IN`]), with the history as it was.
-/// Args: DIR SCRIPT.
+/// Puts release `$1` back (the undo of [`SWITCH_IN`]), with the history as it was: the copy
+/// the switch of run `$3` saved, when that switch got so far (a journal of a version before
+/// run stamps gives no `$3`: any saved copy is taken). Args: DIR SCRIPT [RUN].
 const SWITCH_BACK: &str = r#"set -e
-rel=$1; script=$2
+rel=$1; script=$2; run=${3-}
 b=/payload/.releases/.switching
 # A switch still running (its run is dead: this is the undo) is stopped and waited for (a
 # zombie counts as gone); a marker of an older version (no pid) is waited on for 10 s.
@@ -118,7 +121,11 @@ if [ -f ".releases/$rel.config/settings.toml" ]; then
   done
 fi
 h=.releases/history.json
-if [ -f "$h.prev" ]; then mv -f "$h.prev" "$h"; fi
+# A run killed before its switch began finds the copy an earlier, finished switch left: the
+# history it holds is older than the live one, so it stays where it is.
+if [ -f "$h.prev" ] && { [ -z "$run" ] || [ "$(cat "$h.prev.run" 2>/dev/null || true)" = "$run" ]; }; then
+  mv -f "$h.prev" "$h"; rm -f "$h.prev.run"
+fi
 rm -f "$h.next"
 "#;
 
@@ -668,7 +675,7 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
             .map(|s| s.to_string())
             .collect(),
         })?;
-        j.record(switch_back(name, &old_dir, &cfg.script_name))?;
+        j.record(switch_back(name, &old_dir, &cfg.script_name, j.run_id()))?;
         host.progress.step(
             70,
             format!(
@@ -677,12 +684,15 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
             ),
         );
         // One `docker exec -i`: unpack from stdin, switch, check; no `docker cp` beside it.
+        let run_env = format!("FP_RUN={}", host.journal().run_id());
         let mut argv = vec![
             "-i",
             "-u",
             "0",
             "-e",
             "FP_STDIN_TAR=1",
+            "-e",
+            &run_env,
             name,
             "sh",
             "-c",
@@ -740,7 +750,7 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
 }
 
 /// The undo of a release switch: the live link of container `name` back to release folder `dir`.
-fn switch_back(name: &str, dir: &str, script: &str) -> Resource {
+fn switch_back(name: &str, dir: &str, script: &str, run: &str) -> Resource {
     Resource::DockerObject {
         what: format!("{name} switched back to {dir}"),
         remove_args: [
@@ -754,6 +764,7 @@ fn switch_back(name: &str, dir: &str, script: &str) -> Resource {
             "sh",
             dir,
             script,
+            run,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -1545,14 +1556,22 @@ pub(crate) fn rollback(
         empty.extend_from_slice(&[0u8; 1024]);
         let tar = append_file(empty, &format!("{HISTORY}.next"), &bytes, owner)?;
         let j = host.journal();
-        j.record(switch_back(name, &cur.dir, &cur.state.script_name))?;
+        j.record(switch_back(
+            name,
+            &cur.dir,
+            &cur.state.script_name,
+            j.run_id(),
+        ))?;
         let steps = || -> Result<()> {
             d.run(&["cp", "-", &format!("{name}:/")], Some(tar), QUICK)?;
             let keep = new_h.keep_dirs();
+            let run_env = format!("FP_RUN={}", j.run_id());
             let mut args = vec![
                 "exec",
                 "-u",
                 "0",
+                "-e",
+                &run_env,
                 name,
                 "sh",
                 "-c",

@@ -118,14 +118,47 @@ pub(crate) fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -
         .get("undo")
         .and_then(|v| v.read_lock::<Array>().map(|a| strings(&a)))
         .filter(|a| !a.is_empty());
+    // `undo_when: #{argv, stdout}`: the undo runs only while `docker ARGV` prints `stdout`.
+    let when: Option<(Vec<String>, String)> = match opts.get("undo_when") {
+        None => None,
+        Some(v) => {
+            let m = v.read_lock::<Map>().ok_or_else(|| {
+                Error::failed("docker_run: `undo_when` must be a map #{argv, stdout}")
+            })?;
+            let argv = m
+                .get("argv")
+                .and_then(|v| v.read_lock::<Array>().map(|a| strings(&a)))
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| {
+                    Error::failed(
+                        "docker_run: `undo_when.argv` must be a non-empty array of strings",
+                    )
+                })?;
+            let out = map_string(&m, "stdout")
+                .ok_or_else(|| Error::failed("docker_run: `undo_when.stdout` must be a string"))?;
+            Some((argv, out))
+        }
+    };
+    if when.is_some() && undo.is_none() {
+        return Err(Error::failed("docker_run: `undo_when` needs `undo`"));
+    }
     let token = match &undo {
         Some(remove_args) => {
             let what = map_string(opts, "what")
                 .unwrap_or_else(|| format!("docker {}", remove_args.join(" ")));
-            Some(host.journal().record(Resource::DockerObject {
-                what,
-                remove_args: remove_args.clone(),
-            })?)
+            let resource = match when {
+                Some((check_args, expect)) => Resource::Guarded {
+                    what,
+                    check_args,
+                    expect,
+                    remove_args: remove_args.clone(),
+                },
+                None => Resource::DockerObject {
+                    what,
+                    remove_args: remove_args.clone(),
+                },
+            };
+            Some(host.journal().record(resource)?)
         }
         None => None,
     };

@@ -312,6 +312,9 @@ fn in_place_update_of_3000_files_killed_anywhere_serves_old_or_new() {
             // client was killed, and flipped the link after the reconcile's switch-back.
             group(after("Copying release", 30)),
             step("Checking /health after the switch"),
+            // Killed before the copy-and-switch exec reached the engine: the switch-back of
+            // the reconcile once put back the history an earlier, finished switch had saved.
+            At::BeforeCall("exec -i -u 0 -e FP_STDIN_TAR=1".into()),
         ],
         &[
             ("Copying release", &[30, 100, 200, 300, 450, 600]),
@@ -503,7 +506,14 @@ fn in_place_rollback_killed_anywhere_serves_old_or_new() {
     rollback_sweep(
         lab,
         false,
-        vec![step("Switching"), after("Switching", 100)],
+        vec![
+            step("Switching"),
+            after("Switching", 100),
+            // Killed before the staged history was copied in: the reconcile's switch-back once
+            // put back the history an earlier, finished switch had saved (history naming a
+            // release that does not serve).
+            At::BeforeCall("cp - ".into()),
+        ],
         &[("Rolling", &[]), ("Switching", &[50, 100, 200])],
     );
 }

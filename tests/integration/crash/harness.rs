@@ -89,6 +89,9 @@ pub(super) enum At {
     Delay(Duration),
     /// As the K-th (1-based) docker call starts (the call itself runs on, orphaned).
     Call(usize),
+    /// As the first docker call whose arguments begin with this text starts, killed with it
+    /// before it reaches the engine (the window between a journal record and its change).
+    BeforeCall(String),
     /// As the inner point, but the docker calls in flight are killed too, at the same
     /// instant (as systemd stopping a unit kills its whole cgroup).
     Group(Box<At>),
@@ -103,6 +106,7 @@ impl std::fmt::Display for At {
             At::StepNo(k) => write!(f, "at progress step #{k}"),
             At::Delay(d) => write!(f, "{} ms after the start", d.as_millis()),
             At::Call(k) => write!(f, "as docker call #{k} starts"),
+            At::BeforeCall(a) => write!(f, "as `docker {a}...` starts, with it"),
             At::Group(a) => write!(f, "{a}, with its docker calls"),
         }
     }
@@ -390,6 +394,7 @@ impl Lab {
         let log = wrapdir.path().join("calls");
         let docker = match at {
             At::Call(k) => call_killer(wrapdir.path(), &self.docker, &log, *k),
+            At::BeforeCall(a) => before_call_killer(wrapdir.path(), &self.docker, &log, a),
             _ => call_counter(wrapdir.path(), &self.docker, &log),
         };
         let t0 = Instant::now();
@@ -1088,17 +1093,27 @@ impl Lab {
         let since = SystemTime::now() - self.started.elapsed() - Duration::from_secs(2);
         // The lab's own release folders hold the secret by design (they may be under /tmp).
         let own = self.work.path().to_path_buf();
-        v.into_iter()
-            .filter(|p| !Path::new(p).starts_with(&own))
-            .filter(|p| {
-                std::fs::metadata(p).is_ok_and(|m| {
-                    m.is_file() && m.len() < 8 << 20 && m.modified().is_ok_and(|t| t >= since)
-                }) && std::fs::read(p).is_ok_and(|b| {
-                    contains(&b, self.secret.as_bytes()) || contains(&b, self.api_key.as_bytes())
-                })
+        let holds = |p: &PathBuf| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.is_file() && m.len() < 8 << 20 && m.modified().is_ok_and(|t| t >= since)
+            }) && std::fs::read(p).is_ok_and(|b| {
+                contains(&b, self.secret.as_bytes()) || contains(&b, self.api_key.as_bytes())
             })
-            .map(|p| p.display().to_string())
-            .collect()
+        };
+        let mut found: Vec<PathBuf> = v
+            .into_iter()
+            .filter(|p| !Path::new(p).starts_with(&own))
+            .filter(holds)
+            .collect();
+        // Left behind means it stays: the engine's own files of a running exec (runc's
+        // `/tmp/runc-process*` spec of a task's health check, holding the service's env) come
+        // and go within a second.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !found.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            found.retain(holds);
+        }
+        found.into_iter().map(|p| p.display().to_string()).collect()
     }
 
     /// The lock file of the name, when it still records a holder (or is held).
@@ -1325,6 +1340,21 @@ fn call_killer(dir: &Path, docker: &Path, log: &Path, k: usize) -> PathBuf {
         &format!(
             "#!/bin/sh\necho \"$$ $*\" >> '{log}'\nif [ \"$(wc -l < '{log}')\" -eq {k} ]; then kill -9 $PPID; fi\nexec '{docker}' \"$@\"\n",
             log = log.display(),
+            docker = docker.display()
+        ),
+    )
+}
+
+/// A docker wrapper that logs each call and, at the first call whose arguments begin with
+/// `prefix`, SIGKILLs its parent (the publisher) and ends without running docker.
+fn before_call_killer(dir: &Path, docker: &Path, log: &Path, prefix: &str) -> PathBuf {
+    assert!(!prefix.contains('\''), "a prefix without quotes: {prefix}");
+    write_wrapper(
+        dir,
+        &format!(
+            "#!/bin/sh\necho \"$$ $*\" >> '{log}'\ncase \"$*\" in\n'{prefix}'*) if mkdir '{hit}' 2>/dev/null; then kill -9 $PPID; exit 137; fi;;\nesac\nexec '{docker}' \"$@\"\n",
+            log = log.display(),
+            hit = dir.join("hit").display(),
             docker = docker.display()
         ),
     )
