@@ -1050,7 +1050,12 @@ fn settle_orphans_in(dir: &Path, deadline: Instant) -> usize {
     let mut files = Vec::new();
     for e in rd.filter_map(|e| e.ok()) {
         let name = e.file_name().to_string_lossy().to_string();
-        let Some(stem) = name.strip_suffix(".json") else {
+        // `PID-START.new`: a list written beside, not yet renamed into place when its
+        // writer died; as much a list of its calls as the `.json` (and removed with it).
+        let Some(stem) = name
+            .strip_suffix(".json")
+            .or_else(|| name.strip_suffix(".new"))
+        else {
             continue;
         };
         let mut it = stem.splitn(2, '-');
@@ -1192,6 +1197,9 @@ mod tests {
         let start = crate::journal::process_start(orphan.id());
         let list = dir.path().join(format!("{owner_pid}-1.json"));
         std::fs::write(&list, serde_json::json!([[orphan.id(), start]]).to_string()).unwrap();
+        // Its list written beside but not renamed into place when it died.
+        let beside = dir.path().join(format!("{owner_pid}-1.new"));
+        std::fs::write(&beside, "[]").unwrap();
         // A live owner's list is not touched.
         let me = std::process::id();
         let mine = dir.path().join(format!(
@@ -1205,6 +1213,7 @@ mod tests {
         assert!(!status.success(), "the orphan was killed");
         assert!(t0.elapsed() < Duration::from_secs(20));
         assert!(!list.exists(), "the dead run's list is removed");
+        assert!(!beside.exists(), "and the one it wrote beside");
         assert!(mine.exists(), "a live run's list stays");
     }
 
