@@ -9,12 +9,31 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${1:-$ROOT/target/debug/fractalic-publisher}
 EXAMPLES=${2:-${SCHEMATHESIS_EXAMPLES:-25}}
 
-if ! command -v st >/dev/null 2>&1; then
+# schemathesis from PATH, else a pinned one in a venv under target/ (made here from PyPI when
+# python3 can make one). With CI=true a schemathesis that cannot be had is a failure.
+ST_VERSION=4.32.5
+ST=$(command -v st || true)
+if [[ -z $ST ]]; then
+	venv=$ROOT/target/schemathesis-$ST_VERSION
+	if [[ ! -e $venv/.complete ]] && command -v python3 >/dev/null 2>&1; then
+		echo "schemathesis.sh: installing schemathesis $ST_VERSION into $venv" >&2
+		rm -rf "$venv"
+		if python3 -m venv "$venv" >&2 &&
+			timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check \
+				"schemathesis==$ST_VERSION" >&2; then
+			: >"$venv/.complete"
+		else
+			rm -rf "$venv"
+		fi
+	fi
+	[[ -e $venv/.complete ]] && ST=$venv/bin/st
+fi
+if [[ -z $ST ]]; then
 	if [[ ${CI:-} == true ]]; then
-		echo "schemathesis.sh: schemathesis is not installed (pip install schemathesis) and CI=true" >&2
+		echo "schemathesis.sh: schemathesis is not installed and could not be installed (pip install schemathesis==$ST_VERSION) and CI=true" >&2
 		exit 1
 	fi
-	echo "schemathesis.sh: SKIPPED: schemathesis is not installed (pip install schemathesis)" >&2
+	echo "schemathesis.sh: SKIPPED: schemathesis is not installed (pip install schemathesis==$ST_VERSION)" >&2
 	exit 0
 fi
 
@@ -64,7 +83,7 @@ for _ in $(seq 100); do
 done
 [[ -n $url ]] || { echo "schemathesis.sh: serve did not start: $(cat "$work/err")" >&2; exit 1; }
 
-st run "$url/openapi.json" --url "$url" \
+"$ST" run "$url/openapi.json" --url "$url" \
 	-H "Authorization: Bearer $token" \
 	--checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
 	--max-examples "$EXAMPLES" --request-timeout 30 --generation-deterministic

@@ -75,6 +75,7 @@ fi
 status=0
 cargo test --workspace --no-fail-fast "$@" || status=$?
 # The REST API fuzzed from its own OpenAPI document (bounded: a few minutes; no 5xx, no answer
-# outside the schema). Needs `pip install schemathesis`; with CI=true a missing one fails.
+# outside the schema). Uses schemathesis from PATH or installs a pinned one from PyPI into target/;
+# with CI=true one that cannot be had fails.
 scripts/schemathesis.sh "$ROOT/target/debug/fractalic-publisher" || status=$?
 exit "$status"
