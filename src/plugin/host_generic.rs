@@ -268,8 +268,19 @@ pub(crate) fn deploy_file_object(
     }
     args.extend([name.clone(), "-".into()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let token = host.journal().record(Resource::DockerObject {
+    // The name is the content's: with unchanged settings the object exists already and the
+    // live service uses it. The undo removes it only if this run made it (its run label), so
+    // a run killed between this record and the create does not take a live service's secret.
+    let token = host.journal().record(Resource::Guarded {
         what: format!("{kind} {name}"),
+        check_args: vec![
+            kind.into(),
+            "inspect".into(),
+            "--format".into(),
+            format!("{{{{index .Spec.Labels \"{LABEL_RUN}\"}}}}"),
+            name.clone(),
+        ],
+        expect: host.journal().run_id().to_string(),
         remove_args: vec![kind.into(), "rm".into(), name.clone()],
     })?;
     let (status, out) = d.run_unchecked(&argv, Some(cf.contents.clone()), QUICK)?;
