@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::journal::UndoReport;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::ports::PortRequest;
-use crate::progress::Progress;
+use crate::progress::{Progress, Stage};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -186,7 +186,11 @@ pub(crate) fn prepare_config(
     cfg: DeployConfig,
     progress: Progress,
 ) -> Result<Prepared> {
-    progress.step(1, format!("Validated the deploy of {}", cfg.name));
+    progress.step(
+        1,
+        Stage::Validating,
+        format!("Validated the deploy of {}", cfg.name),
+    );
     let dirs = plugin::search_dirs(plugins_dir);
     let source = plugin::find(&cfg.plugin, &dirs)?;
     let plugin_source = source.label();

@@ -23,7 +23,6 @@ pub(crate) enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    #[cfg(test)]
     pub(crate) const ALL: [Stage; 7] = [
         Stage::Validating,
         Stage::PullingImage,
@@ -35,7 +34,6 @@ impl Stage {
     ];
 
     /// The wire name (`pulling_image` ...).
-    #[cfg(test)]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stage::Validating => "validating",
@@ -49,12 +47,12 @@ impl Stage {
     }
 
     /// Parses a wire name; `completed` and `error` are not for plugins to set.
-    #[cfg(test)]
     pub(crate) fn parse_step(name: &str) -> Option<Stage> {
         Stage::ALL[..5].iter().copied().find(|s| s.as_str() == name)
     }
 
-    /// The stage a step's percentage implies when the plugin does not name one:
+    /// The stage a step's percentage implies when a plugin does not name one (the two-argument
+    /// `progress(percent, message)` of plugins written before stages were said):
     /// 0-9 validating, 10-39 pulling_image, 40-44 preparing_files, 45-59 creating_container,
     /// 60-100 starting_container (health waiting included).
     pub(crate) fn for_percent(p: u8) -> Stage {
@@ -248,14 +246,21 @@ impl Progress {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reports a step at `percent` (clamped to 0-100 and to at least the last step's); its
-    /// stage follows from the percentage ([`Stage::for_percent`]) unless one was set.
-    pub(crate) fn step(&self, percent: i64, message: impl Into<String>) {
+    /// Reports a step at `percent` (clamped to 0-100 and to at least the last step's) in
+    /// `stage` (never before the last step's stage).
+    pub(crate) fn step(&self, percent: i64, stage: Stage, message: impl Into<String>) {
         let mut st = self.lock();
         let pct = (percent.clamp(0, 100) as u8).max(st.percent);
         st.percent = pct;
-        st.stage = st.stage.max(Stage::for_percent(pct));
+        st.stage = st.stage.max(stage.min(Stage::StartingContainer));
         st.emit(Kind::Step, message.into(), None, None);
+    }
+
+    /// A step whose stage the percentage implies ([`Stage::for_percent`]): only for plugins
+    /// that call the two-argument `progress(percent, message)`.
+    pub(crate) fn step_by_percent(&self, percent: i64, message: impl Into<String>) {
+        let pct = percent.clamp(0, 100) as u8;
+        self.step(percent, Stage::for_percent(pct), message)
     }
 
     /// Moves to `stage` (never backwards) without an event of its own.
@@ -437,11 +442,11 @@ mod tests {
     #[test]
     fn percentages_and_stages_never_go_backwards() {
         let (p, seen) = recorder();
-        p.step(10, "a");
-        p.step(5, "b");
-        p.step(50, "c");
+        p.step_by_percent(10, "a");
+        p.step(5, Stage::Validating, "b");
+        p.step_by_percent(50, "c");
         p.set_stage(Stage::PullingImage);
-        p.step(150, "d");
+        p.step(150, Stage::StartingContainer, "d");
         p.info("i");
         p.warn("w");
         assert_eq!(p.warnings(), vec!["w".to_string()]);
@@ -470,9 +475,35 @@ mod tests {
     }
 
     #[test]
+    fn a_named_stage_is_the_stage_whatever_the_percentage() {
+        let (p, seen) = recorder();
+        // The swarm plugin's bake comes at 20 %, which the percentage alone would call
+        // pulling_image.
+        p.step(8, Stage::PullingImage, "pull");
+        p.step(20, Stage::PreparingFiles, "bake");
+        p.step(25, Stage::PullingImage, "earlier stage: stays");
+        p.step(30, Stage::Completed, "only complete() completes");
+        let stages: Vec<&str> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.stage.as_str())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "pulling_image",
+                "preparing_files",
+                "preparing_files",
+                "starting_container"
+            ]
+        );
+    }
+
+    #[test]
     fn final_events_carry_result_or_error() {
         let (p, seen) = recorder();
-        p.step(3, "start");
+        p.step(3, Stage::Validating, "start");
         p.fail("boom; removed x", serde_json::json!({"success": false}));
         let got = seen.lock().unwrap().clone();
         let last = got.last().unwrap();
@@ -504,7 +535,7 @@ mod tests {
         assert_eq!(kind(choose(true, true, false)), "silent");
         // Plain lines carry no escape codes.
         let (p, seen) = recorder();
-        p.step(5, "m");
+        p.step(5, Stage::Validating, "m");
         p.warn("w");
         for e in seen.lock().unwrap().iter() {
             assert!(!plain_line(e).contains('\x1b'));
@@ -515,7 +546,7 @@ mod tests {
     fn events_serialize_for_streams() {
         let (p, seen) = recorder();
         let p = p.with_run_id("abc");
-        p.step(7, "m");
+        p.step(7, Stage::Validating, "m");
         let e = seen.lock().unwrap()[0].clone();
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["deployment_id"], "abc");

@@ -14,6 +14,7 @@ use crate::docker::{Docker, QUICK};
 use crate::error::{Error, Result};
 use crate::journal::Resource;
 use crate::plugin::host::{self, Host};
+use crate::progress::Stage;
 use crate::proxy::{self, Proxy};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -293,6 +294,7 @@ pub(crate) fn converge(
             };
             host.progress.step(
                 92,
+                Stage::StartingContainer,
                 format!("Replicas: {why}: starting {proof} beside it on the proxy network"),
             );
             let tar = s.tar(d, name)?;
@@ -340,8 +342,11 @@ pub(crate) fn converge(
             }
         }
         for m in followers.iter().filter(|m| m.index > want) {
-            host.progress
-                .step(96, format!("Replicas: taking {} out of the route", m.name));
+            host.progress.step(
+                96,
+                Stage::StartingContainer,
+                format!("Replicas: taking {} out of the route", m.name),
+            );
             let old = format!("{name}.next-old{}-{suffix}", m.index);
             j.record(Resource::DockerObject {
                 what: format!("{} renamed to {old}", m.name),

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::journal::Resource;
 use crate::payload::{self, ExtraFile, Owner, PayloadSpec};
 use crate::plugin::host::{self, Host};
+use crate::progress::Stage;
 use crate::release::{self, Changes, History, Manifest, Release, State, HISTORY};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -678,6 +679,7 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
         j.record(switch_back(name, &old_dir, &cfg.script_name, j.run_id()))?;
         host.progress.step(
             70,
+            Stage::PreparingFiles,
             format!(
                 "Copying release {} beside {old_dir} and switching to it (one rename)",
                 plan.release.id
@@ -713,7 +715,11 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
                 crate::error::one_line(&out.stderr)
             )));
         }
-        host.progress.step(90, "Checking /health after the switch");
+        host.progress.step(
+            90,
+            Stage::StartingContainer,
+            "Checking /health after the switch",
+        );
         let port = plan.release.state.port;
         health_within(
             &format!("{}/health", url(&cfg.bind.to_string(), port)),
@@ -722,8 +728,11 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
     };
     match steps() {
         Ok(()) => {
-            host.progress
-                .step(100, format!("Release {} is live", plan.release.id));
+            host.progress.step(
+                100,
+                Stage::StartingContainer,
+                format!("Release {} is live", plan.release.id),
+            );
             Ok(json!({
                 "release": plan.release.id,
                 "kind": "in-place",
@@ -934,6 +943,7 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
         let mut spare = free_port(cfg.bind)?;
         host.progress.step(
             50,
+            Stage::CreatingContainer,
             format!("Starting the new container {next} on spare port {spare}"),
         );
         if !create_and_start(host, d, plan, &next, spare, &full)? {
@@ -947,8 +957,11 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
                 )));
             }
         }
-        host.progress
-            .step(60, format!("Waiting for {next} on port {spare}"));
+        host.progress.step(
+            60,
+            Stage::StartingContainer,
+            format!("Waiting for {next} on port {spare}"),
+        );
         ready(host, d, &next, &cfg.script_name, &bind, spare, secs)?;
         // 2. The old one aside (still serving), then the final one created on the real port.
         j.record(Resource::DockerObject {
@@ -962,8 +975,11 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
                 remove_args: vec!["start".into(), aside.clone()],
             })?;
         }
-        host.progress
-            .step(70, format!("Creating the new {name} on port {port}"));
+        host.progress.step(
+            70,
+            Stage::StartingContainer,
+            format!("Creating the new {name} on port {port}"),
+        );
         let new_id = host::create_container(host, d, &spec(plan, cfg, &name, port))?;
         d.run(
             &["cp", "-", &format!("{name}:/")],
@@ -971,8 +987,11 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
             QUICK,
         )?;
         // 3. The switch: the only downtime is from here until the new one answers.
-        host.progress
-            .step(75, format!("Stopping the old container (now {aside})"));
+        host.progress.step(
+            75,
+            Stage::StartingContainer,
+            format!("Stopping the old container (now {aside})"),
+        );
         // The old one answers until its stop returns (the image ignores SIGTERM, so through
         // the grace period); the gap is from then until the new one answers.
         // Off the proxy: its route goes (the live name is an unproxied container now), so the
@@ -1009,8 +1028,11 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
             )));
         }
         host.mark_started(&name, wall);
-        host.progress
-            .step(85, format!("Waiting for the new {name} on port {port}"));
+        host.progress.step(
+            85,
+            Stage::StartingContainer,
+            format!("Waiting for the new {name} on port {port}"),
+        );
         ready(host, d, &name, &cfg.script_name, &bind, port, secs)?;
         let downtime = down.elapsed();
         // 4. The proof container has served its purpose.
@@ -1024,6 +1046,7 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
             prune_containers(host, d, &name);
             host.progress.step(
                 100,
+                Stage::StartingContainer,
                 format!(
                     "Release {} is live in a new container; the old one is kept as {aside}",
                     plan.release.id
@@ -1157,6 +1180,7 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
         p.network()?;
         host.progress.step(
             50,
+            Stage::CreatingContainer,
             format!("Starting the new container {next} beside {name} on the proxy network"),
         );
         if !create_and_start(host, d, plan, &next, port, &full)? {
@@ -1171,8 +1195,11 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
             ))
         })?;
         let direct = format!("http://{ip}:{}", proxy::UPSTREAM_PORT);
-        host.progress
-            .step(60, format!("Waiting for {next} at {direct}"));
+        host.progress.step(
+            60,
+            Stage::StartingContainer,
+            format!("Waiting for {next} at {direct}"),
+        );
         ready_at(host, d, &next, &cfg.script_name, &direct, secs)?;
         // The names move; the route still points at the old one's address meanwhile.
         j.record(Resource::DockerObject {
@@ -1195,12 +1222,14 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
         if plan.proxy.was {
             host.progress.step(
                 75,
+                Stage::StartingContainer,
                 format!("Switching the proxy's route to the new {name} (one graceful reload)"),
             );
             p.ensure_up()?;
             if plan.running {
                 host.progress.step(
                     85,
+                    Stage::StartingContainer,
                     format!("Draining and stopping the old container (now {aside})"),
                 );
                 drain_and_stop(d, &aside, Duration::from_secs(secs.clamp(1, 600) as u64))?;
@@ -1208,6 +1237,7 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
         } else {
             host.progress.step(
                 75,
+                Stage::StartingContainer,
                 format!(
                     "Moving port {port} from the old container (now {aside}) to the front proxy"
                 ),
@@ -1254,7 +1284,7 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
         Ok(downtime) => {
             prune_containers(host, d, &name);
             host.progress.step(
-                100,
+                100, Stage::StartingContainer,
                 format!(
                     "Release {} is live in a new container behind the proxy; the old one is kept as {aside}",
                     plan.release.id
@@ -1540,6 +1570,7 @@ pub(crate) fn rollback(
     if same_container && dir_there {
         host.progress.step(
             30,
+            Stage::PreparingFiles,
             format!("Switching {name} back to {} in place", target.id),
         );
         let (_, owner_out) = d.exec(name, &["stat", "-c", "%u %g", "/payload"], QUICK)?;
@@ -1635,6 +1666,7 @@ pub(crate) fn rollback(
     };
     host.progress.step(
         30,
+        Stage::StartingContainer,
         format!(
             "Swapping in the kept container {kept} (release {})",
             target.id
@@ -1687,6 +1719,7 @@ pub(crate) fn rollback(
             d.run(&["rename", &kept, name], None, QUICK)?;
             host.progress.step(
                 70,
+                Stage::StartingContainer,
                 format!(
                     "Switching the proxy's route to {name} (was {kept}) in one graceful reload"
                 ),

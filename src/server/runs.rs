@@ -267,7 +267,7 @@ mod tests {
         let s2 = Arc::clone(&seen);
         let p = Progress::callback(move |e| s2.lock().unwrap().push(e.clone()));
         for i in 0..n {
-            p.step(i as i64 * 10, format!("step {i}"));
+            p.step_by_percent(i as i64 * 10, format!("step {i}"));
         }
         p.complete("done", serde_json::json!({"success": true}));
         let v = seen.lock().unwrap().clone();

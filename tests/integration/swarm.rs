@@ -206,10 +206,25 @@ fn deploys_one_and_three_replicas_with_secrets_off_argv_and_out_of_the_image() {
     };
     let env_item = format!("SECRET_X={ENV_SECRET}");
     let mut args = swarm_argv(folder.path(), &one, &image);
-    args.extend(["--env", &env_item, "--timeout", "30"]);
+    args.extend(["--env", &env_item, "--timeout", "30", "--progress", "json"]);
     let o = publisher(&counting, &args);
     assert_code(&o, 0);
     let v = json(&o);
+    // Each step's stage is the one the plugin names, not one its percentage implies (the
+    // pull at 8 % is pulling_image, the bake at 20 % preparing_files).
+    let stage_of = |prefix: &str| -> String {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .map(|e| e["stage"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no step starting {prefix:?}: {stderr}"))
+    };
+    assert_eq!(stage_of("Pulling "), "pulling_image");
+    assert_eq!(stage_of("Baking "), "preparing_files");
+    assert_eq!(stage_of("Creating service "), "creating_container");
+    assert_eq!(stage_of("Waiting for "), "starting_container");
     let u1 = urls(&v);
     assert_eq!(u1.len(), 1, "{v}");
     let r = execute(&u1[0], "/payload/hello/hello.md");
