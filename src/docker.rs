@@ -23,6 +23,64 @@ pub(crate) struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// What docker's stderr says went wrong (see [`refusal`]).
+    pub(crate) fn refusal(&self) -> Refusal {
+        refusal(&self.stderr)
+    }
+}
+
+/// What a failed docker call's answer means. Docker says it only in English sentences; they
+/// are read here, once, and every caller matches the kind, never the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No daemon answered (or the context names no engine).
+    DaemonDown,
+    /// The host port to publish is taken ("port is already allocated", "address already in use").
+    PortAllocated,
+    /// A container of that name exists ("is already in use").
+    NameInUse,
+    /// A secret, config, network or volume of that name exists ("already exists").
+    AlreadyExists,
+    /// A name that matches several objects ("ambiguous": networks may share a name).
+    Ambiguous,
+    /// `docker exec` into a container that is not running ("is not running").
+    NotRunning,
+    /// `docker exec`'s program is not in the container ("executable file not found").
+    ProgramNotFound,
+    /// The named container, image, service, secret, config or file does not exist.
+    NoSuchObject,
+    /// Anything else: the stderr itself is the message.
+    Other,
+}
+
+/// Classifies docker's stderr (the first kind that matches, in the order of [`Refusal`]).
+pub(crate) fn refusal(stderr: &str) -> Refusal {
+    let has = |s: &str| stderr.contains(s);
+    if daemon_unreachable(stderr) {
+        Refusal::DaemonDown
+    } else if has("port is already allocated") || has("address already in use") {
+        Refusal::PortAllocated
+    } else if has("is already in use") {
+        Refusal::NameInUse
+    } else if has("already exists") || has("AlreadyExists") {
+        Refusal::AlreadyExists
+    } else if has("ambiguous") {
+        Refusal::Ambiguous
+    } else if has("is not running") {
+        Refusal::NotRunning
+    } else if has("executable file not found")
+        || (has("OCI runtime exec failed") && has("no such file or directory"))
+    {
+        Refusal::ProgramNotFound
+    } else if has("No such") || has("no such") || has("not found") || has("Could not find the file")
+    {
+        Refusal::NoSuchObject
+    } else {
+        Refusal::Other
+    }
+}
+
 /// A handle on the docker CLI.
 #[derive(Debug)]
 pub(crate) struct Docker {
@@ -593,7 +651,7 @@ impl Docker {
     pub(crate) fn remove(&self, name: &str) -> Result<()> {
         let args = ["rm", "-f", "-v", name];
         let (status, out) = self.run_unchecked(&args, None, QUICK)?;
-        if status == Some(0) || out.stderr.contains("No such container") {
+        if status == Some(0) || out.refusal() == Refusal::NoSuchObject {
             Ok(())
         } else {
             Err(self.classify(&args, status, out.stderr))
@@ -618,7 +676,7 @@ impl Docker {
         let out = self.finish(&args, &expr, Some(QUICK))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            if stderr.contains("No such container") || stderr.contains("Could not find the file") {
+            if refusal(&stderr) == Refusal::NoSuchObject {
                 return Ok(None);
             }
             return Err(self.classify(&args, out.status.code(), stderr));
@@ -644,7 +702,7 @@ impl Docker {
         let out = self.finish(&args, &expr, Some(timeout))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            if stderr.contains("No such container") || stderr.contains("Could not find the file") {
+            if refusal(&stderr) == Refusal::NoSuchObject {
                 return Ok(None);
             }
             return Err(self.classify(&args, out.status.code(), stderr));
@@ -859,8 +917,7 @@ impl Docker {
 fn inspect_one(docker: &Docker, args: &[&str], timeout: Duration) -> Result<Option<Value>> {
     let (status, out) = docker.run_unchecked(args, None, timeout)?;
     if status != Some(0) {
-        let err = out.stderr.to_ascii_lowercase();
-        if err.contains("no such") {
+        if out.refusal() == Refusal::NoSuchObject {
             return Ok(None);
         }
         return Err(docker.classify(args, status, out.stderr));
@@ -1172,6 +1229,31 @@ pub(crate) fn kill_children() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_answers_are_classified_once_into_kinds() {
+        use Refusal::*;
+        for (stderr, kind) in [
+            ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", DaemonDown),
+            ("error during connect: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.45/containers/json\": dial unix /var/run/docker.sock: connect: no such file or directory", DaemonDown),
+            ("Error response from daemon: driver failed programming external connectivity on endpoint fp (1a2b): Bind for 0.0.0.0:8001 failed: port is already allocated", PortAllocated),
+            ("Error starting userland proxy: listen tcp4 0.0.0.0:8001: bind: address already in use", PortAllocated),
+            ("Error response from daemon: Conflict. The container name \"/fp\" is already in use by container \"3f2c\". You have to remove (or rename) that container to be able to reuse that name.", NameInUse),
+            ("Error response from daemon: rpc error: code = AlreadyExists desc = secret fp.settings.0a1b2c3d4e5f already exists", AlreadyExists),
+            ("Error response from daemon: network fractalic-proxy is ambiguous (2 matches found based on name)", Ambiguous),
+            ("Error response from daemon: container 3f2c is not running", NotRunning),
+            ("OCI runtime exec failed: exec failed: unable to start container process: exec: \"curl\": executable file not found in $PATH: unknown", ProgramNotFound),
+            ("OCI runtime exec failed: exec failed: unable to start container process: exec: \"/bin/nope\": stat /bin/nope: no such file or directory: unknown", ProgramNotFound),
+            ("Error response from daemon: No such container: fp", NoSuchObject),
+            ("Error: No such object: fp", NoSuchObject),
+            ("Error response from daemon: service fp not found", NoSuchObject),
+            ("Error response from daemon: Could not find the file /payload/x in container fp", NoSuchObject),
+            ("Error response from daemon: manifest for x:y unknown", Other),
+            ("", Other),
+        ] {
+            assert_eq!(refusal(stderr), kind, "{stderr}");
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn fake(dir: &Path, body: &str) -> PathBuf {

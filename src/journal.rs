@@ -15,7 +15,7 @@
 //! The header reaches the disk whole (written beside, then renamed); a torn last line (a kill
 //! during a write) is ignored, and it describes a change that had not begun.
 
-use crate::docker::{Docker, QUICK};
+use crate::docker::{Docker, Refusal, QUICK};
 use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -719,7 +719,7 @@ impl Journal {
             Resource::Container { name } if !confirmed => match self.labelled_names() {
                 Ok(names) if names.iter().any(|n| n == name) => {
                     let args = ["rm", "-f", "-v", name.as_str()];
-                    match self.docker_undo(&args, QUICK, "No such container") {
+                    match self.docker_undo(&args, QUICK) {
                         Ok(()) => Outcome::Done(vec![format!("removed container {name}")]),
                         Err(e) => failed(e, format!("docker rm -f -v {name}")),
                     }
@@ -729,7 +729,7 @@ impl Journal {
             },
             Resource::Container { name } => {
                 let args = ["rm", "-f", "-v", name.as_str()];
-                match self.docker_undo(&args, QUICK, "No such container") {
+                match self.docker_undo(&args, QUICK) {
                     Ok(()) => Outcome::Done(vec![format!("removed container {name}")]),
                     Err(e) => failed(e, format!("docker rm -f -v {name}")),
                 }
@@ -741,15 +741,14 @@ impl Journal {
             },
             Resource::StartedContainer { name } => {
                 let args = ["stop", "-t", "10", name.as_str()];
-                match self.docker_undo(&args, QUICK + Duration::from_secs(10), "No such container")
-                {
+                match self.docker_undo(&args, QUICK + Duration::from_secs(10)) {
                     Ok(()) => Outcome::Done(vec![format!("stopped {name} again")]),
                     Err(e) => failed(e, format!("docker stop {name}")),
                 }
             }
             Resource::DockerObject { what, remove_args } => {
                 let args: Vec<&str> = remove_args.iter().map(String::as_str).collect();
-                match self.docker_undo(&args, QUICK, "No such") {
+                match self.docker_undo(&args, QUICK) {
                     Ok(()) => Outcome::Done(vec![format!("removed {what}")]),
                     Err(e) => failed(e, format!("docker {}", remove_args.join(" "))),
                 }
@@ -770,16 +769,14 @@ impl Journal {
                 match d.run_undo(&check, QUICK) {
                     Ok((Some(0), out)) if out.stdout.trim() == expect.trim() => {
                         let args: Vec<&str> = remove_args.iter().map(String::as_str).collect();
-                        match self.docker_undo(&args, QUICK, "No such") {
+                        match self.docker_undo(&args, QUICK) {
                             Ok(()) => Outcome::Done(vec![format!("undid {what}")]),
                             Err(e) => failed(e, format!("docker {}", remove_args.join(" "))),
                         }
                     }
                     // The change never reached the engine, or was undone already.
                     Ok((Some(0), _)) => Outcome::Done(Vec::new()),
-                    Ok((_, out))
-                        if out.stderr.contains("No such") || out.stderr.contains("not found") =>
-                    {
+                    Ok((_, out)) if out.refusal() == Refusal::NoSuchObject => {
                         Outcome::Done(Vec::new())
                     }
                     Ok((status, out)) => failed(
@@ -797,21 +794,15 @@ impl Journal {
         }
     }
 
-    /// Runs an undo step; `absent` in docker's stderr means there was nothing to remove.
-    fn docker_undo(
-        &self,
-        args: &[&str],
-        timeout: Duration,
-        absent: &str,
-    ) -> std::result::Result<(), String> {
+    /// Runs an undo step; docker saying there is no such object means there was nothing to
+    /// remove.
+    fn docker_undo(&self, args: &[&str], timeout: Duration) -> std::result::Result<(), String> {
         let Some(d) = self.docker.get() else {
             return Err("no docker handle to undo with".into());
         };
         match d.run_undo(args, timeout) {
             Ok((Some(0), _)) => Ok(()),
-            Ok((_, out)) if out.stderr.contains(absent) || out.stderr.contains("not found") => {
-                Ok(())
-            }
+            Ok((_, out)) if out.refusal() == Refusal::NoSuchObject => Ok(()),
             Ok((status, out)) => Err(Error::Docker {
                 argv: d.argv(args),
                 status,
@@ -894,7 +885,7 @@ impl Journal {
             return r;
         }
         for name in &found {
-            match self.docker_undo(&["rm", "-f", "-v", name], QUICK, "No such container") {
+            match self.docker_undo(&["rm", "-f", "-v", name], QUICK) {
                 Ok(()) => {
                     r.undone.push(format!("removed container {name}"));
                     // A container recorded under this name is gone too.

@@ -12,7 +12,7 @@
 //! on the old upstream); a proxy removed by hand is re-created with every route by
 //! [`Proxy::ensure_up`].
 
-use crate::docker::{Docker, QUICK};
+use crate::docker::{Docker, Refusal, QUICK};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -468,7 +468,7 @@ impl<'a> Proxy<'a> {
         if status == Some(0) {
             return Ok(());
         }
-        if out.stderr.contains("ambiguous") {
+        if out.refusal() == Refusal::Ambiguous {
             return self.dedupe_network(done);
         }
         let role = format!("{LABEL_ROLE}=network");
@@ -478,7 +478,7 @@ impl<'a> Proxy<'a> {
             QUICK,
         )?;
         // A parallel run may have created it meanwhile.
-        if status != Some(0) && !out.stderr.contains("already exists") {
+        if status != Some(0) && out.refusal() != Refusal::AlreadyExists {
             return Err(Error::failed(format!(
                 "could not create the docker network {NETWORK}: {}",
                 crate::error::one_line(&out.stderr)
@@ -581,7 +581,7 @@ impl<'a> Proxy<'a> {
         )?;
         if status != Some(0) {
             // Another run created it first: use that one.
-            if out.stderr.contains("is already in use") {
+            if out.refusal() == Refusal::NameInUse {
                 return Ok(());
             }
             return Err(Error::failed(format!(
@@ -924,7 +924,7 @@ impl<'a> Proxy<'a> {
 /// does first. One `docker container inspect` of both when all is well. Returns what it did.
 pub(crate) fn heal_for(d: &Docker, name: &str) -> Result<Vec<String>> {
     let (_, out) = d.run_unchecked(&["container", "inspect", name, PROXY_NAME], None, QUICK)?;
-    if crate::docker::daemon_unreachable(&out.stderr) {
+    if out.refusal() == Refusal::DaemonDown {
         return Err(Error::DaemonDown { detail: out.stderr });
     }
     let list: Vec<Value> = serde_json::from_str(&out.stdout).unwrap_or_default();

@@ -7,7 +7,7 @@
 //! fails at once, saying why and what to do, when neither can work. A remote engine's URLs name
 //! its host already. The URLs shown to users stay the host's: only the probe moves.
 
-use crate::docker::Docker;
+use crate::docker::{Docker, Refusal};
 use crate::error::Error;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -453,12 +453,11 @@ pub(crate) fn exec_probe(
         }
         Ok((code, out)) => {
             let msg = crate::error::one_line(&out.stderr);
-            let fatal = matches!(code, Some(126 | 127))
-                || msg.contains("executable file not found")
-                || msg.contains("no such file or directory");
+            let refusal = crate::docker::refusal(&out.stderr);
+            let fatal = matches!(code, Some(126 | 127)) || refusal == Refusal::ProgramNotFound;
             let why = format!("`docker exec {container} curl` failed: {msg}");
             match location() {
-                Location::Sibling(me) if fatal && !msg.contains("is not running") => {
+                Location::Sibling(me) if fatal && refusal != Refusal::NotRunning => {
                     Err((unreachable(me, target, shown, &why), true))
                 }
                 _ => Err((why, false)),

@@ -5,7 +5,7 @@
 //! first, so a failure or Ctrl-C at any point puts the old release back (docs/updates.md).
 
 use crate::config::DeployConfig;
-use crate::docker::{Docker, QUICK};
+use crate::docker::{Docker, Refusal, QUICK};
 use crate::error::{Error, Result};
 use crate::journal::Resource;
 use crate::payload::{self, ExtraFile, Owner, PayloadSpec};
@@ -856,9 +856,7 @@ fn create_and_start(
         host.mark_started(name, wall);
         return Ok(true);
     }
-    if out.stderr.contains("port is already allocated")
-        || out.stderr.contains("address already in use")
-    {
+    if out.refusal() == Refusal::PortAllocated {
         return Ok(false);
     }
     Err(Error::Docker {

@@ -4,7 +4,7 @@
 //! concern); `fractalic-publisher plugin api` prints that reference.
 
 use crate::config::DeployConfig;
-use crate::docker::{self, Docker, ExecOutcome, QUICK};
+use crate::docker::{Docker, ExecOutcome, Refusal, QUICK};
 use crate::error::{Error, Result};
 use crate::journal::{Journal, Resource};
 use crate::payload;
@@ -723,13 +723,13 @@ pub(crate) fn create_container_env(
     host.release_port_lock();
     let (status, out) = created?;
     if status != Some(0) {
-        if out.stderr.contains("is already in use") {
+        if out.refusal() == Refusal::NameInUse {
             return Err(Error::input(
                 format!("container name {name:?} is already in use"),
                 format!("choose another --name, or remove it first: docker rm -f {name}"),
             ));
         }
-        if docker::daemon_unreachable(&out.stderr) {
+        if out.refusal() == Refusal::DaemonDown {
             return Err(Error::DaemonDown { detail: out.stderr });
         }
         return Err(Error::Docker {
@@ -877,7 +877,7 @@ pub(crate) fn copy_payload(
     })?;
     if status != Some(0) {
         // Docker's own words explain a broken pipe on our side better than the pipe does.
-        if docker::daemon_unreachable(&out.stderr) {
+        if out.refusal() == Refusal::DaemonDown {
             return Err(Error::DaemonDown { detail: out.stderr });
         }
         return Err(Error::Docker {
@@ -913,7 +913,7 @@ pub(crate) fn copy_payload(
 pub(crate) fn logs_tail(d: &Docker, name: &str, tail: i64) -> Result<String> {
     let t = tail.clamp(1, 10_000).to_string();
     let (status, out) = d.run_unchecked(&["logs", "--tail", &t, name], None, QUICK)?;
-    if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
+    if status != Some(0) && out.refusal() == Refusal::DaemonDown {
         return Err(Error::DaemonDown { detail: out.stderr });
     }
     // docker logs replays the container's stdout on stdout and its stderr on stderr.

@@ -13,7 +13,7 @@
 
 use super::host::{Host, LABEL_CREATED, LABEL_MANAGED, LABEL_PLUGIN};
 use crate::config::DeployConfig;
-use crate::docker::{self, Docker, QUICK};
+use crate::docker::{Docker, Refusal, QUICK};
 use crate::error::{Error, Result};
 use crate::journal::{Resource, LABEL_RUN};
 use crate::payload;
@@ -164,7 +164,7 @@ pub(crate) fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -
     };
     let (status, out) =
         d.run_unchecked_env(&args, stdin, &env, Duration::from_millis(timeout as u64))?;
-    if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
+    if status != Some(0) && out.refusal() == Refusal::DaemonDown {
         return Err(Error::DaemonDown { detail: out.stderr });
     }
     if let Some(t) = token {
@@ -286,13 +286,13 @@ pub(crate) fn deploy_file_object(
     let (status, out) = d.run_unchecked(&argv, Some(cf.contents.clone()), QUICK)?;
     let created = match status {
         Some(0) => true,
-        _ if out.stderr.contains("already exists") || out.stderr.contains("AlreadyExists") => {
+        _ if out.refusal() == Refusal::AlreadyExists => {
             host.journal().forget(token);
             false
         }
         _ => {
             host.journal().forget(token);
-            if docker::daemon_unreachable(&out.stderr) {
+            if out.refusal() == Refusal::DaemonDown {
                 return Err(Error::DaemonDown { detail: out.stderr });
             }
             return Err(Error::Docker {
@@ -512,7 +512,7 @@ pub(crate) fn bake(
     let (status, out) = d.run_unchecked(&args, None, QUICK)?;
     if status != Some(0) {
         journal.forget(token);
-        if docker::daemon_unreachable(&out.stderr) {
+        if out.refusal() == Refusal::DaemonDown {
             return Err(Error::DaemonDown { detail: out.stderr });
         }
         return Err(Error::Docker {
@@ -540,7 +540,7 @@ pub(crate) fn bake(
     let (status, out, built) =
         d.run_with_stdin_stream(&cp, QUICK, |w| payload::build_into(pspec, w).map(|_| ()))?;
     if status != Some(0) {
-        if docker::daemon_unreachable(&out.stderr) {
+        if out.refusal() == Refusal::DaemonDown {
             return Err(Error::DaemonDown { detail: out.stderr });
         }
         return Err(Error::Docker {

@@ -77,7 +77,7 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
         if status == Some(0) {
             lock(&h.started).insert(name.to_string(), Started::since(wall));
         }
-        if status != Some(0) && docker::daemon_unreachable(&out.stderr) {
+        if status != Some(0) && out.refusal() == docker::Refusal::DaemonDown {
             return Err(h.raise(Error::DaemonDown { detail: out.stderr }));
         }
         let mut m = Map::new();
@@ -86,9 +86,7 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
             // Not before: a `docker cp` out of a container that is starting waits for it.
             h.begin_main_check();
         }
-        let clash = !ok
-            && (out.stderr.contains("port is already allocated")
-                || out.stderr.contains("address already in use"));
+        let clash = !ok && out.refusal() == docker::Refusal::PortAllocated;
         m.insert("ok".into(), ok.into());
         m.insert("port_clash".into(), clash.into());
         let err = if ok {
