@@ -1294,16 +1294,32 @@ const SKIP_WARNINGS_MAX: usize = 20;
 /// Validates deploy flags into a [`DeployConfig`]. Any problem is [`Error::Input`] (exit 2).
 /// Docker is not run here: everything a user can get wrong is found before it is.
 pub(crate) fn deploy_config(args: &DeployArgs) -> Result<DeployConfig> {
-    deploy_config_with(args, true)
+    let cfg = deploy_config_own_port(args)?;
+    match port_taken(&cfg) {
+        Some((_, e)) => Err(e),
+        None => Ok(cfg),
+    }
 }
 
-/// [`deploy_config`] without the check that `--port` is free now: for an update of a
-/// deployment that already holds that port.
+/// An exact `--port` that another process holds now, and the error that says so. A port
+/// another deployment has recorded is found later, from the containers' labels; from a
+/// sibling container binding here says nothing about the engine's host, so nothing is known.
+/// (The deploy keeps the error: the port may be held by the very deployment it updates.)
+pub(crate) fn port_taken(cfg: &DeployConfig) -> Option<(u16, Error)> {
+    let PortRequest::Exact(p) = cfg.port else {
+        return None;
+    };
+    if crate::reach::maybe_sibling() {
+        return None;
+    }
+    crate::ports::choose(PortRequest::Exact(p), cfg.bind, &Default::default())
+        .err()
+        .map(|e| (p, Error::input(format!("--port {p}"), e.to_string())))
+}
+
+/// [`deploy_config`] without the check that `--port` is free now ([`port_taken`]): for an
+/// update of a deployment that already holds that port.
 pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> {
-    deploy_config_with(args, false)
-}
-
-fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfig> {
     check_script_name(&args.script_name)?;
     let name = args
         .name
@@ -1367,17 +1383,7 @@ fn deploy_config_with(args: &DeployArgs, check_port: bool) -> Result<DeployConfi
         }
     }
     let port = match &args.port {
-        Some(p) => {
-            let p = parse_port(p, "--port")?;
-            // A port another process holds is known now, before Docker is touched; one that
-            // another deployment has recorded is found later, from the containers' labels.
-            // (Not from a sibling container: binding here says nothing about the engine's host.)
-            if check_port && !crate::reach::maybe_sibling() {
-                crate::ports::choose(PortRequest::Exact(p), bind, &Default::default())
-                    .map_err(|e| Error::input(format!("--port {p}"), e.to_string()))?;
-            }
-            PortRequest::Exact(p)
-        }
+        Some(p) => PortRequest::Exact(parse_port(p, "--port")?),
         None => PortRequest::Preferred(DEFAULT_PORT),
     };
     let timeout = parse_timeout(&args.timeout)?;

@@ -154,18 +154,9 @@ pub(crate) fn prepare(
     progress: Progress,
 ) -> Result<Prepared> {
     let lock_wait = crate::lock::parse_wait(&args.lock_wait)?;
-    let (cfg, port_busy) = match config::deploy_config(args) {
-        Ok(c) => (c, None),
-        // Busy may mean: held by this very deployment, which the deploy then updates.
-        Err(e @ Error::Input { .. }) if e.to_string().starts_with("--port ") => {
-            let c = config::deploy_config_own_port(args)?;
-            let p = match c.port {
-                PortRequest::Exact(p) | PortRequest::Preferred(p) => p,
-            };
-            (c, Some((p, e)))
-        }
-        Err(e) => return Err(e),
-    };
+    let cfg = config::deploy_config_own_port(args)?;
+    // Busy may mean: held by this very deployment, which the deploy then updates.
+    let port_busy = config::port_taken(&cfg);
     let mut p = prepare_config(docker_flag, plugins_dir, cfg, progress)?;
     if args.dry_run {
         p.docker.set_dry_run();
