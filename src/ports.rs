@@ -245,6 +245,23 @@ fn window(first: u16, start: u16) -> std::ops::RangeInclusive<u16> {
     start..=last_in_window(first)
 }
 
+/// Why [`PortLock::acquire_at`] did not take the lock.
+#[derive(Debug)]
+pub(crate) enum LockError {
+    /// Another process held it until the deadline.
+    Held(String),
+    /// The lock file could not be created, opened or locked there.
+    Unusable(String),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held(m) | LockError::Unusable(m) => f.write_str(m),
+        }
+    }
+}
+
 /// A host-wide lock held from choosing a port until the container that records it (in its
 /// `fractalic-publisher.port` label) exists, so parallel deploys (processes or threads) never
 /// pick the same port. An flock on `ports.lock` in the user's cache directory; the file also
@@ -279,7 +296,9 @@ impl PortLock {
     pub(crate) fn acquire(deadline: std::time::Duration) -> Result<PortLock, String> {
         let path = Self::path();
         match Self::acquire_at(&path, deadline) {
-            Err(e) if !e.contains("held the port lock") => {
+            Ok(l) => Ok(l),
+            Err(LockError::Held(e)) => Err(e),
+            Err(LockError::Unusable(e)) => {
                 let shm = std::path::Path::new("/dev/shm");
                 if shm.is_dir() {
                     Self::acquire_at(&shm.join("fractalic-publisher-ports.lock"), deadline)
@@ -288,18 +307,21 @@ impl PortLock {
                     Err(e)
                 }
             }
-            other => other,
         }
     }
 
     /// Takes the lock at `path`, polling until `deadline` passes.
+    ///
+    /// [`LockError::Held`]: another process held it all that time; [`LockError::Unusable`]:
+    /// the file could not be made or locked (another place may do).
     pub(crate) fn acquire_at(
         path: &std::path::Path,
         deadline: std::time::Duration,
-    ) -> Result<PortLock, String> {
+    ) -> Result<PortLock, LockError> {
+        let unusable = LockError::Unusable;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| unusable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -307,22 +329,22 @@ impl PortLock {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| format!("cannot open the port lock {}: {e}", path.display()))?;
+            .map_err(|e| unusable(format!("cannot open the port lock {}: {e}", path.display())))?;
         let end = std::time::Instant::now() + deadline;
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(PortLock { file }),
                 Err(std::fs::TryLockError::WouldBlock) => {}
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(format!("cannot lock {}: {e}", path.display()))
+                    return Err(unusable(format!("cannot lock {}: {e}", path.display())))
                 }
             }
             if std::time::Instant::now() >= end {
-                return Err(format!(
-                    "another deploy has held the port lock {} for {}s; try again, or remove the file if no deploy is running",
+                return Err(LockError::Held(format!(
+                    "another deploy has held the port lock {} for {}s; try again (the lock is let go when the process holding it ends: removing the file does not help)",
                     path.display(),
                     deadline.as_secs()
-                ));
+                )));
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -516,7 +538,10 @@ mod tests {
         assert_eq!(a.bump(), 2);
         // A second open file description (another deploy, thread or process) must wait.
         let e = PortLock::acquire_at(&path, std::time::Duration::from_millis(50)).unwrap_err();
-        assert!(e.contains("held the port lock"), "{e}");
+        assert!(
+            matches!(&e, LockError::Held(m) if m.contains("held the port lock")),
+            "{e}"
+        );
         assert_eq!(PortLock::peek_generation(&path), Some(2));
         drop(a);
         let b = PortLock::acquire_at(&path, secs(5)).unwrap();
