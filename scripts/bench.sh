@@ -8,6 +8,8 @@
 #   BENCH_RUNS=3 scripts/bench.sh   fewer runs per deploy measurement (default 5)
 #   scripts/bench.sh swarm      only the docker-swarm section (needs the test bed's swarm)
 #   scripts/bench.sh container  only section 9: a deploy from inside a container vs the host
+#   scripts/bench.sh memory     only the tool's peak RSS with a 200 MB script folder: first
+#                               deploy, update in place, update by container (bench/memory.sh)
 #   scripts/bench.sh proxy      only the front proxy: overhead per request, an image change of a
 #                               proxied deployment vs the new container's start (bench/proxy.sh)
 #   scripts/bench.sh cluster    docker-swarm on 1, 2, 3 nodes of scripts/dev-env.sh cluster:
@@ -270,6 +272,12 @@ container_section() {
 if [[ ${1:-} == container ]]; then
 	mkdir -p "$OUT_DIR"
 	container_section | tee "$OUT_DIR/container.md"
+	exit 0
+fi
+
+if [[ ${1:-} == memory ]]; then
+	mkdir -p "$OUT_DIR"
+	"$HELP/memory.sh" "$BIN" "$IMAGE" | tee "$OUT_DIR/memory.md"
 	exit 0
 fi
 
@@ -650,6 +658,7 @@ $PS_NOTE
 EOF
 	swarm_report
 	"$HELP/updates.sh" "$BIN" "$IMAGE" "$RUNS"
+	"$HELP/memory.sh" "$BIN" "$IMAGE"
 	container_section
 } | tee "$OUT_DIR/latest.md"
 log "done in $((SECONDS - BENCH_START)) s; saved to $OUT_DIR/latest.md"

@@ -1,6 +1,7 @@
 //! The deploy payload: script folder and config files staged as one in-memory tar stream
 //! (paths, owner, modes, excludes) for a single `docker cp -a - CONTAINER:/`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, Metadata};
@@ -283,6 +284,11 @@ pub(crate) struct Payload<W = Vec<u8>> {
     pub skipped: Vec<Skipped>,
     /// Whether `spec.main_script` was staged as a regular file.
     pub main_script_staged: bool,
+    /// What the release holds, hashed as it streamed: every regular file and symlink under
+    /// the top folder (the release folder, or `/payload/<script>/`), by path relative to it,
+    /// as `sha256:HEX MODE` (mode in octal) or `link -> TARGET` (the form of
+    /// `release::Manifest`).
+    pub release_files: BTreeMap<String, String>,
 }
 
 /// Something in the script folder that the payload leaves out, apart from the excludes. Each
@@ -397,6 +403,7 @@ impl std::error::Error for PayloadError {
 /// excludes applied, the top-level `.env` left out), then the extra files, then the optional
 /// "fractalic/payload" -> "/payload" link. Every entry is owned by `spec.owner`; no entries are
 /// made for "payload/", "fractalic/" or other parents that exist in the image.
+#[cfg(test)]
 pub(crate) fn build(spec: &PayloadSpec) -> Result<Payload, PayloadError> {
     build_into(spec, Vec::new())
 }
@@ -470,6 +477,7 @@ pub(crate) fn build_into<W: io::Write>(
         None => Path::new(PAYLOAD_DIR).join(spec.script_name),
     };
     stager.dir(&top, mtime(&meta), root)?;
+    stager.top = top.clone();
     let mut main_script_staged = false;
     for item in &plan.items {
         let tar_path = top.join(&item.rel);
@@ -527,6 +535,7 @@ pub(crate) fn build_into<W: io::Write>(
         symlinks: stager.symlinks,
         skipped: plan.skipped,
         main_script_staged,
+        release_files: stager.release_files,
     })
 }
 
@@ -823,6 +832,10 @@ struct Stager<'s, 'a, W: io::Write> {
     symlinks: usize,
     /// The release's manifest, filled as its files are streamed (with a release folder only).
     manifest: Option<Manifest>,
+    /// The folder the script folder is staged as (set once it is known).
+    top: PathBuf,
+    /// See [`Payload::release_files`].
+    release_files: BTreeMap<String, String>,
 }
 
 impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
@@ -836,6 +849,8 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             bytes: 0,
             symlinks: 0,
             manifest: None,
+            top: PathBuf::new(),
+            release_files: BTreeMap::new(),
         }
     }
 
@@ -891,8 +906,10 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
         self.builder
             .append_data(&mut header, tar_path, &mut reader)
             .map_err(io_err)?;
+        let hex = hex_of(reader.hash);
+        self.released(tar_path, || format!("sha256:{hex} {mode:o}"));
         if let Some(m) = self.manifest.as_mut() {
-            m.add(tar_path, reader.hash);
+            m.add(tar_path, &hex);
         }
         self.files += 1;
         self.bytes += size;
@@ -913,7 +930,22 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
             .map_err(|source| PayloadError::Io {
                 path: src.to_path_buf(),
                 source,
-            })
+            })?;
+        self.released(tar_path, || format!("link -> {}", target.to_string_lossy()));
+        Ok(())
+    }
+
+    /// Notes `tar_path` in [`Payload::release_files`] when it is under the top folder.
+    fn released(&mut self, tar_path: &Path, entry: impl FnOnce() -> String) {
+        if self.top.as_os_str().is_empty() {
+            return;
+        }
+        if let Ok(rel) = tar_path.strip_prefix(&self.top) {
+            if !rel.as_os_str().is_empty() {
+                let rel = rel.to_string_lossy().into_owned();
+                self.release_files.insert(rel, entry());
+            }
+        }
     }
 
     fn extra(&mut self, extra: &ExtraFile) -> Result<(), PayloadError> {
@@ -947,9 +979,12 @@ impl<'s, 'a, W: io::Write> Stager<'s, 'a, W> {
                 path: PathBuf::from(&extra.path),
                 source,
             })?;
+        use sha2::Digest;
+        let hex = hex_of(sha2::Sha256::new_with_prefix(&extra.contents));
+        let mode = extra.mode & 0o777;
+        self.released(&rel, || format!("sha256:{hex} {mode:o}"));
         if let Some(m) = self.manifest.as_mut() {
-            use sha2::Digest;
-            m.add(&rel, sha2::Sha256::new_with_prefix(&extra.contents));
+            m.add(&rel, &hex);
         }
         Ok(())
     }
@@ -977,9 +1012,8 @@ struct Manifest {
 }
 
 impl Manifest {
-    /// Adds `tar_path` with its hash when it belongs to the release.
-    fn add(&mut self, tar_path: &Path, hash: sha2::Sha256) {
-        use sha2::Digest;
+    /// Adds `tar_path` with its hash (hex) when it belongs to the release.
+    fn add(&mut self, tar_path: &Path, hex: &str) {
         let Some(path) = tar_path.to_str() else {
             return;
         };
@@ -993,13 +1027,22 @@ impl Manifest {
         if !ours || rel.contains(['\n', '\r']) {
             return;
         }
-        for b in hash.finalize() {
-            self.text.push_str(&format!("{b:02x}"));
-        }
+        self.text.push_str(hex);
         self.text.push_str("  ");
         self.text.push_str(rel);
         self.text.push('\n');
     }
+}
+
+/// A finished hash in lower-case hex.
+fn hex_of(hash: sha2::Sha256) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let mut s = String::with_capacity(64);
+    for b in hash.finalize() {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// Hashes what it reads.
@@ -1144,6 +1187,54 @@ mod tests {
 
     fn defaults() -> Excludes {
         Excludes::new(&[]).unwrap()
+    }
+
+    /// What `release_files` says, streamed, is what the archive holds read back: files with
+    /// their hash and mode, links with their target, under the top folder only (not its
+    /// config copies, the live link or the parents).
+    #[test]
+    fn release_files_hashed_on_the_way_match_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "main.md", "# main\n");
+        write(root, "sub/deep/a.txt", "alpha");
+        write(root, "run.sh", "#!/bin/sh\n");
+        fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("sub/deep/a.txt", root.join("link")).unwrap();
+        symlink("main.md", root.join("entry.md")).unwrap();
+        let ex = defaults();
+        let mut s = spec(root, &ex);
+        s.release_dir = Some("r2-x");
+        s.link_script = true;
+        s.link_fractalic_payload = true;
+        s.main_script = Some("entry.md");
+        s.extra_files.push(ExtraFile {
+            path: "/payload/.releases/r2-x.config/settings.toml".into(),
+            contents: b"k = 1".to_vec(),
+            mode: 0o600,
+        });
+        let p = build(&s).unwrap();
+        let read_back = crate::release::manifest_of_tar(&p.tar, "payload/.releases/r2-x").unwrap();
+        assert_eq!(p.release_files, read_back);
+        assert_eq!(
+            p.release_files
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["entry.md", "link", "main.md", "run.sh", "sub/deep/a.txt"]
+        );
+        assert_eq!(p.release_files["link"], "link -> sub/deep/a.txt");
+        assert!(
+            p.release_files["run.sh"].ends_with(" 755"),
+            "{:?}",
+            p.release_files
+        );
+        // The main script is staged as a file, so it is hashed as one.
+        assert_eq!(p.release_files["entry.md"], p.release_files["main.md"]);
+        assert_eq!(
+            p.release_files["main.md"],
+            format!("{} 644", crate::release::sha256(b"# main\n"))
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 
 /// Where releases live inside the container.
 pub(crate) const RELEASES: &str = "/payload/.releases";
@@ -459,7 +458,9 @@ fn keyed(
 }
 
 /// The manifest of the files under `top/` in a tar archive (paths relative to `top`).
+#[cfg(test)]
 pub(crate) fn manifest_of_tar(tar: &[u8], top: &str) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
     let bad = |e: std::io::Error| Error::failed(format!("reading back the staged payload: {e}"));
     let mut out = BTreeMap::new();
     let prefix = format!("{}/", top.trim_end_matches('/'));

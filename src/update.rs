@@ -167,8 +167,6 @@ pub(crate) struct Plan {
     pub release: Release,
     /// Why a new container is needed (empty: in place).
     pub reasons: Vec<String>,
-    /// The staged release folder and config copies (no link, no history yet).
-    tar: Vec<u8>,
     owner: Owner,
     running: bool,
     /// The live release folder, if the deployment has the release layout.
@@ -322,13 +320,23 @@ fn config_dests(cfg: &DeployConfig) -> Vec<ExtraFile> {
         .collect()
 }
 
-/// Builds the tar of release `dir`; `full` adds what a new container needs (the live link,
-/// the config files at their places, /fractalic/payload).
-fn build_tar(cfg: &DeployConfig, dir: &str, owner: Owner, full: bool) -> Result<Vec<u8>> {
+/// Streams the tar of release `dir` into `out` as the folder is read (nothing of it is held
+/// in memory); `full` adds what a new container needs (the live link, the config files at
+/// their places, /fractalic/payload), `more` the files this step writes beside the release
+/// (the history, the release's manifest). Returns what the release holds, hashed on the way.
+fn stream_release(
+    cfg: &DeployConfig,
+    dir: &str,
+    owner: Owner,
+    full: bool,
+    more: &[ExtraFile],
+    out: &mut dyn std::io::Write,
+) -> Result<Manifest> {
     let mut extra = config_copies(cfg, dir);
     if full {
         extra.extend(config_dests(cfg));
     }
+    extra.extend(more.iter().cloned());
     let spec = PayloadSpec {
         script_name: &cfg.script_name,
         script_folder: &cfg.script_folder,
@@ -340,15 +348,61 @@ fn build_tar(cfg: &DeployConfig, dir: &str, owner: Owner, full: bool) -> Result<
         release_dir: Some(dir),
         link_script: full,
     };
-    let p =
-        payload::build(&spec).map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    let p = payload::build_into(&spec, out)
+        .map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
     if !p.main_script_staged {
         return Err(Error::failed(format!(
             "the main script {} was not in the payload (it changed or disappeared while the folder was read)",
             cfg.script_folder.join(&cfg.main_script).display()
         )));
     }
-    Ok(p.tar)
+    Ok(p.release_files)
+}
+
+/// The release `plan` names, streamed into `out` (see [`stream_release`]), checked to hold
+/// the files the plan hashed: a folder edited between the plan and the copy would otherwise go
+/// live under the plan's history and manifest.
+fn stream_planned(
+    cfg: &DeployConfig,
+    plan: &Plan,
+    full: bool,
+    more: &[ExtraFile],
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let files = stream_release(cfg, &plan.release.dir, plan.owner, full, more, out)?;
+    if files != plan.files {
+        let changed = files
+            .iter()
+            .find(|(k, v)| plan.files.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .or_else(|| plan.files.keys().find(|k| !files.contains_key(*k)).cloned())
+            .unwrap_or_default();
+        return Err(Error::failed(format!(
+            "the script folder changed while release {} was copied ({changed:?} differs from when the update was planned); deploy again once it is settled",
+            plan.release.id
+        )));
+    }
+    Ok(())
+}
+
+/// The files an update writes beside its release: `history` at `history_path` and the
+/// release's manifest.
+fn beside(plan: &Plan, history_path: &str, h: &History) -> Result<Vec<ExtraFile>> {
+    Ok(vec![
+        ExtraFile {
+            path: format!("/{}", history_path.trim_start_matches('/')),
+            contents: history_bytes(h)?,
+            mode: 0o600,
+        },
+        ExtraFile {
+            path: format!(
+                "/{}",
+                release::manifest_path(&plan.release.dir).trim_start_matches('/')
+            ),
+            contents: release::manifest_bytes(&plan.files)?,
+            mode: 0o600,
+        },
+    ])
 }
 
 /// `tar` with one more file appended (the archive's end marker moved after it).
@@ -462,8 +516,9 @@ pub(crate) fn plan(
         (true, crate::ports::PortRequest::Exact(p) | crate::ports::PortRequest::Preferred(p)) => p,
         _ => live_port,
     };
-    let tar = build_tar(cfg, &dir, owner, false)?;
-    let files = release::manifest_of_tar(&tar, &format!("payload/.releases/{dir}"))?;
+    // Read and hashed, not kept: the apply streams the folder again and checks it still holds
+    // these files (memory does not grow with the payload).
+    let files = stream_release(cfg, &dir, owner, false, &[], &mut std::io::sink())?;
     let state = state_of(cfg, &files, image_id, image_digest, port);
     let mut changes = release::diff(&old_state, old_files.as_ref(), &state, Some(&files));
     changes.unknown = unknown;
@@ -541,7 +596,6 @@ pub(crate) fn plan(
         history,
         release,
         reasons,
-        tar,
         owner,
         running,
         live_dir,
@@ -645,18 +699,7 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
     h.releases.push(plan.release.clone());
     h.current = plan.release.id.clone();
     let keep = h.keep_dirs();
-    let tar = append_file(
-        plan.tar.clone(),
-        &format!("{HISTORY}.next"),
-        &history_bytes(&h)?,
-        plan.owner,
-    )?;
-    let tar = append_file(
-        tar,
-        &release::manifest_path(&plan.release.dir),
-        &release::manifest_bytes(&plan.files)?,
-        plan.owner,
-    )?;
+    let more = beside(plan, &format!("{HISTORY}.next"), &h)?;
     let dir = plan.release.dir.clone();
     let steps = || -> Result<()> {
         let j = host.journal();
@@ -707,8 +750,20 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
         argv.extend(keep.iter().map(String::as_str));
         let mut args = vec!["exec"];
         args.extend(argv);
-        let (status, out) = d.run_unchecked(&args, Some(tar), QUICK)?;
-        if status != Some(0) {
+        // The release streams into the exec as the folder is read; a stream cut short lacks
+        // its manifest (the last entry), so the script refuses to switch.
+        let (status, out, streamed) =
+            d.run_with_stdin_stream(&args, QUICK, |w| stream_planned(cfg, plan, false, &more, w))?;
+        if status == Some(0) {
+            // The switch happened: a folder that changed on the way is switched back (undo).
+            streamed?;
+        } else {
+            if out.refusal() == Refusal::DaemonDown {
+                return Err(Error::DaemonDown { detail: out.stderr });
+            }
+            // Our side's error (a file that shrank, an unreadable one) says more than the
+            // script's "manifest missing" that followed it.
+            streamed?;
             return Err(Error::failed(format!(
                 "switching {name} to release {} failed: {}",
                 plan.release.id,
@@ -834,22 +889,48 @@ fn spec(plan: &Plan, cfg: &DeployConfig, name: &str, port: u16) -> rhai::Map {
     m
 }
 
-/// Creates `name` on `port`, copies `tar` into it and starts it; Ok(false) on a port clash.
+/// Streams the planned release (with `more` beside it) into the created container `name`
+/// with one `docker cp`, the folder read as it goes.
+fn copy_release(
+    d: &Docker,
+    cfg: &DeployConfig,
+    plan: &Plan,
+    name: &str,
+    more: &[ExtraFile],
+) -> Result<()> {
+    let dest = format!("{name}:/");
+    let args = ["cp", "-", dest.as_str()];
+    let (status, out, streamed) =
+        d.run_with_stdin_stream(&args, QUICK, |w| stream_planned(cfg, plan, true, more, w))?;
+    if status != Some(0) {
+        if out.refusal() == Refusal::DaemonDown {
+            return Err(Error::DaemonDown { detail: out.stderr });
+        }
+        // Our side's error (a file that shrank, an unreadable one) explains a cut stream
+        // better than docker's broken pipe does.
+        streamed?;
+        return Err(Error::Docker {
+            argv: d.argv(&args),
+            status,
+            stderr: out.stderr,
+        });
+    }
+    streamed
+}
+
+/// Creates `name` on `port`, streams the planned release (with `more` beside it) into it and
+/// starts it; Ok(false) on a port clash.
 fn create_and_start(
     host: &Host,
     d: &Docker,
     plan: &Plan,
     name: &str,
     port: u16,
-    tar: &[u8],
+    more: &[ExtraFile],
 ) -> Result<bool> {
     let cfg = cfg_of(host)?;
     host::create_container(host, d, &spec(plan, cfg, name, port))?;
-    d.run(
-        &["cp", "-", &format!("{name}:/")],
-        Some(tar.to_vec()),
-        QUICK,
-    )?;
+    copy_release(d, cfg, plan, name, more)?;
     let wall = SystemTime::now();
     let (status, out) = d.run_unchecked(&["start", name], None, QUICK)?;
     if status == Some(0) {
@@ -915,18 +996,10 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
     let secs = cfg.timeout.as_secs() as i64;
     let bind = cfg.bind.to_string();
     let port = plan.release.state.port;
-    let owner = plan.owner;
     let mut h = plan.history.clone();
     h.releases.push(plan.release.clone());
     h.current = plan.release.id.clone();
-    let full = build_tar(cfg, &plan.release.dir, owner, true)?;
-    let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
-    let full = append_file(
-        full,
-        &release::manifest_path(&plan.release.dir),
-        &release::manifest_bytes(&plan.files)?,
-        owner,
-    )?;
+    let full = beside(plan, HISTORY, &h)?;
     let suffix = short_suffix();
     let next = format!("{name}.next-{suffix}");
     let from = if plan.history.current.is_empty() {
@@ -979,11 +1052,7 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
             format!("Creating the new {name} on port {port}"),
         );
         let new_id = host::create_container(host, d, &spec(plan, cfg, &name, port))?;
-        d.run(
-            &["cp", "-", &format!("{name}:/")],
-            Some(full.clone()),
-            QUICK,
-        )?;
+        copy_release(d, cfg, plan, &name, &full)?;
         // 3. The switch: the only downtime is from here until the new one answers.
         host.progress.step(
             75,
@@ -1149,20 +1218,13 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
     let t0 = Instant::now();
     let secs = cfg.timeout.as_secs() as i64;
     let port = plan.release.state.port;
-    let owner = plan.owner;
     let mut h = plan.history.clone();
     h.releases.push(plan.release.clone());
     h.current = plan.release.id.clone();
-    let full = build_tar(cfg, &plan.release.dir, owner, true)?;
-    let full = append_file(full, HISTORY, &history_bytes(&h)?, owner)?;
-    // The release's manifest, as an unproxied container update writes it: what `history`
-    // names as the files of the release (and what a later in-place update compares with).
-    let full = append_file(
-        full,
-        &release::manifest_path(&plan.release.dir),
-        &release::manifest_bytes(&plan.files)?,
-        owner,
-    )?;
+    // The history and the release's manifest, as an unproxied container update writes them:
+    // what `history` names as the files of the release (and what a later in-place update
+    // compares with).
+    let full = beside(plan, HISTORY, &h)?;
     let suffix = short_suffix();
     let next = format!("{name}.next-{suffix}");
     let from = if plan.history.current.is_empty() {
@@ -1810,39 +1872,6 @@ pub(crate) fn rollback(
     }
 }
 
-/// A writer that passes everything on and keeps a copy (to hash what was streamed).
-pub(crate) struct Tee<W> {
-    inner: W,
-    copy: Vec<u8>,
-}
-
-impl<W: std::io::Write> Tee<W> {
-    /// Wraps `inner`.
-    pub(crate) fn new(inner: W) -> Self {
-        Tee {
-            inner,
-            copy: Vec::new(),
-        }
-    }
-
-    /// What went through.
-    pub(crate) fn into_copy(self) -> Vec<u8> {
-        self.copy
-    }
-}
-
-impl<W: std::io::Write> std::io::Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.copy.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Per-run update state kept by the host: the first release `copy_payload` staged, and the
 /// plan an update works from.
 #[derive(Default)]
@@ -1886,10 +1915,8 @@ pub(crate) fn read_early(host: &Host, d: &Arc<Docker>) {
 }
 
 /// Remembers the first release `copy_payload` staged (its folder, manifest and owner).
-pub(crate) fn staged(host: &Host, dir: &str, tar: &[u8], owner: Owner) -> Result<()> {
-    let files = release::manifest_of_tar(tar, &format!("payload/.releases/{dir}"))?;
+pub(crate) fn staged(host: &Host, dir: &str, files: Manifest, owner: Owner) {
     lock(&host.updates).staged = Some((dir.to_string(), files, owner));
-    Ok(())
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -863,15 +863,14 @@ pub(crate) fn copy_payload(
     // The tar stream goes straight into `docker cp` as it is built: nothing is held in
     // memory, and docker starts extracting while we still read files.
     let (status, out, built) = d.run_with_stdin_stream(&args, QUICK, |w| {
-        // A copy of the stream is kept to hash the release (its manifest).
-        let tee = crate::update::Tee::new(w);
-        payload::build_into(&spec, tee).map(|p| {
+        // The release is hashed on the way (its manifest); nothing of it is kept.
+        payload::build_into(&spec, w).map(|p| {
             (
                 p.files,
                 p.dirs,
                 p.bytes,
                 p.main_script_staged,
-                p.tar.into_copy(),
+                p.release_files,
             )
         })
     })?;
@@ -888,7 +887,7 @@ pub(crate) fn copy_payload(
     }
     let (files, dirs, bytes, staged, copy) =
         built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
-    crate::update::staged(host, &dir, &copy, owner)?;
+    crate::update::staged(host, &dir, copy, owner);
     let script_path = cfg.script_path();
     if !staged {
         return Err(Error::failed(format!(
