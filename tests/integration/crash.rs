@@ -234,35 +234,43 @@ fn deploy_ok(lab: &Lab, rel: &Release, extra: &[&str]) -> Run {
     r
 }
 
-/// The release `history` calls current (after a setup step).
-/// The newest good release that runs what release `root` ran (itself, or a rollback to it):
-/// a rollback by a fixed id ages out of a history that keeps only its newest releases (a
-/// Swarm rollback is itself a release), while the content it names stays in it.
-fn release_running(lab: &Lab, root: &str) -> String {
+/// The newest good release that holds the content `payload_hash` names (the release it was
+/// first deployed as, or a rollback to it): release ids age out of a history that keeps only
+/// its newest releases (a Swarm rollback is itself a release), the content stays in it.
+fn release_running(lab: &Lab, payload_hash: &str) -> String {
     let h = lab
         .history()
         .unwrap_or_else(|e| panic!("{}: {e}", lab.case));
-    let releases = h["releases"].as_array().cloned().unwrap_or_default();
-    let of = |id: &str| -> String {
-        let mut id = id.to_string();
-        for _ in 0..releases.len() {
-            let Some(r) = releases.iter().find(|r| r["id"] == id.as_str()) else {
-                break;
-            };
-            match r["of"].as_str() {
-                Some(o) if !o.is_empty() && r["kind"] == "rollback" => id = o.to_string(),
-                _ => break,
-            }
-        }
-        id
-    };
-    releases
-        .iter()
+    h["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
         .rev()
-        .filter(|r| r["outcome"] == "ok")
-        .filter_map(|r| r["id"].as_str())
-        .find(|id| of(id) == root)
-        .unwrap_or(root)
+        .filter(|r| r["outcome"] == "ok" && r["state"]["payload_hash"] == payload_hash)
+        .find_map(|r| r["id"].as_str())
+        .unwrap_or_else(|| panic!("{}: no good release holds {payload_hash}: {h}", lab.case))
+        .to_string()
+}
+
+/// The payload hash of the release `history` calls current.
+fn current_payload(lab: &Lab) -> String {
+    let h = lab
+        .history()
+        .unwrap_or_else(|e| panic!("{}: {e}", lab.case));
+    let cur = h["current"].as_str().unwrap_or("");
+    h["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["id"] == cur)
+        .and_then(|r| r["state"]["payload_hash"].as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: current release {cur:?} has no payload hash: {h}",
+                lab.case
+            )
+        })
         .to_string()
 }
 
@@ -472,8 +480,11 @@ fn rollback_sweep_with(
     let e2 = env("v2");
     deploy_ok(&lab, &v1, &strs(&e1));
     let r1 = current_release(&lab);
+    let p1 = current_payload(&lab);
     deploy_ok(&lab, &v2, &strs(&e2));
     let r2 = current_release(&lab);
+    let p2 = current_payload(&lab);
+    assert_ne!(p1, p2, "v1 and v2 must differ in content");
     assert_eq!((r1.as_str(), r2.as_str()), ("r1", "r2"));
     let name = lab.name.clone();
     let rb = |to: &str| s(&["rollback", &name, "--to", to, "--timeout", "30"]);
@@ -486,12 +497,12 @@ fn rollback_sweep_with(
     eprintln!("rollback steps: {:?}", base.steps);
     let mut live_is_v2 = true;
     for at in plan {
-        let (old, new, root) = if live_is_v2 {
-            (&v2, &v1, "r1")
+        let (old, new, content) = if live_is_v2 {
+            (&v2, &v1, &p1)
         } else {
-            (&v1, &v2, "r2")
+            (&v1, &v2, &p2)
         };
-        let args = rb(&release_running(&lab, root));
+        let args = rb(&release_running(&lab, content));
         let run = lab.run_at(&args, &at);
         let mut ok = check(
             &mut lab,

@@ -942,6 +942,12 @@ impl Lab {
                 Err(e) if e.contains("is not running") || e.contains("No such container") => {
                     continue
                 }
+                // A task stopped while the read ran (its exec killed with it, saying nothing):
+                // asked again, it no longer runs.
+                Err(e) if !self.container_running(&c) => {
+                    eprintln!("  (task {c} stopped during the read: {e})");
+                    continue;
+                }
                 r => r?,
             };
             v.push(
@@ -950,6 +956,15 @@ impl Lab {
             );
         }
         Ok(v)
+    }
+
+    /// Whether container `c` exists and runs.
+    fn container_running(&self, c: &str) -> bool {
+        let o = support::run_docker(
+            &self.docker,
+            &["inspect", "--format", "{{.State.Running}}", c],
+        );
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true"
     }
 
     /// What the swarm service serves, completely: every running task holds the same release
