@@ -2,7 +2,7 @@
 //! config files found and parsed, environment read. Nothing here touches Docker.
 
 use crate::cli::{DeployArgs, PullPolicy};
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, Result};
 use crate::payload::Excludes;
 use crate::ports::PortRequest;
 use std::net::IpAddr;
@@ -478,7 +478,7 @@ pub(crate) fn parse_tls(s: &str) -> Result<crate::proxy::Tls> {
 fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
     let domain = match &args.domain {
         Some(d) => {
-            check_domain(d)?;
+            check_domain(d).map_err(|e| e.at(Field::Domain))?;
             Some(d.clone())
         }
         None => None,
@@ -494,7 +494,8 @@ fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
         return Err(Error::input(
             "--no-proxy with --domain or --tls",
             "a host name and HTTPS are served by the front proxy: drop --no-proxy, or drop --domain/--tls",
-        ));
+        )
+        .at(Field::Proxy));
     }
     if tls == Some(crate::proxy::Tls::Acme) && domain.is_none() {
         return Err(Error::input(
@@ -1314,42 +1315,51 @@ pub(crate) fn port_taken(cfg: &DeployConfig) -> Option<(u16, Error)> {
     }
     crate::ports::choose(PortRequest::Exact(p), cfg.bind, &Default::default())
         .err()
-        .map(|e| (p, Error::input(format!("--port {p}"), e.to_string())))
+        .map(|e| {
+            let e = Error::input(format!("--port {p}"), e.to_string()).at(Field::Port);
+            (p, e)
+        })
 }
 
 /// [`deploy_config`] without the check that `--port` is free now ([`port_taken`]): for an
 /// update of a deployment that already holds that port.
 pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> {
-    check_script_name(&args.script_name)?;
+    check_script_name(&args.script_name).map_err(|e| e.at(Field::ScriptName))?;
     let name = args
         .name
         .clone()
         .unwrap_or_else(|| format!("fractalic-{}", args.script_name));
-    check_container_name(&name)?;
+    check_container_name(&name).map_err(|e| e.at(Field::ContainerName))?;
 
     let folder = &args.script_folder;
     if !folder.is_dir() {
         return Err(Error::input(
             format!("--script-folder {} is not a directory", folder.display()),
             "give the folder that holds your script",
-        ));
+        )
+        .at(Field::ScriptFolder));
     }
-    let script_folder = folder.canonicalize().map_err(|e| unreadable(folder, &e))?;
+    let script_folder = folder
+        .canonicalize()
+        .map_err(|e| unreadable(folder, &e).at(Field::ScriptFolder))?;
     // Listing it is what every later step needs; say so about the folder itself.
-    std::fs::read_dir(&script_folder).map_err(|e| unreadable(&script_folder, &e))?;
-    let excludes = Excludes::with_includes(&args.include, &args.exclude).map_err(|e| match e {
-        crate::payload::PayloadError::BadPattern {
-            list,
-            pattern,
-            message,
-        } => Error::input(
-            format!("bad --{list} pattern {pattern:?}"),
-            format!("{message}; use a glob such as '*.log' or 'data/*.csv'"),
-        ),
-        other => Error::input("bad --exclude pattern", other.to_string()),
-    })?;
-    let (main_script, resolved) =
-        resolve_main_script(&script_folder, &args.script_name, &excludes)?;
+    std::fs::read_dir(&script_folder)
+        .map_err(|e| unreadable(&script_folder, &e).at(Field::ScriptFolder))?;
+    let excludes = Excludes::with_includes(&args.include, &args.exclude)
+        .map_err(|e| match e {
+            crate::payload::PayloadError::BadPattern {
+                list,
+                pattern,
+                message,
+            } => Error::input(
+                format!("bad --{list} pattern {pattern:?}"),
+                format!("{message}; use a glob such as '*.log' or 'data/*.csv'"),
+            ),
+            other => Error::input("bad --exclude pattern", other.to_string()),
+        })
+        .map_err(|e| e.at(Field::Exclude))?;
+    let (main_script, resolved) = resolve_main_script(&script_folder, &args.script_name, &excludes)
+        .map_err(|e| e.at(Field::ScriptName))?;
     if !excludes.is_included(&main_script) {
         return Err(Error::input(
             format!("the main script {main_script:?} is left out of the payload"),
@@ -1357,66 +1367,72 @@ pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> 
                 "include_files {:?} must take it: change them (or --include)",
                 excludes.include_patterns(),
             ),
-        ));
+        )
+        .at(Field::Exclude));
     }
 
     let image = production_tag(args.image.as_deref().unwrap_or(DEFAULT_IMAGE));
-    check_image(&image)?;
+    check_image(&image).map_err(|e| e.at(Field::ImageName))?;
     let platform = args
         .platform
         .clone()
         .unwrap_or_else(|| host_platform().to_string());
-    check_platform(&platform)?;
+    check_platform(&platform).map_err(|e| e.at(Field::Platform))?;
 
     let bind: IpAddr = args.bind.parse().map_err(|_| {
         Error::input(
             format!("bad --bind {:?}", args.bind),
             "give an IP address such as 127.0.0.1 or 0.0.0.0",
         )
+        .at(Field::Bind)
     })?;
     if let Err(e) = std::net::TcpListener::bind((bind, 0)) {
         if e.kind() == std::io::ErrorKind::AddrNotAvailable {
             return Err(Error::input(
                 format!("bad --bind {bind}: it is not an address of this host"),
                 "give one of this host's addresses, e.g. 127.0.0.1 (the default) or 0.0.0.0",
-            ));
+            )
+            .at(Field::Bind));
         }
     }
     let port = match &args.port {
-        Some(p) => PortRequest::Exact(parse_port(p, "--port")?),
+        Some(p) => PortRequest::Exact(parse_port(p, "--port").map_err(|e| e.at(Field::Port))?),
         None => PortRequest::Preferred(DEFAULT_PORT),
     };
-    let timeout = parse_timeout(&args.timeout)?;
-    let replicas = parse_replicas(&args.replicas)?;
-    check_registry(&args.registry)?;
-    check_publish_mode(&args.publish_mode)?;
+    let timeout = parse_timeout(&args.timeout).map_err(|e| e.at(Field::Timeout))?;
+    let replicas = parse_replicas(&args.replicas).map_err(|e| e.at(Field::Replicas))?;
+    check_registry(&args.registry).map_err(|e| e.at(Field::Registry))?;
+    check_publish_mode(&args.publish_mode).map_err(|e| e.at(Field::PublishMode))?;
     if let Some(p) = &args.placement_pref {
-        check_placement_pref(p)?;
+        check_placement_pref(p).map_err(|e| e.at(Field::PlacementPref))?;
     }
     let max_replicas_per_node = args
         .max_replicas_per_node
         .as_deref()
         .map(parse_max_replicas_per_node)
-        .transpose()?;
-    let proxy = proxy_settings(args)?;
+        .transpose()
+        .map_err(|e| e.at(Field::MaxReplicasPerNode))?;
+    // What names no other field is about TLS (the mode, its files).
+    let proxy = proxy_settings(args).map_err(|e| e.at(Field::Tls))?;
 
     let mut env_at = Vec::new();
     if let Some(f) = &args.env_file {
-        env_at.extend(parse_env_file_at(f)?);
+        env_at.extend(parse_env_file_at(f).map_err(|e| e.at(Field::EnvVars))?);
     }
     for (i, item) in args.env.iter().enumerate() {
         let origin = format!("--env #{}", i + 1);
-        let (k, v) = parse_env_item(item, &origin)?;
+        let (k, v) = parse_env_item(item, &origin).map_err(|e| e.at(Field::EnvVars))?;
         env_at.push((k, v, origin));
     }
-    check_env_sizes(&env_at)?;
+    check_env_sizes(&env_at).map_err(|e| e.at(Field::EnvVars))?;
     let env = env_at.into_iter().map(|(k, v, _)| (k, v)).collect();
 
     let project_root = match &args.confine {
         Some(root) => project_root_within(&script_folder, root),
         None => project_root(&script_folder),
     };
-    let (config_files, config_warnings) = find_config_files(&project_root, &script_folder)?;
+    let (config_files, config_warnings) =
+        find_config_files(&project_root, &script_folder).map_err(|e| e.at(Field::ScriptFolder))?;
     let mut warnings = config_warnings;
     warnings.extend(resolved);
     if !config_files.iter().any(|c| c.name == "settings.toml") {
@@ -1432,19 +1448,19 @@ pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> 
         MAX_PAYLOAD_FILES,
         MAX_PAYLOAD_BYTES,
     ) {
-        return Err(too_big(&script_folder, files, bytes));
+        return Err(too_big(&script_folder, files, bytes).at(Field::ScriptFolder));
     }
     // The whole folder once, as the copy will walk it: unreadable parts are bad input now,
     // and what the payload leaves out is said, not silently dropped.
-    let survey = crate::payload::survey(&script_folder, &excludes, Some(&main_script)).map_err(
-        |e| match e {
+    let survey = crate::payload::survey(&script_folder, &excludes, Some(&main_script))
+        .map_err(|e| match e {
             crate::payload::PayloadError::Io { path, source } => unreadable(&path, &source),
             other => Error::input(
                 format!("cannot read --script-folder {}", script_folder.display()),
                 other.to_string(),
             ),
-        },
-    )?;
+        })
+        .map_err(|e| e.at(Field::ScriptFolder))?;
     let skipped = survey.skipped.len();
     for s in survey.skipped.iter().take(SKIP_WARNINGS_MAX) {
         warnings.push(s.to_string());

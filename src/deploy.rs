@@ -530,9 +530,10 @@ pub(crate) fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> 
             location,
             message: format!("{message}; {note}"),
         },
-        Error::Input { what, hint } => Error::Input {
+        Error::Input { what, hint, field } => Error::Input {
             what,
             hint: format!("{hint}; {note}"),
+            field,
         },
         other => Error::failed(format!("{other}; {note}")),
     }

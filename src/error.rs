@@ -18,11 +18,84 @@ pub(crate) mod exit {
     pub(crate) const INTERRUPTED: i32 = 130;
 }
 
+/// A deploy input, as a REST client names it (the CLI's flag in brackets): what a bad-input
+/// error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    /// `--script-name`
+    ScriptName,
+    /// `--script-folder` (and what is read from it: the config files, the payload)
+    ScriptFolder,
+    /// `--name`
+    ContainerName,
+    /// `--image`
+    ImageName,
+    /// `--platform`
+    Platform,
+    /// `--port`
+    Port,
+    /// `--bind`
+    Bind,
+    /// `--env`, `--env-file`
+    EnvVars,
+    /// `--exclude`, `--include`
+    Exclude,
+    /// `--timeout`
+    Timeout,
+    /// `--replicas`
+    Replicas,
+    /// `--registry`
+    Registry,
+    /// `--publish-mode`
+    PublishMode,
+    /// `--placement-pref`
+    PlacementPref,
+    /// `--max-replicas-per-node`
+    MaxReplicasPerNode,
+    /// `--proxy`, `--no-proxy`
+    Proxy,
+    /// `--domain`
+    Domain,
+    /// `--tls`, `--tls-cert`, `--tls-key`
+    Tls,
+}
+
+impl Field {
+    /// The JSON field of a deploy request body.
+    pub(crate) fn rest_name(self) -> &'static str {
+        match self {
+            Field::ScriptName => "script_name",
+            Field::ScriptFolder => "script_folder",
+            Field::ContainerName => "container_name",
+            Field::ImageName => "image_name",
+            Field::Platform => "platform",
+            Field::Port => "port",
+            Field::Bind => "bind",
+            Field::EnvVars => "env_vars",
+            Field::Exclude => "exclude",
+            Field::Timeout => "timeout",
+            Field::Replicas => "replicas",
+            Field::Registry => "registry",
+            Field::PublishMode => "publish_mode",
+            Field::PlacementPref => "placement_pref",
+            Field::MaxReplicasPerNode => "max_replicas_per_node",
+            Field::Proxy => "proxy",
+            Field::Domain => "domain",
+            Field::Tls => "tls",
+        }
+    }
+}
+
 /// Everything that can go wrong, with enough context to say what and where.
 #[derive(Debug)]
 pub(crate) enum Error {
-    /// The user gave something we cannot use; `what` names the value, `hint` says what would be right.
-    Input { what: String, hint: String },
+    /// The user gave something we cannot use; `what` names the value, `hint` says what would be
+    /// right, `field` which deploy input it is about (when one is: the REST API names it).
+    Input {
+        what: String,
+        hint: String,
+        field: Option<Field>,
+    },
     /// The named deployment does not exist (bad input: exit 2; HTTP 404).
     NotFound { what: String, hint: String },
     /// The named thing exists but this tool did not make it, so it is left alone (exit 2; HTTP 403).
@@ -69,6 +142,32 @@ impl Error {
         Error::Input {
             what: what.into(),
             hint: hint.into(),
+            field: None,
+        }
+    }
+
+    /// The same error, about the deploy input `f` (a bad-input error that names no field yet
+    /// takes it; any other error is returned as it is).
+    pub(crate) fn at(self, f: Field) -> Self {
+        match self {
+            Error::Input {
+                what,
+                hint,
+                field: None,
+            } => Error::Input {
+                what,
+                hint,
+                field: Some(f),
+            },
+            other => other,
+        }
+    }
+
+    /// The deploy input a bad-input error is about, if it names one.
+    pub(crate) fn field(&self) -> Option<Field> {
+        match self {
+            Error::Input { field, .. } => *field,
+            _ => None,
         }
     }
 
@@ -168,7 +267,7 @@ fn first_line(s: &str) -> &str {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Input { what, hint }
+            Error::Input { what, hint, .. }
             | Error::NotFound { what, hint }
             | Error::NotManaged { what, hint }
             | Error::Locked { what, hint } => write!(f, "{what}: {hint}"),

@@ -483,9 +483,14 @@ impl Manager {
                     n = o.name
                 );
                 Err(match e {
-                    Error::Input { what, hint: h } => Error::Input {
+                    Error::Input {
+                        what,
+                        hint: h,
+                        field,
+                    } => Error::Input {
                         what,
                         hint: format!("{h}; {note}"),
+                        field,
                     },
                     other => Error::failed(format!("{other}; {note}; {hint}")),
                 })

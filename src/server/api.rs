@@ -327,8 +327,12 @@ pub(crate) fn status_of(e: &Error) -> u16 {
     }
 }
 
+/// The error as JSON `{"detail"}`, with `"field"` when it is about one deploy input.
 fn error_response(e: &Error) -> Response {
-    Response::error(status_of(e), e.to_string())
+    match e.field() {
+        Some(f) => Response::error_at(status_of(e), e.to_string(), f.rest_name()),
+        None => Response::error(status_of(e), e.to_string()),
+    }
 }
 
 fn manager(server: &Server) -> Result<Manager, Response> {
@@ -568,51 +572,8 @@ fn remove(server: &Server, req: &Request, name: &str) -> Response {
     }
 }
 
-/// The deploy field a 4xx detail is about, if it names one: the JSON field name (`"port"`,
-/// `script_folder ...`, `env_vars.K`) or the CLI flag the shared validation names
-/// (`--script-name`, `--port`, `bad env name`). Clients put the message next to that field.
-pub(crate) fn field_of(detail: &str) -> Option<&'static str> {
-    let d = detail;
-    // The JSON field names first, the one the detail is about before any it mentions
-    // (`field "image_tag" needs "image_name"` is about image_tag).
-    let named: [&dyn Fn(&str) -> bool; 3] = [
-        &|f| d.contains(&format!("field \"{f}\"")),
-        &|f| d.starts_with(f),
-        &|f| d.contains(&format!("\"{f}\"")),
-    ];
-    for test in named {
-        if let Some((f, _)) = DEPLOY_FIELDS.iter().find(|(f, _)| test(f)) {
-            return Some(f);
-        }
-    }
-    const FLAGS: &[(&str, &str)] = &[
-        ("--script-name", "script_name"),
-        ("no main script", "script_name"),
-        ("main script", "script_name"),
-        ("--script-folder", "script_folder"),
-        ("settings.toml", "script_folder"),
-        ("--image", "image_name"),
-        ("--port", "port"),
-        ("port ", "port"),
-        ("env ", "env_vars"),
-        ("container name", "container_name"),
-        ("--name", "container_name"),
-        ("--platform", "platform"),
-        ("--timeout", "timeout"),
-        ("--exclude", "exclude"),
-        ("--replicas", "replicas"),
-        ("--registry", "registry"),
-        ("--publish-mode", "publish_mode"),
-        ("--placement-pref", "placement_pref"),
-        ("--max-replicas-per-node", "max_replicas_per_node"),
-    ];
-    FLAGS
-        .iter()
-        .find(|(needle, _)| d.contains(needle))
-        .map(|(_, f)| *f)
-}
-
-/// Adds `"field"` to a deploy route's 4xx JSON error when its detail names a field.
+/// A deploy route's 4xx JSON error in a REST client's words (its `"field"`, when it has one,
+/// was set where the error was made).
 fn with_field(mut r: Response) -> Response {
     if !(400..500).contains(&r.status) {
         return r;
@@ -623,12 +584,8 @@ fn with_field(mut r: Response) -> Response {
     let Some(detail) = v["detail"].as_str().map(str::to_string) else {
         return r;
     };
-    let field = field_of(&detail);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("detail".into(), json!(rest_words(&detail)));
-        if let Some(f) = field {
-            obj.insert("field".into(), json!(f));
-        }
     }
     if let Ok(body) = serde_json::to_vec_pretty(&v) {
         r.body = body;
@@ -679,6 +636,11 @@ fn bad(detail: impl Into<String>) -> Response {
     Response::error(400, detail)
 }
 
+/// 400 about the request body's field `field`.
+fn bad_at(field: &str, detail: impl Into<String>) -> Response {
+    Response::error_at(400, detail, field)
+}
+
 /// Turns a deploy request body into the CLI's flags, checking every field's type first.
 pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Response> {
     let Some(obj) = body.as_object() else {
@@ -698,7 +660,7 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
             .iter()
             .find(|(f, _)| *f == k)
             .map_or("", |(_, t)| *t);
-        bad(format!("field {k:?} must be {want}"))
+        bad_at(k, format!("field {k:?} must be {want}"))
     };
     let string = |k: &str| -> Result<Option<String>, Response> {
         match obj.get(k) {
@@ -718,9 +680,9 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
     };
     let required = |k: &str, what: &str| -> Result<String, Response> {
         match string(k)? {
-            None => Err(bad(format!("field {k:?} is required ({what})"))),
+            None => Err(bad_at(k, format!("field {k:?} is required ({what})"))),
             Some(s) if s.trim().is_empty() => {
-                Err(bad(format!("field {k:?} is empty: give {what}")))
+                Err(bad_at(k, format!("field {k:?} is empty: give {what}")))
             }
             Some(s) => Ok(s),
         }
@@ -734,14 +696,15 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
         (Some(n), Some(t)) => {
             let last = n.rsplit('/').next().unwrap_or("");
             if last.contains(':') || n.contains('@') {
-                return Err(bad(format!(
+                return Err(bad_at("image_tag", format!(
                     "image_name {n:?} already has a tag or digest; leave out image_tag or the tag in image_name"
                 )));
             }
             Some(format!("{n}:{t}"))
         }
         (None, Some(_)) => {
-            return Err(bad(
+            return Err(bad_at(
+                "image_tag",
                 "field \"image_tag\" needs \"image_name\" (e.g. ghcr.io/fractalic-ai/fractalic)",
             ))
         }
@@ -754,19 +717,22 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
                 // A key with '=' would set another variable ("K=x": "v" is K=x=v).
                 if !crate::config::valid_env_key(k) {
                     let shown: String = k.chars().take(64).collect();
-                    return Err(bad(format!(
+                    return Err(bad_at("env_vars", format!(
                         "env_vars key {shown:?} is not a variable name: use letters, digits and '_', not starting with a digit"
                     )));
                 }
                 match v {
                     // The value is a secret: the message names the key only.
                     Value::String(s) if s.contains(['\n', '\r', '\0']) => {
-                        return Err(bad(format!(
-                            "env_vars.{k} has a newline or NUL byte: put the value on one line"
-                        )))
+                        return Err(bad_at(
+                            "env_vars",
+                            format!(
+                                "env_vars.{k} has a newline or NUL byte: put the value on one line"
+                            ),
+                        ))
                     }
                     Value::String(s) => env.push(format!("{k}={s}")),
-                    _ => return Err(bad(format!("env_vars.{k} must be a string"))),
+                    _ => return Err(bad_at("env_vars", format!("env_vars.{k} must be a string"))),
                 }
             }
         }
@@ -779,7 +745,7 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
             for (i, v) in a.iter().enumerate() {
                 match v {
                     Value::String(s) => exclude.push(s.clone()),
-                    _ => return Err(bad(format!("exclude[{i}] must be a string"))),
+                    _ => return Err(bad_at("exclude", format!("exclude[{i}] must be a string"))),
                 }
             }
         }
@@ -792,9 +758,12 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
     };
     let domain = match (string("domain")?, string("custom_domain")?) {
         (Some(a), Some(b)) if a != b => {
-            return Err(bad(format!(
-                "field \"custom_domain\" {b:?} differs from \"domain\" {a:?}: send one of them"
-            )))
+            return Err(bad_at(
+                "custom_domain",
+                format!(
+                    "field \"custom_domain\" {b:?} differs from \"domain\" {a:?}: send one of them"
+                ),
+            ))
         }
         (Some(d), _) | (None, Some(d)) => {
             if !crate::proxy::valid_domain(&d) {
@@ -804,7 +773,7 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
                     "custom_domain"
                 };
                 let shown: String = d.chars().take(64).collect();
-                return Err(bad(format!(
+                return Err(bad_at(k, format!(
                     "field \"{k}\" {shown:?} is not a host name: use letters, digits, '-' and '.', such as app.example.com"
                 )));
             }
@@ -816,14 +785,16 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
         None => None,
         Some(t @ ("none" | "internal" | "acme")) => Some(t.to_string()),
         Some("files") => {
-            return Err(bad(
+            return Err(bad_at(
+                "tls",
                 "field \"tls\" \"files\" needs a certificate and key file, which a request cannot send: use the CLI's --tls-cert/--tls-key, or \"internal\" or \"acme\"",
             ))
         }
         Some(_) => return Err(wrong("tls")),
     };
     if proxy == Some(false) && (domain.is_some() || tls.as_deref().is_some_and(|t| t != "none")) {
-        return Err(bad(
+        return Err(bad_at(
+            "proxy",
             "field \"proxy\" is false, but \"domain\"/\"tls\" are served only by the front proxy: leave them out or send \"proxy\": true",
         ));
     }
@@ -958,7 +929,7 @@ pub(crate) fn resolve_folder(server: &Server, given: &Path) -> Result<PathBuf, R
     };
     let inside = |p: &Path| server.roots.iter().any(|r| p.starts_with(r));
     let outside = |_resolved: &Path| {
-        Response::error(
+        Response::error_at(
             403,
             format!(
                 "script_folder {} is outside the folders this server may deploy from ({}); start it with --root for that folder",
@@ -970,6 +941,7 @@ pub(crate) fn resolve_folder(server: &Server, given: &Path) -> Result<PathBuf, R
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            "script_folder",
         )
     };
     match joined.canonicalize() {
@@ -978,10 +950,10 @@ pub(crate) fn resolve_folder(server: &Server, given: &Path) -> Result<PathBuf, R
         Err(e) => {
             let l = lexical(&joined);
             if inside(&l) {
-                Err(bad(format!(
-                    "script_folder {} cannot be used: {e}",
-                    given.display()
-                )))
+                Err(bad_at(
+                    "script_folder",
+                    format!("script_folder {} cannot be used: {e}", given.display()),
+                ))
             } else {
                 Err(outside(&l))
             }
@@ -1053,7 +1025,8 @@ fn deploy(
     }
     args.confine = confine;
     if body["dry_run"] == true && streaming {
-        return Some(bad(
+        return Some(bad_at(
+            "dry_run",
             "field \"dry_run\" is answered by POST /api/deploy/{plugin} (one JSON plan, no event stream)",
         ));
     }
@@ -1310,10 +1283,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(d.status, 400);
-        assert_eq!(
-            field_of("bad --replicas \"0\": use 1-100"),
-            Some("replicas")
-        );
+        let v: Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(v["field"], "publish_mode", "{v}");
         let plain = deploy_args("p", &json!({"script_name": "s", "script_folder": "/x"})).unwrap();
         assert_eq!(plain.replicas, DeployArgs::default().replicas);
         assert_eq!(
@@ -1337,12 +1308,15 @@ mod tests {
             json!({"script_name": "s", "script_folder": "/x", "max_replicas_per_node": 101}),
             json!({"script_name": "s", "script_folder": "/x", "max_replicas_per_node": "1"}),
         ] {
-            assert_eq!(deploy_args("p", &bad).unwrap_err().status, 400, "{bad}");
+            let r = deploy_args("p", &bad).unwrap_err();
+            assert_eq!(r.status, 400, "{bad}");
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            let sent = ["placement_pref", "max_replicas_per_node"]
+                .into_iter()
+                .find(|k| bad.get(k).is_some())
+                .unwrap();
+            assert_eq!(v["field"], sent, "{bad}: {v}");
         }
-        assert_eq!(
-            field_of("bad --max-replicas-per-node \"101\": use 0-100"),
-            Some("max_replicas_per_node")
-        );
     }
 
     #[test]
@@ -1402,7 +1376,10 @@ mod tests {
             rest_words("--port 80 --env-file x --name y"),
             "port 80 --env-file x container_name y"
         );
-        let r = with_field(bad("bad --script-name \"a/b\": use letters"));
+        let r = with_field(bad_at(
+            "script_name",
+            "bad --script-name \"a/b\": use letters",
+        ));
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["detail"], "bad script_name \"a/b\": use letters");
         assert_eq!(v["field"], "script_name");
@@ -1429,54 +1406,53 @@ mod tests {
         }
     }
 
+    /// The field a deploy error names is set where the error is made: by the body's checks,
+    /// and by the deploy flags' validation for each flag (never found in the message).
     #[test]
-    fn details_name_the_field_they_are_about() {
-        for (detail, want) in [
-            ("field \"port\" must be integer 1-65535", Some("port")),
+    fn errors_name_the_field_they_are_about() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.md"), "# s\n").unwrap();
+        let folder = dir.path().to_string_lossy().into_owned();
+        for (extra, want) in [
+            (json!({"script_name": "a/b"}), "script_name"),
+            (json!({"script_name": "nope"}), "script_name"),
+            (json!({"container_name": "-x"}), "container_name"),
+            (json!({"image_name": "::"}), "image_name"),
+            (json!({"env_vars": {"A": "1", "1A": "x"}}), "env_vars"),
+            (json!({"exclude": ["[abc"]}), "exclude"),
+            (json!({"platform": "not a platform"}), "platform"),
+            (json!({"registry": "no spaces allowed"}), "registry"),
             (
-                "field \"image_tag\" needs \"image_name\" (e.g. x)",
-                Some("image_tag"),
+                json!({"script_folder": "/nonexistent/folder"}),
+                "script_folder",
             ),
-            (
-                "script_folder /x is outside the folders this server may deploy from",
-                Some("script_folder"),
-            ),
-            (
-                "script_folder nope cannot be used: No such file or directory",
-                Some("script_folder"),
-            ),
-            ("env_vars.K must be a string", Some("env_vars")),
-            (
-                "bad --script-name \"a/b\": use letters",
-                Some("script_name"),
-            ),
-            (
-                "no main script \"x\" in /srv/s: add x.md",
-                Some("script_name"),
-            ),
-            (
-                "bad container name \"-x\": use letters",
-                Some("container_name"),
-            ),
-            (
-                "bad env name \"1A\" (env_vars): names use letters",
-                Some("env_vars"),
-            ),
-            (
-                "bad --image \"::\": give an image reference",
-                Some("image_name"),
-            ),
-            ("unknown field \"nope\"; the fields are ...", None),
-            ("the body is not valid JSON (line 1, column 2)", None),
         ] {
-            assert_eq!(field_of(detail), want, "{detail}");
+            let mut b = json!({"script_name": "s", "script_folder": folder});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            let r = match deploy_args("docker-registry", &b) {
+                Err(r) => r,
+                Ok(args) => {
+                    let e = crate::config::deploy_config(&args).unwrap_err();
+                    error_response(&e)
+                }
+            };
+            let v: Value = serde_json::from_slice(&with_field(r).body).unwrap();
+            assert_eq!(v["field"], want, "{b}: {v}");
         }
-        let r = with_field(bad("field \"port\" must be integer 1-65535"));
+        let r = with_field(bad_at("port", "field \"port\" must be integer 1-65535"));
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["field"], "port");
-        let r = with_field(Response::error(409, "a deploy of x is already in flight"));
-        let v: Value = serde_json::from_slice(&r.body).unwrap();
-        assert!(v.get("field").is_none());
+        // Not about a field: none named, whatever the words.
+        for r in [
+            Response::error(409, "a deploy of x is already in flight (port 8001)"),
+            bad("unknown field \"port\"; the fields are ..."),
+            error_response(&Error::failed("--port 8001 would not start")),
+        ] {
+            let v: Value = serde_json::from_slice(&with_field(r).body).unwrap();
+            assert!(v.get("field").is_none(), "{v}");
+        }
     }
 
     #[test]

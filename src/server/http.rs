@@ -335,6 +335,14 @@ impl Response {
         Response::json(status, &serde_json::json!({ "detail": detail.into() }))
     }
 
+    /// An error about the request's field `field`: `{"detail": ..., "field": ...}`.
+    pub(crate) fn error_at(status: u16, detail: impl Into<String>, field: &str) -> Response {
+        Response::json(
+            status,
+            &serde_json::json!({ "detail": detail.into(), "field": field }),
+        )
+    }
+
     /// A body of `content_type`.
     pub(crate) fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Response {
         Response {
