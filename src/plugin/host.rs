@@ -51,7 +51,10 @@ pub(crate) struct Host {
     /// The run changed the front proxy's routes: a failure re-syncs them after its undo.
     proxy_touched: std::sync::atomic::AtomicBool,
     pub(crate) journal: Arc<Journal>,
-    failure: Mutex<Option<Error>>,
+    /// The error a host function raised last, with the tag its Rhai value carries.
+    failure: Mutex<Option<(i16, Error)>>,
+    /// The tag of the next raised error.
+    failure_tags: std::sync::atomic::AtomicU16,
     /// When set, output that would stream to the terminal (logs) is collected here instead.
     capture: Option<Mutex<String>>,
     /// When set, a followed log goes here line by line (the REST API's log stream).
@@ -108,6 +111,7 @@ impl Host {
             proxy_touched: Default::default(),
             journal,
             failure: Mutex::new(None),
+            failure_tags: Default::default(),
             capture: None,
             follow: None,
             port_lock: Mutex::new(None),
@@ -303,26 +307,31 @@ impl Host {
         }
     }
 
-    /// If `err` is the error a host function raised, hands back the structured original.
+    /// If `err` is the error a host function raised (the value it threw, carrying its tag:
+    /// passed through or re-thrown by the script as it is), hands back the structured
+    /// original. A message the script made itself, even with the same words, is not it.
     pub(crate) fn take_failure(&self, err: &EvalAltResult) -> Option<Error> {
-        let mut slot = lock(&self.failure);
-        let matches = match (err, slot.as_ref()) {
-            (EvalAltResult::ErrorRuntime(v, _), Some(stored)) => {
-                v.to_string() == stored.to_string()
-            }
-            _ => false,
+        let EvalAltResult::ErrorRuntime(v, _) = err else {
+            return None;
         };
-        if matches {
-            slot.take()
-        } else {
-            None
+        let mut slot = lock(&self.failure);
+        match slot.as_ref() {
+            Some((tag, _)) if i32::from(v.tag()) == i32::from(*tag) => slot.take().map(|(_, e)| e),
+            _ => None,
         }
     }
 
+    /// The Rhai error for `e`: its message as a string (what a script that catches it sees),
+    /// tagged so that [`Host::take_failure`] knows it again.
     pub(crate) fn raise(&self, e: Error) -> Box<EvalAltResult> {
-        let msg = e.to_string();
-        *lock(&self.failure) = Some(e);
-        EvalAltResult::ErrorRuntime(msg.into(), Position::NONE).into()
+        use std::sync::atomic::Ordering;
+        // Never 0, the tag of every value nobody tagged.
+        let n = self.failure_tags.fetch_add(1, Ordering::Relaxed);
+        let tag = (n % i16::MAX as u16) as i16 + 1;
+        let mut v = Dynamic::from(e.to_string());
+        v.set_tag(tag.into());
+        *lock(&self.failure) = Some((tag, e));
+        EvalAltResult::ErrorRuntime(v, Position::NONE).into()
     }
 
     pub(crate) fn check<T>(&self, r: Result<T>) -> RhaiResult<T> {

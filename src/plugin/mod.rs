@@ -361,6 +361,32 @@ mod tests {
         assert_eq!(back["e"], "a\u{1b}b\n\"c\"");
     }
 
+    /// A host function's error comes back as itself, through a script that passes it on or
+    /// catches and re-throws it; a script's own throw of the same words is the plugin's error.
+    #[test]
+    fn a_host_error_travels_through_rhai_as_itself_not_as_its_words() {
+        let code = format!(
+            "{OK}fn direct() {{ exec_once(\"c\", [\"true\"], 5) }}\n\
+             fn rethrown() {{ try {{ exec_once(\"c\", [\"true\"], 5) }} catch (e) {{ throw e; }} }}\n\
+             fn copied() {{ let m = \"\"; try {{ exec_once(\"c\", [\"true\"], 5) }} catch (e) {{ m = `${{e}}`; }} throw m; }}\n\
+             fn words(m) {{ throw m; }}\n"
+        );
+        let p = Plugin::load(src(&code), host()).unwrap();
+        // No docker in this command: the host raises Error::Failed.
+        let direct = p.call("direct", ()).unwrap_err();
+        assert!(matches!(direct, Error::Failed { .. }), "{direct:?}");
+        let words = direct.to_string();
+        assert!(words.contains("no Docker access"), "{words}");
+        let rethrown = p.call("rethrown", ()).unwrap_err();
+        assert!(matches!(rethrown, Error::Failed { .. }), "{rethrown:?}");
+        let copied = p.call("copied", ()).unwrap_err();
+        assert!(matches!(copied, Error::Plugin { .. }), "{copied:?}");
+        // A failure raised, then the same words thrown by the script: not the host's error.
+        let _ = p.call("direct", ());
+        let same = p.call("words", (words.clone(),)).unwrap_err();
+        assert!(matches!(same, Error::Plugin { .. }), "{same:?}");
+    }
+
     #[test]
     fn missing_entry_point_is_reported() {
         let e = Plugin::load(src("fn info() { 1 }"), host()).unwrap_err();
