@@ -52,7 +52,7 @@ pub(crate) struct Host {
     proxy_touched: std::sync::atomic::AtomicBool,
     pub(crate) journal: Arc<Journal>,
     /// The error a host function raised last, with the tag its Rhai value carries.
-    failure: Mutex<Option<(i16, Error)>>,
+    failure: Mutex<Option<(i32, Error)>>,
     /// The tag of the next raised error.
     failure_tags: std::sync::atomic::AtomicU16,
     /// When set, output that would stream to the terminal (logs) is collected here instead.
@@ -316,7 +316,7 @@ impl Host {
         };
         let mut slot = lock(&self.failure);
         match slot.as_ref() {
-            Some((tag, _)) if i32::from(v.tag()) == i32::from(*tag) => slot.take().map(|(_, e)| e),
+            Some((tag, _)) if v.tag() == *tag => slot.take().map(|(_, e)| e),
             _ => None,
         }
     }
@@ -327,9 +327,9 @@ impl Host {
         use std::sync::atomic::Ordering;
         // Never 0, the tag of every value nobody tagged.
         let n = self.failure_tags.fetch_add(1, Ordering::Relaxed);
-        let tag = (n % i16::MAX as u16) as i16 + 1;
+        let tag = i32::from(n % i16::MAX as u16) + 1;
         let mut v = Dynamic::from(e.to_string());
-        v.set_tag(tag.into());
+        v.set_tag(tag);
         *lock(&self.failure) = Some((tag, e));
         EvalAltResult::ErrorRuntime(v, Position::NONE).into()
     }
