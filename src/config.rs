@@ -798,12 +798,10 @@ pub(crate) fn resolve_main_script(
     script: &str,
     excludes: &Excludes,
 ) -> Result<(String, Option<String>)> {
-    let exact = find_main_script(folder, script, excludes);
-    let not_found =
-        matches!(&exact, Err(Error::Input { what, .. }) if what.starts_with("no main script"));
-    if !not_found {
-        return exact.map(|m| (m, None));
-    }
+    let exact = match lookup_main_script(folder, script, excludes)? {
+        Some(m) => return Ok((m, None)),
+        None => Err(no_main_script(folder, script)),
+    };
     let want = ui_script_name(script);
     if want.is_empty() {
         return exact.map(|m| (m, None));
@@ -939,12 +937,27 @@ fn main_candidate(folder: &Path, name: &str, excludes: &Excludes) -> Result<Cand
 /// order. It must end up in the payload as a regular file: one that an exclude pattern drops,
 /// a symlink leaving the folder or dangling, or a name outside the script-name rule is bad
 /// input, named with the reason.
+#[cfg(test)]
 pub(crate) fn find_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Result<String> {
+    lookup_main_script(folder, script, excludes)?.ok_or_else(|| no_main_script(folder, script))
+}
+
+/// The "no main script" error: no file of the folder has the name `script` with any extension.
+fn no_main_script(folder: &Path, script: &str) -> Error {
+    Error::input(
+        format!("no main script {script:?} in {}", folder.display()),
+        format!("add {script}.md (or .py, .sh, .txt), or pass the right --script-name"),
+    )
+}
+
+/// [`find_main_script`]'s search: Ok(None) when no file has that name at all (a file that has
+/// it but cannot be the main script is an error naming why).
+fn lookup_main_script(folder: &Path, script: &str, excludes: &Excludes) -> Result<Option<String>> {
     for ext in SCRIPT_EXTENSIONS {
         let name = format!("{script}.{ext}");
         match main_candidate(folder, &name, excludes)? {
             Candidate::Absent => {}
-            Candidate::Found => return Ok(name),
+            Candidate::Found => return Ok(Some(name)),
             Candidate::Rejected(e) => return Err(e),
         }
     }
@@ -969,18 +982,16 @@ pub(crate) fn find_main_script(folder: &Path, script: &str, excludes: &Excludes)
         };
         match main_candidate(folder, name, excludes)? {
             Candidate::Absent => {}
-            Candidate::Found => return Ok(name.to_string()),
+            Candidate::Found => return Ok(Some(name.to_string())),
             Candidate::Rejected(e) => {
                 first_rejection.get_or_insert(e);
             }
         }
     }
-    Err(first_rejection.unwrap_or_else(|| {
-        Error::input(
-            format!("no main script {script:?} in {}", folder.display()),
-            format!("add {script}.md (or .py, .sh, .txt), or pass the right --script-name"),
-        )
-    }))
+    match first_rejection {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
 }
 
 /// The project root of a deploy confined to `root` (the REST API's `--root`): the nearest
