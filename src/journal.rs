@@ -1067,10 +1067,21 @@ pub(crate) fn process_start(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Has `pid` exited, waiting only to be reaped (state `Z` in `/proc/PID/stat`)?
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "Z"))
+            .unwrap_or(false)
+    })
+}
+
 /// Is the process that wrote a journal alive? Some(false): gone, or its pid now belongs to a
 /// process started at another time; None: this system cannot tell (no /proc).
 pub(crate) fn alive(pid: u32, start: Option<u64>) -> Option<bool> {
     match process_start(pid) {
+        // A zombie has exited; only its parent's wait is still to come.
+        Some(_) if zombie(pid) => Some(false),
         Some(now) => Some(start.is_none_or(|s| s == now)),
         None if process_start(std::process::id()).is_some() => Some(false),
         None => None,
@@ -1604,6 +1615,17 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         assert_eq!(alive(pid, None), Some(false));
+        // Exited but not yet reaped (a zombie): not alive either, with its start time.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start(pid);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(zombie(pid), "`true` exits at once");
+        assert_eq!(alive(pid, start), Some(false));
+        child.wait().unwrap();
     }
 
     #[test]

@@ -95,12 +95,9 @@ pub(crate) fn under_lock(
     let name = lock.name().to_string();
     let mut r = Repair::default();
     // Docker calls a dead run left running end (or are killed) before its undo starts.
+    // The orphans may be any dead run's (the lists do not say for which deployment), and
+    // letting them end changes nothing of this one: said first, but no cause for a proxy resync.
     let orphans = crate::docker::settle_orphans(std::time::Instant::now() + ORPHAN_WAIT);
-    if orphans > 0 {
-        r.fixed.push(format!(
-            "waited for {orphans} docker call(s) a killed run left running"
-        ));
-    }
     for f in journal::unfinished(Some(&name), true) {
         let what = f.describe();
         let j = Journal::adopt(f, Arc::clone(docker));
@@ -159,6 +156,12 @@ pub(crate) fn under_lock(
     }
     if !r.fixed.is_empty() {
         resync_proxy(docker, &name, &mut r);
+    }
+    if orphans > 0 {
+        r.fixed.insert(
+            0,
+            format!("waited for {orphans} docker call(s) a killed run left running"),
+        );
     }
     if r.unfinished.is_empty() {
         lock.mark_repaired();

@@ -392,6 +392,66 @@ fn exact_port_that_is_busy_is_bad_input() {
     assert!(!container_exists(&docker, name));
 }
 
+#[test]
+fn a_dead_runs_orphaned_calls_are_waited_for_without_touching_this_deployment() {
+    // Needs no daemon. Another deployment's run was killed with a docker call in flight (its
+    // children list names a live process). This deploy lets that call end, and since nothing
+    // of its own deployment was undone it neither resyncs the front proxy nor calls it
+    // unfinished work: the busy --port is still the one error, after the read-only inspects.
+    let fake_dir = tempfile::tempdir().unwrap();
+    let (docker, log) = support::untouchable_docker(fake_dir.path());
+    let state = tempfile::tempdir().unwrap();
+    let children = state.path().join("children");
+    std::fs::create_dir(&children).unwrap();
+    let mut call = std::process::Command::new("sleep")
+        .arg("1")
+        .spawn()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", call.id())).unwrap();
+    let start = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    // Owner 999999 started at tick 1: not a live process of this tool.
+    std::fs::write(
+        children.join("999999-1.json"),
+        format!("[[{},{start}]]", call.id()),
+    )
+    .unwrap();
+    let folder = Folder::new(true);
+    let hold = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let busy = hold.local_addr().unwrap().port().to_string();
+    let name = support::unique_name("fp-deploy-orphan");
+    let image = support::stand_in_image();
+    let mut args = deploy_args(folder.path(), &name, &image);
+    args.extend(["--port", &busy]);
+    let state_dir = state.path().to_str().unwrap();
+    let o = publisher(&docker, &args, &[("FRACTALIC_STATE_DIR", state_dir)]);
+    let _ = call.wait();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.contains("waited for 1 docker call(s) a killed run left running"),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.contains(&format!("--port {busy}: port {busy} is in use")),
+        "{err}"
+    );
+    assert!(!err.contains("unfinished work"), "{err}");
+    let calls = support::calls(&log);
+    assert!(
+        calls.iter().all(|c| c.starts_with("container inspect ")),
+        "ran more than inspects: {calls:?}"
+    );
+    assert!(
+        std::fs::read_dir(&children).unwrap().next().is_none(),
+        "the dead run's list is left"
+    );
+}
+
 /// Deploys with `extra` flags expecting exit 1, and checks that the container the deploy made
 /// was removed and that it said so. Returns stdout and stderr.
 fn failing_deploy(docker: &Path, prefix: &str, extra: &[&str]) -> (String, String) {
