@@ -343,14 +343,14 @@ impl PullPolicy {
 /// `--bind` when neither the command line nor the deployment file gives one.
 pub const DEFAULT_BIND: &str = "127.0.0.1";
 /// `--replicas` when neither the command line nor the deployment file gives one.
-pub const DEFAULT_REPLICAS: &str = "1";
+pub const DEFAULT_REPLICAS: u32 = 1;
 /// `--registry` when neither the command line nor the deployment file gives one.
 pub const DEFAULT_REGISTRY: &str = "127.0.0.1:5000";
 /// `--publish-mode` when neither the command line nor the deployment file gives one.
 pub const DEFAULT_PUBLISH_MODE: &str = "ingress";
 
 /// `--timeout` (seconds) when neither the command line nor the deployment file gives one.
-pub const DEFAULT_TIMEOUT: &str = "60";
+pub const DEFAULT_TIMEOUT: u64 = 60;
 
 /// `deploy` as typed: every setting optional, because the deployment file (see
 /// [`crate::deploy_file`]) may give it; defaults are applied after merging, so a default never
@@ -502,10 +502,24 @@ pub struct DeployFlags {
     pub dry_run: bool,
 }
 
+/// One variable for the container, parsed where it entered (an `--env K=V`, the deployment
+/// file's `[environment]`, a request's `env_vars`): its name is a valid variable name and its
+/// value one line. `origin` says where it came from, for errors (the value is a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    /// The variable's name.
+    pub key: String,
+    /// Its value (a secret: never printed).
+    pub value: String,
+    /// Where it was given, e.g. `--env #2`.
+    pub origin: String,
+}
+
 /// A complete deploy request: the command line merged with the deployment file
-/// ([`crate::deploy_file::merge`]), or built in code (`DeployArgs { plugin, script_name,
-/// script_folder, ..Default::default() }`). Values are still unvalidated text:
-/// [`crate::config::deploy_config`] checks them.
+/// ([`crate::deploy_file::merge`]), a REST body, or built in code (`DeployArgs { plugin,
+/// script_name, script_folder, ..Default::default() }`). Numbers, durations and the
+/// environment are parsed where they entered; [`crate::config::deploy_config`] checks what
+/// needs the host (names, folder, image, port in use).
 #[derive(Debug, Clone)]
 pub struct DeployArgs {
     /// Plugin (deployment target), e.g. docker-registry.
@@ -520,12 +534,12 @@ pub struct DeployArgs {
     pub image: Option<String>,
     /// Image platform (default: from the host).
     pub platform: Option<String>,
-    /// Exact host port (default: 8001 or the next free one).
-    pub port: Option<String>,
+    /// Exact host port, 1 to 65535 (default: 8001 or the next free one).
+    pub port: Option<u16>,
     /// Host address the port is published on.
     pub bind: String,
-    /// `K=V` items for the container (values are secrets); later ones win.
-    pub env: Vec<String>,
+    /// Variables for the container (values are secrets); later ones win.
+    pub env: Vec<EnvVar>,
     /// File of K=V lines, read before `env`.
     pub env_file: Option<PathBuf>,
     /// Globs of files to take (`include_files`); empty means everything, like `["*"]`.
@@ -534,10 +548,10 @@ pub struct DeployArgs {
     pub exclude: Vec<String>,
     /// When to pull the image.
     pub pull: PullPolicy,
-    /// Seconds to wait for the services to become healthy.
-    pub timeout: String,
-    /// Tasks to run (platforms that run several).
-    pub replicas: String,
+    /// How long to wait for the services to become healthy (1 s to 1 h).
+    pub timeout: std::time::Duration,
+    /// Tasks to run (platforms that run several), 1 to 100.
+    pub replicas: u32,
     /// Registry HOST:PORT a baked image is pushed to.
     pub registry: String,
     /// `ingress` or `host`.
@@ -545,7 +559,7 @@ pub struct DeployArgs {
     /// `--placement-pref` (None: not given; an update keeps the service's).
     pub placement_pref: Option<String>,
     /// `--max-replicas-per-node` (None: not given; an update keeps the service's).
-    pub max_replicas_per_node: Option<String>,
+    pub max_replicas_per_node: Option<u32>,
     /// Served through the front proxy (None: as the deployment is, else not).
     pub proxy: Option<bool>,
     /// Host name routed by the proxy.
@@ -560,8 +574,8 @@ pub struct DeployArgs {
     pub json: bool,
     /// No progress output.
     pub quiet: bool,
-    /// Seconds to wait for the deployment's lock (`--lock-wait`; "0": fail at once).
-    pub lock_wait: String,
+    /// How long to wait for the deployment's lock (`--lock-wait`; zero: fail at once).
+    pub lock_wait: std::time::Duration,
     /// `--dry-run`: work out the plan and change nothing ([`crate::deploy::plan`]).
     pub dry_run: bool,
     /// Set by the REST API to the `--root` the script folder lies in: the project-root search
@@ -588,8 +602,8 @@ impl Default for DeployArgs {
             include: vec!["*".to_string()],
             exclude: Vec::new(),
             pull: PullPolicy::default(),
-            timeout: DEFAULT_TIMEOUT.to_string(),
-            replicas: DEFAULT_REPLICAS.to_string(),
+            timeout: std::time::Duration::from_secs(DEFAULT_TIMEOUT),
+            replicas: DEFAULT_REPLICAS,
             registry: DEFAULT_REGISTRY.to_string(),
             publish_mode: DEFAULT_PUBLISH_MODE.to_string(),
             placement_pref: None,
@@ -601,7 +615,7 @@ impl Default for DeployArgs {
             tls_key: None,
             json: false,
             quiet: false,
-            lock_wait: "0".to_string(),
+            lock_wait: std::time::Duration::ZERO,
             dry_run: false,
             confine: None,
         }
@@ -624,7 +638,7 @@ mod tests {
         let d = DeployArgs::default();
         for shown in [
             format!("[default: {}]", d.bind),
-            format!("[default: {}]", d.timeout),
+            format!("[default: {}]", d.timeout.as_secs()),
             format!("[default: {}]", d.pull.as_str()),
             format!("[default: {}]", d.include.join(",")),
             format!("[default: {}]", d.replicas),

@@ -358,7 +358,8 @@ pub(crate) fn parse_port(s: &str, flag: &str) -> Result<u16> {
     }
 }
 
-fn parse_timeout(s: &str) -> Result<Duration> {
+/// `--timeout`: whole seconds from 1 to 3600.
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration> {
     match s.trim().parse::<u64>() {
         Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(Error::input(
@@ -609,7 +610,7 @@ fn valid_env_key_chars(k: &str) -> bool {
 
 /// Parses one `K=V` item. `origin` says where it came from (`--env #2`, `FILE:LINE`); the
 /// error names it and never shows the value or anything after the first separator.
-fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
+pub(crate) fn parse_env_item(item: &str, origin: &str) -> Result<(String, String)> {
     let Some((k, v)) = item.split_once('=') else {
         return Err(Error::input(
             format!("bad env item at {origin}{}: it has no '='", env_lead(item)),
@@ -1406,23 +1407,16 @@ pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> 
             .at(Field::Bind));
         }
     }
-    let port = match &args.port {
-        Some(p) => PortRequest::Exact(parse_port(p, "--port").map_err(|e| e.at(Field::Port))?),
+    // Numbers and the environment were parsed where they entered (flags, file, request).
+    let port = match args.port {
+        Some(p) => PortRequest::Exact(p),
         None => PortRequest::Preferred(DEFAULT_PORT),
     };
-    let timeout = parse_timeout(&args.timeout).map_err(|e| e.at(Field::Timeout))?;
-    let replicas = parse_replicas(&args.replicas).map_err(|e| e.at(Field::Replicas))?;
     check_registry(&args.registry).map_err(|e| e.at(Field::Registry))?;
     check_publish_mode(&args.publish_mode).map_err(|e| e.at(Field::PublishMode))?;
     if let Some(p) = &args.placement_pref {
         check_placement_pref(p).map_err(|e| e.at(Field::PlacementPref))?;
     }
-    let max_replicas_per_node = args
-        .max_replicas_per_node
-        .as_deref()
-        .map(parse_max_replicas_per_node)
-        .transpose()
-        .map_err(|e| e.at(Field::MaxReplicasPerNode))?;
     // What names no other field is about TLS (the mode, its files).
     let proxy = proxy_settings(args).map_err(|e| e.at(Field::Tls))?;
 
@@ -1430,11 +1424,11 @@ pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> 
     if let Some(f) = &args.env_file {
         env_at.extend(parse_env_file_at(f).map_err(|e| e.at(Field::EnvVars))?);
     }
-    for (i, item) in args.env.iter().enumerate() {
-        let origin = format!("--env #{}", i + 1);
-        let (k, v) = parse_env_item(item, &origin).map_err(|e| e.at(Field::EnvVars))?;
-        env_at.push((k, v, origin));
-    }
+    env_at.extend(
+        args.env
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone(), e.origin.clone())),
+    );
     check_env_sizes(&env_at).map_err(|e| e.at(Field::EnvVars))?;
     let env = env_at.into_iter().map(|(k, v, _)| (k, v)).collect();
 
@@ -1497,15 +1491,15 @@ pub(crate) fn deploy_config_own_port(args: &DeployArgs) -> Result<DeployConfig> 
         env,
         excludes,
         pull: args.pull,
-        timeout,
+        timeout: args.timeout,
         project_root,
         config_files,
         warnings,
-        replicas,
+        replicas: args.replicas,
         registry: args.registry.clone(),
         publish_mode: args.publish_mode.clone(),
         placement_pref: args.placement_pref.clone(),
-        max_replicas_per_node,
+        max_replicas_per_node: args.max_replicas_per_node,
         proxy,
     })
 }

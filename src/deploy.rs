@@ -153,7 +153,7 @@ pub(crate) fn prepare(
     args: &DeployArgs,
     progress: Progress,
 ) -> Result<Prepared> {
-    let lock_wait = crate::lock::parse_wait(&args.lock_wait)?;
+    let lock_wait = args.lock_wait;
     let cfg = config::deploy_config_own_port(args)?;
     // Busy may mean: held by this very deployment, which the deploy then updates.
     let port_busy = config::port_taken(&cfg);

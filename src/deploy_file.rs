@@ -1,14 +1,15 @@
 //! The deployment file (`fractalic-publish.toml`): found, parsed with positions, checked, and
 //! merged under the command line into one [`DeployArgs`]; plus `deploy --print-config`.
 
-use crate::cli::{DeployArgs, DeployFlags, PullPolicy};
+use crate::cli::{DeployArgs, DeployFlags, EnvVar, PullPolicy};
 use crate::config::{self, DeployConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Field, Result};
 use crate::ports::PortRequest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// The file looked for in the script folder, then in the project root.
@@ -130,18 +131,21 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// The deployment file to use: `--config FILE`; else `fractalic-publish.toml` in the script
 /// folder given on the command line (the working directory when none is); else in the project
 /// root found from there ([`config::project_root`]). `None` when there is none.
-pub(crate) fn locate(flags: &DeployFlags) -> Result<Option<PathBuf>> {
-    if let Some(p) = &flags.config {
+pub(crate) fn locate(
+    config: Option<&Path>,
+    script_folder: Option<&Path>,
+) -> Result<Option<PathBuf>> {
+    if let Some(p) = config {
         if !p.is_file() {
             return Err(Error::input(
                 format!("--config {} is not a file", p.display()),
                 format!("give the path of a deployment file such as {FILE_NAME}"),
             ));
         }
-        return Ok(Some(p.canonicalize().unwrap_or_else(|_| p.clone())));
+        return Ok(Some(p.canonicalize().unwrap_or_else(|_| p.to_path_buf())));
     }
-    let start = match &flags.script_folder {
-        Some(f) => f.clone(),
+    let start = match script_folder {
+        Some(f) => f.to_path_buf(),
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     };
     let candidates = [
@@ -455,11 +459,133 @@ fn places(file: Option<&Loaded>, flag: &str, key: &str) -> String {
     }
 }
 
-/// Merges the command line over the deployment file (if any): a flag given wins; environment
-/// variables merge by name (`--env` wins); lists given on the command line replace the file's.
-/// Then the defaults fill what neither gives. Bad or missing values are bad input (exit 2).
+/// What one source gives over the deployment file, typed where it entered: the command line
+/// ([`Over::from_flags`]) or a REST body. `None` (or empty) where it gives nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Over {
+    pub plugin: Option<String>,
+    /// The deployment file to read (`--config`); `None`: looked for ([`locate`]).
+    pub config: Option<PathBuf>,
+    pub script_name: Option<String>,
+    pub script_folder: Option<PathBuf>,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub platform: Option<String>,
+    pub port: Option<u16>,
+    pub bind: Option<String>,
+    /// Merged over the file's `[environment]` by name (these win).
+    pub env: Vec<EnvVar>,
+    pub env_file: Option<PathBuf>,
+    /// Replaces the file's `include_files` when not empty.
+    pub include: Vec<String>,
+    /// Replaces the file's `exclude_patterns` when not empty.
+    pub exclude: Vec<String>,
+    pub pull: Option<PullPolicy>,
+    pub timeout: Option<Duration>,
+    pub replicas: Option<u32>,
+    pub registry: Option<String>,
+    pub publish_mode: Option<String>,
+    pub placement_pref: Option<String>,
+    pub max_replicas_per_node: Option<u32>,
+    pub proxy: Option<bool>,
+    pub domain: Option<String>,
+    pub tls: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+    pub lock_wait: Option<Duration>,
+    pub dry_run: bool,
+}
+
+impl Over {
+    /// The command line's deploy flags, each parsed once here: a bad number or `--env` item is
+    /// bad input naming the flag (and for `--env`, its place among the `--env` flags).
+    pub(crate) fn from_flags(flags: &DeployFlags) -> Result<Over> {
+        let port = flags
+            .port
+            .as_deref()
+            .map(|p| config::parse_port(p, "--port").map_err(|e| e.at(Field::Port)))
+            .transpose()?;
+        let timeout = flags
+            .timeout
+            .as_deref()
+            .map(|t| config::parse_timeout(t).map_err(|e| e.at(Field::Timeout)))
+            .transpose()?;
+        let replicas = flags
+            .replicas
+            .as_deref()
+            .map(|r| config::parse_replicas(r).map_err(|e| e.at(Field::Replicas)))
+            .transpose()?;
+        let max_replicas_per_node = flags
+            .max_replicas_per_node
+            .as_deref()
+            .map(|m| {
+                config::parse_max_replicas_per_node(m).map_err(|e| e.at(Field::MaxReplicasPerNode))
+            })
+            .transpose()?;
+        let lock_wait = flags
+            .lock_wait
+            .as_deref()
+            .map(crate::lock::parse_wait)
+            .transpose()?;
+        let mut env = Vec::with_capacity(flags.env.len());
+        for (i, item) in flags.env.iter().enumerate() {
+            let origin = format!("--env #{}", i + 1);
+            let (key, value) =
+                config::parse_env_item(item, &origin).map_err(|e| e.at(Field::EnvVars))?;
+            env.push(EnvVar { key, value, origin });
+        }
+        Ok(Over {
+            plugin: flags.plugin.clone(),
+            config: flags.config.clone(),
+            script_name: flags.script_name.clone(),
+            script_folder: flags.script_folder.clone(),
+            name: flags.name.clone(),
+            image: flags.image.clone(),
+            platform: flags.platform.clone(),
+            port,
+            bind: flags.bind.clone(),
+            env,
+            env_file: flags.env_file.clone(),
+            include: flags.include.clone(),
+            exclude: flags.exclude.clone(),
+            pull: flags.pull,
+            timeout,
+            replicas,
+            registry: flags.registry.clone(),
+            publish_mode: flags.publish_mode.clone(),
+            placement_pref: flags.placement_pref.clone(),
+            max_replicas_per_node,
+            proxy: if flags.proxy {
+                Some(true)
+            } else if flags.no_proxy {
+                Some(false)
+            } else {
+                None
+            },
+            domain: flags.domain.clone(),
+            tls: flags.tls.clone(),
+            tls_cert: flags.tls_cert.clone(),
+            tls_key: flags.tls_key.clone(),
+            json: flags.json,
+            quiet: flags.quiet,
+            lock_wait,
+            dry_run: flags.dry_run,
+        })
+    }
+}
+
+/// Merges the command line over the deployment file (if any): see [`merge_over`].
 pub(crate) fn merge(flags: &DeployFlags) -> Result<Merged> {
-    let loaded = match locate(flags)? {
+    merge_over(&Over::from_flags(flags)?)
+}
+
+/// Merges `over` over the deployment file (if any): a value given wins; environment
+/// variables merge by name (`over`'s win); lists given replace the file's. Then the defaults
+/// fill what neither gives. Bad or missing values are bad input (exit 2).
+pub(crate) fn merge_over(over: &Over) -> Result<Merged> {
+    let loaded = match locate(over.config.as_deref(), over.script_folder.as_deref())? {
         Some(p) => {
             let l = load(&p)?;
             check(&l)?;
@@ -468,12 +594,15 @@ pub(crate) fn merge(flags: &DeployFlags) -> Result<Merged> {
         None => None,
     };
     let file = loaded.as_ref().map(|l| &l.config);
-    let string = |flag: &Option<String>, key: Option<&Option<Spanned<String>>>| {
-        flag.clone()
+    let string = |given: &Option<String>, key: Option<&Option<Spanned<String>>>| {
+        given
+            .clone()
             .or_else(|| key.and_then(|k| k.as_ref().map(|s| s.get_ref().clone())))
     };
+    // `check` kept the file's numbers in range.
+    let number = |key: Option<&Spanned<i64>>| key.and_then(|n| u32::try_from(*n.get_ref()).ok());
 
-    let plugin = string(&flags.plugin, file.map(|c| &c.plugin)).ok_or_else(|| {
+    let plugin = string(&over.plugin, file.map(|c| &c.plugin)).ok_or_else(|| {
         Error::input(
             "no plugin given",
             places(
@@ -483,14 +612,13 @@ pub(crate) fn merge(flags: &DeployFlags) -> Result<Merged> {
             ),
         )
     })?;
-    let script_name =
-        string(&flags.script_name, file.map(|c| &c.script_name)).ok_or_else(|| {
-            Error::input(
-                "no script name given",
-                places(loaded.as_ref(), "--script-name NAME", "script_name"),
-            )
-        })?;
-    let script_folder = match (&flags.script_folder, &loaded) {
+    let script_name = string(&over.script_name, file.map(|c| &c.script_name)).ok_or_else(|| {
+        Error::input(
+            "no script name given",
+            places(loaded.as_ref(), "--script-name NAME", "script_name"),
+        )
+    })?;
+    let script_folder = match (&over.script_folder, &loaded) {
         (Some(f), _) => f.clone(),
         (None, Some(l)) if l.config.script_folder.is_some() => {
             l.resolve(l.config.script_folder.as_ref().unwrap().get_ref())
@@ -504,103 +632,95 @@ pub(crate) fn merge(flags: &DeployFlags) -> Result<Merged> {
     };
 
     let d = DeployArgs::default();
-    let env_file = flags.env_file.clone().or_else(|| {
+    let env_file = over.env_file.clone().or_else(|| {
         loaded
             .as_ref()
             .and_then(|l| l.config.env_file.as_ref().map(|p| l.resolve(p.get_ref())))
     });
-    // The file's [environment] first, then --env, so a flag wins per name.
-    let mut env: Vec<String> = file
-        .and_then(|c| c.environment.as_ref())
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{}={}", k.get_ref(), v.get_ref()))
-                .collect()
-        })
-        .unwrap_or_default();
-    env.extend(flags.env.iter().cloned());
-    let list = |flag: &Vec<String>, key: Option<&Vec<Spanned<String>>>| -> Option<Vec<String>> {
-        if !flag.is_empty() {
-            return Some(flag.clone());
+    // The file's [environment] first, then the given ones, so those win per name.
+    let mut env: Vec<EnvVar> = match (&loaded, file.and_then(|c| c.environment.as_ref())) {
+        (Some(l), Some(m)) => m
+            .iter()
+            .map(|(k, v)| EnvVar {
+                key: k.get_ref().clone(),
+                value: v.get_ref().clone(),
+                origin: format!("environment.{} at {}", k.get_ref(), l.at(k.span().start)),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    env.extend(over.env.iter().cloned());
+    let list = |given: &Vec<String>, key: Option<&Vec<Spanned<String>>>| -> Option<Vec<String>> {
+        if !given.is_empty() {
+            return Some(given.clone());
         }
         key.map(|v| v.iter().map(|s| s.get_ref().clone()).collect())
     };
 
     let args = DeployArgs {
-        lock_wait: flags.lock_wait.clone().unwrap_or(d.lock_wait.clone()),
-        dry_run: flags.dry_run,
+        lock_wait: over.lock_wait.unwrap_or(d.lock_wait),
+        dry_run: over.dry_run,
         confine: None,
         plugin,
         script_name,
         script_folder,
-        name: string(&flags.name, file.map(|c| &c.container_name)),
-        image: string(&flags.image, file.map(|c| &c.registry_image)),
-        platform: string(&flags.platform, file.map(|c| &c.platform)),
-        port: flags.port.clone().or_else(|| {
+        name: string(&over.name, file.map(|c| &c.container_name)),
+        image: string(&over.image, file.map(|c| &c.registry_image)),
+        platform: string(&over.platform, file.map(|c| &c.platform)),
+        port: over.port.or_else(|| {
             file.and_then(|c| c.ports.as_ref())
                 .and_then(|p| p.ai_server.as_ref())
-                .map(|p| p.get_ref().to_string())
+                .and_then(|p| u16::try_from(*p.get_ref()).ok())
         }),
-        bind: string(&flags.bind, file.map(|c| &c.bind)).unwrap_or(d.bind),
+        bind: string(&over.bind, file.map(|c| &c.bind)).unwrap_or(d.bind),
         env,
         env_file,
         include: list(
-            &flags.include,
+            &over.include,
             file.and_then(|c| c.include_files.as_ref())
                 .map(|l| l.get_ref()),
         )
         .unwrap_or(d.include),
         exclude: list(
-            &flags.exclude,
+            &over.exclude,
             file.and_then(|c| c.exclude_patterns.as_ref()),
         )
         .unwrap_or(d.exclude),
-        pull: flags.pull.or(file.and_then(|c| c.pull)).unwrap_or(d.pull),
-        timeout: flags
+        pull: over.pull.or(file.and_then(|c| c.pull)).unwrap_or(d.pull),
+        timeout: over
             .timeout
-            .clone()
             .or_else(|| {
                 file.and_then(|c| c.timeout.as_ref())
-                    .map(|t| t.get_ref().to_string())
+                    .and_then(|t| u64::try_from(*t.get_ref()).ok())
+                    .map(Duration::from_secs)
             })
             .unwrap_or(d.timeout),
-        replicas: flags
+        replicas: over
             .replicas
-            .clone()
-            .or_else(|| {
-                file.and_then(|c| c.replicas.as_ref())
-                    .map(|r| r.get_ref().to_string())
-            })
+            .or_else(|| number(file.and_then(|c| c.replicas.as_ref())))
             .unwrap_or(d.replicas),
-        registry: string(&flags.registry, file.map(|c| &c.registry)).unwrap_or(d.registry),
-        publish_mode: string(&flags.publish_mode, file.map(|c| &c.publish_mode))
+        registry: string(&over.registry, file.map(|c| &c.registry)).unwrap_or(d.registry),
+        publish_mode: string(&over.publish_mode, file.map(|c| &c.publish_mode))
             .unwrap_or(d.publish_mode),
-        placement_pref: string(&flags.placement_pref, file.map(|c| &c.placement_pref)),
-        max_replicas_per_node: flags.max_replicas_per_node.clone().or_else(|| {
-            file.and_then(|c| c.max_replicas_per_node.as_ref())
-                .map(|r| r.get_ref().to_string())
-        }),
-        proxy: if flags.proxy {
-            Some(true)
-        } else if flags.no_proxy {
-            Some(false)
-        } else {
-            file.and_then(|c| c.proxy)
-        },
-        domain: string(&flags.domain, file.map(|c| &c.domain)),
-        tls: string(&flags.tls, file.map(|c| &c.tls)),
-        tls_cert: flags.tls_cert.clone().or_else(|| {
+        placement_pref: string(&over.placement_pref, file.map(|c| &c.placement_pref)),
+        max_replicas_per_node: over
+            .max_replicas_per_node
+            .or_else(|| number(file.and_then(|c| c.max_replicas_per_node.as_ref()))),
+        proxy: over.proxy.or_else(|| file.and_then(|c| c.proxy)),
+        domain: string(&over.domain, file.map(|c| &c.domain)),
+        tls: string(&over.tls, file.map(|c| &c.tls)),
+        tls_cert: over.tls_cert.clone().or_else(|| {
             loaded
                 .as_ref()
                 .and_then(|l| l.config.tls_cert.as_ref().map(|p| l.resolve(p.get_ref())))
         }),
-        tls_key: flags.tls_key.clone().or_else(|| {
+        tls_key: over.tls_key.clone().or_else(|| {
             loaded
                 .as_ref()
                 .and_then(|l| l.config.tls_key.as_ref().map(|p| l.resolve(p.get_ref())))
         }),
-        json: flags.json,
-        quiet: flags.quiet,
+        json: over.json,
+        quiet: over.quiet,
     };
     let mut args = args;
     if let Some(pattern) = loaded
@@ -736,6 +856,13 @@ pub(crate) fn render(p: &Printed, json: bool) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `K=V` of each variable, to compare.
+    fn pairs(env: &[EnvVar]) -> Vec<String> {
+        env.iter()
+            .map(|e| format!("{}={}", e.key, e.value))
+            .collect()
+    }
     use std::fs;
 
     /// A project: `root/fractalic.py`, `root/scripts/hello.md`.
@@ -825,7 +952,7 @@ B = "file-only"
         assert_eq!(a.name.as_deref(), Some("from-file"));
         assert_eq!(a.image.as_deref(), Some("127.0.0.1:5000/x:latest"));
         assert_eq!(a.platform.as_deref(), Some("linux/arm64"));
-        assert_eq!(a.port.as_deref(), Some("8100"));
+        assert_eq!(a.port, Some(8100));
         assert_eq!(a.bind, "0.0.0.0");
         assert_eq!(
             a.env_file.as_deref(),
@@ -840,8 +967,14 @@ B = "file-only"
         assert_eq!(a.include, ["*.md"]);
         assert_eq!(a.exclude, ["*.log"]);
         assert_eq!(a.pull, PullPolicy::Missing);
-        assert_eq!(a.timeout, "30");
-        assert_eq!(a.env, ["A=from-file", "B=file-only"]);
+        assert_eq!(a.timeout, Duration::from_secs(30));
+        assert_eq!(pairs(&a.env), ["A=from-file", "B=file-only"]);
+        // Where each came from, for errors: the file's key and place.
+        assert!(
+            a.env[0].origin.starts_with("environment.A at ") && a.env[0].origin.contains(".toml:"),
+            "{}",
+            a.env[0].origin
+        );
         // And it validates as a deploy would.
         let cfg = config::deploy_config(a).unwrap();
         assert_eq!(cfg.main_script, "hello.md");
@@ -879,15 +1012,20 @@ B = "file-only"
         assert_eq!(a.name.as_deref(), Some("from-flag"));
         assert_eq!(a.image.as_deref(), Some("img:1"));
         assert_eq!(a.platform.as_deref(), Some("linux/amd64"));
-        assert_eq!(a.port.as_deref(), Some("9000"));
+        assert_eq!(a.port, Some(9000));
         assert_eq!(a.bind, "127.0.0.1");
         assert_eq!(
             (a.include.clone(), a.exclude.clone()),
             (vec!["*".to_string()], vec!["*.tmp".to_string()])
         );
-        assert_eq!((a.pull, a.timeout.as_str()), (PullPolicy::Never, "5"));
+        assert_eq!(
+            (a.pull, a.timeout),
+            (PullPolicy::Never, Duration::from_secs(5))
+        );
         // Later items win in the container's environment: the flag's A, the file's B.
-        assert_eq!(a.env, ["A=from-file", "B=file-only", "A=from-flag"]);
+        assert_eq!(pairs(&a.env), ["A=from-file", "B=file-only", "A=from-flag"]);
+        // The flag is the first --env, whatever the file held.
+        assert_eq!(a.env[2].origin, "--env #1");
     }
 
     #[test]
@@ -1059,20 +1197,14 @@ B = "file-only"
         );
         let a = merge(&with_config(&file)).unwrap().args;
         assert_eq!(
-            (
-                a.placement_pref.as_deref(),
-                a.max_replicas_per_node.as_deref()
-            ),
-            (Some("spread=node.labels.zone"), Some("1"))
+            (a.placement_pref.as_deref(), a.max_replicas_per_node),
+            (Some("spread=node.labels.zone"), Some(1))
         );
         let flags = DeployFlags {
             max_replicas_per_node: Some("2".into()),
             ..with_config(&file)
         };
-        assert_eq!(
-            merge(&flags).unwrap().args.max_replicas_per_node.as_deref(),
-            Some("2")
-        );
+        assert_eq!(merge(&flags).unwrap().args.max_replicas_per_node, Some(2));
         let plain = p.write(
             "plain.toml",
             "plugin = \"docker-swarm\"\nscript_name = \"hello\"\nscript_folder = \"scripts\"\n",

@@ -731,7 +731,11 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
                             ),
                         ))
                     }
-                    Value::String(s) => env.push(format!("{k}={s}")),
+                    Value::String(s) => env.push(crate::cli::EnvVar {
+                        key: k.clone(),
+                        value: s.clone(),
+                        origin: format!("env_vars.{k}"),
+                    }),
                     _ => return Err(bad_at("env_vars", format!("env_vars.{k} must be a string"))),
                 }
             }
@@ -811,13 +815,16 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
         name: string("container_name")?,
         image,
         platform: string("platform")?,
-        port: int("port", 1, 65535)?.map(|p| p.to_string()),
+        port: int("port", 1, 65535)?.and_then(|p| u16::try_from(p).ok()),
         env,
         exclude,
         pull,
-        timeout: int("timeout", 1, 3600)?.unwrap_or(60).to_string(),
+        timeout: std::time::Duration::from_secs(
+            int("timeout", 1, 3600)?.unwrap_or(crate::cli::DEFAULT_TIMEOUT),
+        ),
         replicas: int("replicas", 1, 100)?
-            .map_or_else(|| DeployArgs::default().replicas, |n| n.to_string()),
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(crate::cli::DEFAULT_REPLICAS),
         registry: string("registry")?.unwrap_or_else(|| DeployArgs::default().registry),
         publish_mode: match string("publish_mode")?.as_deref() {
             None => DeployArgs::default().publish_mode,
@@ -838,7 +845,8 @@ pub(crate) fn deploy_args(plugin: &str, body: &Value) -> Result<DeployArgs, Resp
             }
             p => p,
         },
-        max_replicas_per_node: int("max_replicas_per_node", 0, 100)?.map(|n| n.to_string()),
+        max_replicas_per_node: int("max_replicas_per_node", 0, 100)?
+            .and_then(|n| u32::try_from(n).ok()),
         quiet: true,
         ..DeployArgs::default()
     })
@@ -855,7 +863,7 @@ fn with_deploy_file(
 ) -> Result<DeployArgs, Response> {
     let given = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
     let pick = |k: &str, v: &Option<String>| if given(k) { v.clone() } else { None };
-    let flags = crate::cli::DeployFlags {
+    let over = crate::deploy_file::Over {
         plugin: Some(args.plugin.clone()),
         config: Some(file.to_path_buf()),
         script_name: Some(args.script_name.clone()),
@@ -863,7 +871,7 @@ fn with_deploy_file(
         name: pick("container_name", &args.name),
         image: pick("image_name", &args.image),
         platform: pick("platform", &args.platform),
-        port: pick("port", &args.port),
+        port: args.port.filter(|_| given("port")),
         env: args.env.clone(),
         exclude: if given("exclude") {
             args.exclude.clone()
@@ -871,20 +879,21 @@ fn with_deploy_file(
             Vec::new()
         },
         pull: given("pull").then_some(args.pull),
-        timeout: given("timeout").then(|| args.timeout.clone()),
-        replicas: given("replicas").then(|| args.replicas.clone()),
+        timeout: given("timeout").then_some(args.timeout),
+        replicas: given("replicas").then_some(args.replicas),
         registry: given("registry").then(|| args.registry.clone()),
         publish_mode: given("publish_mode").then(|| args.publish_mode.clone()),
-        proxy: args.proxy == Some(true),
-        no_proxy: args.proxy == Some(false),
+        proxy: args.proxy,
         domain: args.domain.clone(),
         tls: args.tls.clone(),
         placement_pref: pick("placement_pref", &args.placement_pref),
-        max_replicas_per_node: pick("max_replicas_per_node", &args.max_replicas_per_node),
+        max_replicas_per_node: args
+            .max_replicas_per_node
+            .filter(|_| given("max_replicas_per_node")),
         quiet: true,
         ..Default::default()
     };
-    let merged = crate::deploy_file::merge(&flags).map_err(|e| error_response(&e))?;
+    let merged = crate::deploy_file::merge_over(&over).map_err(|e| error_response(&e))?;
     let mut out = merged.args;
     out.quiet = true;
     if let (Some(f), Some(root)) = (&out.env_file, root) {
@@ -1215,13 +1224,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (
-                a.proxy,
-                a.domain.as_deref(),
-                a.tls.as_deref(),
-                a.replicas.as_str()
-            ),
-            (Some(true), Some("app.example.com"), Some("internal"), "3")
+            (a.proxy, a.domain.as_deref(), a.tls.as_deref(), a.replicas),
+            (Some(true), Some("app.example.com"), Some("internal"), 3)
         );
         let off = deploy_args(
             "p",
@@ -1273,10 +1277,7 @@ mod tests {
             &json!({"script_name": "s", "script_folder": "/x", "replicas": 3, "registry": "127.0.0.1:5000", "publish_mode": "host"}),
         )
         .unwrap();
-        assert_eq!(
-            (a.replicas.as_str(), a.publish_mode.as_str()),
-            ("3", "host")
-        );
+        assert_eq!((a.replicas, a.publish_mode.as_str()), (3, "host"));
         let d = deploy_args(
             "p",
             &json!({"script_name": "s", "script_folder": "/x", "publish_mode": "mesh"}),
@@ -1297,11 +1298,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (
-                p.placement_pref.as_deref(),
-                p.max_replicas_per_node.as_deref()
-            ),
-            (Some("spread=node.labels.zone"), Some("1"))
+            (p.placement_pref.as_deref(), p.max_replicas_per_node),
+            (Some("spread=node.labels.zone"), Some(1))
         );
         for bad in [
             json!({"script_name": "s", "script_folder": "/x", "placement_pref": "spread=node.hostname"}),
@@ -1327,9 +1325,16 @@ mod tests {
             a.image.as_deref(),
             Some("ghcr.io/fractalic-ai/fractalic:latest")
         );
-        assert_eq!(a.env, vec!["A=secret-value".to_string()]);
-        assert_eq!(a.port.as_deref(), Some("8100"));
-        assert_eq!(a.timeout, "30");
+        assert_eq!(
+            a.env,
+            [crate::cli::EnvVar {
+                key: "A".into(),
+                value: "secret-value".into(),
+                origin: "env_vars.A".into()
+            }]
+        );
+        assert_eq!(a.port, Some(8100));
+        assert_eq!(a.timeout, std::time::Duration::from_secs(30));
         assert_eq!(a.pull, PullPolicy::Missing);
         let detail = |v: Value| {
             let r = deploy_args("p", &v).unwrap_err();
