@@ -386,17 +386,47 @@ impl Docker {
         }
     }
 
+    /// `docker ARGS` fed by `produce` ([`Docker::stdin_stream`]) as one answer, the
+    /// same for every streamed copy: docker's exit 0 gives the producer's result; otherwise
+    /// the daemon being down is [`Error::DaemonDown`], a producer that failed on its own (an
+    /// unreadable or shrinking file: it cut the stream, docker's complaint follows from that)
+    /// gives its error, and one that only saw the pipe break (docker went first) gives
+    /// docker's [`Error::Docker`].
+    pub(crate) fn stream_into<T: Send>(
+        &self,
+        args: &[&str],
+        idle: Duration,
+        produce: impl FnOnce(&mut dyn std::io::Write) -> Result<T> + Send,
+    ) -> Result<T> {
+        let (status, out, produced, pipe_broke) = self.stdin_stream(args, idle, produce)?;
+        if status == Some(0) {
+            return produced;
+        }
+        if out.refusal() == Refusal::DaemonDown {
+            return Err(Error::DaemonDown { detail: out.stderr });
+        }
+        match produced {
+            Err(e) if !pipe_broke => Err(e),
+            _ => Err(Error::Docker {
+                argv: self.argv(args),
+                status,
+                stderr: out.stderr,
+            }),
+        }
+    }
+
     /// Runs `docker ARGS` while `produce` (on its own thread) writes its stdin, so a large
     /// input is streamed instead of held in memory. The deadline is one of inactivity: docker is
     /// killed when it has taken no input for `idle`, or has not exited `idle` after the input
     /// ended. Returns the exit status, what docker printed, and what `produce` returned (a
-    /// producer that stops early sees a broken pipe once docker has gone).
-    pub(crate) fn run_with_stdin_stream<T: Send>(
+    /// producer that stops early sees a broken pipe once docker has gone), and whether a write
+    /// found the pipe broken (docker had stopped reading).
+    fn stdin_stream<T: Send>(
         &self,
         args: &[&str],
         idle: Duration,
         produce: impl FnOnce(&mut dyn std::io::Write) -> T + Send,
-    ) -> Result<(Option<i32>, Output, T)> {
+    ) -> Result<(Option<i32>, Output, T, bool)> {
         use std::io::Read;
         use std::process::{Command, Stdio};
         use std::sync::atomic::AtomicU64;
@@ -427,19 +457,33 @@ impl Docker {
         let child_try_wait = || lock(&child).try_wait();
         let written = AtomicU64::new(0);
         let producing = std::sync::atomic::AtomicBool::new(true);
+        let pipe_broke = std::sync::atomic::AtomicBool::new(false);
 
         struct Counting<'w> {
             inner: std::io::PipeWriter,
             written: &'w AtomicU64,
+            broke: &'w std::sync::atomic::AtomicBool,
+        }
+        impl Counting<'_> {
+            fn note<R>(&self, r: std::io::Result<R>) -> std::io::Result<R> {
+                if r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                {
+                    self.broke.store(true, Ordering::Relaxed);
+                }
+                r
+            }
         }
         impl std::io::Write for Counting<'_> {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                let n = self.inner.write(buf)?;
+                let r = self.inner.write(buf);
+                let n = self.note(r)?;
                 self.written.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
             }
             fn flush(&mut self) -> std::io::Result<()> {
-                self.inner.flush()
+                let r = self.inner.flush();
+                self.note(r)
             }
         }
 
@@ -448,6 +492,7 @@ impl Docker {
                 let mut w = Counting {
                     inner: writer,
                     written: &written,
+                    broke: &pipe_broke,
                 };
                 let r = produce(&mut w);
                 drop(w);
@@ -516,6 +561,7 @@ impl Docker {
                     stderr: String::from_utf8_lossy(&stderr).into_owned(),
                 },
                 produced,
+                pipe_broke.load(Ordering::Relaxed),
             ))
         })
     }
@@ -1372,11 +1418,12 @@ mod tests {
         let sink = dir.path().join("sink");
         let d = Docker::with_binary(fake(dir.path(), &format!("cat > '{}'", sink.display())));
         let big = vec![7u8; 300_000]; // larger than a pipe buffer
-        let (status, _, n) = d
-            .run_with_stdin_stream(&["cp", "-", "x:/"], QUICK, |w| {
+        let (status, _, n, broke) = d
+            .stdin_stream(&["cp", "-", "x:/"], QUICK, |w| {
                 w.write_all(&big).map(|_| big.len())
             })
             .unwrap();
+        assert!(!broke);
         assert_eq!(status, Some(0));
         assert_eq!(n.unwrap(), 300_000);
         assert_eq!(std::fs::read(&sink).unwrap(), big);
@@ -1390,12 +1437,74 @@ mod tests {
             "echo 'Error: No such container: x' >&2; exit 1",
         ));
         let big = vec![0u8; 4_000_000];
-        let (status, out, r) = d
-            .run_with_stdin_stream(&["cp", "-", "x:/"], QUICK, |w| w.write_all(&big))
+        let (status, out, r, broke) = d
+            .stdin_stream(&["cp", "-", "x:/"], QUICK, |w| w.write_all(&big))
             .unwrap();
+        assert!(broke);
         assert_eq!(status, Some(1));
         assert!(out.stderr.contains("No such container"));
         assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_streamed_copy_answers_with_the_side_that_failed_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![0u8; 4_000_000];
+        // Docker went first: the producer only saw the pipe break, so docker's words.
+        let d = Docker::with_binary(fake(
+            dir.path(),
+            "echo 'Error: No such container: x' >&2; exit 1",
+        ));
+        let e = d
+            .stream_into(&["cp", "-", "x:/"], QUICK, |w| {
+                w.write_all(&big)
+                    .map_err(|e| Error::failed(format!("writing: {e}")))
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Docker { stderr, .. } if stderr.contains("No such container")),
+            "{e:?}"
+        );
+        // The producer failed on its own (a file it could not read) and cut the stream: its
+        // error, not docker's complaint about the short input.
+        let d2 = Docker::with_binary(fake(
+            dir.path(),
+            "cat >/dev/null; echo 'Error: unexpected EOF' >&2; exit 1",
+        ));
+        let e = d2
+            .stream_into(&["cp", "-", "x:/"], QUICK, |w| {
+                w.write_all(b"part").unwrap();
+                Err::<(), _>(Error::failed("reading a.md: permission denied"))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{e}");
+        // The daemon is down: that, whatever the producer said.
+        let d3 = Docker::with_binary(fake(
+            dir.path(),
+            "cat >/dev/null; echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1",
+        ));
+        let e = d3
+            .stream_into(&["cp", "-", "x:/"], QUICK, |_| {
+                Err::<(), _>(Error::failed("reading a.md: permission denied"))
+            })
+            .unwrap_err();
+        assert!(matches!(e, Error::DaemonDown { .. }), "{e:?}");
+        // Exit 0: the producer's result, error or not.
+        let ok = Docker::with_binary(fake(dir.path(), "cat >/dev/null"));
+        assert_eq!(
+            ok.stream_into(&["cp", "-", "x:/"], QUICK, |w| w
+                .write_all(b"x")
+                .map(|_| 7)
+                .map_err(|e| Error::failed(e.to_string())))
+                .unwrap(),
+            7
+        );
+        let e = ok
+            .stream_into(&["cp", "-", "x:/"], QUICK, |_| {
+                Err::<(), _>(Error::failed("the folder changed"))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("the folder changed"), "{e}");
     }
 
     #[test]
@@ -1405,7 +1514,7 @@ mod tests {
         let d = Docker::with_binary(fake(dir.path(), "exec sleep 30"));
         let big = vec![0u8; 4_000_000];
         let e = d
-            .run_with_stdin_stream(&["cp", "-", "x:/"], Duration::from_millis(300), |w| {
+            .stdin_stream(&["cp", "-", "x:/"], Duration::from_millis(300), |w| {
                 w.write_all(&big)
             })
             .unwrap_err();

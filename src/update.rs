@@ -752,24 +752,18 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
         args.extend(argv);
         // The release streams into the exec as the folder is read; a stream cut short lacks
         // its manifest (the last entry), so the script refuses to switch.
-        let (status, out, streamed) =
-            d.run_with_stdin_stream(&args, QUICK, |w| stream_planned(cfg, plan, false, &more, w))?;
-        if status == Some(0) {
-            // The switch happened: a folder that changed on the way is switched back (undo).
-            streamed?;
-        } else {
-            if out.refusal() == Refusal::DaemonDown {
-                return Err(Error::DaemonDown { detail: out.stderr });
-            }
-            // Our side's error (a file that shrank, an unreadable one) says more than the
-            // script's "manifest missing" that followed it.
-            streamed?;
-            return Err(Error::failed(format!(
-                "switching {name} to release {} failed: {}",
-                plan.release.id,
-                crate::error::one_line(&out.stderr)
-            )));
-        }
+        // A folder that changed on the way fails it even after the switch (the undo switches
+        // back); our side's error (a file that shrank, an unreadable one) says more than the
+        // script's "manifest missing" that followed it.
+        d.stream_into(&args, QUICK, |w| stream_planned(cfg, plan, false, &more, w))
+            .map_err(|e| match e {
+                Error::Docker { stderr, .. } => Error::failed(format!(
+                    "switching {name} to release {} failed: {}",
+                    plan.release.id,
+                    crate::error::one_line(&stderr)
+                )),
+                other => other,
+            })?;
         host.progress.step(
             90,
             Stage::StartingContainer,
@@ -900,22 +894,7 @@ fn copy_release(
 ) -> Result<()> {
     let dest = format!("{name}:/");
     let args = ["cp", "-", dest.as_str()];
-    let (status, out, streamed) =
-        d.run_with_stdin_stream(&args, QUICK, |w| stream_planned(cfg, plan, true, more, w))?;
-    if status != Some(0) {
-        if out.refusal() == Refusal::DaemonDown {
-            return Err(Error::DaemonDown { detail: out.stderr });
-        }
-        // Our side's error (a file that shrank, an unreadable one) explains a cut stream
-        // better than docker's broken pipe does.
-        streamed?;
-        return Err(Error::Docker {
-            argv: d.argv(&args),
-            status,
-            stderr: out.stderr,
-        });
-    }
-    streamed
+    d.stream_into(&args, QUICK, |w| stream_planned(cfg, plan, true, more, w))
 }
 
 /// Creates `name` on `port`, streams the planned release (with `more` beside it) into it and

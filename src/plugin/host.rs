@@ -871,31 +871,20 @@ pub(crate) fn copy_payload(
     let args = ["cp", "-", dest.as_str()];
     // The tar stream goes straight into `docker cp` as it is built: nothing is held in
     // memory, and docker starts extracting while we still read files.
-    let (status, out, built) = d.run_with_stdin_stream(&args, QUICK, |w| {
+    let (files, dirs, bytes, staged, copy) = d.stream_into(&args, QUICK, |w| {
         // The release is hashed on the way (its manifest); nothing of it is kept.
-        payload::build_into(&spec, w).map(|p| {
-            (
-                p.files,
-                p.dirs,
-                p.bytes,
-                p.main_script_staged,
-                p.release_files,
-            )
-        })
+        payload::build_into(&spec, w)
+            .map(|p| {
+                (
+                    p.files,
+                    p.dirs,
+                    p.bytes,
+                    p.main_script_staged,
+                    p.release_files,
+                )
+            })
+            .map_err(|e| Error::failed(format!("staging the payload: {e}")))
     })?;
-    if status != Some(0) {
-        // Docker's own words explain a broken pipe on our side better than the pipe does.
-        if out.refusal() == Refusal::DaemonDown {
-            return Err(Error::DaemonDown { detail: out.stderr });
-        }
-        return Err(Error::Docker {
-            argv: d.argv(&args),
-            status,
-            stderr: out.stderr,
-        });
-    }
-    let (files, dirs, bytes, staged, copy) =
-        built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
     crate::update::staged(host, &dir, copy, owner);
     let script_path = cfg.script_path();
     if !staged {

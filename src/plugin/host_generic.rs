@@ -537,19 +537,11 @@ pub(crate) fn bake(
     let pspec = &*pspec;
     let dest = format!("{name}:/");
     let cp = ["cp", "-", dest.as_str()];
-    let (status, out, built) =
-        d.run_with_stdin_stream(&cp, QUICK, |w| payload::build_into(pspec, w).map(|_| ()))?;
-    if status != Some(0) {
-        if out.refusal() == Refusal::DaemonDown {
-            return Err(Error::DaemonDown { detail: out.stderr });
-        }
-        return Err(Error::Docker {
-            argv: d.argv(&cp),
-            status,
-            stderr: out.stderr,
-        });
-    }
-    built.map_err(|e| Error::failed(format!("staging the payload: {e}")))?;
+    d.stream_into(&cp, QUICK, |w| {
+        payload::build_into(pspec, w)
+            .map(|_| ())
+            .map_err(|e| Error::failed(format!("staging the payload: {e}")))
+    })?;
 
     // The image must not carry the temporary container's labels into every container made
     // from it: blanked, so no `label=KEY=VALUE` filter matches them.
