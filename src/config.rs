@@ -64,6 +64,12 @@ pub(crate) struct DeployConfig {
 }
 
 impl DeployConfig {
+    /// The environment as `K=V` lines, the `--env-file` format (given to docker only
+    /// through a pipe: `docker_run`'s `env_stdin`, `create_container`).
+    pub(crate) fn env_text(&self) -> String {
+        self.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    }
+
     /// Path of the main script inside the container.
     pub(crate) fn script_path(&self) -> String {
         format!("/payload/{}/{}", self.script_name, self.main_script)
@@ -454,7 +460,7 @@ pub(crate) fn parse_max_replicas_per_node(s: &str) -> Result<u32> {
 
 /// `--domain`: a host name the proxy can route and certify.
 pub(crate) fn check_domain(s: &str) -> Result<()> {
-    if crate::proxy::valid_domain(s) {
+    if valid_domain(s) {
         Ok(())
     } else {
         Err(Error::input(
@@ -465,8 +471,8 @@ pub(crate) fn check_domain(s: &str) -> Result<()> {
 }
 
 /// `--tls`.
-pub(crate) fn parse_tls(s: &str) -> Result<crate::proxy::Tls> {
-    crate::proxy::Tls::parse(s).ok_or_else(|| {
+pub(crate) fn parse_tls(s: &str) -> Result<Tls> {
+    Tls::parse(s).ok_or_else(|| {
         Error::input(
             format!("bad --tls {s:?}"),
             "use none, internal (Caddy's own CA), acme (with --domain) or files (with --tls-cert and --tls-key)",
@@ -487,10 +493,10 @@ fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
     let files = args.tls_cert.is_some() || args.tls_key.is_some();
     let tls = match &args.tls {
         Some(t) => Some(parse_tls(t)?),
-        None if files => Some(crate::proxy::Tls::Files),
+        None if files => Some(Tls::Files),
         None => None,
     };
-    let wants_proxy = domain.is_some() || tls.is_some_and(|t| t != crate::proxy::Tls::None);
+    let wants_proxy = domain.is_some() || tls.is_some_and(|t| t != Tls::None);
     if wants_proxy && args.proxy == Some(false) {
         return Err(Error::input(
             "--no-proxy with --domain or --tls",
@@ -498,13 +504,13 @@ fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
         )
         .at(Field::Proxy));
     }
-    if tls == Some(crate::proxy::Tls::Acme) && domain.is_none() {
+    if tls == Some(Tls::Acme) && domain.is_none() {
         return Err(Error::input(
             "--tls acme without --domain",
             "an ACME CA certifies a host name: pass --domain HOST (reachable from the internet), or use --tls internal",
         ));
     }
-    let tls_files = if tls == Some(crate::proxy::Tls::Files) {
+    let tls_files = if tls == Some(Tls::Files) {
         let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
             return Err(Error::input(
                 "--tls files needs both --tls-cert and --tls-key",
@@ -548,6 +554,67 @@ fn proxy_settings(args: &DeployArgs) -> Result<ProxySettings> {
     })
 }
 
+/// How a route is served to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Tls {
+    /// Plain HTTP.
+    #[default]
+    None,
+    /// HTTPS with Caddy's internal CA (`curl --cacert` the CA certificate).
+    Internal,
+    /// HTTPS with certificates from an ACME CA (needs `--domain` reachable from the internet).
+    Acme,
+    /// HTTPS with a certificate and key the user gave (kept inside the proxy container).
+    Files,
+}
+
+impl Tls {
+    /// Parses the `--tls` value (and the label).
+    pub(crate) fn parse(s: &str) -> Option<Tls> {
+        match s {
+            "" | "none" => Some(Tls::None),
+            "internal" => Some(Tls::Internal),
+            "acme" => Some(Tls::Acme),
+            "files" => Some(Tls::Files),
+            _ => None,
+        }
+    }
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Tls::None => "none",
+            Tls::Internal => "internal",
+            Tls::Acme => "acme",
+            Tls::Files => "files",
+        }
+    }
+}
+
+/// A host name Caddy may route and certify: letters, digits, hyphens, dots; no wildcard.
+pub(crate) fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// `NAME.K` -> Some(K) for K >= 2: the name of a further replica of deployment `deployment`
+/// (`--replicas`, docker-registry).
+pub(crate) fn replica_index(container: &str, deployment: &str) -> Option<u16> {
+    container
+        .strip_prefix(deployment)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|n| n.parse::<u16>().ok())
+        .filter(|n| *n >= 2 && !container[deployment.len() + 1..].starts_with('0'))
+}
+
 /// The certificate and key of `--tls files` (the key is a secret: never printed).
 #[derive(Clone)]
 pub(crate) struct TlsFiles {
@@ -572,7 +639,7 @@ pub(crate) struct ProxySettings {
     /// one: not).
     pub proxy: Option<bool>,
     pub domain: Option<String>,
-    pub tls: Option<crate::proxy::Tls>,
+    pub tls: Option<Tls>,
     pub tls_files: Option<TlsFiles>,
 }
 

@@ -3,32 +3,17 @@
 
 use crate::cli::DeployArgs;
 use crate::config::{self, DeployConfig};
-use crate::contract::{ConfigFileRef, PluginConfig, PublishResult};
+use crate::contract::{ConfigFileRef, PluginConfig};
 use crate::docker::Docker;
 use crate::error::{Error, Result};
 use crate::journal::UndoReport;
+use crate::outcome::Report;
 use crate::plugin::{self, host::Host, Plugin};
 use crate::ports::PortRequest;
 use crate::progress::{Progress, Stage};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
-
-/// What a successful deploy reports (the plugin's result plus what we know of the config).
-#[derive(Debug, Clone)]
-pub(crate) struct Report {
-    pub name: String,
-    pub script_name: String,
-    /// The run's id (every progress event's `deployment_id`).
-    pub run_id: String,
-    pub plugin: String,
-    pub plugin_source: String,
-    pub script_path: String,
-    /// The plugin's `publish()` result, checked field by field.
-    pub result: PublishResult,
-    pub warnings: Vec<String>,
-    pub docker_calls: u32,
-}
 
 /// The config as plugins see it: names, paths and flags; never secret values.
 pub(crate) fn plugin_config(cfg: &DeployConfig) -> PluginConfig {
@@ -314,7 +299,7 @@ pub(crate) fn run(p: Prepared) -> Result<Report> {
                 }
             }
             progress.finish();
-            Err(with_cleanup(e, &undo, &progress))
+            Err(crate::outcome::with_cleanup(e, &undo, &progress))
         }
     }
 }
@@ -510,33 +495,6 @@ pub(crate) fn deploy(
     progress: Progress,
 ) -> Result<Report> {
     run(prepare(docker_flag, plugins_dir, args, progress)?)
-}
-
-/// The original failure, followed by what the undo really did and what it left (with the
-/// commands that remove it).
-pub(crate) fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
-    if undo.undone.is_empty() && undo.left.is_empty() {
-        return e;
-    }
-    let note = format!("cleanup: {}", undo.summary());
-    match e {
-        Error::Interrupted => Error::Interrupted,
-        // The exit code says "Docker unavailable"; the cleanup goes beside it.
-        e @ (Error::DaemonDown { .. } | Error::DockerMissing { .. }) => {
-            progress.warn(note);
-            e
-        }
-        Error::Plugin { location, message } => Error::Plugin {
-            location,
-            message: format!("{message}; {note}"),
-        },
-        Error::Input { what, hint, field } => Error::Input {
-            what,
-            hint: format!("{hint}; {note}"),
-            field,
-        },
-        other => Error::failed(format!("{other}; {note}")),
-    }
 }
 
 /// The seed's "Expected Output", with this tool's management commands.

@@ -134,6 +134,9 @@ pub(crate) fn read_only(args: &[&str]) -> bool {
 /// The process's `--context` flag (set once, at startup, before any docker handle is made).
 static CONTEXT: OnceLock<Option<String>> = OnceLock::new();
 
+/// The docker binary and `--context` the first [`Docker::locate`] of this process found.
+static LOCATED: OnceLock<(PathBuf, Option<String>)> = OnceLock::new();
+
 /// Sets the `--context NAME` every docker call of this process gets; a name docker would not
 /// accept is bad input. Call once, before [`Docker::locate`].
 pub(crate) fn set_context(name: Option<&str>) -> Result<()> {
@@ -171,11 +174,22 @@ impl Docker {
         };
         let mut d = Docker::with_binary(bin);
         d.context = CONTEXT.get().cloned().flatten();
-        crate::reach::use_docker(&d.bin, d.context.as_deref());
+        let _ = LOCATED.set((d.bin.clone(), d.context.clone()));
         if d.context.is_none() && d.endpoint().remote_host().is_none() {
-            crate::reach::socket_check()?;
+            crate::engine::socket_check()?;
         }
         Ok(d)
+    }
+
+    /// A handle on the docker CLI this process located first (for work that has no handle
+    /// passed to it, such as probes that look up ports); None before any [`Docker::locate`].
+    pub(crate) fn located() -> Option<Docker> {
+        let (bin, context) = LOCATED.get()?;
+        let d = Docker::with_binary(bin.clone());
+        Some(match context {
+            Some(c) => d.with_context(c),
+            None => d,
+        })
     }
 
     /// From now on, this handle runs only calls that read (see [`read_only`], [`reading`]).
@@ -1109,7 +1123,7 @@ fn children_file() -> Option<&'static PathBuf> {
     static FILE: OnceLock<Option<PathBuf>> = OnceLock::new();
     FILE.get_or_init(|| {
         let me = std::process::id();
-        let start = crate::journal::process_start(me)?;
+        let start = crate::process::process_start(me)?;
         let dir = crate::state::state_dir().join("children");
         Some(dir.join(format!("{me}-{start}.json")))
     })
@@ -1165,7 +1179,7 @@ fn settle_orphans_in(dir: &Path, deadline: Instant) -> usize {
         let owner = it.next().and_then(|p| p.parse::<u32>().ok());
         let start = it.next().and_then(|s| s.parse::<u64>().ok());
         let Some(owner) = owner else { continue };
-        if crate::journal::alive(owner, start) != Some(false) {
+        if crate::process::alive(owner, start) != Some(false) {
             continue;
         }
         if let Ok(text) = std::fs::read_to_string(e.path()) {
@@ -1176,7 +1190,7 @@ fn settle_orphans_in(dir: &Path, deadline: Instant) -> usize {
         files.push(e.path());
     }
     let running =
-        |o: &(u32, Option<u64>)| crate::journal::alive(o.0, o.1) == Some(true) && o.1.is_some();
+        |o: &(u32, Option<u64>)| crate::process::alive(o.0, o.1) == Some(true) && o.1.is_some();
     orphans.retain(running);
     let n = orphans.len();
     while !orphans.is_empty() && Instant::now() < deadline {
@@ -1212,7 +1226,7 @@ fn track<T>(
     let (value, killer) = spawn().map_err(SpawnError::Io)?;
     c.next += 1;
     let id = c.next;
-    let pid = killer.pid().map(|p| (p, crate::journal::process_start(p)));
+    let pid = killer.pid().map(|p| (p, crate::process::process_start(p)));
     c.list.push(InFlight {
         id,
         call,
@@ -1322,7 +1336,7 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
-        let start = crate::journal::process_start(orphan.id());
+        let start = crate::process::process_start(orphan.id());
         let list = dir.path().join(format!("{owner_pid}-1.json"));
         std::fs::write(&list, serde_json::json!([[orphan.id(), start]]).to_string()).unwrap();
         // Its list written beside but not renamed into place when it died.
@@ -1332,7 +1346,7 @@ mod tests {
         let me = std::process::id();
         let mine = dir.path().join(format!(
             "{me}-{}.json",
-            crate::journal::process_start(me).unwrap()
+            crate::process::process_start(me).unwrap()
         ));
         std::fs::write(&mine, "[]").unwrap();
         let t0 = Instant::now();

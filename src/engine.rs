@@ -190,6 +190,50 @@ pub(crate) fn published_ports(ps_ports: &str) -> std::collections::BTreeSet<u16>
     out
 }
 
+/// The Docker socket this process would use, when that is a local unix socket.
+fn socket_path() -> Option<PathBuf> {
+    match std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()) {
+        Some(h) => h.strip_prefix("unix://").map(PathBuf::from),
+        None => Some(PathBuf::from("/var/run/docker.sock")),
+    }
+}
+
+/// At `deploy`/`serve` start: a Docker socket this user may not open is one clear line naming
+/// the fix (`--group-add` with the socket's group), instead of docker's long message later.
+pub(crate) fn socket_check() -> crate::error::Result<()> {
+    let Some(path) = socket_path() else {
+        return Ok(());
+    };
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(crate::error::Error::SocketDenied {
+                detail: socket_advice(&path),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The advice for a socket this process may not open.
+pub(crate) fn socket_advice(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let (gid, mode) = std::fs::metadata(path)
+        .map(|m| (m.gid(), m.mode() & 0o777))
+        .unwrap_or((0, 0));
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc_getuid() };
+    format!(
+        "permission denied on the Docker socket {} (group {gid}, mode {mode:04o}; this process runs as uid {uid}, not in that group): run the container with --group-add {gid} (docker run ... --group-add $(stat -c %g {})), or add the user to group {gid}",
+        path.display(),
+        path.display()
+    )
+}
+
+extern "C" {
+    #[link_name = "getuid"]
+    fn libc_getuid() -> u32;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +351,16 @@ mod tests {
         assert!(!valid_context_name("-x"));
         assert!(!valid_context_name(""));
         assert!(!valid_context_name("a b"));
+    }
+
+    #[test]
+    fn socket_advice_names_the_group_add_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("docker.sock");
+        std::fs::write(&p, "").unwrap();
+        let a = socket_advice(&p);
+        assert!(a.contains("--group-add"), "{a}");
+        assert!(a.contains("permission denied on the Docker socket"), "{a}");
+        assert!(!a.contains('\n'));
     }
 }

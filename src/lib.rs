@@ -2,6 +2,7 @@
 
 mod cleanup;
 pub mod cli;
+mod clock;
 mod config;
 mod contract;
 mod deploy;
@@ -18,6 +19,7 @@ mod outcome;
 mod payload;
 mod plugin;
 mod ports;
+mod process;
 mod progress;
 mod proxy;
 mod reach;

@@ -166,7 +166,7 @@ impl DeployLock {
         let text = serde_json::json!({
             "pid": std::process::id(),
             "command": command,
-            "since": crate::plugin::host::now_utc(),
+            "since": crate::clock::now_utc(),
         })
         .to_string();
         self.write_text(&text);

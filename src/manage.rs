@@ -407,7 +407,7 @@ impl Manager {
             Err(e) => {
                 let undo = p.host().journal().undo();
                 self.progress.finish();
-                Err(crate::deploy::with_cleanup(e, &undo, &self.progress))
+                Err(crate::outcome::with_cleanup(e, &undo, &self.progress))
             }
         }
     }

@@ -2,9 +2,54 @@
 //! response and the `result` of its final SSE event. `metadata` has exactly the shape the
 //! Fractalic UI reads (`utils/deployUtils.ts`: DeploymentMetadata); our extras live in `details`.
 
-use crate::deploy::Report;
+use crate::contract::PublishResult;
 use crate::error::Error;
+use crate::journal::UndoReport;
+use crate::progress::Progress;
 use serde_json::{json, Value};
+
+/// What a successful deploy reports (the plugin's result plus what we know of the config).
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    pub name: String,
+    pub script_name: String,
+    /// The run's id (every progress event's `deployment_id`).
+    pub run_id: String,
+    pub plugin: String,
+    pub plugin_source: String,
+    pub script_path: String,
+    /// The plugin's `publish()` result, checked field by field.
+    pub result: PublishResult,
+    pub warnings: Vec<String>,
+    pub docker_calls: u32,
+}
+
+/// The original failure, followed by what the undo really did and what it left (with the
+/// commands that remove it).
+pub(crate) fn with_cleanup(e: Error, undo: &UndoReport, progress: &Progress) -> Error {
+    if undo.undone.is_empty() && undo.left.is_empty() {
+        return e;
+    }
+    let note = format!("cleanup: {}", undo.summary());
+    match e {
+        Error::Interrupted => Error::Interrupted,
+        // The exit code says "Docker unavailable"; the cleanup goes beside it.
+        e @ (Error::DaemonDown { .. } | Error::DockerMissing { .. }) => {
+            progress.warn(note);
+            e
+        }
+        Error::Plugin { location, message } => Error::Plugin {
+            location,
+            message: format!("{message}; {note}"),
+        },
+        Error::Input { what, hint, field } => Error::Input {
+            what,
+            hint: format!("{hint}; {note}"),
+            field,
+        },
+        other => Error::failed(format!("{other}; {note}")),
+    }
+}
 
 /// The sample request shown to users (the seed's "Sample Usage").
 pub(crate) fn sample_curl(url: &str, script_path: &str) -> String {

@@ -12,6 +12,8 @@
 //! on the old upstream); a proxy removed by hand is re-created with every route by
 //! [`Proxy::ensure_up`].
 
+/// The `--tls` mode and the host-name rule are deploy settings ([`crate::config`]).
+pub(crate) use crate::config::{valid_domain, Tls};
 use crate::docker::{Docker, Refusal, QUICK};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -48,44 +50,6 @@ const ADMIN_SOCKET: &str = "/data/fractalic-publisher-admin.sock";
 pub(crate) const CA_CERT: &str = "/data/caddy/pki/authorities/local/root.crt";
 /// The container port every Fractalic deployment serves on.
 pub(crate) const UPSTREAM_PORT: u16 = 8001;
-
-/// How a route is served to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Tls {
-    /// Plain HTTP.
-    #[default]
-    None,
-    /// HTTPS with Caddy's internal CA (`curl --cacert` the CA certificate).
-    Internal,
-    /// HTTPS with certificates from an ACME CA (needs `--domain` reachable from the internet).
-    Acme,
-    /// HTTPS with a certificate and key the user gave (kept inside the proxy container).
-    Files,
-}
-
-impl Tls {
-    /// Parses the `--tls` value (and the label).
-    pub(crate) fn parse(s: &str) -> Option<Tls> {
-        match s {
-            "" | "none" => Some(Tls::None),
-            "internal" => Some(Tls::Internal),
-            "acme" => Some(Tls::Acme),
-            "files" => Some(Tls::Files),
-            _ => None,
-        }
-    }
-
-    /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Tls::None => "none",
-            Tls::Internal => "internal",
-            Tls::Acme => "acme",
-            Tls::Files => "files",
-        }
-    }
-}
 
 /// One upstream of a route: a container on the tool's network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -768,12 +732,11 @@ impl<'a> Proxy<'a> {
 
     /// One proxied deployment as `status` shows it: the proxy's state and health (its route
     /// answers `/health` through it, probed from inside the proxy), the route (URL, domain,
-    /// TLS), each upstream with its health as the proxy sees it, the replica set with the
-    /// containers that are down (`degraded`), and (`--tls internal`) the CA certificate copied
+    /// TLS), each upstream with its health as the proxy sees it, the replica set (`replicas`,
+    /// [`crate::replicas::report`]) with the containers that are down (`degraded`), and (`--tls internal`) the CA certificate copied
     /// to a host file for `curl --cacert`.
-    pub(crate) fn deployment_status(&self, name: &str) -> Result<Value> {
+    pub(crate) fn deployment_status(&self, name: &str, replicas: Value) -> Result<Value> {
         let state = self.state()?.unwrap_or_else(|| "missing".into());
-        let replicas = crate::replicas::report(self.docker, name)?;
         let down: Vec<String> = replicas["down"]
             .as_array()
             .into_iter()
@@ -1032,20 +995,7 @@ pub(crate) fn routes_from_inspect(list: &[Value]) -> Vec<Route> {
 
 /// `NAME.2`, `NAME.3` ...: the further replicas of a proxied deployment.
 fn is_replica_of(container: &str, deployment: &str) -> bool {
-    crate::replicas::index_of(container, deployment).is_some()
-}
-
-/// A host name Caddy may route and certify: letters, digits, hyphens, dots; no wildcard.
-pub(crate) fn valid_domain(d: &str) -> bool {
-    !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
+    crate::config::replica_index(container, deployment).is_some()
 }
 
 /// The initial files of a new proxy container: an empty configuration and no routes.

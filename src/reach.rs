@@ -11,7 +11,7 @@ use crate::docker::{Docker, Refusal};
 use crate::error::Error;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -94,23 +94,12 @@ impl Route {
     }
 }
 
-/// The docker CLI this process uses (set by [`Docker::locate`]); probes look up ports with it.
-static DOCKER: OnceLock<(PathBuf, Option<String>)> = OnceLock::new();
 static LOCATION: OnceLock<Location> = OnceLock::new();
 static SNAPSHOT: Mutex<Option<(Instant, BTreeMap<u16, Target>)>> = Mutex::new(None);
 
-/// Records the docker binary and `--context` the probes of this process use.
-pub(crate) fn use_docker(bin: &Path, context: Option<&str>) {
-    let _ = DOCKER.set((bin.to_path_buf(), context.map(str::to_string)));
-}
-
+/// The docker CLI the probes use: the one this process located ([`Docker::located`]).
 fn docker() -> Option<Docker> {
-    let (bin, context) = DOCKER.get()?;
-    let d = Docker::with_binary(bin.clone());
-    Some(match context {
-        Some(c) => d.with_context(c),
-        None => d,
-    })
+    Docker::located()
 }
 
 /// Where this process runs, found once: no docker call on the engine's host.
@@ -467,48 +456,6 @@ pub(crate) fn exec_probe(
     }
 }
 
-/// The Docker socket this process would use, when that is a local unix socket.
-fn socket_path() -> Option<PathBuf> {
-    match std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()) {
-        Some(h) => h.strip_prefix("unix://").map(PathBuf::from),
-        None => Some(PathBuf::from("/var/run/docker.sock")),
-    }
-}
-
-/// At `deploy`/`serve` start: a Docker socket this user may not open is one clear line naming
-/// the fix (`--group-add` with the socket's group), instead of docker's long message later.
-pub(crate) fn socket_check() -> crate::error::Result<()> {
-    let Some(path) = socket_path() else {
-        return Ok(());
-    };
-    match std::os::unix::net::UnixStream::connect(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::SocketDenied {
-            detail: socket_advice(&path),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The advice for a socket this process may not open.
-pub(crate) fn socket_advice(path: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let (gid, mode) = std::fs::metadata(path)
-        .map(|m| (m.gid(), m.mode() & 0o777))
-        .unwrap_or((0, 0));
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc_getuid() };
-    format!(
-        "permission denied on the Docker socket {} (group {gid}, mode {mode:04o}; this process runs as uid {uid}, not in that group): run the container with --group-add {gid} (docker run ... --group-add $(stat -c %g {})), or add the user to group {gid}",
-        path.display(),
-        path.display()
-    )
-}
-
-extern "C" {
-    #[link_name = "getuid"]
-    fn libc_getuid() -> u32;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,16 +621,5 @@ mod tests {
         // No docker handle registered in unit tests: the host, and every URL direct.
         assert_eq!(route("http://localhost:8001/health"), Route::Direct);
         assert_eq!(Route::Direct.note(), None);
-    }
-
-    #[test]
-    fn socket_advice_names_the_group_add_fix() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("docker.sock");
-        std::fs::write(&p, "").unwrap();
-        let a = socket_advice(&p);
-        assert!(a.contains("--group-add"), "{a}");
-        assert!(a.contains("permission denied on the Docker socket"), "{a}");
-        assert!(!a.contains('\n'));
     }
 }

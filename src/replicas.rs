@@ -35,15 +35,6 @@ const CONFIG_PATHS: &[&str] = &[
     "/fractalic/payload",
 ];
 
-/// `NAME.K` -> Some(K) for K >= 2: a follower of deployment `deployment`.
-pub(crate) fn index_of(container: &str, deployment: &str) -> Option<u16> {
-    container
-        .strip_prefix(deployment)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .and_then(|n| n.parse::<u16>().ok())
-        .filter(|n| *n >= 2 && !container[deployment.len() + 1..].starts_with('0'))
-}
-
 /// One container of a deployment's replica set, as `docker ps -a` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Member {
@@ -77,7 +68,11 @@ fn parse_members(text: &str, name: &str) -> Vec<Member> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             let n = f.first()?.trim();
-            let index = if n == name { 1 } else { index_of(n, name)? };
+            let index = if n == name {
+                1
+            } else {
+                crate::config::replica_index(n, name)?
+            };
             Some(Member {
                 name: n.to_string(),
                 index,
@@ -435,8 +430,8 @@ mod tests {
 
     #[test]
     fn followers_are_name_dot_index() {
-        assert_eq!(index_of("web.2", "web"), Some(2));
-        assert_eq!(index_of("web.12", "web"), Some(12));
+        assert_eq!(crate::config::replica_index("web.2", "web"), Some(2));
+        assert_eq!(crate::config::replica_index("web.12", "web"), Some(12));
         for other in [
             "web",
             "web.1",
@@ -447,7 +442,7 @@ mod tests {
             "web2",
             "webx.2",
         ] {
-            assert_eq!(index_of(other, "web"), None, "{other}");
+            assert_eq!(crate::config::replica_index(other, "web"), None, "{other}");
         }
     }
 

@@ -78,7 +78,7 @@ fn run_command(cli: Cli) -> i32 {
     }
     if let Command::Serve(a) = &cli.command {
         // A socket this user may not open would fail every deploy: say so, and the fix, now.
-        if let Err(e) = crate::reach::socket_check() {
+        if let Err(e) = crate::engine::socket_check() {
             errln!("error: {e}");
             return e.exit_code();
         }

@@ -193,7 +193,6 @@ pub(crate) struct ProxyPlan {
 impl std::fmt::Debug for UpdateState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpdateState")
-            .field("staged", &self.staged.as_ref().map(|s| &s.0))
             .field("plan", &self.plan.as_ref().map(|p| &p.release.id))
             .finish()
     }
@@ -296,17 +295,6 @@ fn read_live(d: &Docker, name: &str, script: &str) -> LiveRead {
     Ok((history, owner, link, manifest))
 }
 
-pub(crate) fn config_copies(cfg: &DeployConfig, dir: &str) -> Vec<ExtraFile> {
-    cfg.config_files
-        .iter()
-        .map(|c| ExtraFile {
-            path: format!("{}/{dir}.config/{}", release::RELEASES, c.name),
-            contents: c.contents.clone(),
-            mode: 0o600,
-        })
-        .collect()
-}
-
 fn config_dests(cfg: &DeployConfig) -> Vec<ExtraFile> {
     cfg.config_files
         .iter()
@@ -332,7 +320,7 @@ fn stream_release(
     more: &[ExtraFile],
     out: &mut dyn std::io::Write,
 ) -> Result<Manifest> {
-    let mut extra = config_copies(cfg, dir);
+    let mut extra = host::config_copies(cfg, dir);
     if full {
         extra.extend(config_dests(cfg));
     }
@@ -442,7 +430,7 @@ pub(crate) fn plan(
 ) -> Result<Plan> {
     let cfg = cfg_of(host)?;
     let name = cfg.name.clone();
-    let prefetched = lock(&host.updates).prefetch.take();
+    let prefetched = host.with_state(|u: &mut UpdateState| u.prefetch.take());
     let (v, live) = match prefetched {
         Some((v, job)) => (
             v,
@@ -573,7 +561,7 @@ pub(crate) fn plan(
         id: format!("r{seq}"),
         seq,
         dir,
-        time: host::now_utc(),
+        time: crate::clock::now_utc(),
         kind: if reasons.is_empty() {
             "in-place"
         } else {
@@ -1403,7 +1391,7 @@ pub(crate) fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
     let aside_running = rows.iter().find(|(n, st)| {
         n != name
             && !n.contains(".next-")
-            && crate::replicas::index_of(n, name).is_none()
+            && crate::config::replica_index(n, name).is_none()
             && st == "running"
     });
     if let (false, Some((aside, _))) = (live_running, aside_running) {
@@ -1420,7 +1408,7 @@ pub(crate) fn recover(d: &Docker, name: &str) -> Result<Vec<String>> {
         // the old one and starting it. The old one is the aside stopped last.
         let mut last: Option<(String, String)> = None;
         for (n, _) in rows.iter().filter(|(n, _)| {
-            n != name && !n.contains(".next-") && crate::replicas::index_of(n, name).is_none()
+            n != name && !n.contains(".next-") && crate::config::replica_index(n, name).is_none()
         }) {
             if let Some(v) = d.container_inspect(n)? {
                 let at = v["State"]["FinishedAt"].as_str().unwrap_or("").to_string();
@@ -1458,7 +1446,7 @@ fn kept_containers(d: &Docker, name: &str) -> Result<Vec<String>> {
             !n.is_empty()
                 && *n != name
                 && !n.contains(".next-")
-                && crate::replicas::index_of(n, name).is_none()
+                && crate::config::replica_index(n, name).is_none()
         })
         .map(str::to_string)
         .collect())
@@ -1569,7 +1557,7 @@ pub(crate) fn rollback(
         id: format!("r{seq}"),
         seq,
         dir: target.dir.clone(),
-        time: host::now_utc(),
+        time: crate::clock::now_utc(),
         kind: "rollback".into(),
         of: Some(target.id.clone()),
         outcome: "ok".into(),
@@ -1851,11 +1839,10 @@ pub(crate) fn rollback(
     }
 }
 
-/// Per-run update state kept by the host: the first release `copy_payload` staged, and the
-/// plan an update works from.
+/// Per-run update state, kept on the host ([`Host::with_state`]): the plan an update works
+/// from and the reads begun early.
 #[derive(Default)]
-pub(crate) struct UpdateState {
-    staged: Option<(String, std::collections::BTreeMap<String, String>, Owner)>,
+struct UpdateState {
     plan: Option<Plan>,
     /// The deployment's `docker inspect` and the read of its live release, begun as soon as
     /// the deploy knew it would update (beside the plugin's image pull).
@@ -1872,7 +1859,7 @@ type LiveRead = Result<(Option<History>, Owner, Option<String>, Option<Manifest>
 /// `inspect` for the plan: called by the deploy when it knows it will update.
 pub(crate) fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value) {
     let Some(cfg) = host.deploy() else { return };
-    let early = lock(&host.updates).early.take();
+    let early = host.with_state(|u: &mut UpdateState| u.early.take());
     if inspect["State"]["Running"].as_bool() != Some(true) {
         return;
     }
@@ -1880,7 +1867,7 @@ pub(crate) fn prefetch(host: &Host, d: &Arc<Docker>, name: &str, inspect: Value)
         let (d, name, script) = (Arc::clone(d), name.to_string(), cfg.script_name.clone());
         std::thread::spawn(move || read_live(&d, &name, &script))
     });
-    lock(&host.updates).prefetch = Some((inspect, job));
+    host.with_state(|u: &mut UpdateState| u.prefetch = Some((inspect, job)));
 }
 
 /// Begins reading the live release of the deploy's name before it is known to exist (beside
@@ -1890,16 +1877,7 @@ pub(crate) fn read_early(host: &Host, d: &Arc<Docker>) {
     let Some(cfg) = host.deploy() else { return };
     let (d, name, script) = (Arc::clone(d), cfg.name.clone(), cfg.script_name.clone());
     let job = std::thread::spawn(move || read_live(&d, &name, &script));
-    lock(&host.updates).early = Some(job);
-}
-
-/// Remembers the first release `copy_payload` staged (its folder, manifest and owner).
-pub(crate) fn staged(host: &Host, dir: &str, files: Manifest, owner: Owner) {
-    lock(&host.updates).staged = Some((dir.to_string(), files, owner));
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    host.with_state(|u: &mut UpdateState| u.early = Some(job));
 }
 
 /// Writes the history of a first deploy (release r1) into `container`.
@@ -1912,7 +1890,7 @@ pub(crate) fn record_first(
     port: u16,
 ) -> Result<String> {
     let cfg = cfg_of(host)?;
-    let Some((dir, files, owner)) = lock(&host.updates).staged.clone() else {
+    let Some(host::Staged { dir, files, owner }) = host.staged() else {
         return Err(Error::failed(
             "record_release: copy_payload has not staged a release",
         ));
@@ -1926,7 +1904,7 @@ pub(crate) fn record_first(
         id: "r1".into(),
         seq: 1,
         dir,
-        time: host::now_utc(),
+        time: crate::clock::now_utc(),
         kind: "initial".into(),
         of: None,
         outcome: "ok".into(),
@@ -1947,13 +1925,13 @@ pub(crate) fn record_first(
         d.run(&["cp", "-", &format!("{c}:/")], Some(tar), QUICK)?;
         Ok(())
     });
-    lock(&host.updates).recording = Some(job);
+    host.with_state(|u: &mut UpdateState| u.recording = Some(job));
     Ok(h.current)
 }
 
 /// Waits for the history write `record_release` began (if any): an error when it failed.
 pub(crate) fn finish_record(host: &Host) -> Result<()> {
-    let job = lock(&host.updates).recording.take();
+    let job = host.with_state(|u: &mut UpdateState| u.recording.take());
     match job {
         None => Ok(()),
         Some(j) => j
@@ -1965,21 +1943,20 @@ pub(crate) fn finish_record(host: &Host) -> Result<()> {
 /// Stores the plan of this run's update.
 /// The full changes of this run's update plan (every name), for the deploy's `--json`.
 pub(crate) fn plan_changes(host: &Host) -> Option<Value> {
-    lock(&host.updates)
-        .plan
-        .as_ref()
-        .and_then(|p| serde_json::to_value(&p.release.changes).ok())
+    host.with_state(|u: &mut UpdateState| {
+        u.plan
+            .as_ref()
+            .and_then(|p| serde_json::to_value(&p.release.changes).ok())
+    })
 }
 
 pub(crate) fn set_plan(host: &Host, plan: Plan) {
-    lock(&host.updates).plan = Some(plan);
+    host.with_state(|u: &mut UpdateState| u.plan = Some(plan));
 }
 
 /// The plan of this run's update.
 pub(crate) fn the_plan(host: &Host) -> Result<Plan> {
-    lock(&host.updates)
-        .plan
-        .clone()
+    host.with_state(|u: &mut UpdateState| u.plan.clone())
         .ok_or_else(|| Error::failed("update_plan must run before the update is applied"))
 }
 

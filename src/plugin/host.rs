@@ -41,6 +41,15 @@ pub(crate) struct Follow {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The first release of a deployment as `copy_payload` staged it: its folder under
+/// `/payload/.releases`, what it holds (hashed on the way) and the owner of its files.
+#[derive(Debug, Clone)]
+pub(crate) struct Staged {
+    pub dir: String,
+    pub files: crate::release::Manifest,
+    pub owner: payload::Owner,
+}
+
 /// State shared by the host functions during one command.
 pub(crate) struct Host {
     /// Where progress, `print` and warnings go.
@@ -69,8 +78,11 @@ pub(crate) struct Host {
     main_check: Mutex<Option<MainCheck>>,
     /// Containers `start_container` started in this run, for readiness's stability proof.
     pub(crate) started: Mutex<HashMap<String, Started>>,
-    /// The release staged by `copy_payload` and the plan of an update (src/update.rs).
-    pub(crate) updates: Mutex<crate::update::UpdateState>,
+    /// The first release `copy_payload` staged.
+    staged: Mutex<Option<Staged>>,
+    /// What a platform's own module keeps for the run (docker-registry's update plan and the
+    /// reads it begins early, src/update.rs), one value per type: the host knows none of them.
+    platform: Mutex<Vec<Box<dyn std::any::Any + Send>>>,
     /// `deploy --dry-run`: what the host functions found on the way to the first change
     /// (the image, the port, the update's plan), for the plan the deploy prints.
     dry_facts: Mutex<serde_json::Map<String, Value>>,
@@ -95,6 +107,30 @@ pub(crate) struct ReadinessSeen {
 }
 
 impl Host {
+    /// Runs `f` on this run's value of type `T` (made with `T::default()` on first use):
+    /// state a platform's own module keeps on the host without the host knowing its type.
+    pub(crate) fn with_state<T: Default + Send + 'static, R>(
+        &self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> R {
+        let mut all = lock(&self.platform);
+        let at = match all.iter().position(|b| (**b).is::<T>()) {
+            Some(i) => i,
+            None => {
+                all.push(Box::new(T::default()));
+                all.len() - 1
+            }
+        };
+        f(all[at]
+            .downcast_mut::<T>()
+            .expect("the value was found by its type"))
+    }
+
+    /// The first release `copy_payload` staged in this run, if it did.
+    pub(crate) fn staged(&self) -> Option<Staged> {
+        lock(&self.staged).clone()
+    }
+
     /// A host; `docker` is None for commands that never need Docker (list, info).
     pub(crate) fn new(progress: Progress, docker: Option<Arc<Docker>>) -> Host {
         let cell = std::sync::OnceLock::new();
@@ -118,7 +154,8 @@ impl Host {
             port_generation: Mutex::new(None),
             main_check: Mutex::new(None),
             started: Mutex::new(HashMap::new()),
-            updates: Mutex::new(crate::update::UpdateState::default()),
+            staged: Mutex::new(None),
+            platform: Mutex::new(Vec::new()),
             readiness: Mutex::new(None),
             dry_facts: Mutex::new(serde_json::Map::new()),
         }
@@ -394,36 +431,6 @@ pub(crate) fn map_int(m: &Map, key: &str) -> Option<i64> {
     m.get(key).and_then(|v| v.as_int().ok())
 }
 
-/// Current UTC time as RFC 3339 (`2026-11-27T03:50:00Z`).
-pub(crate) fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format_utc(secs)
-}
-
-/// Formats Unix seconds as RFC 3339 UTC.
-pub(crate) fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 pub(crate) fn valid_label_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 128
@@ -614,7 +621,7 @@ pub(crate) fn create_container(host: &Host, d: &Docker, spec: &Map) -> Result<St
         .deploy
         .as_ref()
         .filter(|cfg| !cfg.env.is_empty())
-        .map(|cfg| super::host_generic::env_text(&cfg.env).into_bytes());
+        .map(|cfg| cfg.env_text().into_bytes());
     create_container_env(host, d, spec, env)
 }
 
@@ -642,7 +649,7 @@ pub(crate) fn create_container_env(
     let mut labels: Vec<(String, String)> = vec![
         (LABEL_MANAGED.into(), "true".into()),
         (LABEL_PLUGIN.into(), lock(&host.plugin).clone()),
-        (LABEL_CREATED.into(), now_utc()),
+        (LABEL_CREATED.into(), crate::clock::now_utc()),
     ];
     if let Some(l) = spec
         .get("labels")
@@ -826,6 +833,19 @@ pub(crate) fn container_user(d: &Docker, container: &str, user: &str) -> Result<
     Ok((uid, gid))
 }
 
+/// The config files a release keeps beside its folder (`RELEASES/DIR.config/NAME`), so a
+/// rollback brings back the settings it ran with.
+pub(crate) fn config_copies(cfg: &DeployConfig, dir: &str) -> Vec<payload::ExtraFile> {
+    cfg.config_files
+        .iter()
+        .map(|c| payload::ExtraFile {
+            path: format!("{}/{dir}.config/{}", crate::release::RELEASES, c.name),
+            contents: c.contents.clone(),
+            mode: 0o600,
+        })
+        .collect()
+}
+
 pub(crate) fn copy_payload(
     host: &Host,
     d: &Arc<Docker>,
@@ -855,7 +875,7 @@ pub(crate) fn copy_payload(
     // The first release of the deployment (docs/updates.md): the folder in
     // /payload/.releases/DIR, /payload/<script> a link to it, its config files beside it.
     let dir = crate::release::dir_name(1);
-    extra_files.extend(crate::update::config_copies(cfg, &dir));
+    extra_files.extend(config_copies(cfg, &dir));
     let spec = payload::PayloadSpec {
         script_name: &cfg.script_name,
         script_folder: &cfg.script_folder,
@@ -885,7 +905,11 @@ pub(crate) fn copy_payload(
             })
             .map_err(|e| Error::failed(format!("staging the payload: {e}")))
     })?;
-    crate::update::staged(host, &dir, copy, owner);
+    *lock(&host.staged) = Some(Staged {
+        dir: dir.clone(),
+        files: copy,
+        owner,
+    });
     let script_path = cfg.script_path();
     if !staged {
         return Err(Error::failed(format!(
@@ -1054,13 +1078,6 @@ pub(crate) fn pull_image(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(1_795_746_600), "2026-11-27T02:30:00Z");
-        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn ps_lines_parse_with_labels() {

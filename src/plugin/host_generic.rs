@@ -68,7 +68,7 @@ pub(crate) fn standard_labels(host: &Host) -> Vec<(String, String)> {
     vec![
         (LABEL_MANAGED.into(), "true".into()),
         (LABEL_PLUGIN.into(), host.plugin_name()),
-        (LABEL_CREATED.into(), super::host::now_utc()),
+        (LABEL_CREATED.into(), crate::clock::now_utc()),
         (LABEL_RUN.into(), host.journal().run_id().to_string()),
     ]
 }
@@ -96,7 +96,7 @@ pub(crate) fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -
             ));
         }
         let cfg = deploy_of(host, "docker_run env_stdin")?;
-        stdin = Some(env_text(&cfg.env).into_bytes());
+        stdin = Some(cfg.env_text().into_bytes());
     }
     let timeout = opts
         .get("timeout_ms")
@@ -307,12 +307,6 @@ pub(crate) fn deploy_file_object(
     m.insert("hash".into(), hash.into());
     m.insert("created".into(), created.into());
     Ok(m.into())
-}
-
-/// The deploy's environment as `K=V` lines, the `--env-file` format (given to docker only
-/// through a pipe: `docker_run`'s `env_stdin`, `create_container`).
-pub(crate) fn env_text(env: &[(String, String)]) -> String {
-    env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
 /// A `Write` that only hashes.

@@ -113,7 +113,7 @@ pub(crate) fn human_age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::host::format_utc;
+    use crate::clock::format_utc;
 
     #[test]
     fn utc_round_trips() {

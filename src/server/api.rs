@@ -19,9 +19,6 @@ use std::time::Duration;
 /// The OpenAPI 3.1 document describing every route below.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
-/// A comment line is sent when nothing else was for this long.
-pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// Every route: method and path pattern (`{x}` is one path segment).
 pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
@@ -315,23 +312,11 @@ pub(crate) fn route(
     }
 }
 
-/// The HTTP status for an error of the deploy or management path.
-pub(crate) fn status_of(e: &Error) -> u16 {
-    match e {
-        Error::NotFound { .. } => 404,
-        Error::NotManaged { .. } => 403,
-        Error::Locked { .. } => 409,
-        Error::Input { .. } | Error::PluginInvalid { .. } => 400,
-        Error::DockerMissing { .. } | Error::DaemonDown { .. } => 503,
-        _ => 500,
-    }
-}
-
 /// The error as JSON `{"detail"}`, with `"field"` when it is about one deploy input.
 fn error_response(e: &Error) -> Response {
     match e.field() {
-        Some(f) => Response::error_at(status_of(e), e.to_string(), f.rest_name()),
-        None => Response::error(status_of(e), e.to_string()),
+        Some(f) => Response::error_at(http::status_of(e), e.to_string(), f.rest_name()),
+        None => Response::error(http::status_of(e), e.to_string()),
     }
 }
 
@@ -1162,7 +1147,7 @@ fn sse(server: &Server, req: &Request, run: &Run, after: u64, stream: &mut TcpSt
     }
     let mut last = after;
     loop {
-        let (evs, done) = run.events_after(last, KEEP_ALIVE);
+        let (evs, done) = run.events_after(last, http::KEEP_ALIVE);
         if evs.is_empty() {
             if done {
                 return;

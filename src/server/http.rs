@@ -2,10 +2,26 @@
 //! (`Connection: close`), request heads parsed by `httparse`, hard limits and deadlines on
 //! every read and write, JSON and Server-Sent-Event responses.
 
+use crate::error::Error;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+/// A comment line is sent when nothing else was for this long.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The HTTP status for an error of the deploy or management path.
+pub(crate) fn status_of(e: &Error) -> u16 {
+    match e {
+        Error::NotFound { .. } => 404,
+        Error::NotManaged { .. } => 403,
+        Error::Locked { .. } => 409,
+        Error::Input { .. } | Error::PluginInvalid { .. } => 400,
+        Error::DockerMissing { .. } | Error::DaemonDown { .. } => 503,
+        _ => 500,
+    }
+}
 
 /// Largest request head (request line and headers).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;

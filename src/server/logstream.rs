@@ -43,7 +43,7 @@ pub(crate) fn follow(
     stream: &mut TcpStream,
 ) -> Option<Response> {
     if let Err(e) = manager.owned(name) {
-        return Some(Response::error(super::api::status_of(&e), e.to_string()));
+        return Some(Response::error(http::status_of(&e), e.to_string()));
     }
     let (Ok(out), Ok(mut watch)) = (stream.try_clone(), stream.try_clone()) else {
         return Some(Response::error(500, "cannot share the connection"));
@@ -96,7 +96,7 @@ pub(crate) fn follow(
                 if super::shutting_down() {
                     break;
                 }
-                if last_write.elapsed() >= super::api::KEEP_ALIVE {
+                if last_write.elapsed() >= http::KEEP_ALIVE {
                     if http::write_keep_alive(&mut lock(&w_out)).is_err() {
                         break;
                     }

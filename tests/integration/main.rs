@@ -17,6 +17,7 @@ mod doctor;
 mod dry_run;
 mod engine;
 mod interrupt;
+mod layers;
 mod lifecycle;
 mod logs;
 mod managed;

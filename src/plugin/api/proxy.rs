@@ -43,7 +43,8 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
         }, |e, n| {
         e.register_fn(n, move |name: &str| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
-            let v = h.check(Proxy::new(&d, proxy::image(None)).deployment_status(name))?;
+            let replicas = h.check(crate::replicas::report(&d, name))?;
+            let v = h.check(Proxy::new(&d, proxy::image(None)).deployment_status(name, replicas))?;
             h.check(
                 rhai::serde::to_dynamic(v)
                     .map_err(|e| Error::failed(format!("proxy_status: {e}"))),

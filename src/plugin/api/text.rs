@@ -16,7 +16,7 @@ pub(super) fn register(api: &mut Api, _host: &Arc<Host>) {
             about: "The current UTC time, RFC 3339.",
         },
         |e, n| {
-            e.register_fn(n, now_utc);
+            e.register_fn(n, crate::clock::now_utc);
         },
     );
 
