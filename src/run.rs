@@ -76,36 +76,23 @@ fn run_command(cli: Cli) -> i32 {
         }
         return e.exit_code();
     }
-    if let Command::Serve(a) = &cli.command {
-        // A socket this user may not open would fail every deploy: say so, and the fix, now.
-        if let Err(e) = crate::engine::socket_check() {
-            errln!("error: {e}");
-            return e.exit_code();
-        }
-        // The server has its own signal handling: stop accepting, let deploys finish.
-        return match crate::server::serve(&cli, a) {
-            Ok(code) => code,
-            Err(e) => {
-                errln!("error: {}", crate::error::terminal_safe(&e.to_string()));
-                e.exit_code()
-            }
-        };
-    }
     let json = wants_json(&cli.command);
-    cleanup::set_output(match &cli.command {
-        _ if !json => Output::Text,
-        Command::Deploy(_) => Output::DeployJson,
-        _ => Output::Json,
-    });
-    cleanup::install_handler();
-    let result = match &cli.command {
-        Command::Doctor(a) => doctor(&cli, a),
-        c if is_management(c) => manage(&cli).map(|()| exit::OK),
-        _ => dispatch(&cli).map(|()| exit::OK),
-    };
+    // `serve` handles its own signals (stop accepting, let deploys finish).
+    let serving = matches!(cli.command, Command::Serve(_));
+    if !serving {
+        cleanup::set_output(match &cli.command {
+            _ if !json => Output::Text,
+            Command::Deploy(_) => Output::DeployJson,
+            _ => Output::Json,
+        });
+        cleanup::install_handler();
+    }
+    let result = dispatch(&cli);
     // After an interrupt the work fails as a side effect of the cleanup (its docker calls
     // were stopped); the handler, not that failure, has the last word.
-    cleanup::claim_or_park();
+    if !serving {
+        cleanup::claim_or_park();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -183,20 +170,6 @@ fn subcommand_of(args: &[std::ffi::OsString]) -> Option<String> {
         }
     }
     None
-}
-
-fn is_management(c: &Command) -> bool {
-    matches!(
-        c,
-        Command::Ps(_)
-            | Command::Status(_)
-            | Command::Logs(_)
-            | Command::Stop(_)
-            | Command::Start(_)
-            | Command::Rm(_)
-            | Command::Rollback(_)
-            | Command::History(_)
-    )
 }
 
 /// `proxy status|up|down`.
@@ -282,108 +255,6 @@ fn doctor(cli: &Cli, a: &DoctorArgs) -> Result<i32> {
     Ok(if report.ok { exit::OK } else { exit::FAILED })
 }
 
-/// `ps`, `status`, `logs`, `stop`, `start`, `rm`: through the owning plugin.
-fn manage(cli: &Cli) -> Result<()> {
-    let quiet = wants_json(&cli.command)
-        || matches!(&cli.command, Command::Start(a) if a.quiet)
-        || matches!(&cli.command, Command::Stop(a) if a.quiet)
-        || matches!(&cli.command, Command::Rollback(a) if a.quiet);
-    let m = Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)?;
-    // Each command's result is printed only if no interrupt has taken the last word.
-    let claim = crate::cleanup::claim_or_park;
-    match &cli.command {
-        Command::Ps(a) => {
-            let entries = m.ps(a.all)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&entries)?);
-            } else if entries.is_empty() {
-                errln!(
-                    "no {}deployments; make one with `fractalic-publisher deploy docker-registry ...`",
-                    if a.all { "" } else { "running " }
-                );
-            } else {
-                out!("{}", manage::render_ps(&entries));
-            }
-        }
-        Command::Status(a) => {
-            let v = m.status(&a.name)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&v)?);
-            } else {
-                out!("{}", manage::render_status(&v));
-            }
-        }
-        Command::Logs(a) => {
-            let text = m.logs(
-                &a.name,
-                a.tail,
-                a.follow,
-                a.service.map(crate::cli::Service::as_str),
-            )?;
-            claim();
-            out!("{text}");
-        }
-        Command::Stop(a) => {
-            let v = m.stop(&a.name)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&v)?);
-            } else {
-                outln!("Stopped {}.", a.name);
-            }
-        }
-        Command::Start(a) => {
-            let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
-            let v = m.start(&a.name, timeout)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&v)?);
-            } else {
-                out!("{}", manage::render_start(&v));
-            }
-        }
-        Command::Rm(a) => {
-            let v = m.rm(&a.name, a.force)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&v)?);
-            } else {
-                outln!("Removed {}.", a.name);
-            }
-        }
-        Command::Rollback(a) => {
-            let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
-            let wait = crate::lock::parse_wait(&a.lock_wait)?;
-            let v = m.rollback(&a.name, a.to.as_deref(), timeout, wait)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&v)?);
-            } else {
-                outln!(
-                    "Rolled {} back to {} ({}, now release {}).",
-                    a.name,
-                    v["of"].as_str().unwrap_or("?"),
-                    v["kind"].as_str().unwrap_or("?"),
-                    v["release"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        Command::History(a) => {
-            let v = m.history(&a.name)?;
-            claim();
-            if a.json.json {
-                outln!("{}", to_json(&v)?);
-            } else {
-                out!("{}", crate::update::render_history(&v));
-            }
-        }
-        _ => unreachable!("not a management command"),
-    }
-    Ok(())
-}
-
 fn wants_json(c: &Command) -> bool {
     match c {
         Command::Deploy(a) => a.json,
@@ -427,70 +298,18 @@ fn load_info(cli: &Cli, name: &str) -> Result<PluginInfo> {
     Plugin::load(plugin::find(name, &dirs)?, host)?.info()
 }
 
-fn dispatch(cli: &Cli) -> Result<()> {
-    match &cli.command {
-        Command::Deploy(flags) => {
-            let merged = deploy_file::merge(flags)?;
-            let args = &merged.args;
-            if flags.print_config {
-                return print_config(cli, &merged);
-            }
-            let progress = if args.quiet {
-                Progress::silent()
-            } else if flags.progress != crate::progress::Style::Auto || !args.json {
-                Progress::styled(flags.progress)
-            } else {
-                // --json alone keeps stderr quiet, as before.
-                Progress::silent()
-            };
-            if let Some(f) = &merged.file {
-                progress.info(format!("deployment file {}", f.display()));
-            }
-            if args.dry_run {
-                // The plan is the output; the plugin's step messages ("Pulling", "Creating")
-                // would say things that do not happen.
-                let p = deploy::prepare(
-                    cli.docker.as_deref(),
-                    cli.plugins_dir.as_deref(),
-                    args,
-                    Progress::silent(),
-                )?;
-                let plan = deploy::plan(p)?;
-                if args.json {
-                    outln!("{plan}");
-                } else {
-                    out!("{}", deploy::render_plan(&plan));
-                }
-                return Ok(());
-            }
-            let report = deploy::deploy(
-                cli.docker.as_deref(),
-                cli.plugins_dir.as_deref(),
-                args,
-                progress.clone(),
-            );
-            let report = match report {
-                Ok(r) => r,
-                Err(e) => {
-                    let run_id = progress.run_id();
-                    let name = args.name.clone();
-                    progress.fail(
-                        e.to_string(),
-                        crate::outcome::failure(&e, name.as_deref(), Some(&run_id)),
-                    );
-                    return Err(e);
-                }
-            };
-            crate::cleanup::claim_or_park();
-            let outcome = deploy::render_json(&report);
-            progress.complete("Fractalic AI Server deployed successfully", outcome.clone());
-            if args.json {
-                outln!("{outcome}");
-            } else {
-                out!("{}", deploy::render_text(&report));
-            }
-            Ok(())
+/// The one dispatch: every command, one arm each. Returns the exit code of a command that
+/// ran to its end (`doctor` and `serve` choose theirs; the others exit 0).
+fn dispatch(cli: &Cli) -> Result<i32> {
+    let done = match &cli.command {
+        Command::Serve(a) => {
+            // A socket this user may not open would fail every deploy: say so, and the fix,
+            // now. The server has its own signal handling: stop accepting, let deploys finish.
+            crate::engine::socket_check()?;
+            return crate::server::serve(cli, a);
         }
+        Command::Doctor(a) => return doctor(cli, a),
+        Command::Deploy(flags) => deploy_command(cli, flags),
         Command::Plugin {
             command: crate::cli::PluginCommand::Api(j),
         } => {
@@ -574,8 +393,189 @@ fn dispatch(cli: &Cli) -> Result<()> {
             outln!("{}", String::from_utf8_lossy(&page).trim_end());
             Ok(())
         }
-        _ => unreachable!("handled in run()"),
+        Command::Ps(a) => {
+            let m = manager(cli, a.json.json)?;
+            let entries = m.ps(a.all)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&entries)?);
+            } else if entries.is_empty() {
+                errln!(
+                    "no {}deployments; make one with `fractalic-publisher deploy docker-registry ...`",
+                    if a.all { "" } else { "running " }
+                );
+            } else {
+                out!("{}", manage::render_ps(&entries));
+            }
+            Ok(())
+        }
+        Command::Status(a) => {
+            let m = manager(cli, a.json.json)?;
+            let v = m.status(&a.name)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&v)?);
+            } else {
+                out!("{}", manage::render_status(&v));
+            }
+            Ok(())
+        }
+        Command::Logs(a) => {
+            let m = manager(cli, false)?;
+            let text = m.logs(
+                &a.name,
+                a.tail,
+                a.follow,
+                a.service.map(crate::cli::Service::as_str),
+            )?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            out!("{text}");
+            Ok(())
+        }
+        Command::Stop(a) => {
+            let m = manager(cli, a.json.json || a.quiet)?;
+            let v = m.stop(&a.name)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&v)?);
+            } else {
+                outln!("Stopped {}.", a.name);
+            }
+            Ok(())
+        }
+        Command::Start(a) => {
+            let m = manager(cli, a.json.json || a.quiet)?;
+            let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
+            let v = m.start(&a.name, timeout)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&v)?);
+            } else {
+                out!("{}", manage::render_start(&v));
+            }
+            Ok(())
+        }
+        Command::Rm(a) => {
+            let m = manager(cli, a.json.json)?;
+            let v = m.rm(&a.name, a.force)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&v)?);
+            } else {
+                outln!("Removed {}.", a.name);
+            }
+            Ok(())
+        }
+        Command::Rollback(a) => {
+            let m = manager(cli, a.json.json || a.quiet)?;
+            let timeout = manage::parse_secs(&a.timeout, "--timeout")?;
+            let wait = crate::lock::parse_wait(&a.lock_wait)?;
+            let v = m.rollback(&a.name, a.to.as_deref(), timeout, wait)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&v)?);
+            } else {
+                outln!(
+                    "Rolled {} back to {} ({}, now release {}).",
+                    a.name,
+                    v["of"].as_str().unwrap_or("?"),
+                    v["kind"].as_str().unwrap_or("?"),
+                    v["release"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
+        Command::History(a) => {
+            let m = manager(cli, a.json.json)?;
+            let v = m.history(&a.name)?;
+            // Printed only if no interrupt has taken the last word.
+            crate::cleanup::claim_or_park();
+            if a.json.json {
+                outln!("{}", to_json(&v)?);
+            } else {
+                out!("{}", crate::update::render_history(&v));
+            }
+            Ok(())
+        }
+    };
+    done.map(|()| exit::OK)
+}
+
+/// The management commands' plugins, loaded once for the command.
+fn manager(cli: &Cli, quiet: bool) -> Result<Manager> {
+    Manager::new(cli.docker.as_deref(), cli.plugins_dir.as_deref(), quiet)
+}
+
+/// `deploy`: the merged settings, then the plan (`--dry-run`), the settings
+/// (`--print-config`) or the deploy itself.
+fn deploy_command(cli: &Cli, flags: &crate::cli::DeployFlags) -> Result<()> {
+    let merged = deploy_file::merge(flags)?;
+    let args = &merged.args;
+    if flags.print_config {
+        return print_config(cli, &merged);
     }
+    let progress = if args.quiet {
+        Progress::silent()
+    } else if flags.progress != crate::progress::Style::Auto || !args.json {
+        Progress::styled(flags.progress)
+    } else {
+        // --json alone keeps stderr quiet, as before.
+        Progress::silent()
+    };
+    if let Some(f) = &merged.file {
+        progress.info(format!("deployment file {}", f.display()));
+    }
+    if args.dry_run {
+        // The plan is the output; the plugin's step messages ("Pulling", "Creating")
+        // would say things that do not happen.
+        let p = deploy::prepare(
+            cli.docker.as_deref(),
+            cli.plugins_dir.as_deref(),
+            args,
+            Progress::silent(),
+        )?;
+        let plan = deploy::plan(p)?;
+        if args.json {
+            outln!("{plan}");
+        } else {
+            out!("{}", deploy::render_plan(&plan));
+        }
+        return Ok(());
+    }
+    let report = deploy::deploy(
+        cli.docker.as_deref(),
+        cli.plugins_dir.as_deref(),
+        args,
+        progress.clone(),
+    );
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let run_id = progress.run_id();
+            let name = args.name.clone();
+            progress.fail(
+                e.to_string(),
+                crate::outcome::failure(&e, name.as_deref(), Some(&run_id)),
+            );
+            return Err(e);
+        }
+    };
+    crate::cleanup::claim_or_park();
+    let outcome = deploy::render_json(&report);
+    progress.complete("Fractalic AI Server deployed successfully", outcome.clone());
+    if args.json {
+        outln!("{outcome}");
+    } else {
+        out!("{}", deploy::render_text(&report));
+    }
+    Ok(())
 }
 
 /// `deploy --print-config`: the same checks as a deploy (files read, nothing touched, no
