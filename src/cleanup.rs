@@ -7,6 +7,7 @@
 use crate::docker;
 use crate::error::exit;
 use crate::journal::{Journal, UndoReport};
+use crate::sync::lock;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -37,10 +38,6 @@ static STOP_WAITING: AtomicBool = AtomicBool::new(false);
 static FINAL_WORD: Mutex<Option<bool>> = Mutex::new(None);
 /// Held while the final message is printed, so only one is.
 static EXITING: Mutex<()> = Mutex::new(());
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// How an interrupt reports (set once the command line is known).
 pub(crate) fn set_output(o: Output) {

@@ -1967,10 +1967,11 @@ mod tests {
         use clap::Parser;
         let mut argv = vec!["fp", "deploy", "docker-registry"];
         argv.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Deploy(a) => crate::deploy_file::merge(&a).unwrap().args,
-            _ => unreachable!(),
-        }
+        let crate::cli::Command::Deploy(a) = crate::cli::Cli::try_parse_from(argv).unwrap().command
+        else {
+            panic!("`fp deploy` parsed as another command");
+        };
+        crate::deploy_file::merge(&a).unwrap().args
     }
 
     #[test]

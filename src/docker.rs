@@ -3,6 +3,7 @@
 
 use crate::engine::Endpoint;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 use serde_json::Value;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -213,7 +214,7 @@ impl Docker {
     /// The [`Error::DryRun`] for the change `next`; the first one is remembered (a plugin
     /// may catch the error; the plan still ends where the first change would have been).
     pub(crate) fn dry_stop(&self, next: String) -> Error {
-        let mut s = self.dry_stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.dry_stopped);
         if s.is_none() {
             *s = Some(next.clone());
         }
@@ -222,10 +223,7 @@ impl Docker {
 
     /// Where a dry run stopped (None: it never reached a change).
     pub(crate) fn dry_stopped(&self) -> Option<String> {
-        self.dry_stopped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.dry_stopped).clone()
     }
 
     /// A handle on a known binary (tests use this with fake programs).
@@ -1096,10 +1094,6 @@ static CHILDREN: Mutex<Children> = Mutex::new(Children {
 enum SpawnError {
     Interrupted,
     Io(std::io::Error),
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Unregisters a docker process when its call is over.

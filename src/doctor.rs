@@ -211,7 +211,7 @@ fn throwaway(
         if e.kind != Kind::Step {
             return;
         }
-        let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::sync::lock(&t);
         if e.stage == Stage::PreparingFiles && t.port.is_none() {
             t.port = Some(e.message.trim_start_matches("Port: ").to_string());
         }
@@ -237,7 +237,7 @@ fn throwaway(
     let host = Arc::clone(prepared.host());
     let (published, undo) = deploy::run_and_undo(prepared);
     let seen = host.readiness_seen();
-    let trace = trace.lock().unwrap_or_else(|p| p.into_inner());
+    let trace = crate::sync::lock(&trace);
     let error = published.as_ref().err().map(|e| e.to_string());
     let reached = |s: Stage| trace.stage.is_some_and(|t| t >= s);
 

@@ -18,6 +18,7 @@
 use crate::docker::{Docker, Refusal, QUICK};
 use crate::error::{Error, Result};
 use crate::process::{alive, process_start};
+use crate::sync::lock;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -205,10 +206,6 @@ static LIVE: Mutex<Vec<(u64, Weak<Journal>)>> = Mutex::new(Vec::new());
 /// finished before the handler looked): the handler's message includes them.
 static ENDED: Mutex<Vec<UndoReport>> = Mutex::new(Vec::new());
 static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A run id unique on this host: process id, a per-process counter and the time.
 fn new_run_id(key: u64) -> String {

@@ -30,4 +30,5 @@ mod replicas;
 pub mod run;
 mod server;
 mod state;
+mod sync;
 mod update;

@@ -100,7 +100,7 @@ impl Manager {
         }
         // Only the plugin that streams the log gets the follower (lookups load plugins too).
         if entry == "logs" {
-            let follow = self.follow.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let follow = crate::sync::lock(&self.follow).take();
             if let Some(f) = follow {
                 host = host.with_follow(f);
             }

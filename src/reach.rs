@@ -385,7 +385,7 @@ pub(crate) fn route(url: &str) -> Route {
 /// The container that publishes host `port`, from a snapshot of every running container's
 /// ports (one `docker ps` and one `docker inspect`, shared by all probes for about a second).
 fn target(port: u16) -> crate::error::Result<Option<Target>> {
-    let mut snap = SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut snap = crate::sync::lock(&SNAPSHOT);
     if let Some((at, map)) = snap.as_ref() {
         let age = at.elapsed();
         if let Some(t) = map.get(&port).filter(|_| age < SNAPSHOT_FRESH) {

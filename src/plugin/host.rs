@@ -12,6 +12,7 @@ use crate::plugin::user_cache;
 use crate::ports;
 use crate::progress::Progress;
 use crate::readiness::{self, Started};
+use crate::sync::lock;
 use rhai::{Array, Dynamic, EvalAltResult, Map, Position};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -410,10 +411,6 @@ enum MainCheck {
     Pending(MainCheckJob),
     /// Running beside the readiness wait.
     Running(std::thread::JoinHandle<Result<()>>),
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub(crate) fn json_to_dynamic(v: &Value) -> Dynamic {

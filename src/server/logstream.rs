@@ -6,6 +6,7 @@
 use super::http::{self, Response};
 use crate::manage::Manager;
 use crate::plugin::host::Follow;
+use crate::sync::lock;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,10 +19,6 @@ pub(crate) static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// How often the watcher looks at the socket and the shutdown flag.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// One SSE event carrying `text` as a JSON string (no raw newlines on the wire).
 fn event(kind: Option<&str>, data: &str) -> String {

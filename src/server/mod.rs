@@ -185,7 +185,7 @@ impl Server {
     /// that peer ([`MAX_PER_PEER`]) is at its limit.
     fn admit(&self, stream: &TcpStream) -> Option<Option<std::net::IpAddr>> {
         let ip = stream.peer_addr().ok().map(|a| a.ip());
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers = crate::sync::lock(&self.peers);
         let mine = ip.map_or(0, |ip| peers.get(&ip).copied().unwrap_or(0));
         if self.connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS || mine >= MAX_PER_PEER {
             return None;
@@ -201,7 +201,7 @@ impl Server {
     fn leave(&self, ip: Option<std::net::IpAddr>) {
         self.connections.fetch_sub(1, Ordering::SeqCst);
         if let Some(ip) = ip {
-            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut peers = crate::sync::lock(&self.peers);
             if let Some(n) = peers.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
@@ -233,7 +233,7 @@ fn overflow(server: &Arc<Server>, stream: TcpStream) {
     if stream.set_nonblocking(true).is_err() {
         return;
     }
-    let mut w = q.waiting.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = crate::sync::lock(&q.waiting);
     if w.len() >= OVERFLOW_CONNECTIONS {
         if let Some((mut old, _)) = w.pop_front() {
             let _ = old.set_nonblocking(false);
@@ -265,7 +265,7 @@ impl Overflow {
         loop {
             let mut due = Vec::new();
             {
-                let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = crate::sync::lock(&self.waiting);
                 while w.is_empty() {
                     w = self.ready.wait(w).unwrap_or_else(|p| p.into_inner());
                 }

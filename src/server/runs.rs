@@ -43,7 +43,7 @@ impl Run {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Appends an event (the final one marks the run done) and wakes every reader.
@@ -179,7 +179,7 @@ impl Runs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// Registers `run` as the deploy of `name`, unless that name is in flight or the server is

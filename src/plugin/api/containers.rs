@@ -3,6 +3,7 @@
 
 use super::prelude::*;
 use crate::plugin::host::*;
+use crate::sync::lock;
 
 /// Registers the containers functions.
 pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
