@@ -49,10 +49,53 @@ pub(crate) enum Refusal {
     NotRunning,
     /// `docker exec`'s program is not in the container ("executable file not found").
     ProgramNotFound,
+    /// A swarm command on an engine that is not a swarm manager (or in no swarm).
+    NotSwarmManager,
+    /// Swarm's scheduler finds no node a task may run on ("no suitable node").
+    NoSuitableNode,
+    /// An image could not be pulled ("pull access denied", "manifest unknown", "error pulling").
+    PullFailed,
     /// The named container, image, service, secret, config or file does not exist.
     NoSuchObject,
     /// Anything else: the stderr itself is the message.
     Other,
+}
+
+impl Refusal {
+    /// Every kind, in the order [`refusal`] tries them.
+    #[cfg(test)]
+    pub(crate) const ALL: [Refusal; 12] = [
+        Refusal::DaemonDown,
+        Refusal::PortAllocated,
+        Refusal::NameInUse,
+        Refusal::AlreadyExists,
+        Refusal::Ambiguous,
+        Refusal::NotRunning,
+        Refusal::ProgramNotFound,
+        Refusal::NotSwarmManager,
+        Refusal::NoSuitableNode,
+        Refusal::PullFailed,
+        Refusal::NoSuchObject,
+        Refusal::Other,
+    ];
+
+    /// The kind's name as plugins see it (`docker_run`'s `kind`, `docker_kind`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Refusal::DaemonDown => "daemon_down",
+            Refusal::PortAllocated => "port_allocated",
+            Refusal::NameInUse => "name_in_use",
+            Refusal::AlreadyExists => "already_exists",
+            Refusal::Ambiguous => "ambiguous",
+            Refusal::NotRunning => "not_running",
+            Refusal::ProgramNotFound => "program_not_found",
+            Refusal::NotSwarmManager => "not_swarm_manager",
+            Refusal::NoSuitableNode => "no_suitable_node",
+            Refusal::PullFailed => "pull_failed",
+            Refusal::NoSuchObject => "no_such_object",
+            Refusal::Other => "other",
+        }
+    }
 }
 
 /// Classifies docker's stderr (the first kind that matches, in the order of [`Refusal`]).
@@ -74,6 +117,12 @@ pub(crate) fn refusal(stderr: &str) -> Refusal {
         || (has("OCI runtime exec failed") && has("no such file or directory"))
     {
         Refusal::ProgramNotFound
+    } else if has("not a swarm manager") {
+        Refusal::NotSwarmManager
+    } else if has("no suitable node") {
+        Refusal::NoSuitableNode
+    } else if has("pull access denied") || has("manifest unknown") || has("error pulling") {
+        Refusal::PullFailed
     } else if has("No such") || has("no such") || has("not found") || has("Could not find the file")
     {
         Refusal::NoSuchObject
@@ -1302,11 +1351,19 @@ mod tests {
             ("Error: No such object: fp", NoSuchObject),
             ("Error response from daemon: service fp not found", NoSuchObject),
             ("Error response from daemon: Could not find the file /payload/x in container fp", NoSuchObject),
+            ("Error response from daemon: This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.", NotSwarmManager),
+            ("Error response from daemon: pull access denied for nope, repository does not exist or may require 'docker login'", PullFailed),
+            ("No such image: 127.0.0.1:5999/x:y", NoSuchObject),
+            ("no suitable node (max replicas per node limit exceed; scheduling constraints not satisfied on 1 node)", NoSuitableNode),
+            ("error pulling image configuration: manifest unknown", PullFailed),
             ("Error response from daemon: manifest for x:y unknown", Other),
             ("", Other),
         ] {
             assert_eq!(refusal(stderr), kind, "{stderr}");
         }
+        let names: std::collections::BTreeSet<&str> =
+            Refusal::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), Refusal::ALL.len(), "two kinds share a name");
     }
     use std::os::unix::fs::PermissionsExt;
 

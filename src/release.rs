@@ -78,41 +78,71 @@ pub(crate) struct State {
     pub main_script: String,
 }
 
-/// One release in the history.
+/// One release in the history. `S`: what the platform records a release is made of, `C`: what
+/// changed from the release before (docker-registry: [`State`] and [`Changes`]; docker-swarm
+/// keeps its own maps, as its plugin builds them, through the `history_*` host functions).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Release {
+pub(crate) struct Release<S = State, C = Changes> {
     /// `r<seq>`.
     pub id: String,
     pub seq: u64,
-    /// Its folder under [`RELEASES`].
+    /// Its folder under [`RELEASES`] (docker-registry; a platform whose releases are images has
+    /// none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dir: String,
     /// When it was made (UTC, RFC 3339).
     pub time: String,
-    /// initial, in-place, container, rollback.
+    /// initial, in-place, container, update, rollback.
     pub kind: String,
     /// For a rollback: the release it went back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of: Option<String>,
-    /// ok, rolled back (the update failed and the previous release was put back), or
-    /// replaced-by-rollback (a later `rollback` left it).
+    /// ok, or rolled back (the update failed, or was interrupted, and the release before was
+    /// put back).
     pub outcome: String,
     /// Why, when it was rolled back.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
-    pub changes: Changes,
-    pub state: State,
+    pub changes: C,
+    pub state: S,
+}
+
+/// The outcome of a release that never went live, or was undone.
+pub(crate) const ROLLED_BACK: &str = "rolled back";
+
+impl<S, C> Release<S, C> {
+    /// Served until it was replaced: not rolled back.
+    pub(crate) fn good(&self) -> bool {
+        self.outcome != ROLLED_BACK
+    }
 }
 
 /// All releases of a deployment, oldest first, and which one is live.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct History {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct History<S = State, C = Changes> {
     pub current: String,
-    pub releases: Vec<Release>,
+    pub releases: Vec<Release<S, C>>,
 }
 
-impl History {
+impl<S, C> Default for History<S, C> {
+    fn default() -> Self {
+        History {
+            current: String::new(),
+            releases: Vec::new(),
+        }
+    }
+}
+
+/// The kinds of release a history may hold (both platforms').
+pub(crate) const KINDS: &[&str] = &["initial", "in-place", "container", "update", "rollback"];
+
+/// How many releases a history kept in a size-limited place holds (docker-swarm's service
+/// label); the live one is never trimmed.
+pub(crate) const HISTORY_MAX: usize = 10;
+
+impl<S, C> History<S, C> {
     /// The live release.
-    pub(crate) fn current(&self) -> Option<&Release> {
+    pub(crate) fn current(&self) -> Option<&Release<S, C>> {
         self.releases.iter().find(|r| r.id == self.current)
     }
 
@@ -121,8 +151,52 @@ impl History {
         self.releases.iter().map(|r| r.seq).max().unwrap_or(0) + 1
     }
 
+    /// A new release after the newest: `r<next seq>`, made now, outcome ok.
+    pub(crate) fn new_release(
+        &self,
+        kind: &str,
+        of: Option<String>,
+        dir: String,
+        changes: C,
+        state: S,
+    ) -> Release<S, C> {
+        let seq = self.next_seq();
+        Release {
+            id: format!("r{seq}"),
+            seq,
+            dir,
+            time: crate::clock::now_utc(),
+            kind: kind.to_string(),
+            of,
+            outcome: "ok".into(),
+            error: String::new(),
+            changes,
+            state,
+        }
+    }
+
+    /// Appends `r`; `live`: it is the current release now.
+    pub(crate) fn push(&mut self, r: Release<S, C>, live: bool) {
+        if live {
+            self.current = r.id.clone();
+        }
+        self.releases.push(r);
+    }
+
+    /// Drops the oldest releases until at most `max` are left, never the live one (a history
+    /// whose "current" names no release is no history: after ten failed updates in a row the
+    /// live one would be the oldest).
+    pub(crate) fn trim(&mut self, max: usize) {
+        while self.releases.len() > max.max(1) {
+            let Some(i) = self.releases.iter().position(|r| r.id != self.current) else {
+                return;
+            };
+            self.releases.remove(i);
+        }
+    }
+
     /// A release by id (`r3`) or number (`3`).
-    pub(crate) fn find(&self, want: &str) -> Option<&Release> {
+    pub(crate) fn find(&self, want: &str) -> Option<&Release<S, C>> {
         let want = want.trim();
         let id = if want.starts_with('r') {
             want.to_string()
@@ -133,14 +207,28 @@ impl History {
     }
 
     /// The release a plain `rollback` goes back to: the newest good one before the live one
+    /// that `differs` from it (runs something else).
+    pub(crate) fn previous_by(
+        &self,
+        differs: impl Fn(&Release<S, C>, &Release<S, C>) -> bool,
+    ) -> Option<&Release<S, C>> {
+        let cur = self.current()?;
+        self.good_newest_first()
+            .filter(|r| r.seq < cur.seq)
+            .find(|r| differs(r, cur))
+    }
+
+    /// The good releases, newest first.
+    pub(crate) fn good_newest_first(&self) -> impl Iterator<Item = &Release<S, C>> {
+        self.releases.iter().rev().filter(|r| r.good())
+    }
+}
+
+impl History {
+    /// The release a plain `rollback` goes back to: the newest good one before the live one
     /// whose payload differs from it (or whose container differs).
     pub(crate) fn previous(&self) -> Option<&Release> {
-        let cur = self.current()?;
-        self.releases
-            .iter()
-            .rev()
-            .filter(|r| r.seq < cur.seq && r.outcome != "rolled back")
-            .find(|r| r.dir != cur.dir || r.state != cur.state)
+        self.previous_by(|r, cur| r.dir != cur.dir || r.state != cur.state)
     }
 
     /// Release dirs to keep in the container: the live one and the newest good ones, [`KEEP`]
@@ -150,11 +238,11 @@ impl History {
         if let Some(c) = self.current() {
             keep.push(c.dir.clone());
         }
-        for r in self.releases.iter().rev() {
+        for r in self.good_newest_first() {
             if keep.len() >= KEEP {
                 break;
             }
-            if r.outcome != "rolled back" && !keep.contains(&r.dir) {
+            if !keep.contains(&r.dir) {
                 keep.push(r.dir.clone());
             }
         }
@@ -163,12 +251,81 @@ impl History {
 
     /// Parses the history file's bytes.
     pub(crate) fn parse(bytes: &[u8]) -> Result<History> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        let bad = |e: String| {
             Error::failed(format!(
                 "{HISTORY} in the container is not a release history ({e}); move it aside to let the next deploy start a new one"
             ))
-        })
+        };
+        let h: History = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if let Some(r) = h.releases.iter().find(|r| r.dir.is_empty()) {
+            return Err(bad(format!("release {} has no \"dir\"", r.id)));
+        }
+        Ok(h)
     }
+}
+
+/// What is wrong with a release history read from where a platform keeps it (`None`: nothing),
+/// as far as the model goes: ids and sequence numbers, kinds, outcomes, the live release. Each
+/// release's `state` is the platform's to check. Read from JSON, so a hand-edited history is a
+/// clear message, never a crash or an odd argv.
+pub(crate) fn problem(h: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let Value::Object(h) = h else {
+        return Some("it is not a JSON object".into());
+    };
+    let Some(current) = h.get("current").and_then(Value::as_str) else {
+        return Some("\"current\" is not a string".into());
+    };
+    let releases = match h.get("releases") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        _ => return Some("\"releases\" is not a non-empty array".into()),
+    };
+    let mut ids: Vec<&str> = Vec::new();
+    for r in releases {
+        let Value::Object(r) = r else {
+            return Some("a release is not a JSON object".into());
+        };
+        let seq = r.get("seq").and_then(Value::as_u64).filter(|s| *s >= 1);
+        let id = r.get("id").and_then(Value::as_str).unwrap_or("");
+        let Some(seq) = seq.filter(|s| id == format!("r{s}")) else {
+            return Some("a release's \"id\" and \"seq\" do not agree (want \"r<seq>\" and an integer seq from 1)".into());
+        };
+        let w = format!("release r{seq}");
+        for k in ["time", "kind", "outcome"] {
+            if !r.get(k).is_some_and(Value::is_string) {
+                return Some(format!("{w}: \"{k}\" is not a string"));
+            }
+        }
+        let kind = r["kind"].as_str().unwrap_or("");
+        if !KINDS.contains(&kind) {
+            return Some(format!(
+                "{w}: unknown kind {kind:?} (want {})",
+                KINDS.join(", ")
+            ));
+        }
+        if !["ok", ROLLED_BACK].contains(&r["outcome"].as_str().unwrap_or("")) {
+            return Some(format!("{w}: unknown outcome (want ok or {ROLLED_BACK})"));
+        }
+        for k in ["error", "of", "dir"] {
+            if r.get(k).is_some_and(|v| !v.is_null() && !v.is_string()) {
+                return Some(format!("{w}: \"{k}\" is not a string"));
+            }
+        }
+        if !r.get("changes").is_some_and(Value::is_object) {
+            return Some(format!("{w}: \"changes\" is not an object"));
+        }
+        if !r.get("state").is_some_and(Value::is_object) {
+            return Some(format!("{w}: \"state\" is not an object"));
+        }
+        if ids.contains(&id) {
+            return Some(format!("{w} is in it twice"));
+        }
+        ids.push(id);
+    }
+    if !ids.contains(&current) {
+        return Some("\"current\" names no release in it".into());
+    }
+    None
 }
 
 /// A changed value (image, port, bind).
@@ -554,6 +711,121 @@ mod tests {
         m.insert("demo.md".into(), "sha256:1 644".into());
         m.insert("lib/x.md".into(), "sha256:2 644".into());
         m
+    }
+
+    type Plain = History<serde_json::Value, serde_json::Value>;
+
+    fn plain(n: u64, current: u64) -> Plain {
+        let mut h = Plain::default();
+        for i in 1..=n {
+            let r = h.new_release(
+                if i == 1 { "initial" } else { "update" },
+                None,
+                String::new(),
+                serde_json::json!({}),
+                serde_json::json!({"image": format!("img:{}", i % 3), "n": i}),
+            );
+            h.push(r, i == current);
+        }
+        h
+    }
+
+    #[test]
+    fn the_model_numbers_finds_and_trims_releases_never_dropping_the_live_one() {
+        let mut h = plain(12, 2);
+        assert_eq!(h.next_seq(), 13);
+        assert_eq!(h.find("3").map(|r| r.id.as_str()), Some("r3"));
+        assert_eq!(h.find(" r12").map(|r| r.seq), Some(12));
+        assert!(h.find("r99").is_none());
+        h.trim(HISTORY_MAX);
+        let ids: Vec<&str> = h.releases.iter().map(|r| r.id.as_str()).collect();
+        // The two oldest that are not live go (r1, r3); r2 stays: it is live.
+        assert_eq!(
+            ids,
+            ["r2", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12"]
+        );
+        assert_eq!(h.current().map(|r| r.seq), Some(2));
+    }
+
+    #[test]
+    fn a_rollback_goes_to_the_newest_good_release_that_runs_something_else() {
+        let mut h = plain(5, 5);
+        let differs = |a: &Release<serde_json::Value, serde_json::Value>,
+                       b: &Release<serde_json::Value, serde_json::Value>| {
+            a.state["image"] != b.state["image"]
+        };
+        // r5 runs img:2, r4 img:1: r4.
+        assert_eq!(h.previous_by(differs).map(|r| r.id.as_str()), Some("r4"));
+        h.releases[3].outcome = ROLLED_BACK.into();
+        // r4 never went live; r3 runs img:0.
+        assert_eq!(h.previous_by(differs).map(|r| r.id.as_str()), Some("r3"));
+        let good: Vec<u64> = h.good_newest_first().map(|r| r.seq).collect();
+        assert_eq!(good, [5, 3, 2, 1]);
+        h.current = "r1".into();
+        assert!(h.previous_by(differs).is_none());
+        h.current = "r9".into();
+        assert!(
+            h.previous_by(differs).is_none(),
+            "no live release, no previous"
+        );
+    }
+
+    #[test]
+    fn a_hand_edited_history_is_named_by_what_is_wrong_with_it() {
+        let good = serde_json::to_value(plain(2, 2)).unwrap();
+        assert_eq!(problem(&good), None);
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = good.clone();
+            f(&mut v);
+            problem(&v).unwrap_or_default()
+        };
+        assert_eq!(
+            problem(&serde_json::json!([1, 2])).unwrap(),
+            "it is not a JSON object"
+        );
+        assert!(with(&|v| v["current"] = 3.into()).contains("\"current\" is not a string"));
+        assert!(with(&|v| v["releases"] = serde_json::json!([])).contains("non-empty array"));
+        assert!(with(&|v| v["releases"][0]["seq"] = "1".into()).contains("\"seq\""));
+        assert!(with(&|v| v["releases"][1]["id"] = "r7".into()).contains("do not agree"));
+        assert!(with(&|v| v["releases"][0]["kind"] = "sideways".into())
+            .contains("release r1: unknown kind \"sideways\""));
+        assert!(with(&|v| v["releases"][0]["outcome"] = "meh".into()).contains("unknown outcome"));
+        assert!(with(&|v| v["releases"][0]["of"] = 1.into()).contains("\"of\" is not a string"));
+        assert!(with(&|v| v["releases"][0]["changes"] = "x".into())
+            .contains("\"changes\" is not an object"));
+        assert!(
+            with(&|v| v["releases"][0]["state"] = serde_json::Value::Null)
+                .contains("\"state\" is not an object")
+        );
+        assert!(with(&|v| v["current"] = "r9".into()).contains("names no release"));
+        assert!(with(&|v| {
+            let r = v["releases"][0].clone();
+            v["releases"].as_array_mut().unwrap().push(r);
+        })
+        .contains("release r1 is in it twice"));
+    }
+
+    #[test]
+    fn a_container_history_without_release_folders_is_refused() {
+        let mut h = History::default();
+        let r = h.new_release(
+            "initial",
+            None,
+            String::new(),
+            Changes::default(),
+            State::default(),
+        );
+        h.push(r, true);
+        let e = History::parse(&serde_json::to_vec(&h).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("release r1 has no \"dir\""), "{e}");
+        h.releases[0].dir = dir_name(1);
+        assert_eq!(
+            History::parse(&serde_json::to_vec(&h).unwrap())
+                .unwrap()
+                .releases
+                .len(),
+            1
+        );
     }
 
     fn d(old: &State, new: &State) -> Changes {

@@ -557,23 +557,12 @@ pub(crate) fn plan(
     if history.releases.is_empty() && !changes.unknown.is_empty() {
         history.current.clear();
     }
-    let release = Release {
-        id: format!("r{seq}"),
-        seq,
-        dir,
-        time: crate::clock::now_utc(),
-        kind: if reasons.is_empty() {
-            "in-place"
-        } else {
-            "container"
-        }
-        .into(),
-        of: None,
-        outcome: "ok".into(),
-        error: String::new(),
-        changes,
-        state,
+    let kind = if reasons.is_empty() {
+        "in-place"
+    } else {
+        "container"
     };
+    let release = history.new_release(kind, None, dir, changes, state);
     let live = json!({
         "container_id": v["Id"].as_str().unwrap_or(""),
         "image": label("fractalic-publisher.image"),
@@ -635,9 +624,9 @@ fn history_bytes(h: &History) -> Result<Vec<u8>> {
 fn record_failure(host: &Host, d: &Docker, plan: &Plan, error: &Error) {
     let mut h = plan.history.clone();
     let mut r = plan.release.clone();
-    r.outcome = "rolled back".into();
+    r.outcome = release::ROLLED_BACK.into();
     r.error = crate::error::one_line(&error.to_string());
-    h.releases.push(r);
+    h.push(r, false);
     let written = history_bytes(&h).and_then(|b| write_history(d, &plan.name, &b, plan.owner));
     if let Err(e) = written {
         host.progress.warn(format!(
@@ -684,8 +673,7 @@ pub(crate) fn apply_in_place(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resul
         .clone()
         .ok_or_else(|| Error::failed("no live release to switch from"))?;
     let mut h = plan.history.clone();
-    h.releases.push(plan.release.clone());
-    h.current = plan.release.id.clone();
+    h.push(plan.release.clone(), true);
     let keep = h.keep_dirs();
     let more = beside(plan, &format!("{HISTORY}.next"), &h)?;
     let dir = plan.release.dir.clone();
@@ -964,8 +952,7 @@ pub(crate) fn apply_container(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Resu
     let bind = cfg.bind.to_string();
     let port = plan.release.state.port;
     let mut h = plan.history.clone();
-    h.releases.push(plan.release.clone());
-    h.current = plan.release.id.clone();
+    h.push(plan.release.clone(), true);
     let full = beside(plan, HISTORY, &h)?;
     let suffix = short_suffix();
     let next = format!("{name}.next-{suffix}");
@@ -1186,8 +1173,7 @@ fn apply_container_proxied(host: &Host, d: &Arc<Docker>, plan: &Plan) -> Result<
     let secs = cfg.timeout.as_secs() as i64;
     let port = plan.release.state.port;
     let mut h = plan.history.clone();
-    h.releases.push(plan.release.clone());
-    h.current = plan.release.id.clone();
+    h.push(plan.release.clone(), true);
     // The history and the release's manifest, as an unproxied container update writes them:
     // what `history` names as the files of the release (and what a later in-place update
     // compares with).
@@ -1526,7 +1512,7 @@ pub(crate) fn rollback(
             )
         })?,
     };
-    if target.outcome == "rolled back" {
+    if !target.good() {
         return Err(Error::input(
             format!(
                 "release {} never went live (its update was rolled back)",
@@ -1552,33 +1538,27 @@ pub(crate) fn rollback(
             && starts(a) == starts(b)
     };
     let mut new_h = h.clone();
-    let seq = h.next_seq();
-    let entry = Release {
-        id: format!("r{seq}"),
-        seq,
-        dir: target.dir.clone(),
-        time: crate::clock::now_utc(),
-        kind: "rollback".into(),
-        of: Some(target.id.clone()),
-        outcome: "ok".into(),
-        error: String::new(),
-        changes: {
-            // The two manifests, when they are still kept beside their release folders.
-            let read = |dir: &str| -> Result<Option<Manifest>> {
-                Ok(d.read_file(name, &release::manifest_path(dir))?
-                    .and_then(|b| release::parse_manifest(&b)))
-            };
-            let (a, b) = if cur.state.payload_hash == target.state.payload_hash {
-                (None, None)
-            } else {
-                (read(&cur.dir)?, read(&target.dir)?)
-            };
-            release::diff(&cur.state, a.as_ref(), &target.state, b.as_ref())
-        },
-        state: target.state.clone(),
+    let changes = {
+        // The two manifests, when they are still kept beside their release folders.
+        let read = |dir: &str| -> Result<Option<Manifest>> {
+            Ok(d.read_file(name, &release::manifest_path(dir))?
+                .and_then(|b| release::parse_manifest(&b)))
+        };
+        let (a, b) = if cur.state.payload_hash == target.state.payload_hash {
+            (None, None)
+        } else {
+            (read(&cur.dir)?, read(&target.dir)?)
+        };
+        release::diff(&cur.state, a.as_ref(), &target.state, b.as_ref())
     };
-    new_h.releases.push(entry.clone());
-    new_h.current = entry.id.clone();
+    let entry = h.new_release(
+        "rollback",
+        Some(target.id.clone()),
+        target.dir.clone(),
+        changes,
+        target.state.clone(),
+    );
+    new_h.push(entry.clone(), true);
     let bytes = history_bytes(&new_h)?;
     let v = d.container_inspect(name)?.unwrap_or(Value::Null);
     let running = v["State"]["Running"].as_bool().unwrap_or(false);
@@ -1900,22 +1880,9 @@ pub(crate) fn record_first(
         release::manifest_path(&dir),
         release::manifest_bytes(&files)?,
     );
-    let r = Release {
-        id: "r1".into(),
-        seq: 1,
-        dir,
-        time: crate::clock::now_utc(),
-        kind: "initial".into(),
-        of: None,
-        outcome: "ok".into(),
-        error: String::new(),
-        changes: Changes::default(),
-        state,
-    };
-    let h = History {
-        current: r.id.clone(),
-        releases: vec![r],
-    };
+    let mut h = History::default();
+    let r = h.new_release("initial", None, dir, Changes::default(), state);
+    h.push(r, true);
     // Written beside the readiness wait (its own thread); the deploy waits for it at its end.
     let bytes = history_bytes(&h)?;
     let (d, c) = (Arc::clone(d), container.to_string());

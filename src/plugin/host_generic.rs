@@ -172,7 +172,13 @@ pub(crate) fn docker_run(host: &Host, d: &Docker, argv: &[String], opts: &Map) -
             host.journal().forget(t);
         }
     }
+    let kind = if status == Some(0) {
+        ""
+    } else {
+        out.refusal().name()
+    };
     let mut m = Map::new();
+    m.insert("kind".into(), kind.into());
     m.insert("ok".into(), (status == Some(0)).into());
     m.insert("code".into(), i64::from(status.unwrap_or(-1)).into());
     m.insert("stdout".into(), out.stdout.into());

@@ -55,14 +55,23 @@ pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
     let h = Arc::clone(host);
     api.add(Doc {
             sig: "docker_run(argv, opts)",
-            result: "{ok, code, stdout, stderr, undo_id}",
+            result: "{ok, code, stdout, stderr, kind, undo_id}",
             throws: "docker not runnable, Docker unavailable, the timeout, an interrupt, a `deploy_env` name the CLI reads itself",
-            about: "Runs `docker ARGV...` once. `opts` (all optional): `stdin` (string fed to docker), `timeout_ms` (100 ms - 1 h, default 30000), `undo` (argv that removes what the call creates: recorded in the undo journal before the call, forgotten when it exits non-zero), `undo_when` (`#{argv, stdout}`: the undo runs only while `docker ARGV` prints `stdout`, trimmed, so an undo recorded for a change that never reached the engine does nothing), `what` (how messages name that object), `deploy_env` (true: the deploy's environment is handed to the docker process, for `--env-add KEY`, so values stay off argv), `env_stdin` (true: the deploy's environment as `K=V` lines on docker's stdin, for `--env-file /dev/stdin`: values never on argv, in the plugin or in a file; not with `stdin`). `ok` = exit 0; `code` -1 = killed; `undo_id` -1 without `undo`.",
+            about: "Runs `docker ARGV...` once. `opts` (all optional): `stdin` (string fed to docker), `timeout_ms` (100 ms - 1 h, default 30000), `undo` (argv that removes what the call creates: recorded in the undo journal before the call, forgotten when it exits non-zero), `undo_when` (`#{argv, stdout}`: the undo runs only while `docker ARGV` prints `stdout`, trimmed, so an undo recorded for a change that never reached the engine does nothing), `what` (how messages name that object), `deploy_env` (true: the deploy's environment is handed to the docker process, for `--env-add KEY`, so values stay off argv), `env_stdin` (true: the deploy's environment as `K=V` lines on docker's stdin, for `--env-file /dev/stdin`: values never on argv, in the plugin or in a file; not with `stdin`). `ok` = exit 0; `code` -1 = killed; `kind`: what a failure means, as `docker_kind(stderr)` says (`\"\"` on success); `undo_id` -1 without `undo`.",
         }, |e, n| {
         e.register_fn(n, move |argv: Array, opts: Map| -> RhaiResult<Map> {
             let d = h.docker_or_raise()?;
             h.check(docker_run(&h, &d, &strings(&argv), &opts))
         });
+    });
+
+    api.add(Doc {
+            sig: "docker_kind(text)",
+            result: "string",
+            throws: "never",
+            about: "What a docker error message means, read once by the host the way every Rust caller reads it: `daemon_down`, `port_allocated`, `name_in_use`, `already_exists`, `ambiguous`, `not_running`, `program_not_found`, `not_swarm_manager`, `no_suitable_node`, `pull_failed`, `no_such_object` or `other`. For messages docker prints elsewhere than a call's stderr (a task's error in `docker service ps`); a plugin branches on the kind, never on docker's words.",
+        }, |e, n| {
+        e.register_fn(n, |text: &str| -> String { crate::docker::refusal(text).name().to_string() });
     });
 
     let h = Arc::clone(host);

@@ -390,7 +390,9 @@ mod tests {
         assert!(text.contains("- **Units**: durations are milliseconds"));
         assert!(text.contains("#### Containers\n"));
         assert!(
-            text.contains("- `docker_run(argv, opts)` → `{ok, code, stdout, stderr, undo_id}`"),
+            text.contains(
+                "- `docker_run(argv, opts)` → `{ok, code, stdout, stderr, kind, undo_id}`"
+            ),
             "{text}"
         );
         let j = render_json(&docs);

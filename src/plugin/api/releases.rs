@@ -4,10 +4,135 @@
 
 use super::prelude::*;
 use crate::plugin::host::{Host, RhaiResult};
+use crate::release;
 use crate::update;
 
 fn to_dynamic(v: &serde_json::Value) -> Dynamic {
     rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+/// A release history of plugin-built maps (docker-swarm's), as the model holds it.
+type PluginHistory = release::History<serde_json::Value, serde_json::Value>;
+type PluginRelease = release::Release<serde_json::Value, serde_json::Value>;
+
+fn history_of(h: &Host, v: &Dynamic, what: &str) -> RhaiResult<PluginHistory> {
+    rhai::serde::from_dynamic(v).map_err(|e| {
+        h.raise(crate::error::Error::failed(format!(
+            "{what}: not a release history ({e}); read it with history_parse first"
+        )))
+    })
+}
+
+fn release_of(h: &Host, v: &Dynamic, what: &str) -> RhaiResult<PluginRelease> {
+    rhai::serde::from_dynamic(v).map_err(|e| {
+        h.raise(crate::error::Error::failed(format!(
+            "{what}: not a release ({e}); make it with history_release"
+        )))
+    })
+}
+
+fn dynamic_of<T: serde::Serialize>(v: &T) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+/// The history model's functions for a plugin that keeps its own history (docker-swarm).
+fn register_model(api: &mut Api, host: &Arc<Host>) {
+    api.add(Doc {
+        sig: "history_parse(text)",
+        result: "{history, problem}",
+        throws: "never",
+        about: "Reads a release history kept as JSON text (docker-swarm: a service label). `problem` is `\"\"`, or what is wrong as far as the model goes (not JSON; ids and `seq` that do not agree; an unknown kind or outcome; a field of the wrong type; a release twice; `current` naming no release), and `history` then `()`. Each release's `state` is the plugin's to check.",
+    }, |e, n| {
+        e.register_fn(n, |text: &str| -> Map {
+            let mut m = Map::new();
+            let (history, problem) = match serde_json::from_str::<serde_json::Value>(text) {
+                Err(e) => (Dynamic::UNIT, format!("not JSON ({e})")),
+                Ok(v) => match release::problem(&v) {
+                    Some(p) => (Dynamic::UNIT, p),
+                    None => (to_dynamic(&v), String::new()),
+                },
+            };
+            m.insert("history".into(), history);
+            m.insert("problem".into(), problem.into());
+            m
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "history_release(history, kind, of, changes, state)",
+        result: "{id, seq, time, kind, outcome, changes, state, of?}",
+        throws: "`history` not a history",
+        about: "A new release after the newest of `history`: `r<seq>`, made now, outcome `ok`; `of` (`\"\"` = none): the release a rollback goes back to. `changes` and `state` are the plugin's maps.",
+    }, |e, n| {
+        e.register_fn(n, move |hist: Dynamic, kind: &str, of: &str, changes: Dynamic, state: Dynamic| -> RhaiResult<Dynamic> {
+            let hist = history_of(&h, &hist, "history_release")?;
+            let json = |v: &Dynamic| rhai::serde::from_dynamic::<serde_json::Value>(v).unwrap_or_default();
+            let of = Some(of.to_string()).filter(|o| !o.is_empty());
+            let r = hist.new_release(kind, of, String::new(), json(&changes), json(&state));
+            Ok(dynamic_of(&r))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "history_with(history, release, live)",
+        result: "{current, releases}",
+        throws: "`history` not a history, `release` not a release",
+        about: "`history` with `release` appended (`live`: it is the current release now), trimmed to the newest 10; the live release is never trimmed, however old.",
+    }, |e, n| {
+        e.register_fn(n, move |hist: Dynamic, r: Dynamic, live: bool| -> RhaiResult<Dynamic> {
+            let mut hist = history_of(&h, &hist, "history_with")?;
+            hist.push(release_of(&h, &r, "history_with")?, live);
+            hist.trim(release::HISTORY_MAX);
+            Ok(dynamic_of(&hist))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(
+        Doc {
+            sig: "history_find(history, want)",
+            result: "release or ()",
+            throws: "`history` not a history",
+            about: "The release `want` names: an id (`\"r3\"`) or a number (`\"3\"`).",
+        },
+        |e, n| {
+            e.register_fn(n, move |hist: Dynamic, want: &str| -> RhaiResult<Dynamic> {
+                let hist = history_of(&h, &hist, "history_find")?;
+                Ok(hist.find(want).map_or(Dynamic::UNIT, dynamic_of))
+            });
+        },
+    );
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "history_previous(history, keys)",
+        result: "release or ()",
+        throws: "`history` not a history",
+        about: "The release a plain rollback goes back to: the newest good (not rolled back) release before the live one whose `state` differs from the live one's in one of the fields `keys` (what decides that two releases run the same thing).",
+    }, |e, n| {
+        e.register_fn(n, move |hist: Dynamic, keys: Array| -> RhaiResult<Dynamic> {
+            let hist = history_of(&h, &hist, "history_previous")?;
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let prev = hist.previous_by(|r, cur| keys.iter().any(|k| r.state.get(k) != cur.state.get(k)));
+            Ok(prev.map_or(Dynamic::UNIT, dynamic_of))
+        });
+    });
+
+    let h = Arc::clone(host);
+    api.add(Doc {
+        sig: "history_good(history, n)",
+        result: "[release, ...]",
+        throws: "`history` not a history",
+        about: "The newest `n` good (not rolled back) releases, newest first: the ones whose objects are kept for a rollback.",
+    }, |e, n| {
+        e.register_fn(n, move |hist: Dynamic, n: i64| -> RhaiResult<Array> {
+            let hist = history_of(&h, &hist, "history_good")?;
+            let n = usize::try_from(n).unwrap_or(0);
+            Ok(hist.good_newest_first().take(n).map(dynamic_of).collect())
+        });
+    });
 }
 
 fn get_str(m: &Map, k: &str) -> String {
@@ -16,6 +141,7 @@ fn get_str(m: &Map, k: &str) -> String {
 
 /// Registers the release functions.
 pub(super) fn register(api: &mut Api, host: &Arc<Host>) {
+    register_model(api, host);
     let h = Arc::clone(host);
     api.add(Doc {
         sig: "record_release(container, info)",
